@@ -1,0 +1,169 @@
+//! `/api/builds` and `/api/projects/{name}/builds`: asking for builds, watching and cancelling them.
+
+use crate::api::projects;
+use crate::auth::Admin;
+use crate::db::builds::{self, Change, NewBuild, Transition};
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kiln_shared::api::{validate_name, Build, RequestBuild};
+use kiln_shared::branch_url::validate_commit;
+use kiln_shared::frames::MasterFrame;
+use kiln_shared::{BuildId, BuildState};
+use std::sync::Arc;
+
+pub async fn find(st: &AppState, id: i64) -> ApiResult<builds::BuildRow> {
+    builds::get(&st.db, BuildId(id))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no build {id}")))
+}
+
+pub async fn request(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Path(name): Path<String>,
+    body: Option<Json<RequestBuild>>,
+) -> ApiResult<(StatusCode, Json<Build>)> {
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let p = projects::find(&st, &name).await?;
+    if let Some(r) = &req.release {
+        validate_name("release name", r).map_err(|m| ApiError::invalid("release", m))?;
+    }
+    if let Some(c) = &req.commit {
+        validate_commit(c).map_err(|m| ApiError::invalid("commit", m))?;
+    }
+    // A release is pinned to the commit of the moment it was asked for.
+    let commit = match (&req.release, &req.commit) {
+        (Some(_), None) => Some(
+            crate::git::branch_head(&p.branch_url, &p.branch, st.cfg.master.allow_file_urls)
+                .await
+                .map_err(ApiError::Unprocessable)?,
+        ),
+        _ => req.commit.clone(),
+    };
+    let trigger = if req.release.is_some() { "release" } else { "manual" };
+    let mut conn = st.db.acquire().await?;
+    let id = builds::insert(
+        &mut conn,
+        NewBuild {
+            project_id: p.id,
+            trigger,
+            release: req.release.as_deref(),
+            requested_commit: commit.as_deref(),
+            branch_url: &p.branch_url,
+            branch: &p.branch,
+            retry_of: None,
+            attempt: 0,
+        },
+    )
+    .await?;
+    drop(conn);
+    st.hub.wake_dispatch.notify_one();
+    st.build_changed(id).await;
+    Ok((StatusCode::CREATED, Json(find(&st, id.0).await?.into_api())))
+}
+
+#[derive(serde::Deserialize)]
+pub struct ListQuery {
+    project: Option<String>,
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<Build>>> {
+    let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            s.parse::<BuildState>()
+                .map_err(|e| ApiError::invalid("state", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let project = q.project.as_deref().filter(|s| !s.is_empty());
+    let rows = builds::list(&st.db, project, state, limit).await?;
+    Ok(Json(rows.into_iter().map(|b| b.into_api()).collect()))
+}
+
+pub async fn show(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Build>> {
+    Ok(Json(find(&st, id).await?.into_api()))
+}
+
+pub async fn cancel(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Build>> {
+    let b = find(&st, id).await?;
+    let build = BuildId(id);
+    let reason = if b.state() == BuildState::Queued {
+        "cancelled before it started"
+    } else {
+        "cancelled"
+    };
+    match builds::transition(
+        &st.db,
+        build,
+        BuildState::Cancelled,
+        Change {
+            reason: Some(reason),
+            ..Default::default()
+        },
+    )
+    .await?
+    {
+        Transition::Done { from } => {
+            if from.is_active() {
+                if let Some(slave) = b.slave_id {
+                    // If the slave is away, reconciliation stops the build when it returns.
+                    st.hub.send(
+                        kiln_shared::SlaveId(slave),
+                        MasterFrame::Cancel {
+                            build,
+                            reason: reason.into(),
+                        },
+                    );
+                }
+                st.storage.close_log(build);
+                st.hub.wake_dispatch.notify_one();
+            }
+            st.build_changed(build).await;
+            st.publish_log_end(build);
+            Ok(Json(find(&st, id).await?.into_api()))
+        }
+        Transition::Refused { current } => Err(ApiError::Conflict(format!(
+            "build {id} already ended ({current})"
+        ))),
+        Transition::NotFound => Err(ApiError::NotFound(format!("no build {id}"))),
+    }
+}
+
+/// The stored log as plain text; works while the build runs.
+pub async fn log(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    find(&st, id).await?;
+    let body = match tokio::fs::File::open(st.storage.log_path(BuildId(id))).await {
+        Ok(f) => Body::from_stream(tokio_util::io::ReaderStream::new(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Body::empty(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response())
+}

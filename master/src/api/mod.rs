@@ -1,0 +1,45 @@
+//! The REST API (JSON), split by resource. `docs/api.md` documents every route.
+
+pub mod artifacts;
+pub mod builds;
+pub mod projects;
+pub mod slaves;
+
+use crate::AppState;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use kiln_shared::api::Health;
+use std::sync::Arc;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/projects", get(projects::list).post(projects::create))
+        .route(
+            "/api/projects/{name}",
+            get(projects::show)
+                .patch(projects::update)
+                .delete(projects::delete),
+        )
+        .route("/api/projects/{name}/builds", post(builds::request))
+        .route("/api/builds", get(builds::list))
+        .route("/api/builds/{id}", get(builds::show))
+        .route("/api/builds/{id}/cancel", post(builds::cancel))
+        .route("/api/builds/{id}/log", get(builds::log))
+        .route("/api/builds/{id}/artifacts", get(artifacts::list))
+        .route("/api/builds/{id}/artifacts/{name}", get(artifacts::download))
+        .route("/api/slaves", get(slaves::list).post(slaves::create))
+        .route(
+            "/api/slave/builds/{id}/artifacts/{name}",
+            put(artifacts::upload).layer(DefaultBodyLimit::disable()),
+        )
+}
+
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        protocol: kiln_shared::codec::PROTOCOL_VERSION,
+    })
+}

@@ -1,0 +1,158 @@
+//! `/api/projects`: configuration branches that can be built.
+
+use crate::auth::Admin;
+use crate::db::projects::{self, NewProject, ProjectRow};
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use kiln_shared::api::{validate_name, CreateProject, PatchProject, Project};
+use kiln_shared::branch_url::{validate_branch_name, validate_branch_url, UrlPolicy};
+use std::sync::Arc;
+
+pub const DEFAULT_BRANCH: &str = "main";
+
+fn check_arch(arch: &str) -> ApiResult<()> {
+    let ok = !arch.is_empty()
+        && arch.len() <= 32
+        && arch.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "architecture",
+            format!("architecture '{arch}' is not a Debian architecture name (like amd64, arm64, armhf)"),
+        ))
+    }
+}
+
+fn check_tags(tags: &[String]) -> ApiResult<()> {
+    for t in tags {
+        validate_name("tag", t).map_err(|m| ApiError::invalid("tags", m))?;
+    }
+    Ok(())
+}
+
+fn check_retries(n: i32) -> ApiResult<()> {
+    if (0..=10).contains(&n) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("lost_retries", "lost_retries must be between 0 and 10"))
+    }
+}
+
+pub fn url_policy(st: &AppState) -> UrlPolicy {
+    UrlPolicy {
+        allow_file: st.cfg.master.allow_file_urls,
+    }
+}
+
+pub async fn find(st: &AppState, name: &str) -> ApiResult<ProjectRow> {
+    projects::get(&st.db, name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no project named '{name}'")))
+}
+
+pub async fn create(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Json(req): Json<CreateProject>,
+) -> ApiResult<(StatusCode, Json<Project>)> {
+    validate_name("project name", &req.name).map_err(|m| ApiError::invalid("name", m))?;
+    validate_branch_url(&req.branch_url, url_policy(&st))
+        .map_err(|m| ApiError::invalid("branch_url", m))?;
+    let branch = req.branch.as_deref().unwrap_or(DEFAULT_BRANCH);
+    validate_branch_name(branch).map_err(|m| ApiError::invalid("branch", m))?;
+    if let Some(a) = &req.architecture {
+        check_arch(a)?;
+    }
+    let tags = req.tags.unwrap_or_default();
+    check_tags(&tags)?;
+    let lost_retries = req.lost_retries.unwrap_or(st.cfg.master.lost_retries);
+    check_retries(lost_retries)?;
+    let inserted = projects::insert(
+        &st.db,
+        NewProject {
+            name: &req.name,
+            branch_url: &req.branch_url,
+            branch,
+            architecture: req.architecture.as_deref(),
+            tags: &tags,
+            lost_retries,
+        },
+    )
+    .await?;
+    if inserted.is_none() {
+        return Err(ApiError::Conflict(format!(
+            "a project named '{}' already exists",
+            req.name
+        )));
+    }
+    let p = find(&st, &req.name).await?;
+    Ok((StatusCode::CREATED, Json(p.into_api())))
+}
+
+pub async fn list(State(st): State<Arc<AppState>>, _: Admin) -> ApiResult<Json<Vec<Project>>> {
+    let rows = projects::list(&st.db).await?;
+    Ok(Json(rows.into_iter().map(ProjectRow::into_api).collect()))
+}
+
+pub async fn show(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Project>> {
+    Ok(Json(find(&st, &name).await?.into_api()))
+}
+
+pub async fn update(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Path(name): Path<String>,
+    Json(patch): Json<PatchProject>,
+) -> ApiResult<Json<Project>> {
+    let p = find(&st, &name).await?;
+    if let Some(u) = &patch.branch_url {
+        validate_branch_url(u, url_policy(&st)).map_err(|m| ApiError::invalid("branch_url", m))?;
+    }
+    if let Some(b) = &patch.branch {
+        validate_branch_name(b).map_err(|m| ApiError::invalid("branch", m))?;
+    }
+    if let Some(Some(a)) = &patch.architecture {
+        check_arch(a)?;
+    }
+    if let Some(t) = &patch.tags {
+        check_tags(t)?;
+    }
+    if let Some(n) = patch.lost_retries {
+        check_retries(n)?;
+    }
+    projects::update(&st.db, p.id, &patch).await?;
+    Ok(Json(find(&st, &name).await?.into_api()))
+}
+
+/// Deletes a project with its builds, logs and artifacts. Refused while a build is active.
+pub async fn delete(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let p = find(&st, &name).await?;
+    let rows = crate::db::builds::list(&st.db, Some(&name), None, i64::MAX).await?;
+    if rows.iter().any(|b| b.state().is_active()) {
+        return Err(ApiError::Conflict(format!(
+            "project '{name}' has a build running; cancel it first"
+        )));
+    }
+    projects::delete(&st.db, p.id).await?;
+    for b in rows {
+        let dir = st.storage.build_dir(kiln_shared::BuildId(b.id));
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("removing {}: {e}", dir.display());
+            }
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,67 @@
+//! Database access, one file per aggregate. Plain SQL; migrations live in `/migrations`.
+
+pub mod artifacts;
+pub mod builds;
+pub mod projects;
+pub mod slaves;
+
+use anyhow::{Context, Result};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use std::path::Path;
+use std::str::FromStr;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Where the database is.
+pub enum Target<'a> {
+    Url(&'a str),
+    /// The embedded cluster's socket directory.
+    Socket(&'a Path),
+}
+
+pub async fn connect(target: Target<'_>, max_connections: u32) -> Result<PgPool> {
+    let opts = match target {
+        Target::Url(url) => PgConnectOptions::from_str(url).context("config key database.url")?,
+        Target::Socket(dir) => {
+            ensure_database(dir).await?;
+            PgConnectOptions::new()
+                .socket(dir)
+                .username("kiln")
+                .database("kiln")
+        }
+    }
+    .log_statements(tracing::log::LevelFilter::Trace);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(30))
+        .connect_with(opts)
+        .await
+        .context("cannot connect to PostgreSQL")
+}
+
+/// The embedded cluster starts with only the `postgres` database; create `kiln` once.
+async fn ensure_database(dir: &Path) -> Result<()> {
+    let opts = PgConnectOptions::new()
+        .socket(dir)
+        .username("kiln")
+        .database("postgres");
+    let mut conn = sqlx::PgConnection::connect_with(&opts)
+        .await
+        .context("cannot connect to the embedded PostgreSQL")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'kiln')")
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        sqlx::query("CREATE DATABASE kiln").execute(&mut conn).await?;
+    }
+    Ok(())
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("applying database migrations")
+}

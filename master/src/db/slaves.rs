@@ -1,0 +1,124 @@
+//! The `slaves` aggregate.
+
+use chrono::{DateTime, Utc};
+use kiln_shared::frames::Hello;
+use kiln_shared::{api, BuildId, SlaveId};
+use sqlx::{FromRow, PgExecutor};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct SlaveRow {
+    pub id: i64,
+    pub name: String,
+    pub enabled: bool,
+    pub online: bool,
+    pub arch: Option<String>,
+    pub tags: Vec<String>,
+    pub backends: Vec<String>,
+    pub capacity: i32,
+    pub version: Option<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub builds: Vec<i64>,
+}
+
+impl SlaveRow {
+    pub fn into_api(self) -> api::Slave {
+        api::Slave {
+            id: SlaveId(self.id),
+            name: self.name,
+            online: self.online,
+            arch: self.arch,
+            tags: self.tags,
+            backends: self.backends,
+            capacity: self.capacity,
+            version: self.version,
+            last_seen: self.last_seen,
+            builds: self.builds.into_iter().map(BuildId).collect(),
+        }
+    }
+}
+
+const SELECT: &str = "SELECT s.id, s.name, s.enabled, s.online, s.arch, s.tags, s.backends,
+        s.capacity, s.version, s.last_seen,
+        ARRAY(SELECT b.id FROM builds b WHERE b.slave_id = s.id
+              AND b.state IN ('dispatched','running') ORDER BY b.id) AS builds
+    FROM slaves s";
+
+/// Registers a slave; `None` when the name is taken.
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    name: &str,
+    token_sha256: &str,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "INSERT INTO slaves (name, token_sha256) VALUES ($1, $2)
+         ON CONFLICT (name) DO NOTHING RETURNING id",
+    )
+    .bind(name)
+    .bind(token_sha256)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn list(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<SlaveRow>> {
+    sqlx::query_as(&format!("{SELECT} ORDER BY s.name"))
+        .fetch_all(db)
+        .await
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<Option<SlaveRow>> {
+    sqlx::query_as(&format!("{SELECT} WHERE s.id = $1"))
+        .bind(id.0)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn by_token(
+    db: impl PgExecutor<'_>,
+    token_sha256: &str,
+) -> sqlx::Result<Option<SlaveRow>> {
+    sqlx::query_as(&format!("{SELECT} WHERE s.token_sha256 = $1"))
+        .bind(token_sha256)
+        .fetch_optional(db)
+        .await
+}
+
+/// Records what the slave said about itself in its hello, and marks it online.
+pub async fn came_online(db: impl PgExecutor<'_>, id: SlaveId, h: &Hello) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE slaves SET online = true, last_seen = now(), arch = $2, tags = $3,
+             backends = $4, capacity = $5, version = $6 WHERE id = $1",
+    )
+    .bind(id.0)
+    .bind(&h.arch)
+    .bind(&h.tags)
+    .bind(&h.backends)
+    .bind(h.capacity as i32)
+    .bind(&h.version)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+pub async fn seen(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<()> {
+    sqlx::query("UPDATE slaves SET last_seen = now() WHERE id = $1")
+        .bind(id.0)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+pub async fn went_offline(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<()> {
+    sqlx::query("UPDATE slaves SET online = false WHERE id = $1")
+        .bind(id.0)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// At start no slave is connected, whatever the table says.
+pub async fn all_offline(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
+    sqlx::query("UPDATE slaves SET online = false WHERE online")
+        .execute(db)
+        .await
+        .map(|_| ())
+}

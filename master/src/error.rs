@@ -1,0 +1,90 @@
+//! Errors of the console/REST API, mapped to HTTP in exactly one place.
+//!
+//! Policy: handlers return `Result<_, ApiError>`. Client mistakes carry a message that says what
+//! was wrong and what to do, and the field at fault. Anything unexpected (database down, I/O) is
+//! an `Internal`: its cause is logged here and the client gets a 500 with a generic message —
+//! never a 400, never the inner error text. Slave-protocol errors are a separate type
+//! (`ws::slave::ProtocolError`).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kiln_shared::api::ErrorBody;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    Invalid {
+        field: Option<&'static str>,
+        message: String,
+    },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    InsufficientStorage(String),
+    #[error("internal error: {0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            field: Some(field),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            return ApiError::InsufficientStorage(
+                "the master's storage is full (No space left on device); free space and retry".into(),
+            );
+        }
+        ApiError::Internal(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = match &self {
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::Invalid { field, .. } => (StatusCode::BAD_REQUEST, "invalid", *field),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", None),
+            ApiError::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", None)
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(error = ?cause, "internal error while serving a request");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+            }
+        };
+        let message = match &self {
+            ApiError::Internal(_) => "internal error; the master's log has the details".to_string(),
+            other => other.to_string(),
+        };
+        let body = ErrorBody {
+            error: code.to_string(),
+            message,
+            field: field.map(str::to_string),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,99 @@
+//! `kiln-master`: the command-line shell around the `kiln_master` library.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use kiln_shared::config::Config;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "kiln-master", version, about = "The Kiln build farm master")]
+struct Cli {
+    /// The Kiln config file (see `kiln-master init`).
+    #[arg(long, global = true, env = "KILN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides master.listen.
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a commented config file and an admin token into a data dir.
+    Init {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Run the master (the default).
+    Serve,
+}
+
+fn load(cli: &Cli) -> Result<Config> {
+    let path = cli
+        .config
+        .as_ref()
+        .context("--config FILE is required (create one with `kiln-master init --data-dir DIR`)")?;
+    let mut cfg = Config::load(path)?;
+    if let Some(l) = &cli.listen {
+        if l.parse::<std::net::SocketAddr>().is_err() {
+            anyhow::bail!("--listen: '{l}' is not an address like 127.0.0.1:8080");
+        }
+        cfg.master.listen = l.clone();
+    }
+    Ok(cfg)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match &cli.cmd {
+        Some(Cmd::Init { data_dir, force }) => {
+            let listen = cli.listen.as_deref().unwrap_or("127.0.0.1:8080");
+            kiln_master::init::run(data_dir, listen, *force)
+        }
+        Some(Cmd::Migrate) => {
+            let cfg = load(&cli)?;
+            let (pool, _pg) = kiln_master::open_database(&cfg).await?;
+            kiln_master::db::migrate(&pool).await?;
+            println!("database is up to date");
+            Ok(())
+        }
+        Some(Cmd::Serve) | None => serve(load(&cli)?).await,
+    }
+}
+
+async fn serve(cfg: Config) -> Result<()> {
+    let listen = cfg.master.listen.clone();
+    let (pool, pg) = kiln_master::open_database(&cfg).await?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("config key master.listen: cannot bind {listen}"))?;
+    let server = kiln_master::build(cfg, pool, listener).await?;
+    // Readiness line, read by scripts and tests.
+    println!("kiln-master ready on http://{}", server.addr);
+    let stop = server.shutdown_handle();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    server.wait().await?;
+    drop(pg);
+    Ok(())
+}

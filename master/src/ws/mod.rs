@@ -1,0 +1,4 @@
+//! The master's WebSockets: `/ws/slave` for build machines, `/ws/console` for browsers.
+
+pub mod console;
+pub mod slave;

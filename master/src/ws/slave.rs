@@ -1,0 +1,356 @@
+//! `/ws/slave`: one session per connected slave (protocol described in `kiln_shared::frames`).
+//!
+//! The upgrade is refused with a plain HTTP error (401 bad token, 403 disabled, 426 protocol
+//! mismatch) so that even a slave of another version can print why. After the upgrade, a frame
+//! that cannot be decoded closes that connection only; the master carries on.
+
+use crate::db::{builds, builds::Change, slaves};
+use crate::{auth, AppState};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use kiln_shared::codec::{self, CodecError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use kiln_shared::frames::{Cadence, Directive, HeldBuild, MasterFrame, Outcome, SlaveFrame};
+use kiln_shared::{BuildId, BuildState, SlaveId};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub const PROTOCOL_HEADER: &str = "x-kiln-protocol";
+
+/// Why a slave session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("undecodable frame: {0}")]
+    Codec(#[from] CodecError),
+    #[error("unexpected {0}")]
+    Unexpected(&'static str),
+    #[error("no hello within 10 s")]
+    NoHello,
+    #[error("silent for {0} s")]
+    Silent(u32),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("storage: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn upgrade(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let slave = match auth::slave_from_headers(&st, &headers).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    if !slave.enabled {
+        return (
+            StatusCode::FORBIDDEN,
+            format!("slave '{}' is disabled on this master", slave.name),
+        )
+            .into_response();
+    }
+    let theirs = headers
+        .get(PROTOCOL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u16>().ok());
+    if theirs != Some(PROTOCOL_VERSION) {
+        let said = theirs.map_or("no".to_string(), |v| v.to_string());
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            format!(
+                "slave '{}' speaks protocol version {said}, this master speaks {PROTOCOL_VERSION}: install a matching kiln-slave",
+                slave.name
+            ),
+        )
+            .into_response();
+    }
+    let id = SlaveId(slave.id);
+    let name = slave.name.clone();
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            if let Err(e) = session(st, id, name.clone(), socket).await {
+                tracing::warn!(slave = %name, "slave session closed: {e}");
+            }
+        })
+}
+
+fn binary(frame: &MasterFrame) -> Message {
+    // Master frames are small and well-formed; failure here is a bug worth a loud log.
+    match codec::encode(frame) {
+        Ok(b) => Message::Binary(b.into()),
+        Err(e) => {
+            tracing::error!("cannot encode {frame:?}: {e}");
+            Message::Close(None)
+        }
+    }
+}
+
+async fn session(
+    st: Arc<AppState>,
+    id: SlaveId,
+    name: String,
+    socket: WebSocket,
+) -> Result<(), ProtocolError> {
+    let (mut sink, mut stream) = socket.split();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .map_err(|_| ProtocolError::NoHello)?;
+    let hello = match first {
+        Some(Ok(Message::Binary(b))) => match codec::decode::<SlaveFrame>(&b) {
+            Ok(SlaveFrame::Hello(h)) => h,
+            Ok(_) => return Err(ProtocolError::Unexpected("frame before hello")),
+            Err(e) => {
+                let _ = sink
+                    .send(binary(&MasterFrame::Refused {
+                        reason: format!("cannot read your hello: {e}"),
+                    }))
+                    .await;
+                return Err(e.into());
+            }
+        },
+        _ => return Err(ProtocolError::Unexpected("message before hello")),
+    };
+    slaves::came_online(&st.db, id, &hello).await?;
+    let cfg = &st.cfg.master;
+    let cadence = Cadence {
+        heartbeat_secs: cfg.heartbeat_secs,
+        lost_timeout_secs: cfg.lost_timeout_secs,
+        log_chunk_bytes: cfg.log_chunk_bytes,
+    };
+    sink.send(binary(&MasterFrame::Welcome { slave: id, cadence }))
+        .await
+        .map_err(|_| ProtocolError::Unexpected("close during handshake"))?;
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let conn = st.hub.register(
+        id,
+        name.clone(),
+        hello.arch.clone(),
+        hello.tags.clone(),
+        hello.capacity,
+        tx,
+    );
+    tracing::info!(slave = %name, arch = %hello.arch, held = hello.builds.len(), "slave connected");
+
+    // Builds the database gives to this slave but the slave no longer holds (its daemon restarted
+    // without them) are lost now rather than after the timeout.
+    let held: Vec<BuildId> = hello.builds.iter().map(|b| b.build).collect();
+    for (b, _) in builds::active_for_slave(&st.db, id).await? {
+        if !held.contains(&b) {
+            let reason = format!("slave '{name}' reconnected without this build (its daemon restarted)");
+            if let Err(e) = st.lose_build(b, &reason).await {
+                tracing::warn!("marking build {b} lost: {e:#}");
+            }
+        }
+    }
+    let result = async {
+        if let Some(r) = reconcile(&st, id, &hello.builds).await? {
+            sink.send(binary(&r)).await.ok();
+        }
+        st.slave_changed(id).await;
+        st.hub.wake_dispatch.notify_one();
+        let silent = Duration::from_secs(u64::from(cfg.lost_timeout_secs));
+        loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(frame) => {
+                        if sink.send(binary(&frame)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    // Replaced by a newer session of the same slave.
+                    None => return Ok(()),
+                },
+                inp = tokio::time::timeout(silent, stream.next()) => match inp {
+                    Err(_) => return Err(ProtocolError::Silent(cfg.lost_timeout_secs)),
+                    Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return Ok(()),
+                    Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                    Ok(Some(Ok(Message::Text(_)))) => {
+                        let _ = sink.send(Message::Close(Some(CloseFrame {
+                            code: 1003, reason: "binary frames only".into() }))).await;
+                        return Err(ProtocolError::Unexpected("text message"));
+                    }
+                    Ok(Some(Ok(Message::Binary(b)))) => {
+                        let frame = match codec::decode::<SlaveFrame>(&b) {
+                            Ok(f) => f,
+                            Err(e) => {
+                                let _ = sink.send(Message::Close(Some(CloseFrame {
+                                    code: 1007, reason: format!("{e}").chars().take(120).collect::<String>().into() }))).await;
+                                return Err(e.into());
+                            }
+                        };
+                        for reply in handle(&st, id, &name, frame).await? {
+                            if sink.send(binary(&reply)).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                },
+            }
+        }
+    }
+    .await;
+    if st.hub.unregister(id, conn) {
+        if let Err(e) = slaves::went_offline(&st.db, id).await {
+            tracing::warn!("marking slave offline: {e}");
+        }
+        st.slave_changed(id).await;
+        tracing::info!(slave = %name, "slave disconnected");
+    }
+    result
+}
+
+/// What should be true for each build the slave says it holds.
+async fn reconcile(
+    st: &AppState,
+    slave: SlaveId,
+    held: &[HeldBuild],
+) -> Result<Option<MasterFrame>, ProtocolError> {
+    if held.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(held.len());
+    for h in held {
+        let directive = match builds::get(&st.db, h.build).await? {
+            None => Directive::Forget {
+                reason: "the master does not know this build".into(),
+            },
+            Some(b) if b.state().is_active() && b.slave_id == Some(slave.0) => Directive::Keep {
+                next_seq: st.storage.next_seq(h.build).await?,
+            },
+            Some(b) if b.state().is_active() => Directive::Forget {
+                reason: format!("build {} now runs on another slave", h.build),
+            },
+            Some(b) => Directive::Forget {
+                reason: format!(
+                    "build {} is {}: {}",
+                    h.build,
+                    b.state(),
+                    b.reason.unwrap_or_default()
+                ),
+            },
+        };
+        out.push((h.build, directive));
+    }
+    Ok(Some(MasterFrame::Reconcile { builds: out }))
+}
+
+async fn handle(
+    st: &AppState,
+    slave: SlaveId,
+    name: &str,
+    frame: SlaveFrame,
+) -> Result<Vec<MasterFrame>, ProtocolError> {
+    match frame {
+        SlaveFrame::Hello(_) => Err(ProtocolError::Unexpected("second hello")),
+        SlaveFrame::Heartbeat { builds: held } => {
+            slaves::seen(&st.db, slave).await?;
+            Ok(reconcile(st, slave, &held).await?.into_iter().collect())
+        }
+        SlaveFrame::Started { build, commit } => {
+            slaves::seen(&st.db, slave).await?;
+            let t = builds::transition(
+                &st.db,
+                build,
+                BuildState::Running,
+                Change {
+                    commit: Some(&commit),
+                    held_by: Some(slave),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            st.build_changed(build).await;
+            Ok(match t {
+                // A resend after a reconnect: already running here.
+                builds::Transition::Done { .. }
+                | builds::Transition::Refused {
+                    current: BuildState::Running,
+                } => vec![],
+                _ => vec![MasterFrame::Cancel {
+                    build,
+                    reason: "the master no longer expects this build".into(),
+                }],
+            })
+        }
+        SlaveFrame::Log {
+            build,
+            first_seq,
+            lines,
+        } => {
+            let holds = builds::get(&st.db, build)
+                .await?
+                .is_some_and(|b| b.state().is_active() && b.slave_id == Some(slave.0));
+            if !holds {
+                return Ok(vec![MasterFrame::Cancel {
+                    build,
+                    reason: "the master no longer expects this build".into(),
+                }]);
+            }
+            let a = st.storage.append_log(build, first_seq, &lines).await?;
+            if !a.new_lines.is_empty() {
+                builds::set_log_lines(&st.db, build, a.next_seq).await?;
+                st.hub.publish(kiln_shared::frames::ConsoleEvent::LogLines {
+                    build,
+                    first_seq: a.first_new,
+                    lines: a.new_lines,
+                });
+            }
+            Ok(vec![MasterFrame::LogAck {
+                build,
+                next_seq: a.next_seq,
+            }])
+        }
+        SlaveFrame::Progress {
+            build,
+            phase,
+            percent,
+        } => {
+            tracing::debug!(%build, %phase, ?percent, "progress");
+            Ok(vec![])
+        }
+        SlaveFrame::Finished {
+            build,
+            outcome,
+            log_lines,
+        } => {
+            let stored = st.storage.next_seq(build).await?;
+            let (to, reason) = match &outcome {
+                Outcome::Succeeded if stored < log_lines => (
+                    BuildState::Failed,
+                    Some(format!(
+                        "the slave reported success but the master holds {stored} of {log_lines} log lines"
+                    )),
+                ),
+                Outcome::Succeeded => (BuildState::Succeeded, None),
+                Outcome::Failed { reason } => (BuildState::Failed, Some(reason.clone())),
+                Outcome::Cancelled { reason } => (BuildState::Cancelled, Some(reason.clone())),
+            };
+            let t = builds::transition(
+                &st.db,
+                build,
+                to,
+                Change {
+                    reason: reason.as_deref(),
+                    held_by: Some(slave),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            if let builds::Transition::Done { .. } = t {
+                tracing::info!(%build, slave = %name, state = %to, "build finished");
+                st.storage.close_log(build);
+                builds::set_log_lines(&st.db, build, stored).await?;
+                st.build_changed(build).await;
+                st.publish_log_end(build);
+            }
+            st.hub.wake_dispatch.notify_one();
+            Ok(vec![MasterFrame::FinishedAck { build }])
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! JSON bodies of the REST API (`docs/api.md` documents each route).
+
+use crate::{BuildId, BuildState, SlaveId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateProject {
+    pub name: String,
+    pub branch_url: String,
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Debian architecture a slave must have; any slave when absent.
+    #[serde(default)]
+    pub architecture: Option<String>,
+    /// Tags a slave must all carry.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// How many times a build lost with its slave is queued again (default 1).
+    #[serde(default)]
+    pub lost_retries: Option<i32>,
+}
+
+/// Fields absent from a PATCH keep their value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchProject {
+    #[serde(default)]
+    pub branch_url: Option<String>,
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// `null` clears the requirement.
+    #[serde(default, with = "double_option")]
+    pub architecture: Option<Option<String>>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub lost_retries: Option<i32>,
+}
+
+/// Distinguishes "absent" (`None`) from "null" (`Some(None)`).
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    pub fn serialize<S: Serializer, T: Serialize>(
+        v: &Option<Option<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            None => s.serialize_none(),
+            Some(inner) => inner.serialize(s),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    pub name: String,
+    pub branch_url: String,
+    pub branch: String,
+    pub architecture: Option<String>,
+    pub tags: Vec<String>,
+    pub lost_retries: i32,
+    pub created_at: DateTime<Utc>,
+    /// The newest build of the project, if any.
+    pub last_build: Option<BuildId>,
+    pub last_state: Option<BuildState>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestBuild {
+    /// A release name makes this a release build, pinned to `commit` or the branch head.
+    #[serde(default)]
+    pub release: Option<String>,
+    /// Build this exact commit (full or abbreviated SHA).
+    #[serde(default)]
+    pub commit: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    pub id: BuildId,
+    pub project: String,
+    pub state: BuildState,
+    /// Why the build is in its state: always set for failed, cancelled and lost builds.
+    pub reason: Option<String>,
+    /// The commit that was built (known once the slave fetched the branch).
+    pub commit: Option<String>,
+    /// The commit that was asked for, if one was.
+    pub requested_commit: Option<String>,
+    pub release: Option<String>,
+    pub trigger: String,
+    pub branch_url: String,
+    pub branch: String,
+    pub slave: Option<String>,
+    /// The build this one retries (after its slave was lost).
+    pub retry_of: Option<BuildId>,
+    pub log_lines: i64,
+    pub created_at: DateTime<Utc>,
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub name: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewSlave {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlaveCreated {
+    pub id: SlaveId,
+    pub name: String,
+    /// Shown once; only its hash is stored.
+    pub token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slave {
+    pub id: SlaveId,
+    pub name: String,
+    pub online: bool,
+    pub arch: Option<String>,
+    pub tags: Vec<String>,
+    pub backends: Vec<String>,
+    pub capacity: i32,
+    pub version: Option<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub builds: Vec<BuildId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub protocol: u16,
+}
+
+/// Every API error has this body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `not_found`, `invalid`, `conflict`.
+    pub error: String,
+    /// What was wrong and what to do.
+    pub message: String,
+    /// The request field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub field: Option<String>,
+}
+
+/// Names of projects, slaves and releases: 1–63 characters of `a-z A-Z 0-9 . _ -`, starting with a
+/// letter or digit.
+pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
+    let ok_first = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty() || name.len() > 63 || !ok_first || !ok_rest {
+        return Err(format!(
+            "{what} '{name}' is not valid: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// Artifact file names: one path component, no leading dot, at most 200 bytes.
+pub fn validate_artifact_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 200
+        || name.starts_with('.')
+        || name.contains(['/', '\\', '\0'])
+        || name.chars().any(|c| c.is_control())
+    {
+        return Err(format!(
+            "artifact name '{name}' is not valid: one file name, no '/', not starting with '.'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("project", "board-a_1.0").is_ok());
+        for bad in ["", "-x", ".x", "a/b", "a b", &"x".repeat(64)] {
+            assert!(validate_name("project", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn artifact_names() {
+        assert!(validate_artifact_name("disk.img.zst").is_ok());
+        for bad in ["", "../x", ".hidden", "a/b", "a\nb"] {
+            assert!(validate_artifact_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn patch_distinguishes_null_from_absent() {
+        let p: PatchProject = serde_json::from_str(r#"{"architecture":null}"#).unwrap();
+        assert_eq!(p.architecture, Some(None));
+        let p: PatchProject = serde_json::from_str(r#"{"architecture":"arm64"}"#).unwrap();
+        assert_eq!(p.architecture, Some(Some("arm64".into())));
+        let p: PatchProject = serde_json::from_str("{}").unwrap();
+        assert_eq!(p.architecture, None);
+        assert!(serde_json::from_str::<PatchProject>(r#"{"nope":1}"#).is_err());
+    }
+}

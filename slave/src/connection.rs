@@ -1,0 +1,200 @@
+//! The slave's one WebSocket to the master: hello (with the builds it holds), the master's
+//! cadence, heartbeats, jobs in, log/results out; on a lost connection it reconnects with
+//! backoff while its builds carry on, then resends whatever the master has not acknowledged.
+
+use crate::job::{self, Env};
+use crate::outbox::Outbox;
+use crate::settings::Settings;
+use anyhow::{Context as _, Result};
+use futures_util::{SinkExt, StreamExt};
+use kiln_shared::codec::{self, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use kiln_shared::frames::{Directive, Hello, MasterFrame, SlaveFrame};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    /// Retrying will not help (bad token, protocol mismatch, refused).
+    #[error("{0}")]
+    Fatal(String),
+    #[error("{0}")]
+    Transient(String),
+}
+
+fn transient(e: impl std::fmt::Display) -> SessionError {
+    SessionError::Transient(e.to_string())
+}
+
+/// Runs the slave until a fatal error.
+pub async fn run(settings: Settings) -> Result<()> {
+    std::fs::create_dir_all(settings.work_dir.join("builds"))
+        .with_context(|| format!("cannot create work dir {}", settings.work_dir.display()))?;
+    let mirror = settings.mirror.clone().or_else(crate::machine::apt_mirror);
+    let env = Arc::new(Env {
+        mirror,
+        apt_options: crate::machine::apt_options(),
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()?,
+        outbox: Outbox::default(),
+        settings,
+    });
+    tracing::info!(
+        name = %env.settings.name, arch = %env.settings.arch, mirror = ?env.mirror,
+        backends = ?crate::machine::backends(), "kiln-slave starting"
+    );
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let began = Instant::now();
+        match session(&env).await {
+            Ok(()) => tracing::info!("connection to the master closed; reconnecting"),
+            Err(SessionError::Fatal(m)) => anyhow::bail!("the master refused this slave: {m}"),
+            Err(SessionError::Transient(m)) => tracing::warn!("connection to the master: {m}"),
+        }
+        if began.elapsed() > Duration::from_secs(30) {
+            delay = Duration::from_millis(250);
+        }
+        // A little jitter so a fleet does not reconnect in lockstep.
+        let jitter = Duration::from_millis(u64::from(std::process::id() % 200));
+        tokio::time::sleep(delay + jitter).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
+    let s = &env.settings;
+    let mut req = s.ws_url().into_client_request().map_err(|e| {
+        SessionError::Fatal(format!("--master {}: {e}", s.master))
+    })?;
+    let h = req.headers_mut();
+    h.insert(
+        "authorization",
+        format!("Bearer {}", s.token)
+            .parse()
+            .map_err(|_| SessionError::Fatal("--token contains characters not allowed in a header".into()))?,
+    );
+    h.insert("x-kiln-protocol", PROTOCOL_VERSION.into());
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
+        .await
+        .map_err(|e| match e {
+            tungstenite::Error::Http(resp) => {
+                let status = resp.status();
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                let msg = format!("HTTP {status}: {body}");
+                if matches!(status.as_u16(), 401 | 403 | 426) {
+                    SessionError::Fatal(msg)
+                } else {
+                    SessionError::Transient(msg)
+                }
+            }
+            other => transient(other),
+        })?;
+    let (mut sink, mut stream) = ws.split();
+    let send = |f: &SlaveFrame| -> Result<Message, SessionError> {
+        codec::encode(f)
+            .map(|b| Message::Binary(b.into()))
+            .map_err(transient)
+    };
+
+    env.outbox.rewind();
+    let hello = SlaveFrame::Hello(Hello {
+        name: s.name.clone(),
+        arch: s.arch.clone(),
+        tags: s.tags.clone(),
+        backends: crate::machine::backends(),
+        capacity: s.capacity,
+        version: env!("CARGO_PKG_VERSION").into(),
+        builds: env.outbox.held(),
+    });
+    sink.send(send(&hello)?).await.map_err(transient)?;
+    let cadence = match tokio::time::timeout(Duration::from_secs(15), stream.next()).await {
+        Err(_) => return Err(transient("no welcome from the master within 15 s")),
+        Ok(Some(Ok(Message::Binary(b)))) => match codec::decode::<MasterFrame>(&b) {
+            Ok(MasterFrame::Welcome { cadence, slave }) => {
+                tracing::info!(slave_id = %slave, ?cadence, "connected to the master");
+                cadence
+            }
+            Ok(MasterFrame::Refused { reason }) => return Err(SessionError::Fatal(reason)),
+            Ok(other) => return Err(transient(format!("expected welcome, got {other:?}"))),
+            Err(e) => return Err(SessionError::Fatal(format!("cannot read the master's welcome: {e}"))),
+        },
+        Ok(other) => return Err(transient(format!("expected welcome, got {other:?}"))),
+    };
+    let chunk = cadence.log_chunk_bytes as usize;
+    let silent = Duration::from_secs(u64::from(cadence.lost_timeout_secs));
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(u64::from(cadence.heartbeat_secs)));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    loop {
+        for f in env.outbox.drain(chunk) {
+            sink.send(send(&f)?).await.map_err(transient)?;
+        }
+        tokio::select! {
+            _ = env.outbox.changed.notified() => {}
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > silent {
+                    return Err(transient(format!("the master was silent for {} s", silent.as_secs())));
+                }
+                let hb = SlaveFrame::Heartbeat { builds: env.outbox.held() };
+                sink.send(send(&hb)?).await.map_err(transient)?;
+                sink.send(Message::Ping(Default::default())).await.map_err(transient)?;
+            }
+            msg = stream.next() => {
+                last_heard = Instant::now();
+                match msg {
+                    None | Some(Ok(Message::Close(_))) => return Ok(()),
+                    Some(Err(e)) => return Err(transient(e)),
+                    Some(Ok(Message::Binary(b))) => {
+                        let frame = codec::decode::<MasterFrame>(&b).map_err(transient)?;
+                        handle(env, frame)?;
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+    }
+}
+
+fn handle(env: &Arc<Env>, frame: MasterFrame) -> Result<(), SessionError> {
+    let o = &env.outbox;
+    match frame {
+        MasterFrame::Assign(job) => match o.add(job.build) {
+            Some(cancel) => {
+                tracing::info!(build = %job.build, project = %job.project, "job assigned");
+                tokio::spawn(job::run(env.clone(), job, cancel));
+            }
+            None => tracing::warn!(build = %job.build, "assigned a build it already holds"),
+        },
+        MasterFrame::Cancel { build, reason } => {
+            tracing::info!(%build, %reason, "cancel");
+            o.cancel(build, reason);
+        }
+        MasterFrame::LogAck { build, next_seq } => o.ack_log(build, next_seq),
+        MasterFrame::FinishedAck { build } => o.ack_finished(build),
+        MasterFrame::Reconcile { builds } => {
+            for (build, d) in builds {
+                match d {
+                    Directive::Keep { next_seq } => o.ack_log(build, next_seq),
+                    Directive::Cancel { reason } => o.cancel(build, reason),
+                    Directive::Forget { reason } => {
+                        tracing::info!(%build, %reason, "the master forgot this build; stopping it");
+                        o.forget(build);
+                    }
+                }
+            }
+        }
+        MasterFrame::Refused { reason } => return Err(SessionError::Fatal(reason)),
+        MasterFrame::Welcome { .. } => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! Fetching the configuration branch: a shallow git fetch into a fresh directory, with errors a
+//! person can act on ("branch 'relase' not found in URL (known: main, release)").
+
+use crate::process::{self, Log, RunError};
+use kiln_shared::branch_url::{validate_branch_name, validate_branch_url, validate_commit, UrlPolicy};
+use std::path::Path;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("branch '{branch}' not found in {url} (known: {known})")]
+    NoSuchBranch {
+        branch: String,
+        url: String,
+        known: String,
+    },
+    #[error("commit {commit} not found on branch '{branch}' of {url}")]
+    NoSuchCommit {
+        commit: String,
+        branch: String,
+        url: String,
+    },
+    #[error("cannot fetch {url}: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Local(String),
+}
+
+fn git(dir: &Path, allow_file: bool) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "true")
+        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        .env(
+            "GIT_ALLOW_PROTOCOL",
+            if allow_file { "https:http:git:ssh:file" } else { "https:http:git:ssh" },
+        )
+        .args(["-c", "advice.detachedHead=false", "-c", "init.defaultBranch=main"]);
+    c
+}
+
+/// Runs git, logging its output; returns its stderr-ish output lines on failure.
+async fn run_git(cmd: Command, log: &Log, cancel: &CancellationToken) -> Result<bool, FetchError> {
+    match process::run(cmd, log, cancel).await {
+        Ok(s) => Ok(s.success()),
+        Err(RunError::Cancelled) => Err(FetchError::Cancelled),
+        Err(e) => Err(FetchError::Local(e.to_string())),
+    }
+}
+
+async fn capture(mut cmd: Command) -> Result<(bool, String, String), FetchError> {
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| FetchError::Local(format!("cannot run git: {e}")))?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Fetches `branch` (or `commit` on it) of `url` into `dest`; returns the commit SHA checked out.
+pub async fn fetch(
+    url: &str,
+    branch: &str,
+    commit: Option<&str>,
+    allow_file: bool,
+    dest: &Path,
+    log: &Log,
+    cancel: &CancellationToken,
+) -> Result<String, FetchError> {
+    validate_branch_url(url, UrlPolicy { allow_file }).map_err(FetchError::Invalid)?;
+    validate_branch_name(branch).map_err(FetchError::Invalid)?;
+    if let Some(c) = commit {
+        validate_commit(c).map_err(FetchError::Invalid)?;
+    }
+    std::fs::create_dir_all(dest).map_err(|e| FetchError::Local(format!("cannot create {}: {e}", dest.display())))?;
+
+    // Ask the remote what it has first: the answer tells a missing branch from a dead server.
+    log.note(&format!("looking up branch '{branch}' in {url}"));
+    let mut ls = git(dest, allow_file);
+    ls.args(["ls-remote", "--heads", "--", url]).kill_on_drop(true);
+    let (ok, out, err) = tokio::select! {
+        r = capture(ls) => r?,
+        _ = cancel.cancelled() => return Err(FetchError::Cancelled),
+    };
+    if !ok {
+        let message = err
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .next_back()
+            .unwrap_or("git ls-remote failed")
+            .trim()
+            .to_string();
+        return Err(FetchError::Unreachable { url: url.into(), message });
+    }
+    let heads: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.strip_prefix("refs/heads/"))
+        .collect();
+    if !heads.contains(&branch) {
+        let mut known: Vec<&str> = heads.clone();
+        known.sort();
+        return Err(FetchError::NoSuchBranch {
+            branch: branch.into(),
+            url: url.into(),
+            known: if known.is_empty() { "no branches".into() } else { known.join(", ") },
+        });
+    }
+
+    let mut init = git(dest, allow_file);
+    init.args(["init", "-q", "."]);
+    if !run_git(init, log, cancel).await? {
+        return Err(FetchError::Local("git init failed".into()));
+    }
+    let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+    let mut f = git(dest, allow_file);
+    match commit {
+        // A full SHA can be fetched alone; an abbreviated one needs the branch history.
+        Some(c) if c.len() == 40 => {
+            f.args(["fetch", "-q", "--depth", "1", "--", url, c]);
+        }
+        Some(_) => {
+            f.args(["fetch", "-q", "--", url, &refspec]);
+        }
+        None => {
+            f.args(["fetch", "-q", "--depth", "1", "--", url, &refspec]);
+        }
+    }
+    log.note(&format!("fetching {url} branch '{branch}'{}", commit.map(|c| format!(" at {c}")).unwrap_or_default()));
+    let mut fetched = run_git(f, log, cancel).await?;
+    if !fetched && commit.is_some() {
+        // Servers that refuse fetching by SHA: take the branch and look for the commit in it.
+        let mut f = git(dest, allow_file);
+        f.args(["fetch", "-q", "--", url, &refspec]);
+        fetched = run_git(f, log, cancel).await?;
+    }
+    if !fetched {
+        return Err(FetchError::Unreachable {
+            url: url.into(),
+            message: "git fetch failed (see the log above)".into(),
+        });
+    }
+    let target = match commit {
+        Some(c) => c.to_string(),
+        None => format!("refs/remotes/origin/{branch}"),
+    };
+    let mut co = git(dest, allow_file);
+    co.args(["checkout", "-q", "--detach", &target, "--"]);
+    if !run_git(co, log, cancel).await? {
+        return Err(match commit {
+            Some(c) => FetchError::NoSuchCommit {
+                commit: c.into(),
+                branch: branch.into(),
+                url: url.into(),
+            },
+            None => FetchError::Local("git checkout failed".into()),
+        });
+    }
+    let mut rev = git(dest, allow_file);
+    rev.args(["rev-parse", "HEAD"]);
+    let (ok, sha, err) = capture(rev).await?;
+    if !ok {
+        return Err(FetchError::Local(format!("git rev-parse failed: {}", err.trim())));
+    }
+    let sha = sha.trim().to_string();
+    log.note(&format!("checked out {sha}"));
+    Ok(sha)
+}

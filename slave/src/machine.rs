@@ -1,0 +1,186 @@
+//! What this machine is: its Debian architecture, the image tools it has, and the apt mirror and
+//! options its own apt uses (so builds default to them; no mirror is ever written in the code).
+
+use std::path::Path;
+
+/// Debian architecture name of this machine.
+pub fn native_arch() -> String {
+    if let Ok(out) = std::process::Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+    {
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !s.is_empty() {
+            return s;
+        }
+    }
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "armhf",
+        "x86" => "i386",
+        "riscv64" => "riscv64",
+        "powerpc64" => "ppc64el",
+        "s390x" => "s390x",
+        other => other,
+    }
+    .to_string()
+}
+
+pub fn have_tool(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false)
+}
+
+/// Backends this machine can run.
+pub fn backends() -> Vec<String> {
+    let mut v = vec!["script".to_string()];
+    if have_tool("mmdebstrap") {
+        v.push("mmdebstrap".into());
+    }
+    if have_tool("lb") {
+        v.push("live-build".into());
+    }
+    v
+}
+
+/// The first Debian archive (not security, not updates) in the machine's apt sources.
+pub fn apt_mirror() -> Option<String> {
+    apt_mirror_from(Path::new("/etc/apt"))
+}
+
+pub fn apt_mirror_from(etc_apt: &Path) -> Option<String> {
+    let mut files: Vec<_> = std::fs::read_dir(etc_apt.join("sources.list.d"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for f in &files {
+        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        let found = if f.extension().is_some_and(|e| e == "sources") {
+            from_deb822(&text)
+        } else if f.extension().is_some_and(|e| e == "list") {
+            from_one_line(&text)
+        } else {
+            None
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    std::fs::read_to_string(etc_apt.join("sources.list"))
+        .ok()
+        .and_then(|t| from_one_line(&t))
+}
+
+fn is_main_archive(suite: &str) -> bool {
+    !suite.contains("security") && !suite.contains("updates") && !suite.contains("backports")
+}
+
+fn from_deb822(text: &str) -> Option<String> {
+    for stanza in text.split("\n\n") {
+        let field = |name: &str| {
+            stanza.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_string())
+            })
+        };
+        let types = field("Types").unwrap_or_default();
+        let enabled = field("Enabled").is_none_or(|e| e != "no");
+        let suites = field("Suites").unwrap_or_default();
+        if enabled
+            && types.split_whitespace().any(|t| t == "deb")
+            && suites.split_whitespace().any(is_main_archive)
+        {
+            if let Some(uri) = field("URIs").and_then(|u| u.split_whitespace().next().map(str::to_string)) {
+                return Some(uri);
+            }
+        }
+    }
+    None
+}
+
+fn from_one_line(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let mut w = l.split_whitespace().filter(|w| !w.starts_with('['));
+        if w.next()? != "deb" {
+            return None;
+        }
+        let uri = w.next()?;
+        let suite = w.next()?;
+        is_main_archive(suite).then(|| uri.to_string())
+    })
+}
+
+/// apt options of the host that builds must share: today `Acquire::Check-Valid-Until`, which a
+/// snapshot mirror needs off.
+pub fn apt_options() -> Vec<String> {
+    let Ok(out) = std::process::Command::new("apt-config")
+        .args(["dump", "Acquire::Check-Valid-Until"])
+        .output()
+    else {
+        return vec![];
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let v = l.strip_prefix("Acquire::Check-Valid-Until ")?;
+            Some(format!("Acquire::Check-Valid-Until {}", v.trim_end_matches(';')))
+        })
+        .collect()
+}
+
+/// The qemu-user binfmt entry needed to run binaries of `arch` here, if any.
+pub fn binfmt_name(arch: &str) -> Option<&'static str> {
+    Some(match arch {
+        "arm64" => "qemu-aarch64",
+        "armhf" | "armel" => "qemu-arm",
+        "riscv64" => "qemu-riscv64",
+        "ppc64el" => "qemu-ppc64le",
+        "s390x" => "qemu-s390x",
+        "i386" => return None,
+        "amd64" => "qemu-x86_64",
+        _ => return None,
+    })
+}
+
+/// Whether this machine can run binaries of `arch` (natively or through an enabled binfmt).
+pub fn can_run_arch(arch: &str) -> Result<(), String> {
+    let native = native_arch();
+    if arch == native || (native == "amd64" && arch == "i386") || (native == "arm64" && arch == "armhf") {
+        return Ok(());
+    }
+    let Some(name) = binfmt_name(arch) else {
+        return Err(format!("this slave ({native}) has no way to run {arch} binaries"));
+    };
+    let entry = Path::new("/proc/sys/fs/binfmt_misc").join(name);
+    match std::fs::read_to_string(&entry) {
+        Ok(s) if s.lines().next() == Some("enabled") => Ok(()),
+        _ => Err(format!(
+            "this slave ({native}) cannot run {arch} binaries: binfmt entry {name} is not enabled \
+             (install qemu-user-static and binfmt-support, mount binfmt_misc, run update-binfmts --enable {name})"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deb822_skips_security() {
+        let t = "Types: deb\nURIs: http://sec.example/debian-security\nSuites: bookworm-security\n\n\
+                 Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n";
+        assert_eq!(from_deb822(t).as_deref(), Some("http://mirror.example/debian"));
+    }
+
+    #[test]
+    fn one_line_format() {
+        let t = "# c\ndeb [arch=amd64] http://m.example/debian bookworm main\n";
+        assert_eq!(from_one_line(t).as_deref(), Some("http://m.example/debian"));
+        assert_eq!(from_one_line("deb-src http://x/ y main"), None);
+    }
+}

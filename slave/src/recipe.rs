@@ -1,0 +1,308 @@
+//! `kiln.toml` at the root of a configuration branch: which backend builds the image, and its
+//! options. Unknown keys are refused and every error names the option at fault.
+
+use serde::Deserialize;
+use std::path::Path;
+
+pub const FILE: &str = "kiln.toml";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    backend: String,
+    #[serde(default)]
+    script: Option<toml::Value>,
+    #[serde(default)]
+    mmdebstrap: Option<toml::Value>,
+    #[serde(default, rename = "live-build")]
+    live_build: Option<toml::Value>,
+    /// Files the build must produce; a build without them fails, naming what is missing.
+    #[serde(default)]
+    outputs: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptOptions {
+    /// Executable in the branch, relative to its root (e.g. `./build.sh`).
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MmdebstrapOptions {
+    pub suite: String,
+    /// Debian architecture; default: the slave's.
+    #[serde(default)]
+    pub architecture: Option<String>,
+    #[serde(default = "default_variant")]
+    pub variant: String,
+    #[serde(default)]
+    pub packages: Vec<String>,
+    #[serde(default = "default_components")]
+    pub components: Vec<String>,
+    /// Default: the mirror the slave's own apt uses.
+    #[serde(default)]
+    pub mirror: Option<String>,
+    /// Size of the raw disk image, like "1G" or "1536M".
+    #[serde(default = "default_image_size")]
+    pub image_size: String,
+    /// "gpt" or "msdos".
+    #[serde(default = "default_partition_table")]
+    pub partition_table: String,
+    /// Scripts in the branch run by mmdebstrap with the root directory as "$1".
+    #[serde(default)]
+    pub setup_hooks: Vec<String>,
+    #[serde(default)]
+    pub essential_hooks: Vec<String>,
+    #[serde(default)]
+    pub customize_hooks: Vec<String>,
+    /// Extra apt options, e.g. `Acquire::Retries "3"`.
+    #[serde(default)]
+    pub aptopts: Vec<String>,
+}
+
+fn default_variant() -> String {
+    "minbase".into()
+}
+fn default_components() -> Vec<String> {
+    vec!["main".into()]
+}
+fn default_image_size() -> String {
+    "2G".into()
+}
+fn default_partition_table() -> String {
+    "gpt".into()
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveBuildOptions {
+    /// Extra arguments for `lb config` (after the branch's auto/config, if any).
+    #[serde(default)]
+    pub config_args: Vec<String>,
+    /// Point live-build at the slave's mirror (default true).
+    #[serde(default = "yes")]
+    pub use_slave_mirror: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Script(ScriptOptions),
+    Mmdebstrap(MmdebstrapOptions),
+    LiveBuild(LiveBuildOptions),
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Script(_) => "script",
+            Backend::Mmdebstrap(_) => "mmdebstrap",
+            Backend::LiveBuild(_) => "live-build",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Recipe {
+    pub backend: Backend,
+    pub outputs: Vec<String>,
+}
+
+pub const BACKENDS: [&str; 3] = ["script", "mmdebstrap", "live-build"];
+
+fn section<T: serde::de::DeserializeOwned>(name: &str, v: Option<toml::Value>) -> Result<T, String> {
+    let v = v.ok_or_else(|| format!("{FILE}: backend \"{name}\" needs a [{name}] section"))?;
+    T::deserialize(v).map_err(|e| format!("{FILE}: [{name}] {}", e.message()))
+}
+
+fn check_branch_path(key: &str, p: &str) -> Result<(), String> {
+    let path = Path::new(p);
+    if p.is_empty()
+        || path.is_absolute()
+        || path.components().any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "{FILE}: {key} = \"{p}\" must be a path inside the branch (relative, no '..')"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 'K' | 'k') => (&s[..i], 1u64 << 10),
+        (i, 'M' | 'm') => (&s[..i], 1 << 20),
+        (i, 'G' | 'g') => (&s[..i], 1 << 30),
+        (i, 'T' | 't') => (&s[..i], 1 << 40),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+impl MmdebstrapOptions {
+    pub fn image_bytes(&self) -> u64 {
+        parse_size(&self.image_size).unwrap_or(0)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let word = |key: &str, v: &str| {
+            if v.is_empty() || v.starts_with('-') || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-._+".contains(c)) {
+                Err(format!("{FILE}: mmdebstrap.{key} = \"{v}\" is not valid"))
+            } else {
+                Ok(())
+            }
+        };
+        word("suite", &self.suite)?;
+        if let Some(a) = &self.architecture {
+            word("architecture", a)?;
+        }
+        const VARIANTS: [&str; 8] = ["extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important"];
+        if !VARIANTS.contains(&self.variant.as_str()) && self.variant != "debootstrap" && self.variant != "standard" {
+            return Err(format!(
+                "{FILE}: mmdebstrap.variant = \"{}\" is not one of {}, debootstrap, standard",
+                self.variant,
+                VARIANTS.join(", ")
+            ));
+        }
+        for p in &self.packages {
+            word("packages", p)?;
+        }
+        for c in &self.components {
+            word("components", c)?;
+        }
+        match self.image_bytes() {
+            n if n >= 64 << 20 => {}
+            _ => {
+                return Err(format!(
+                    "{FILE}: mmdebstrap.image_size = \"{}\" must be a size like \"1G\" or \"1536M\", at least 64M",
+                    self.image_size
+                ))
+            }
+        }
+        if !["gpt", "msdos"].contains(&self.partition_table.as_str()) {
+            return Err(format!(
+                "{FILE}: mmdebstrap.partition_table = \"{}\" must be \"gpt\" or \"msdos\"",
+                self.partition_table
+            ));
+        }
+        if let Some(m) = &self.mirror {
+            if !(m.starts_with("http://") || m.starts_with("https://") || m.starts_with("file:/")) || m.contains(char::is_whitespace) {
+                return Err(format!("{FILE}: mmdebstrap.mirror = \"{m}\" must be an http(s) URL"));
+            }
+        }
+        for (key, hooks) in [
+            ("setup_hooks", &self.setup_hooks),
+            ("essential_hooks", &self.essential_hooks),
+            ("customize_hooks", &self.customize_hooks),
+        ] {
+            for h in hooks {
+                check_branch_path(&format!("mmdebstrap.{key}"), h)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Recipe {
+    pub fn parse(text: &str) -> Result<Recipe, String> {
+        let raw: Raw = toml::from_str(text).map_err(|e| format!("{FILE}: {}", e.message()))?;
+        let backend = match raw.backend.as_str() {
+            "script" => {
+                let o: ScriptOptions = section("script", raw.script)?;
+                check_branch_path("script.command", &o.command)?;
+                Backend::Script(o)
+            }
+            "mmdebstrap" => {
+                let o: MmdebstrapOptions = section("mmdebstrap", raw.mmdebstrap)?;
+                o.check()?;
+                Backend::Mmdebstrap(o)
+            }
+            "live-build" => Backend::LiveBuild(match raw.live_build {
+                Some(v) => LiveBuildOptions::deserialize(v)
+                    .map_err(|e| format!("{FILE}: [live-build] {}", e.message()))?,
+                None => LiveBuildOptions {
+                    config_args: vec![],
+                    use_slave_mirror: true,
+                },
+            }),
+            other => {
+                return Err(format!(
+                    "{FILE}: unknown backend \"{other}\" (known: {})",
+                    BACKENDS.join(", ")
+                ))
+            }
+        };
+        for o in &raw.outputs {
+            kiln_shared::api::validate_artifact_name(o).map_err(|m| format!("{FILE}: outputs: {m}"))?;
+        }
+        Ok(Recipe {
+            backend,
+            outputs: raw.outputs,
+        })
+    }
+
+    pub fn load(branch_root: &Path) -> Result<Recipe, String> {
+        let path = branch_root.join(FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "no {FILE} at the root of the branch; add one that names a backend ({})",
+                    BACKENDS.join(", ")
+                ))
+            }
+            Err(e) => return Err(format!("cannot read {FILE}: {e}")),
+        };
+        Recipe::parse(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_issue_example_parses() {
+        let r = Recipe::parse(
+            r#"backend = "mmdebstrap"
+[mmdebstrap]
+suite = "bookworm"
+architecture = "amd64"   # or arm64, armhf ...
+variant = "minbase"
+packages = ["systemd-sysv", "udev"]
+image_size = "1G"
+"#,
+        )
+        .unwrap();
+        let Backend::Mmdebstrap(o) = r.backend else { panic!() };
+        assert_eq!(o.image_bytes(), 1 << 30);
+        let r = Recipe::parse("backend = \"script\"\n[script]\ncommand = \"./build.sh\"\n").unwrap();
+        assert_eq!(r.backend.name(), "script");
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        for (text, says) in [
+            ("backend = \"kiwi\"", "unknown backend \"kiwi\""),
+            ("backend = \"script\"", "needs a [script] section"),
+            ("backend = \"script\"\n[script]\ncomand = \"x\"", "comand"),
+            ("backend = \"mmdebstrap\"\n[mmdebstrap]\nsuite = \"bookworm\"\nimage_size = \"huge\"", "mmdebstrap.image_size"),
+            ("backend = \"mmdebstrap\"\n[mmdebstrap]\nsuite = \"bookworm\"\nvariant = \"tiny\"", "mmdebstrap.variant"),
+            ("backend = \"mmdebstrap\"\n[mmdebstrap]\nsuite = \"-x\"", "mmdebstrap.suite"),
+            ("backend = \"mmdebstrap\"\n[mmdebstrap]\nsuite = \"bookworm\"\npackages = \"udev\"", "packages"),
+            ("backend = \"mmdebstrap\"\n[mmdebstrap]", "suite"),
+            ("backend = \"script\"\n[script]\ncommand = \"../x\"", "script.command"),
+        ] {
+            let e = Recipe::parse(text).unwrap_err();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
+    }
+}

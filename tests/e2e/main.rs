@@ -1,1 +1,10 @@
+//! End-to-end tests, one binary (link time matters on 2 cores), a module per theme.
+//! Every test runs the real master and slave binaries against a real PostgreSQL and git daemon.
+//! The slow tier (real image builds) is `#[ignore]`d here and run by `scripts/test.sh`.
 
+mod builds;
+mod failures;
+mod images;
+mod protocol;
+mod resilience;
+mod setup;

@@ -1,1 +1,63 @@
+//! Test kit for Kiln's end-to-end tests: real parts only.
+//!
+//! - [`Postgres`]: one private cluster per test run (initdb + postgres on a unix socket in a temp
+//!   dir, as an unprivileged user when run as root), one fresh database per farm.
+//! - [`GitServer`]: `git daemon` on loopback serving repositories the test writes.
+//! - [`Farm`]: the real `kiln-master` binary on port 0 (readiness read from its stdout) with
+//!   real `kiln-slave` processes, driven over HTTP like a user would.
 
+pub mod farm;
+pub mod git;
+pub mod pg;
+pub mod proc;
+
+pub use farm::{Farm, FarmOptions, SlaveProc};
+pub use git::{GitServer, Repo};
+pub use pg::Postgres;
+
+use std::path::PathBuf;
+
+/// Directory holding the built `kiln-master` and `kiln-slave` (the test's own target dir, or
+/// `KILN_BIN_DIR`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("KILN_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/e2e-xxxx -> target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    for b in ["kiln-master", "kiln-slave"] {
+        assert!(
+            dir.join(b).exists(),
+            "{} is missing: build the binaries first (cargo build --bins), or set KILN_BIN_DIR",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// A fresh temp dir that an unprivileged database user can enter.
+pub fn tempdir(prefix: &str) -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(std::env::var_os("KILN_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir))
+        .expect("tempdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    d
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}

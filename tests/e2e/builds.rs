@@ -1,0 +1,177 @@
+//! A build travels from a branch URL to a downloadable artifact.
+
+use kiln_shared::BuildState;
+use kiln_tests::{Farm, GitServer};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+#[tokio::test]
+async fn script_build_produces_downloadable_artifacts() {
+    let git = GitServer::start();
+    let repo = git.repo("board");
+    let sha = repo.script_branch(
+        "main",
+        r#"for i in $(seq 1 20); do echo "step $i"; done
+echo "built $KILN_PROJECT at $KILN_COMMIT for $KILN_ARCH as $KILN_BUILD_ID" > "$KILN_OUTPUT_DIR/image.txt"
+head -c 300000 /dev/urandom > "$KILN_OUTPUT_DIR/blob.bin""#,
+    );
+    let farm = Farm::start().await;
+    let _slave = farm.slave("s1").await;
+    farm.project("board", &repo.url, "main").await;
+    let b = farm.request_build("board", json!({})).await;
+    assert_eq!(b.state, BuildState::Queued);
+    let b = farm.wait_ended(b.id, Duration::from_secs(60)).await;
+    assert_eq!(b.state, BuildState::Succeeded, "reason: {:?}", b.reason);
+    assert_eq!(b.commit.as_deref(), Some(sha.as_str()), "the built commit is recorded");
+    assert_eq!(b.slave.as_deref(), Some("s1"));
+    assert!(b.started_at.is_some() && b.finished_at.is_some());
+
+    let log = farm.log(b.id).await;
+    let steps: Vec<&str> = log.lines().filter(|l| l.starts_with("step ")).collect();
+    assert_eq!(steps, (1..=20).map(|i| format!("step {i}")).collect::<Vec<_>>());
+
+    let arts = farm.artifacts(b.id).await;
+    let names: Vec<&str> = arts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["SHA256SUMS", "blob.bin", "image.txt"]);
+    for a in &arts {
+        let data = farm.download(b.id, &a.name).await;
+        assert_eq!(data.len() as i64, a.size);
+        assert_eq!(hex::encode(Sha256::digest(&data)), a.sha256, "{}", a.name);
+    }
+    let text = String::from_utf8(farm.download(b.id, "image.txt").await).unwrap();
+    assert_eq!(text.trim(), format!("built board at {sha} for {} as {}", arch(), b.id));
+    let sums = String::from_utf8(farm.download(b.id, "SHA256SUMS").await).unwrap();
+    let blob = arts.iter().find(|a| a.name == "blob.bin").unwrap();
+    assert!(sums.contains(&format!("{}  blob.bin", blob.sha256)), "{sums}");
+
+    // Range requests resume a download.
+    let r = farm
+        .http
+        .get(farm.api(&format!("/api/builds/{}/artifacts/blob.bin", b.id)))
+        .bearer_auth(&farm.token)
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    let part = r.bytes().await.unwrap();
+    assert_eq!(&part[..], &farm.download(b.id, "blob.bin").await[100..200]);
+}
+
+fn arch() -> String {
+    let out = std::process::Command::new("dpkg").arg("--print-architecture").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn builds_a_pinned_commit_and_pins_releases() {
+    let git = GitServer::start();
+    let repo = git.repo("pin");
+    let first = repo.script_branch("main", "echo one > \"$KILN_OUTPUT_DIR/v\"");
+    let second = repo.script_branch("main", "echo two > \"$KILN_OUTPUT_DIR/v\"");
+    let farm = Farm::start().await;
+    let _slave = farm.slave("s1").await;
+    farm.project("pin", &repo.url, "main").await;
+
+    let old = farm.request_build("pin", json!({"commit": first})).await;
+    let old = farm.wait_ended(old.id, Duration::from_secs(60)).await;
+    assert_eq!(old.state, BuildState::Succeeded, "{:?}", old.reason);
+    assert_eq!(old.commit.as_deref(), Some(first.as_str()));
+    assert_eq!(farm.download(old.id, "v").await, b"one\n");
+
+    // A release is pinned to the branch head at the moment it is asked for, even if the branch
+    // moves before it runs.
+    let rel = farm.request_build("pin", json!({"release": "v1.0"})).await;
+    assert_eq!(rel.requested_commit.as_deref(), Some(second.as_str()));
+    assert_eq!(rel.trigger, "release");
+    repo.script_branch("main", "echo three > \"$KILN_OUTPUT_DIR/v\"");
+    let rel = farm.wait_ended(rel.id, Duration::from_secs(60)).await;
+    assert_eq!(rel.state, BuildState::Succeeded, "{:?}", rel.reason);
+    assert_eq!(rel.commit.as_deref(), Some(second.as_str()));
+    assert_eq!(rel.release.as_deref(), Some("v1.0"));
+    assert_eq!(farm.download(rel.id, "v").await, b"two\n");
+}
+
+#[tokio::test]
+async fn dispatch_goes_to_the_right_architecture_and_tags() {
+    let git = GitServer::start();
+    let repo = git.repo("tagged");
+    repo.script_branch("main", "echo ok > \"$KILN_OUTPUT_DIR/ok\"");
+    let farm = Farm::start().await;
+    let _plain = farm.slave("plain").await;
+    let _board = farm.slave_with("imx6", &["--tags", "imx6,kvm"]).await;
+    let (s, v) = farm
+        .post(
+            "/api/projects",
+            json!({"name": "tagged", "branch_url": repo.url, "tags": ["imx6"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    for _ in 0..3 {
+        let b = farm.request_build("tagged", json!({})).await;
+        let b = farm.wait_ended(b.id, Duration::from_secs(60)).await;
+        assert_eq!(b.state, BuildState::Succeeded, "{:?}", b.reason);
+        assert_eq!(b.slave.as_deref(), Some("imx6"));
+    }
+    // No slave of that architecture: the build waits.
+    let (s, v) = farm
+        .post(
+            "/api/projects",
+            json!({"name": "other-arch", "branch_url": repo.url, "architecture": "s390x"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let b = farm.request_build("other-arch", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(farm.build(b.id).await.state, BuildState::Queued);
+    // Cancelling a queued build removes it from the queue.
+    let (s, v) = farm.post(&format!("/api/builds/{}/cancel", b.id), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["state"], "cancelled");
+    assert!(v["reason"].as_str().unwrap().contains("before it started"));
+    let (s, _) = farm.post(&format!("/api/builds/{}/cancel", b.id), json!({})).await;
+    assert_eq!(s, 409, "cancelling twice is a conflict");
+}
+
+#[tokio::test]
+async fn cancelling_a_running_build_kills_its_processes() {
+    let git = GitServer::start();
+    let repo = git.repo("long");
+    let farm = Farm::start().await;
+    let pidfile = farm.dir.path().join("child.pid");
+    repo.script_branch(
+        "main",
+        &format!(
+            "sleep 300 &\necho $! > {}\necho started\nwait",
+            pidfile.display()
+        ),
+    );
+    let _slave = farm.slave("s1").await;
+    farm.project("long", &repo.url, "main").await;
+    let b = farm.request_build("long", json!({})).await;
+    farm.wait_build(b.id, Duration::from_secs(60), "running with output", |b| {
+        b.state == BuildState::Running && b.log_lines > 0
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !pidfile.exists() {
+        assert!(std::time::Instant::now() < deadline, "script never started its child");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let child: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let (s, v) = farm.post(&format!("/api/builds/{}/cancel", b.id), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["state"], "cancelled");
+    // The backend's whole process group goes, grandchildren included.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while kiln_tests::alive(child) {
+        assert!(std::time::Instant::now() < deadline, "child {child} survived the cancel");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The slave is free again for the next build.
+    repo.script_branch("main", "echo next > \"$KILN_OUTPUT_DIR/n\"");
+    let b2 = farm.request_build("long", json!({})).await;
+    let b2 = farm.wait_ended(b2.id, Duration::from_secs(60)).await;
+    assert_eq!(b2.state, BuildState::Succeeded, "{:?}", b2.reason);
+}

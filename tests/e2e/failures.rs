@@ -1,0 +1,161 @@
+//! Bad input gets a clear error and loses nothing; no build fails without a reason.
+
+use kiln_shared::BuildState;
+use kiln_tests::{Farm, GitServer};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn malformed_or_disallowed_branch_urls_are_refused_with_the_field() {
+    let farm = Farm::start().await;
+    for (url, says) in [
+        ("ext::sh -c touch% /tmp/pwned", "whitespace"),
+        ("ext::sh", "remote-helper"),
+        ("file:///etc", "disabled"),
+        ("/var/lib/repo", "disabled"),
+        ("-uhttps://x/y", "starts with '-'"),
+        ("ftp://host/x.git", "scheme 'ftp'"),
+        ("", "empty"),
+    ] {
+        let (s, v) = farm
+            .post("/api/projects", json!({"name": "bad", "branch_url": url}))
+            .await;
+        assert_eq!(s, 400, "{url}: {v}");
+        assert_eq!(v["error"], "invalid");
+        assert_eq!(v["field"], "branch_url", "{url}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(says), "{url}: {v}");
+    }
+    let (s, v) = farm
+        .post("/api/projects", json!({"name": "ok", "branch_url": "git://127.0.0.1/x.git", "branch": "-x"}))
+        .await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("branch")), "{v}");
+    let (s, v) = farm
+        .post("/api/projects", json!({"name": "no/slash", "branch_url": "git://127.0.0.1/x.git"}))
+        .await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("name")), "{v}");
+    // Nothing was created by the refused requests.
+    let projects: Vec<serde_json::Value> = farm.get("/api/projects").await;
+    assert!(projects.is_empty(), "{projects:?}");
+    // Unknown routes and ids are 404s with a message, not 500s.
+    let r = farm.get_raw("/api/builds/999999").await;
+    assert_eq!(r.status(), 404);
+    let r = farm.http.get(farm.api("/api/projects")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the API needs the admin token");
+}
+
+/// Requests a build of `branch` and returns it once ended; it must have failed with a reason
+/// containing every one of `says`.
+async fn fails_with(farm: &Farm, project: &str, says: &[&str]) -> kiln_shared::api::Build {
+    let b = farm.request_build(project, json!({})).await;
+    let b = farm.wait_ended(b.id, Duration::from_secs(60)).await;
+    assert_eq!(b.state, BuildState::Failed, "{b:?}");
+    let reason = b.reason.clone().expect("a failed build has a reason");
+    for s in says {
+        assert!(reason.contains(s), "reason {reason:?} should mention {s:?}");
+    }
+    // The log says it too.
+    let log = farm.log(b.id).await;
+    assert!(log.contains(says[0]), "log should carry the reason:\n{log}");
+    b
+}
+
+#[tokio::test]
+async fn fetch_and_recipe_failures_say_why() {
+    let git = GitServer::start();
+    let farm = Farm::start().await;
+    let _slave = farm.slave("s1").await;
+
+    let repo = git.repo("cfg");
+    repo.script_branch("main", "true");
+    repo.script_branch("release", "true");
+    farm.project("nobranch", &repo.url, "relase").await;
+    fails_with(&farm, "nobranch", &["branch 'relase' not found", "known: main, release"]).await;
+
+    farm.project("noserver", "git://127.0.0.1:9/nothing.git", "main").await;
+    fails_with(&farm, "noserver", &["cannot fetch git://127.0.0.1:9/nothing.git"]).await;
+
+    let r = git.repo("norecipe");
+    r.file("README", "nothing here", false).commit("main", "empty");
+    farm.project("norecipe", &r.url, "main").await;
+    let b = fails_with(&farm, "norecipe", &["no kiln.toml"]).await;
+    assert!(b.commit.is_some(), "the commit is recorded even when the recipe is missing");
+
+    let r = git.repo("unknown");
+    r.file("kiln.toml", "backend = \"kiwi\"\n", false).commit("main", "kiwi");
+    farm.project("unknown", &r.url, "main").await;
+    fails_with(&farm, "unknown", &["unknown backend \"kiwi\"", "script, mmdebstrap, live-build"]).await;
+
+    let r = git.repo("badopt");
+    r.file(
+        "kiln.toml",
+        "backend = \"mmdebstrap\"\n[mmdebstrap]\nsuite = \"bookworm\"\nimage_size = \"lots\"\n",
+        false,
+    )
+    .commit("main", "bad size");
+    farm.project("badopt", &r.url, "main").await;
+    fails_with(&farm, "badopt", &["mmdebstrap.image_size"]).await;
+
+    let r = git.repo("typo");
+    r.file("kiln.toml", "backend = \"script\"\n[script]\ncomand = \"./x\"\n", false)
+        .commit("main", "typo");
+    farm.project("typo", &r.url, "main").await;
+    fails_with(&farm, "typo", &["comand"]).await;
+
+    let r = git.repo("noexec");
+    r.file("kiln.toml", "backend = \"script\"\n[script]\ncommand = \"./build.sh\"\n", false)
+        .file("build.sh", "#!/bin/sh\n", false)
+        .commit("main", "not executable");
+    farm.project("noexec", &r.url, "main").await;
+    fails_with(&farm, "noexec", &["not an executable"]).await;
+
+    let r = git.repo("nothing");
+    r.script_branch("main", "echo made nothing");
+    farm.project("nothing", &r.url, "main").await;
+    fails_with(&farm, "nothing", &["left no files"]).await;
+}
+
+#[tokio::test]
+async fn failing_backend_keeps_the_whole_log_and_the_exit_status() {
+    let git = GitServer::start();
+    let repo = git.repo("fails");
+    repo.script_branch(
+        "main",
+        "for i in $(seq 1 3000); do echo \"output line $i\"; done\necho 'E: Unable to locate package nope' >&2\nexit 3",
+    );
+    let farm = Farm::start().await;
+    let _slave = farm.slave("s1").await;
+    farm.project("fails", &repo.url, "main").await;
+    let b = fails_with(&farm, "fails", &["exit status 3", "E: Unable to locate package nope"]).await;
+    let log = farm.log(b.id).await;
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("output line ")).collect();
+    assert_eq!(lines.len(), 3000, "every line is kept");
+    assert_eq!(lines[2999], "output line 3000");
+    assert_eq!(b.log_lines as usize, log.lines().count());
+}
+
+#[tokio::test]
+async fn bad_build_requests_are_refused() {
+    let git = GitServer::start();
+    let repo = git.repo("r");
+    repo.script_branch("main", "true");
+    let farm = Farm::start().await;
+    farm.project("r", &repo.url, "main").await;
+    let (s, v) = farm.post("/api/projects/r/builds", json!({"commit": "not-a-sha"})).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("commit")), "{v}");
+    let (s, v) = farm.post("/api/projects/r/builds", json!({"release": "a b"})).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("release")), "{v}");
+    let (s, v) = farm.post("/api/projects/nope/builds", json!({})).await;
+    assert_eq!(s, 404, "{v}");
+    // A release of a branch that does not exist cannot be pinned: refused, nothing queued.
+    let (s, v) = farm
+        .post("/api/projects", json!({"name": "gone", "branch_url": repo.url, "branch": "gone"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = farm.post("/api/projects/gone/builds", json!({"release": "r1"})).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("not found"), "{v}");
+    let builds: Vec<serde_json::Value> = farm.get("/api/builds?project=gone").await;
+    assert!(builds.is_empty());
+    let (s, v) = farm.post("/api/projects", json!({"name": "r", "branch_url": repo.url})).await;
+    assert_eq!(s, 409, "duplicate name: {v}");
+}

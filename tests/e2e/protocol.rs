@@ -1,0 +1,162 @@
+//! The slave protocol at its edges, spoken by a hand-made slave over the real wire format.
+
+use futures_util::{SinkExt, StreamExt};
+use kiln_shared::codec;
+use kiln_shared::frames::{Hello, MasterFrame, SlaveFrame};
+use kiln_shared::BuildState;
+use kiln_tests::{Farm, GitServer};
+use serde_json::json;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(farm: &Farm, token: &str, protocol: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let url = format!("{}/ws/slave", farm.url.replace("http://", "ws://"));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req.headers_mut().insert("x-kiln-protocol", protocol.parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws)
+}
+
+async fn hello(ws: &mut Ws, name: &str) {
+    let h = SlaveFrame::Hello(Hello {
+        name: name.into(),
+        arch: "amd64".into(),
+        tags: vec![],
+        backends: vec!["script".into()],
+        capacity: 1,
+        version: "test".into(),
+        builds: vec![],
+    });
+    ws.send(Message::Binary(codec::encode(&h).unwrap().into())).await.unwrap();
+    match next_frame(ws).await {
+        Some(MasterFrame::Welcome { .. }) => {}
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}
+
+async fn next_frame(ws: &mut Ws) -> Option<MasterFrame> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await.ok()?? {
+            Ok(Message::Binary(b)) => return Some(codec::decode(&b).expect("master frame")),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The connection ends (close frame or EOF) without further frames of substance.
+async fn closed(ws: &mut Ws) -> bool {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Err(_) => return false,
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn protocol_mismatch_and_bad_tokens_are_refused_clearly() {
+    let farm = Farm::start().await;
+    let token = farm.register_slave("old").await;
+    match connect(&farm, &token, "99").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 426);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned();
+            assert!(body.contains("speaks protocol version 99") && body.contains("speaks 1"), "{body}");
+        }
+        other => panic!("expected HTTP 426, got {:?}", other.map(|_| ())),
+    }
+    match connect(&farm, "kiln_s_wrong", "1").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected HTTP 401, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn corrupt_and_oversized_frames_close_only_that_connection() {
+    let git = GitServer::start();
+    let repo = git.repo("ok");
+    repo.script_branch("main", "echo fine > \"$KILN_OUTPUT_DIR/f\"");
+    let farm = Farm::start().await;
+
+    let token = farm.register_slave("garbage").await;
+    let mut ws = connect(&farm, &token, "1").await.unwrap();
+    hello(&mut ws, "garbage").await;
+    ws.send(Message::Binary(vec![1, 0xff, 0xff, 0xff, 0xff, 0xff, 7, 7].into())).await.unwrap();
+    assert!(closed(&mut ws).await, "a corrupt frame closes the connection");
+
+    let token = farm.register_slave("huge").await;
+    let mut ws = connect(&farm, &token, "1").await.unwrap();
+    hello(&mut ws, "huge").await;
+    let _ = ws.send(Message::Binary(vec![0u8; codec::MAX_FRAME_BYTES + 10].into())).await;
+    assert!(closed(&mut ws).await, "an oversized frame closes the connection");
+
+    let token = farm.register_slave("texter").await;
+    let mut ws = connect(&farm, &token, "1").await.unwrap();
+    hello(&mut ws, "texter").await;
+    ws.send(Message::Text("{\"hello\":1}".into())).await.unwrap();
+    assert!(closed(&mut ws).await, "a text frame closes the connection");
+
+    // The master carries on: a real slave still builds.
+    farm.wait_slave_online("garbage", false).await;
+    let _slave = farm.slave("real").await;
+    farm.project("ok", &repo.url, "main").await;
+    let b = farm.request_build("ok", json!({})).await;
+    let b = farm.wait_ended(b.id, Duration::from_secs(60)).await;
+    assert_eq!(b.state, BuildState::Succeeded, "{:?}", b.reason);
+}
+
+#[tokio::test]
+async fn an_artifact_whose_sha256_does_not_match_is_rejected_and_fails_the_build() {
+    let farm = Farm::start().await;
+    farm.project("p", "git://127.0.0.1:9/unused.git", "main").await;
+    let token = farm.register_slave("liar").await;
+    let mut ws = connect(&farm, &token, "1").await.unwrap();
+    hello(&mut ws, "liar").await;
+    let b = farm.request_build("p", json!({})).await;
+    let job = loop {
+        match next_frame(&mut ws).await {
+            Some(MasterFrame::Assign(job)) => break job,
+            Some(_) => continue,
+            None => panic!("connection closed before a job came"),
+        }
+    };
+    assert_eq!(job.build, b.id);
+    let started = SlaveFrame::Started { build: b.id, commit: "0".repeat(40) };
+    ws.send(Message::Binary(codec::encode(&started).unwrap().into())).await.unwrap();
+    farm.wait_build(b.id, Duration::from_secs(10), "running", |b| b.state == BuildState::Running).await;
+
+    let r = farm
+        .http
+        .put(farm.api(&format!("{}/disk.img", job.upload_path)))
+        .bearer_auth(&token)
+        .header("x-kiln-sha256", "ab".repeat(32))
+        .body(vec![7u8; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let b = farm.build(b.id).await;
+    assert_eq!(b.state, BuildState::Failed);
+    let reason = b.reason.unwrap();
+    assert!(reason.contains("artifact 'disk.img' rejected") && reason.contains("sha256"), "{reason}");
+    let arts = farm.artifacts(b.id).await;
+    assert!(arts.is_empty(), "the corrupt file is not kept: {arts:?}");
+
+    // Another slave's token cannot upload into this build.
+    let other = farm.register_slave("other").await;
+    let r = farm
+        .http
+        .put(farm.api(&format!("{}/x", job.upload_path)))
+        .bearer_auth(&other)
+        .header("x-kiln-sha256", "ab".repeat(32))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+}

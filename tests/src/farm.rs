@@ -1,0 +1,325 @@
+//! A running farm: the real `kiln-master` binary and real `kiln-slave` processes.
+
+use crate::proc::{die_with_parent, Killed};
+use crate::Postgres;
+use anyhow::{bail, Context, Result};
+use kiln_shared::api::{Artifact, Build, Project, Slave, SlaveCreated};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone)]
+pub struct FarmOptions {
+    pub heartbeat_secs: u32,
+    pub lost_timeout_secs: u32,
+    pub lost_retries: i32,
+    /// Use the embedded PostgreSQL instead of the shared test cluster.
+    pub embedded_db: bool,
+    pub extra_master_toml: String,
+}
+
+impl Default for FarmOptions {
+    fn default() -> Self {
+        FarmOptions {
+            heartbeat_secs: 1,
+            lost_timeout_secs: 4,
+            lost_retries: 1,
+            embedded_db: false,
+            extra_master_toml: String::new(),
+        }
+    }
+}
+
+pub struct Farm {
+    pub url: String,
+    pub token: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    config: PathBuf,
+    master: Option<Killed>,
+    /// Lines the master printed (stdout and stderr), for failure messages.
+    master_log: PathBuf,
+}
+
+fn spawn_master(config: &Path, listen: &str, log: &Path) -> Result<(Killed, String)> {
+    let logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut c = Command::new(crate::bin_dir().join("kiln-master"));
+    c.arg("--config")
+        .arg(config)
+        .arg("--listen")
+        .arg(listen)
+        .env("KILN_LOG", "info,kiln_master=debug,sqlx=warn,tower_http=warn")
+        .stdout(Stdio::piped())
+        .stderr(logf);
+    die_with_parent(&mut c, libc::SIGKILL);
+    let mut child = c.spawn().context("starting kiln-master")?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("kiln-master ready on ") {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let master = Killed(child);
+    match rx.recv_timeout(Duration::from_secs(90)) {
+        Ok(url) => Ok((master, url)),
+        Err(_) => bail!(
+            "kiln-master did not become ready; its log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        ),
+    }
+}
+
+impl Farm {
+    pub async fn start() -> Farm {
+        Farm::with(FarmOptions::default()).await
+    }
+
+    pub async fn with(o: FarmOptions) -> Farm {
+        let dir = crate::tempdir("kiln-farm-");
+        let token = "kiln_a_test_admin_token".to_string();
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+        let db = if o.embedded_db {
+            String::new()
+        } else {
+            format!("[database]\nurl = \"{}\"\nmax_connections = 8\n", Postgres::shared().new_database())
+        };
+        let config = dir.path().join("kiln.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 1\n[master]\nadmin_token_sha256 = \"{hash}\"\nheartbeat_secs = {}\nlost_timeout_secs = {}\nlost_retries = {}\n{}\n{db}",
+                o.heartbeat_secs, o.lost_timeout_secs, o.lost_retries, o.extra_master_toml
+            ),
+        )
+        .unwrap();
+        let master_log = dir.path().join("master.log");
+        let (master, url) = spawn_master(&config, "127.0.0.1:0", &master_log).expect("master");
+        Farm {
+            url,
+            token,
+            http: reqwest::Client::new(),
+            dir,
+            config,
+            master: Some(master),
+            master_log,
+        }
+    }
+
+    pub fn master_log(&self) -> String {
+        std::fs::read_to_string(&self.master_log).unwrap_or_default()
+    }
+
+    /// SIGKILLs the master (its database stays).
+    pub fn kill_master(&mut self) {
+        if let Some(mut m) = self.master.take() {
+            m.kill_and_wait();
+        }
+    }
+
+    /// Starts the master again on the same address.
+    pub fn restart_master(&mut self) {
+        self.kill_master();
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match spawn_master(&self.config, &listen, &self.master_log) {
+                Ok((m, _)) => {
+                    self.master = Some(m);
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("restarting master: {e:#}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("master did not restart: {e:#}"),
+            }
+        }
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub async fn get_raw(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.api(path)).bearer_auth(&self.token).send().await.expect("GET")
+    }
+
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let r = self.get_raw(path).await;
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert!(status.is_success(), "GET {path}: {status}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}"))
+    }
+
+    /// POST returning (status, JSON body).
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.api(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        let v = r.json().await.unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    pub async fn project(&self, name: &str, url: &str, branch: &str) -> Project {
+        let (s, v) = self
+            .post("/api/projects", json!({"name": name, "branch_url": url, "branch": branch}))
+            .await;
+        assert_eq!(s, 201, "create project: {v}");
+        serde_json::from_value(v).unwrap()
+    }
+
+    pub async fn request_build(&self, project: &str, body: Value) -> Build {
+        let (s, v) = self.post(&format!("/api/projects/{project}/builds"), body).await;
+        assert_eq!(s, 201, "request build: {v}");
+        serde_json::from_value(v).unwrap()
+    }
+
+    pub async fn build(&self, id: kiln_shared::BuildId) -> Build {
+        self.get(&format!("/api/builds/{id}")).await
+    }
+
+    /// Polls until the build satisfies `pred`; panics with the build, its log and the master's
+    /// log after `timeout`.
+    pub async fn wait_build(
+        &self,
+        id: kiln_shared::BuildId,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Build) -> bool,
+    ) -> Build {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let b = self.build(id).await;
+            if pred(&b) {
+                return b;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "build {id} never became {what} within {timeout:?}: {b:?}\n--- build log:\n{}\n--- master log (tail):\n{}",
+                    self.log(id).await,
+                    tail(&self.master_log(), 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_ended(&self, id: kiln_shared::BuildId, timeout: Duration) -> Build {
+        self.wait_build(id, timeout, "ended", |b| b.state.is_terminal()).await
+    }
+
+    pub async fn log(&self, id: kiln_shared::BuildId) -> String {
+        self.get_raw(&format!("/api/builds/{id}/log")).await.text().await.unwrap_or_default()
+    }
+
+    pub async fn artifacts(&self, id: kiln_shared::BuildId) -> Vec<Artifact> {
+        self.get(&format!("/api/builds/{id}/artifacts")).await
+    }
+
+    pub async fn download(&self, id: kiln_shared::BuildId, name: &str) -> Vec<u8> {
+        let r = self.get_raw(&format!("/api/builds/{id}/artifacts/{name}")).await;
+        assert!(r.status().is_success(), "download {name}: {}", r.status());
+        r.bytes().await.unwrap().to_vec()
+    }
+
+    /// Registers a slave; returns its token.
+    pub async fn register_slave(&self, name: &str) -> String {
+        let (s, v) = self.post("/api/slaves", json!({"name": name})).await;
+        assert_eq!(s, 201, "register slave: {v}");
+        serde_json::from_value::<SlaveCreated>(v).unwrap().token
+    }
+
+    /// Registers and starts a real `kiln-slave`, and waits until the master sees it online.
+    pub async fn slave(&self, name: &str) -> SlaveProc {
+        self.slave_with(name, &[]).await
+    }
+
+    pub async fn slave_with(&self, name: &str, extra: &[&str]) -> SlaveProc {
+        let token = self.register_slave(name).await;
+        let work = self.dir.path().join(format!("slave-{name}"));
+        let mut s = SlaveProc {
+            name: name.into(),
+            token,
+            work,
+            master: self.url.clone(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: self.dir.path().join(format!("slave-{name}.log")),
+            proc: None,
+        };
+        s.start();
+        self.wait_slave_online(name, true).await;
+        s
+    }
+
+    pub async fn slaves(&self) -> Vec<Slave> {
+        self.get("/api/slaves").await
+    }
+
+    pub async fn wait_slave_online(&self, name: &str, online: bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.slaves().await.iter().any(|s| s.name == name && s.online == online) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "slave {name} never became online={online}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub struct SlaveProc {
+    pub name: String,
+    pub token: String,
+    pub work: PathBuf,
+    master: String,
+    extra: Vec<String>,
+    pub log: PathBuf,
+    proc: Option<Killed>,
+}
+
+impl SlaveProc {
+    pub fn start(&mut self) {
+        let logf = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut c = Command::new(crate::bin_dir().join("kiln-slave"));
+        c.args(["--master", &self.master, "--token", &self.token, "--name", &self.name])
+            .arg("--work-dir")
+            .arg(&self.work)
+            .args(&self.extra)
+            .env("KILN_LOG", "info,kiln_slave=debug")
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf);
+        die_with_parent(&mut c, libc::SIGKILL);
+        self.proc = Some(Killed(c.spawn().expect("kiln-slave")));
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.proc.as_ref().map(|p| p.pid())
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill_and_wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}

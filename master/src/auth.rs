@@ -40,7 +40,12 @@ pub fn is_admin_token(st: &AppState, token: &str) -> bool {
         .master
         .admin_token_sha256
         .as_deref()
-        .is_some_and(|h| constant_time_eq(sha256_hex(token).as_bytes(), h.to_ascii_lowercase().as_bytes()))
+        .is_some_and(|h| {
+            constant_time_eq(
+                sha256_hex(token).as_bytes(),
+                h.to_ascii_lowercase().as_bytes(),
+            )
+        })
 }
 
 /// Extractor: the request carries the admin token.

@@ -26,7 +26,10 @@ fn find_bin_dir(configured: Option<&Path>) -> Result<PathBuf> {
         if dir.join("pg_ctl").exists() {
             return Ok(dir.to_path_buf());
         }
-        bail!("config key database.pg_bin_dir: {} has no pg_ctl", dir.display());
+        bail!(
+            "config key database.pg_bin_dir: {} has no pg_ctl",
+            dir.display()
+        );
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -124,9 +127,14 @@ impl EmbeddedPostgres {
             std::fs::set_permissions(&self.pgdata, std::fs::Permissions::from_mode(0o700))?;
             self.chown(&self.pgdata)?;
             let mut c = self.cmd("initdb");
-            c.arg("-D")
-                .arg(&self.pgdata)
-                .args(["-U", "kiln", "--auth=trust", "-E", "UTF8", "--no-instructions"]);
+            c.arg("-D").arg(&self.pgdata).args([
+                "-U",
+                "kiln",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ]);
             self.run(c, "initdb")?;
         }
         let mut status = self.cmd("pg_ctl");
@@ -157,7 +165,9 @@ impl EmbeddedPostgres {
             return;
         }
         let mut c = self.cmd("pg_ctl");
-        c.arg("-D").arg(&self.pgdata).args(["-m", "fast", "-w", "stop"]);
+        c.arg("-D")
+            .arg(&self.pgdata)
+            .args(["-m", "fast", "-w", "stop"]);
         if let Err(e) = self.run(c, "pg_ctl stop") {
             tracing::warn!("stopping the embedded PostgreSQL: {e:#}");
         }

@@ -51,7 +51,8 @@ impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> Self {
         if e.raw_os_error() == Some(libc::ENOSPC) {
             return ApiError::InsufficientStorage(
-                "the master's storage is full (No space left on device); free space and retry".into(),
+                "the master's storage is full (No space left on device); free space and retry"
+                    .into(),
             );
         }
         ApiError::Internal(e.into())
@@ -66,9 +67,11 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", None),
-            ApiError::InsufficientStorage(_) => {
-                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", None)
-            }
+            ApiError::InsufficientStorage(_) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                None,
+            ),
             ApiError::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error while serving a request");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)

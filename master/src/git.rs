@@ -11,7 +11,11 @@ pub async fn branch_head(url: &str, branch: &str, allow_file: bool) -> Result<St
         .env("GIT_TERMINAL_PROMPT", "0")
         .env(
             "GIT_ALLOW_PROTOCOL",
-            if allow_file { "https:http:git:ssh:file" } else { "https:http:git:ssh" },
+            if allow_file {
+                "https:http:git:ssh:file"
+            } else {
+                "https:http:git:ssh"
+            },
         )
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())

@@ -72,8 +72,11 @@ pub fn run(data_dir: &Path, listen: &str, force: bool) -> Result<()> {
         .open(&token_path)
         .with_context(|| format!("cannot write {}", token_path.display()))?;
     writeln!(f, "{token}")?;
-    std::fs::write(&cfg_path, config_text(&crate::auth::sha256_hex(&token), listen))
-        .with_context(|| format!("cannot write {}", cfg_path.display()))?;
+    std::fs::write(
+        &cfg_path,
+        config_text(&crate::auth::sha256_hex(&token), listen),
+    )
+    .with_context(|| format!("cannot write {}", cfg_path.display()))?;
     println!("wrote {} and {}", cfg_path.display(), token_path.display());
     Ok(())
 }

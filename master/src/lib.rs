@@ -56,7 +56,10 @@ impl AppState {
     pub async fn lose_build(&self, id: BuildId, reason: &str) -> Result<()> {
         let retry = db::builds::mark_lost(&self.db, id, reason).await?;
         tracing::warn!(build = %id, ?retry, "build lost: {reason}");
-        let _ = self.storage.append_master_note(id, &format!("build lost: {reason}")).await;
+        let _ = self
+            .storage
+            .append_master_note(id, &format!("build lost: {reason}"))
+            .await;
         self.storage.close_log(id);
         self.build_changed(id).await;
         self.publish_log_end(id);
@@ -69,7 +72,9 @@ impl AppState {
 }
 
 /// Connects to the configured database, or starts the embedded cluster.
-pub async fn open_database(cfg: &Config) -> Result<(PgPool, Option<embedded_pg::EmbeddedPostgres>)> {
+pub async fn open_database(
+    cfg: &Config,
+) -> Result<(PgPool, Option<embedded_pg::EmbeddedPostgres>)> {
     match &cfg.database.url {
         Some(url) => Ok((
             db::connect(db::Target::Url(url), cfg.database.max_connections).await?,
@@ -137,8 +142,12 @@ pub async fn build(cfg: Config, db: PgPool, listener: TcpListener) -> Result<Ser
     db::migrate(&db).await?;
     db::slaves::all_offline(&db).await?;
     let storage_dir = cfg.path(&cfg.master.storage_dir);
-    let storage = storage::Storage::new(storage_dir.clone())
-        .with_context(|| format!("config key master.storage_dir: cannot use {}", storage_dir.display()))?;
+    let storage = storage::Storage::new(storage_dir.clone()).with_context(|| {
+        format!(
+            "config key master.storage_dir: cannot use {}",
+            storage_dir.display()
+        )
+    })?;
     let state = Arc::new(AppState {
         db,
         cfg: Arc::new(cfg),

@@ -138,7 +138,10 @@ impl Storage {
 
     /// Forgets the open file handle of a finished build.
     pub fn close_log(&self, id: BuildId) {
-        self.open_logs.lock().expect("log table poisoned").remove(&id);
+        self.open_logs
+            .lock()
+            .expect("log table poisoned")
+            .remove(&id);
     }
 }
 
@@ -175,10 +178,16 @@ mod tests {
         let a = s.append_log(id, 1, &lines(1..5)).await.unwrap();
         assert_eq!((a.next_seq, a.first_new, a.new_lines.len()), (5, 3, 2));
         // a gap writes nothing
-        assert_eq!(s.append_log(id, 9, &lines(9..10)).await.unwrap().next_seq, 5);
+        assert_eq!(
+            s.append_log(id, 9, &lines(9..10)).await.unwrap().next_seq,
+            5
+        );
         s.close_log(id);
         // partial last line (crash mid-write) is cut on reopen
-        let mut f = std::fs::OpenOptions::new().append(true).open(s.log_path(id)).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(s.log_path(id))
+            .unwrap();
         std::io::Write::write_all(&mut f, b"partial").unwrap();
         assert_eq!(s.next_seq(id).await.unwrap(), 5);
         let text = std::fs::read_to_string(s.log_path(id)).unwrap();

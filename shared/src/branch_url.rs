@@ -102,7 +102,10 @@ pub fn validate_branch_name(branch: &str) -> Result<(), String> {
             .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c))
         || branch.split('/').any(|part| part.starts_with('.'));
     if bad {
-        return Err(format!("branch name '{}' is not a valid git branch name", branch.escape_debug()));
+        return Err(format!(
+            "branch name '{}' is not a valid git branch name",
+            branch.escape_debug()
+        ));
     }
     Ok(())
 }

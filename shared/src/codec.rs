@@ -98,7 +98,10 @@ mod tests {
         bytes[0] = 9;
         assert_eq!(
             decode::<SlaveFrame>(&bytes),
-            Err(CodecError::Version { got: 9, want: PROTOCOL_VERSION })
+            Err(CodecError::Version {
+                got: 9,
+                want: PROTOCOL_VERSION
+            })
         );
     }
 
@@ -112,7 +115,10 @@ mod tests {
         })
         .unwrap();
         for n in 0..bytes.len() {
-            assert!(decode::<SlaveFrame>(&bytes[..n]).is_err(), "prefix {n} decoded");
+            assert!(
+                decode::<SlaveFrame>(&bytes[..n]).is_err(),
+                "prefix {n} decoded"
+            );
         }
         let mut x: u32 = 12345;
         for len in 0..300 {

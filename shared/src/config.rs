@@ -198,11 +198,20 @@ impl Config {
             })
         };
         if self.version != CONFIG_VERSION {
-            return invalid("version", &format!("is {}, this Kiln reads version {CONFIG_VERSION}", self.version));
+            return invalid(
+                "version",
+                &format!(
+                    "is {}, this Kiln reads version {CONFIG_VERSION}",
+                    self.version
+                ),
+            );
         }
         let m = &self.master;
         if m.listen.parse::<std::net::SocketAddr>().is_err() {
-            return invalid("master.listen", &format!("'{}' is not an address like 127.0.0.1:8080", m.listen));
+            return invalid(
+                "master.listen",
+                &format!("'{}' is not an address like 127.0.0.1:8080", m.listen),
+            );
         }
         if m.heartbeat_secs == 0 || m.heartbeat_secs > 3600 {
             return invalid("master.heartbeat_secs", "must be between 1 and 3600");
@@ -210,7 +219,10 @@ impl Config {
         if m.lost_timeout_secs < 2 * m.heartbeat_secs {
             return invalid(
                 "master.lost_timeout_secs",
-                &format!("must be at least twice master.heartbeat_secs ({})", m.heartbeat_secs),
+                &format!(
+                    "must be at least twice master.heartbeat_secs ({})",
+                    m.heartbeat_secs
+                ),
             );
         }
         if !(1024..=1024 * 1024).contains(&m.log_chunk_bytes) {
@@ -221,12 +233,18 @@ impl Config {
         }
         if let Some(h) = &m.admin_token_sha256 {
             if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
-                return invalid("master.admin_token_sha256", "must be 64 hex digits (the sha256 of the token)");
+                return invalid(
+                    "master.admin_token_sha256",
+                    "must be 64 hex digits (the sha256 of the token)",
+                );
             }
         }
         if let Some(url) = &self.database.url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return invalid("database.url", "must start with postgres:// (or be left out for the embedded cluster)");
+                return invalid(
+                    "database.url",
+                    "must start with postgres:// (or be left out for the embedded cluster)",
+                );
             }
         }
         if self.database.max_connections == 0 {
@@ -238,12 +256,14 @@ impl Config {
         }
         if let Some(url) = &s.master {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return invalid("slave.master", &format!("'{url}' must start with http:// or https://"));
+                return invalid(
+                    "slave.master",
+                    &format!("'{url}' must start with http:// or https://"),
+                );
             }
         }
         if let Some(name) = &s.name {
-            crate::api::validate_name("slave name", name)
-                .or_else(|m| invalid("slave.name", &m))?;
+            crate::api::validate_name("slave name", name).or_else(|m| invalid("slave.name", &m))?;
         }
         Ok(())
     }
@@ -288,8 +308,11 @@ mod tests {
 
     #[test]
     fn bad_value_names_the_key() {
-        let e = Config::parse("[master]\nheartbeat_secs = 10\nlost_timeout_secs = 5", Path::new("/"))
-            .unwrap_err();
+        let e = Config::parse(
+            "[master]\nheartbeat_secs = 10\nlost_timeout_secs = 5",
+            Path::new("/"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("master.lost_timeout_secs"), "{e}");
         let e = Config::parse("[slave]\ncapacity = 0", Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("slave.capacity"), "{e}");

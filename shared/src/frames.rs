@@ -25,9 +25,14 @@ use serde::{Deserialize, Serialize};
 pub enum SlaveFrame {
     Hello(Hello),
     /// Sent every `Cadence::heartbeat_secs`; restates what the slave holds.
-    Heartbeat { builds: Vec<HeldBuild> },
+    Heartbeat {
+        builds: Vec<HeldBuild>,
+    },
     /// The branch is fetched; the backend starts now.
-    Started { build: BuildId, commit: String },
+    Started {
+        build: BuildId,
+        commit: String,
+    },
     /// Lines `first_seq, first_seq + 1, ...` of the build's log.
     Log {
         build: BuildId,
@@ -84,24 +89,43 @@ pub struct HeldBuild {
 pub enum Outcome {
     Succeeded,
     /// Always with a reason a person can act on.
-    Failed { reason: String },
-    Cancelled { reason: String },
+    Failed {
+        reason: String,
+    },
+    Cancelled {
+        reason: String,
+    },
 }
 
 /// Master → slave.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MasterFrame {
-    Welcome { slave: SlaveId, cadence: Cadence },
+    Welcome {
+        slave: SlaveId,
+        cadence: Cadence,
+    },
     /// The master will not talk to this slave; the connection closes after this frame.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
     Assign(Job),
-    Cancel { build: BuildId, reason: String },
+    Cancel {
+        build: BuildId,
+        reason: String,
+    },
     /// The master has stored every line before `next_seq`.
-    LogAck { build: BuildId, next_seq: u64 },
+    LogAck {
+        build: BuildId,
+        next_seq: u64,
+    },
     /// The master recorded the result; the slave may forget the build.
-    FinishedAck { build: BuildId },
+    FinishedAck {
+        build: BuildId,
+    },
     /// What should be true for each build the slave reported holding.
-    Reconcile { builds: Vec<(BuildId, Directive)> },
+    Reconcile {
+        builds: Vec<(BuildId, Directive)>,
+    },
 }
 
 /// Timings and sizes the master imposes on its fleet, sent in the handshake.
@@ -147,8 +171,13 @@ pub enum ConsoleRequest {
     /// Snapshot of the queue and slaves, then changes as they happen.
     SubscribeQueue,
     /// Log lines of one build from `from_seq` on, then live lines until it ends.
-    SubscribeLog { build: BuildId, from_seq: u64 },
-    UnsubscribeLog { build: BuildId },
+    SubscribeLog {
+        build: BuildId,
+        from_seq: u64,
+    },
+    UnsubscribeLog {
+        build: BuildId,
+    },
 }
 
 /// Master → console.
@@ -164,6 +193,10 @@ pub enum ConsoleEvent {
         lines: Vec<String>,
     },
     /// The log is complete; no more lines will come.
-    LogEnd { build: BuildId },
-    Error { message: String },
+    LogEnd {
+        build: BuildId,
+    },
+    Error {
+        message: String,
+    },
 }

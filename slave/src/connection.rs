@@ -66,15 +66,16 @@ pub async fn run(settings: Settings) -> Result<()> {
 
 async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
     let s = &env.settings;
-    let mut req = s.ws_url().into_client_request().map_err(|e| {
-        SessionError::Fatal(format!("--master {}: {e}", s.master))
-    })?;
+    let mut req = s
+        .ws_url()
+        .into_client_request()
+        .map_err(|e| SessionError::Fatal(format!("--master {}: {e}", s.master)))?;
     let h = req.headers_mut();
     h.insert(
         "authorization",
-        format!("Bearer {}", s.token)
-            .parse()
-            .map_err(|_| SessionError::Fatal("--token contains characters not allowed in a header".into()))?,
+        format!("Bearer {}", s.token).parse().map_err(|_| {
+            SessionError::Fatal("--token contains characters not allowed in a header".into())
+        })?,
     );
     h.insert("x-kiln-protocol", PROTOCOL_VERSION.into());
     let config = WebSocketConfig::default()
@@ -126,13 +127,18 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
             }
             Ok(MasterFrame::Refused { reason }) => return Err(SessionError::Fatal(reason)),
             Ok(other) => return Err(transient(format!("expected welcome, got {other:?}"))),
-            Err(e) => return Err(SessionError::Fatal(format!("cannot read the master's welcome: {e}"))),
+            Err(e) => {
+                return Err(SessionError::Fatal(format!(
+                    "cannot read the master's welcome: {e}"
+                )))
+            }
         },
         Ok(other) => return Err(transient(format!("expected welcome, got {other:?}"))),
     };
     let chunk = cadence.log_chunk_bytes as usize;
     let silent = Duration::from_secs(u64::from(cadence.lost_timeout_secs));
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(u64::from(cadence.heartbeat_secs)));
+    let mut heartbeat =
+        tokio::time::interval(Duration::from_secs(u64::from(cadence.heartbeat_secs)));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     loop {

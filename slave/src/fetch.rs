@@ -2,7 +2,9 @@
 //! person can act on ("branch 'relase' not found in URL (known: main, release)").
 
 use crate::process::{self, Log, RunError};
-use kiln_shared::branch_url::{validate_branch_name, validate_branch_url, validate_commit, UrlPolicy};
+use kiln_shared::branch_url::{
+    validate_branch_name, validate_branch_url, validate_commit, UrlPolicy,
+};
 use std::path::Path;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -39,9 +41,18 @@ fn git(dir: &Path, allow_file: bool) -> Command {
         .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
         .env(
             "GIT_ALLOW_PROTOCOL",
-            if allow_file { "https:http:git:ssh:file" } else { "https:http:git:ssh" },
+            if allow_file {
+                "https:http:git:ssh:file"
+            } else {
+                "https:http:git:ssh"
+            },
         )
-        .args(["-c", "advice.detachedHead=false", "-c", "init.defaultBranch=main"]);
+        .args([
+            "-c",
+            "advice.detachedHead=false",
+            "-c",
+            "init.defaultBranch=main",
+        ]);
     c
 }
 
@@ -81,12 +92,14 @@ pub async fn fetch(
     if let Some(c) = commit {
         validate_commit(c).map_err(FetchError::Invalid)?;
     }
-    std::fs::create_dir_all(dest).map_err(|e| FetchError::Local(format!("cannot create {}: {e}", dest.display())))?;
+    std::fs::create_dir_all(dest)
+        .map_err(|e| FetchError::Local(format!("cannot create {}: {e}", dest.display())))?;
 
     // Ask the remote what it has first: the answer tells a missing branch from a dead server.
     log.note(&format!("looking up branch '{branch}' in {url}"));
     let mut ls = git(dest, allow_file);
-    ls.args(["ls-remote", "--heads", "--", url]).kill_on_drop(true);
+    ls.args(["ls-remote", "--heads", "--", url])
+        .kill_on_drop(true);
     let (ok, out, err) = tokio::select! {
         r = capture(ls) => r?,
         _ = cancel.cancelled() => return Err(FetchError::Cancelled),
@@ -99,7 +112,10 @@ pub async fn fetch(
             .unwrap_or("git ls-remote failed")
             .trim()
             .to_string();
-        return Err(FetchError::Unreachable { url: url.into(), message });
+        return Err(FetchError::Unreachable {
+            url: url.into(),
+            message,
+        });
     }
     let heads: Vec<&str> = out
         .lines()
@@ -111,7 +127,11 @@ pub async fn fetch(
         return Err(FetchError::NoSuchBranch {
             branch: branch.into(),
             url: url.into(),
-            known: if known.is_empty() { "no branches".into() } else { known.join(", ") },
+            known: if known.is_empty() {
+                "no branches".into()
+            } else {
+                known.join(", ")
+            },
         });
     }
 
@@ -134,7 +154,10 @@ pub async fn fetch(
             f.args(["fetch", "-q", "--depth", "1", "--", url, &refspec]);
         }
     }
-    log.note(&format!("fetching {url} branch '{branch}'{}", commit.map(|c| format!(" at {c}")).unwrap_or_default()));
+    log.note(&format!(
+        "fetching {url} branch '{branch}'{}",
+        commit.map(|c| format!(" at {c}")).unwrap_or_default()
+    ));
     let mut fetched = run_git(f, log, cancel).await?;
     if !fetched && commit.is_some() {
         // Servers that refuse fetching by SHA: take the branch and look for the commit in it.
@@ -168,7 +191,10 @@ pub async fn fetch(
     rev.args(["rev-parse", "HEAD"]);
     let (ok, sha, err) = capture(rev).await?;
     if !ok {
-        return Err(FetchError::Local(format!("git rev-parse failed: {}", err.trim())));
+        return Err(FetchError::Local(format!(
+            "git rev-parse failed: {}",
+            err.trim()
+        )));
     }
     let sha = sha.trim().to_string();
     log.note(&format!("checked out {sha}"));

@@ -69,7 +69,10 @@ async fn execute(
     let (src, output, scratch) = (dir.join("src"), dir.join("output"), dir.join("scratch"));
     for d in [&src, &output, &scratch] {
         tokio::fs::create_dir_all(d).await.map_err(|e| {
-            fail(format!("slave cannot create its work dir {}: {e}", d.display()))
+            fail(format!(
+                "slave cannot create its work dir {}: {e}",
+                d.display()
+            ))
         })?;
     }
     env.outbox.set_phase(job.build, HeldPhase::Fetching);
@@ -120,7 +123,9 @@ async fn execute(
                 kiln_shared::api::validate_artifact_name(&name).map_err(fail)?;
                 files.push(name);
             }
-            _ => log.note(&format!("ignoring '{name}' in the output dir: only plain files become artifacts")),
+            _ => log.note(&format!(
+                "ignoring '{name}' in the output dir: only plain files become artifacts"
+            )),
         }
     }
     files.sort();
@@ -128,7 +133,11 @@ async fn execute(
         if !files.contains(want) {
             return Err(fail(format!(
                 "required output '{want}' was not produced (produced: {})",
-                if files.is_empty() { "nothing".into() } else { files.join(", ") }
+                if files.is_empty() {
+                    "nothing".into()
+                } else {
+                    files.join(", ")
+                }
             )));
         }
     }
@@ -153,20 +162,37 @@ async fn execute(
         let url = env
             .settings
             .http_url(&format!("{}/{}", job.upload_path, name));
+        let began = std::time::Instant::now();
         upload::upload(&env.http, &url, &env.settings.token, name, &path, &sha)
             .await
             .map_err(|e| fail(e.to_string()))?;
+        let secs = began.elapsed().as_secs_f64();
+        log.note(&format!(
+            "uploaded {name} in {secs:.3} s ({:.1} MB/s)",
+            size as f64 / 1e6 / secs.max(1e-6)
+        ));
     }
     if !files.iter().any(|f| f == "SHA256SUMS") {
         let path = output.join("SHA256SUMS");
         tokio::fs::write(&path, &sums)
             .await
             .map_err(|e| fail(format!("writing SHA256SUMS: {e}")))?;
-        let (sha, _) = upload::sha256_file(&path).await.map_err(|e| fail(e.to_string()))?;
-        let url = env.settings.http_url(&format!("{}/SHA256SUMS", job.upload_path));
-        upload::upload(&env.http, &url, &env.settings.token, "SHA256SUMS", &path, &sha)
+        let (sha, _) = upload::sha256_file(&path)
             .await
             .map_err(|e| fail(e.to_string()))?;
+        let url = env
+            .settings
+            .http_url(&format!("{}/SHA256SUMS", job.upload_path));
+        upload::upload(
+            &env.http,
+            &url,
+            &env.settings.token,
+            "SHA256SUMS",
+            &path,
+            &sha,
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     }
     Ok(())
 }

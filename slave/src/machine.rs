@@ -59,7 +59,9 @@ pub fn apt_mirror_from(etc_apt: &Path) -> Option<String> {
         .collect();
     files.sort();
     for f in &files {
-        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
         let found = if f.extension().is_some_and(|e| e == "sources") {
             from_deb822(&text)
         } else if f.extension().is_some_and(|e| e == "list") {
@@ -95,7 +97,9 @@ fn from_deb822(text: &str) -> Option<String> {
             && types.split_whitespace().any(|t| t == "deb")
             && suites.split_whitespace().any(is_main_archive)
         {
-            if let Some(uri) = field("URIs").and_then(|u| u.split_whitespace().next().map(str::to_string)) {
+            if let Some(uri) =
+                field("URIs").and_then(|u| u.split_whitespace().next().map(str::to_string))
+            {
                 return Some(uri);
             }
         }
@@ -128,7 +132,10 @@ pub fn apt_options() -> Vec<String> {
         .lines()
         .filter_map(|l| {
             let v = l.strip_prefix("Acquire::Check-Valid-Until ")?;
-            Some(format!("Acquire::Check-Valid-Until {}", v.trim_end_matches(';')))
+            Some(format!(
+                "Acquire::Check-Valid-Until {}",
+                v.trim_end_matches(';')
+            ))
         })
         .collect()
 }
@@ -150,11 +157,16 @@ pub fn binfmt_name(arch: &str) -> Option<&'static str> {
 /// Whether this machine can run binaries of `arch` (natively or through an enabled binfmt).
 pub fn can_run_arch(arch: &str) -> Result<(), String> {
     let native = native_arch();
-    if arch == native || (native == "amd64" && arch == "i386") || (native == "arm64" && arch == "armhf") {
+    if arch == native
+        || (native == "amd64" && arch == "i386")
+        || (native == "arm64" && arch == "armhf")
+    {
         return Ok(());
     }
     let Some(name) = binfmt_name(arch) else {
-        return Err(format!("this slave ({native}) has no way to run {arch} binaries"));
+        return Err(format!(
+            "this slave ({native}) has no way to run {arch} binaries"
+        ));
     };
     let entry = Path::new("/proc/sys/fs/binfmt_misc").join(name);
     match std::fs::read_to_string(&entry) {
@@ -174,7 +186,10 @@ mod tests {
     fn deb822_skips_security() {
         let t = "Types: deb\nURIs: http://sec.example/debian-security\nSuites: bookworm-security\n\n\
                  Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n";
-        assert_eq!(from_deb822(t).as_deref(), Some("http://mirror.example/debian"));
+        assert_eq!(
+            from_deb822(t).as_deref(),
+            Some("http://mirror.example/debian")
+        );
     }
 
     #[test]

@@ -155,7 +155,8 @@ impl Outbox {
             let ended = match i.slots.get_mut(&build) {
                 Some(s) => {
                     s.forgotten = true;
-                    s.cancel_reason.get_or_insert_with(|| "the master forgot it".into());
+                    s.cancel_reason
+                        .get_or_insert_with(|| "the master forgot it".into());
                     s.cancel.cancel();
                     s.outcome.is_some()
                 }
@@ -271,11 +272,16 @@ mod tests {
         }
         let f = o.drain(1 << 20);
         assert!(matches!(&f[0], SlaveFrame::Log { first_seq: 0, lines, .. } if lines.len() == 5));
-        assert!(o.drain(1 << 20).is_empty(), "nothing twice on one connection");
+        assert!(
+            o.drain(1 << 20).is_empty(),
+            "nothing twice on one connection"
+        );
         o.ack_log(b, 3);
         o.rewind();
         let f = o.drain(1 << 20);
-        assert!(matches!(&f[0], SlaveFrame::Log { first_seq: 3, lines, .. } if lines == &["l3", "l4"]));
+        assert!(
+            matches!(&f[0], SlaveFrame::Log { first_seq: 3, lines, .. } if lines == &["l3", "l4"])
+        );
     }
 
     #[test]
@@ -302,7 +308,9 @@ mod tests {
         o.add(b).unwrap();
         o.line(b, &"é".repeat(MAX_LINE));
         let f = o.drain(1 << 30);
-        let SlaveFrame::Log { lines, .. } = &f[0] else { panic!() };
+        let SlaveFrame::Log { lines, .. } = &f[0] else {
+            panic!()
+        };
         assert_eq!(lines.concat(), "é".repeat(MAX_LINE));
         assert!(lines.iter().all(|l| l.len() <= MAX_LINE));
     }

@@ -97,7 +97,11 @@ async fn pump(reader: impl AsyncRead + Unpin, log: Log) {
 }
 
 /// Runs `cmd` to its end (or until `cancel`), logging its output; returns its exit status.
-pub async fn run(mut cmd: Command, log: &Log, cancel: &CancellationToken) -> Result<ExitStatus, RunError> {
+pub async fn run(
+    mut cmd: Command,
+    log: &Log,
+    cancel: &CancellationToken,
+) -> Result<ExitStatus, RunError> {
     let program = format!("{:?}", cmd.as_std().get_program());
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -119,7 +123,10 @@ pub async fn run(mut cmd: Command, log: &Log, cancel: &CancellationToken) -> Res
         Some(s) => s.map_err(|source| RunError::Wait { program, source }),
         None => {
             kill_group(pgid, libc::SIGTERM);
-            if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
                 kill_group(pgid, libc::SIGKILL);
                 let _ = child.wait().await;
             }

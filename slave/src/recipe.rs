@@ -117,7 +117,10 @@ pub struct Recipe {
 
 pub const BACKENDS: [&str; 3] = ["script", "mmdebstrap", "live-build"];
 
-fn section<T: serde::de::DeserializeOwned>(name: &str, v: Option<toml::Value>) -> Result<T, String> {
+fn section<T: serde::de::DeserializeOwned>(
+    name: &str,
+    v: Option<toml::Value>,
+) -> Result<T, String> {
     let v = v.ok_or_else(|| format!("{FILE}: backend \"{name}\" needs a [{name}] section"))?;
     T::deserialize(v).map_err(|e| format!("{FILE}: [{name}] {}", e.message()))
 }
@@ -126,7 +129,9 @@ fn check_branch_path(key: &str, p: &str) -> Result<(), String> {
     let path = Path::new(p);
     if p.is_empty()
         || path.is_absolute()
-        || path.components().any(|c| matches!(c, std::path::Component::ParentDir))
+        || path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
     {
         return Err(format!(
             "{FILE}: {key} = \"{p}\" must be a path inside the branch (relative, no '..')"
@@ -154,7 +159,12 @@ impl MmdebstrapOptions {
 
     fn check(&self) -> Result<(), String> {
         let word = |key: &str, v: &str| {
-            if v.is_empty() || v.starts_with('-') || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-._+".contains(c)) {
+            if v.is_empty()
+                || v.starts_with('-')
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._+".contains(c))
+            {
                 Err(format!("{FILE}: mmdebstrap.{key} = \"{v}\" is not valid"))
             } else {
                 Ok(())
@@ -164,8 +174,20 @@ impl MmdebstrapOptions {
         if let Some(a) = &self.architecture {
             word("architecture", a)?;
         }
-        const VARIANTS: [&str; 8] = ["extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important"];
-        if !VARIANTS.contains(&self.variant.as_str()) && self.variant != "debootstrap" && self.variant != "standard" {
+        const VARIANTS: [&str; 8] = [
+            "extract",
+            "custom",
+            "essential",
+            "apt",
+            "required",
+            "minbase",
+            "buildd",
+            "important",
+        ];
+        if !VARIANTS.contains(&self.variant.as_str())
+            && self.variant != "debootstrap"
+            && self.variant != "standard"
+        {
             return Err(format!(
                 "{FILE}: mmdebstrap.variant = \"{}\" is not one of {}, debootstrap, standard",
                 self.variant,
@@ -194,8 +216,12 @@ impl MmdebstrapOptions {
             ));
         }
         if let Some(m) = &self.mirror {
-            if !(m.starts_with("http://") || m.starts_with("https://") || m.starts_with("file:/")) || m.contains(char::is_whitespace) {
-                return Err(format!("{FILE}: mmdebstrap.mirror = \"{m}\" must be an http(s) URL"));
+            if !(m.starts_with("http://") || m.starts_with("https://") || m.starts_with("file:/"))
+                || m.contains(char::is_whitespace)
+            {
+                return Err(format!(
+                    "{FILE}: mmdebstrap.mirror = \"{m}\" must be an http(s) URL"
+                ));
             }
         }
         for (key, hooks) in [
@@ -241,7 +267,8 @@ impl Recipe {
             }
         };
         for o in &raw.outputs {
-            kiln_shared::api::validate_artifact_name(o).map_err(|m| format!("{FILE}: outputs: {m}"))?;
+            kiln_shared::api::validate_artifact_name(o)
+                .map_err(|m| format!("{FILE}: outputs: {m}"))?;
         }
         Ok(Recipe {
             backend,
@@ -282,9 +309,12 @@ image_size = "1G"
 "#,
         )
         .unwrap();
-        let Backend::Mmdebstrap(o) = r.backend else { panic!() };
+        let Backend::Mmdebstrap(o) = r.backend else {
+            panic!()
+        };
         assert_eq!(o.image_bytes(), 1 << 30);
-        let r = Recipe::parse("backend = \"script\"\n[script]\ncommand = \"./build.sh\"\n").unwrap();
+        let r =
+            Recipe::parse("backend = \"script\"\n[script]\ncommand = \"./build.sh\"\n").unwrap();
         assert_eq!(r.backend.name(), "script");
     }
 

@@ -68,7 +68,12 @@ pub fn resolve(
                 .context("--token (or slave.token / slave.token_file in the config) is required")?;
             let path = cfg.path(f);
             std::fs::read_to_string(&path)
-                .with_context(|| format!("config key slave.token_file: cannot read {}", path.display()))?
+                .with_context(|| {
+                    format!(
+                        "config key slave.token_file: cannot read {}",
+                        path.display()
+                    )
+                })?
                 .trim()
                 .to_string()
         }

@@ -47,12 +47,17 @@ pub async fn upload(
     let mut delay = Duration::from_millis(500);
     let mut last = String::new();
     for _ in 0..20 {
-        let file = tokio::fs::File::open(path).await.map_err(|source| UploadError::Local {
-            name: name.into(),
-            source,
-        })?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| UploadError::Local {
+                name: name.into(),
+                source,
+            })?;
         let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 * 1024,
+        ));
         let resp = client
             .put(url)
             .bearer_auth(token)
@@ -66,8 +71,12 @@ pub async fn upload(
             Ok(r) if r.status().is_client_error() => {
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();
-                let message = serde_json_message(&text).unwrap_or_else(|| format!("HTTP {status}: {text}"));
-                return Err(UploadError::Rejected { name: name.into(), message });
+                let message =
+                    serde_json_message(&text).unwrap_or_else(|| format!("HTTP {status}: {text}"));
+                return Err(UploadError::Rejected {
+                    name: name.into(),
+                    message,
+                });
             }
             Ok(r) if r.status() == reqwest::StatusCode::INSUFFICIENT_STORAGE => {
                 let text = r.text().await.unwrap_or_default();
@@ -83,7 +92,10 @@ pub async fn upload(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(15));
     }
-    Err(UploadError::Gave { name: name.into(), message: last })
+    Err(UploadError::Gave {
+        name: name.into(),
+        message: last,
+    })
 }
 
 /// Pulls `message` out of the master's `{"error":..,"message":..}` body without a JSON crate.

@@ -23,13 +23,20 @@ head -c 300000 /dev/urandom > "$KILN_OUTPUT_DIR/blob.bin""#,
     assert_eq!(b.state, BuildState::Queued);
     let b = farm.wait_ended(b.id, Duration::from_secs(60)).await;
     assert_eq!(b.state, BuildState::Succeeded, "reason: {:?}", b.reason);
-    assert_eq!(b.commit.as_deref(), Some(sha.as_str()), "the built commit is recorded");
+    assert_eq!(
+        b.commit.as_deref(),
+        Some(sha.as_str()),
+        "the built commit is recorded"
+    );
     assert_eq!(b.slave.as_deref(), Some("s1"));
     assert!(b.started_at.is_some() && b.finished_at.is_some());
 
     let log = farm.log(b.id).await;
     let steps: Vec<&str> = log.lines().filter(|l| l.starts_with("step ")).collect();
-    assert_eq!(steps, (1..=20).map(|i| format!("step {i}")).collect::<Vec<_>>());
+    assert_eq!(
+        steps,
+        (1..=20).map(|i| format!("step {i}")).collect::<Vec<_>>()
+    );
 
     let arts = farm.artifacts(b.id).await;
     let names: Vec<&str> = arts.iter().map(|a| a.name.as_str()).collect();
@@ -40,10 +47,16 @@ head -c 300000 /dev/urandom > "$KILN_OUTPUT_DIR/blob.bin""#,
         assert_eq!(hex::encode(Sha256::digest(&data)), a.sha256, "{}", a.name);
     }
     let text = String::from_utf8(farm.download(b.id, "image.txt").await).unwrap();
-    assert_eq!(text.trim(), format!("built board at {sha} for {} as {}", arch(), b.id));
+    assert_eq!(
+        text.trim(),
+        format!("built board at {sha} for {} as {}", arch(), b.id)
+    );
     let sums = String::from_utf8(farm.download(b.id, "SHA256SUMS").await).unwrap();
     let blob = arts.iter().find(|a| a.name == "blob.bin").unwrap();
-    assert!(sums.contains(&format!("{}  blob.bin", blob.sha256)), "{sums}");
+    assert!(
+        sums.contains(&format!("{}  blob.bin", blob.sha256)),
+        "{sums}"
+    );
 
     // Range requests resume a download.
     let r = farm
@@ -60,7 +73,10 @@ head -c 300000 /dev/urandom > "$KILN_OUTPUT_DIR/blob.bin""#,
 }
 
 fn arch() -> String {
-    let out = std::process::Command::new("dpkg").arg("--print-architecture").output().unwrap();
+    let out = std::process::Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -126,11 +142,15 @@ async fn dispatch_goes_to_the_right_architecture_and_tags() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(farm.build(b.id).await.state, BuildState::Queued);
     // Cancelling a queued build removes it from the queue.
-    let (s, v) = farm.post(&format!("/api/builds/{}/cancel", b.id), json!({})).await;
+    let (s, v) = farm
+        .post(&format!("/api/builds/{}/cancel", b.id), json!({}))
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["state"], "cancelled");
     assert!(v["reason"].as_str().unwrap().contains("before it started"));
-    let (s, _) = farm.post(&format!("/api/builds/{}/cancel", b.id), json!({})).await;
+    let (s, _) = farm
+        .post(&format!("/api/builds/{}/cancel", b.id), json!({}))
+        .await;
     assert_eq!(s, 409, "cancelling twice is a conflict");
 }
 
@@ -156,17 +176,29 @@ async fn cancelling_a_running_build_kills_its_processes() {
     .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !pidfile.exists() {
-        assert!(std::time::Instant::now() < deadline, "script never started its child");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "script never started its child"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let child: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    let (s, v) = farm.post(&format!("/api/builds/{}/cancel", b.id), json!({})).await;
+    let child: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (s, v) = farm
+        .post(&format!("/api/builds/{}/cancel", b.id), json!({}))
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["state"], "cancelled");
     // The backend's whole process group goes, grandchildren included.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while kiln_tests::alive(child) {
-        assert!(std::time::Instant::now() < deadline, "child {child} survived the cancel");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child {child} survived the cancel"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The slave is free again for the next build.

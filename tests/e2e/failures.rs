@@ -26,11 +26,17 @@ async fn malformed_or_disallowed_branch_urls_are_refused_with_the_field() {
         assert!(v["message"].as_str().unwrap().contains(says), "{url}: {v}");
     }
     let (s, v) = farm
-        .post("/api/projects", json!({"name": "ok", "branch_url": "git://127.0.0.1/x.git", "branch": "-x"}))
+        .post(
+            "/api/projects",
+            json!({"name": "ok", "branch_url": "git://127.0.0.1/x.git", "branch": "-x"}),
+        )
         .await;
     assert_eq!((s, v["field"].as_str()), (400, Some("branch")), "{v}");
     let (s, v) = farm
-        .post("/api/projects", json!({"name": "no/slash", "branch_url": "git://127.0.0.1/x.git"}))
+        .post(
+            "/api/projects",
+            json!({"name": "no/slash", "branch_url": "git://127.0.0.1/x.git"}),
+        )
         .await;
     assert_eq!((s, v["field"].as_str()), (400, Some("name")), "{v}");
     // Nothing was created by the refused requests.
@@ -39,7 +45,12 @@ async fn malformed_or_disallowed_branch_urls_are_refused_with_the_field() {
     // Unknown routes and ids are 404s with a message, not 500s.
     let r = farm.get_raw("/api/builds/999999").await;
     assert_eq!(r.status(), 404);
-    let r = farm.http.get(farm.api("/api/projects")).send().await.unwrap();
+    let r = farm
+        .http
+        .get(farm.api("/api/projects"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "the API needs the admin token");
 }
 
@@ -69,21 +80,42 @@ async fn fetch_and_recipe_failures_say_why() {
     repo.script_branch("main", "true");
     repo.script_branch("release", "true");
     farm.project("nobranch", &repo.url, "relase").await;
-    fails_with(&farm, "nobranch", &["branch 'relase' not found", "known: main, release"]).await;
+    fails_with(
+        &farm,
+        "nobranch",
+        &["branch 'relase' not found", "known: main, release"],
+    )
+    .await;
 
-    farm.project("noserver", "git://127.0.0.1:9/nothing.git", "main").await;
-    fails_with(&farm, "noserver", &["cannot fetch git://127.0.0.1:9/nothing.git"]).await;
+    farm.project("noserver", "git://127.0.0.1:9/nothing.git", "main")
+        .await;
+    fails_with(
+        &farm,
+        "noserver",
+        &["cannot fetch git://127.0.0.1:9/nothing.git"],
+    )
+    .await;
 
     let r = git.repo("norecipe");
-    r.file("README", "nothing here", false).commit("main", "empty");
+    r.file("README", "nothing here", false)
+        .commit("main", "empty");
     farm.project("norecipe", &r.url, "main").await;
     let b = fails_with(&farm, "norecipe", &["no kiln.toml"]).await;
-    assert!(b.commit.is_some(), "the commit is recorded even when the recipe is missing");
+    assert!(
+        b.commit.is_some(),
+        "the commit is recorded even when the recipe is missing"
+    );
 
     let r = git.repo("unknown");
-    r.file("kiln.toml", "backend = \"kiwi\"\n", false).commit("main", "kiwi");
+    r.file("kiln.toml", "backend = \"kiwi\"\n", false)
+        .commit("main", "kiwi");
     farm.project("unknown", &r.url, "main").await;
-    fails_with(&farm, "unknown", &["unknown backend \"kiwi\"", "script, mmdebstrap, live-build"]).await;
+    fails_with(
+        &farm,
+        "unknown",
+        &["unknown backend \"kiwi\"", "script, mmdebstrap, live-build"],
+    )
+    .await;
 
     let r = git.repo("badopt");
     r.file(
@@ -96,15 +128,23 @@ async fn fetch_and_recipe_failures_say_why() {
     fails_with(&farm, "badopt", &["mmdebstrap.image_size"]).await;
 
     let r = git.repo("typo");
-    r.file("kiln.toml", "backend = \"script\"\n[script]\ncomand = \"./x\"\n", false)
-        .commit("main", "typo");
+    r.file(
+        "kiln.toml",
+        "backend = \"script\"\n[script]\ncomand = \"./x\"\n",
+        false,
+    )
+    .commit("main", "typo");
     farm.project("typo", &r.url, "main").await;
     fails_with(&farm, "typo", &["comand"]).await;
 
     let r = git.repo("noexec");
-    r.file("kiln.toml", "backend = \"script\"\n[script]\ncommand = \"./build.sh\"\n", false)
-        .file("build.sh", "#!/bin/sh\n", false)
-        .commit("main", "not executable");
+    r.file(
+        "kiln.toml",
+        "backend = \"script\"\n[script]\ncommand = \"./build.sh\"\n",
+        false,
+    )
+    .file("build.sh", "#!/bin/sh\n", false)
+    .commit("main", "not executable");
     farm.project("noexec", &r.url, "main").await;
     fails_with(&farm, "noexec", &["not an executable"]).await;
 
@@ -125,9 +165,17 @@ async fn failing_backend_keeps_the_whole_log_and_the_exit_status() {
     let farm = Farm::start().await;
     let _slave = farm.slave("s1").await;
     farm.project("fails", &repo.url, "main").await;
-    let b = fails_with(&farm, "fails", &["exit status 3", "E: Unable to locate package nope"]).await;
+    let b = fails_with(
+        &farm,
+        "fails",
+        &["exit status 3", "E: Unable to locate package nope"],
+    )
+    .await;
     let log = farm.log(b.id).await;
-    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("output line ")).collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("output line "))
+        .collect();
     assert_eq!(lines.len(), 3000, "every line is kept");
     assert_eq!(lines[2999], "output line 3000");
     assert_eq!(b.log_lines as usize, log.lines().count());
@@ -140,22 +188,81 @@ async fn bad_build_requests_are_refused() {
     repo.script_branch("main", "true");
     let farm = Farm::start().await;
     farm.project("r", &repo.url, "main").await;
-    let (s, v) = farm.post("/api/projects/r/builds", json!({"commit": "not-a-sha"})).await;
+    let (s, v) = farm
+        .post("/api/projects/r/builds", json!({"commit": "not-a-sha"}))
+        .await;
     assert_eq!((s, v["field"].as_str()), (400, Some("commit")), "{v}");
-    let (s, v) = farm.post("/api/projects/r/builds", json!({"release": "a b"})).await;
+    let (s, v) = farm
+        .post("/api/projects/r/builds", json!({"release": "a b"}))
+        .await;
     assert_eq!((s, v["field"].as_str()), (400, Some("release")), "{v}");
     let (s, v) = farm.post("/api/projects/nope/builds", json!({})).await;
     assert_eq!(s, 404, "{v}");
     // A release of a branch that does not exist cannot be pinned: refused, nothing queued.
     let (s, v) = farm
-        .post("/api/projects", json!({"name": "gone", "branch_url": repo.url, "branch": "gone"}))
+        .post(
+            "/api/projects",
+            json!({"name": "gone", "branch_url": repo.url, "branch": "gone"}),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
-    let (s, v) = farm.post("/api/projects/gone/builds", json!({"release": "r1"})).await;
+    let (s, v) = farm
+        .post("/api/projects/gone/builds", json!({"release": "r1"}))
+        .await;
     assert_eq!(s, 422, "{v}");
     assert!(v["message"].as_str().unwrap().contains("not found"), "{v}");
     let builds: Vec<serde_json::Value> = farm.get("/api/builds?project=gone").await;
     assert!(builds.is_empty());
-    let (s, v) = farm.post("/api/projects", json!({"name": "r", "branch_url": repo.url})).await;
+    let (s, v) = farm
+        .post(
+            "/api/projects",
+            json!({"name": "r", "branch_url": repo.url}),
+        )
+        .await;
     assert_eq!(s, 409, "duplicate name: {v}");
+}
+
+/// The master's storage fills up mid-upload: the build fails saying so, the master carries on.
+#[tokio::test]
+async fn a_full_disk_on_the_master_fails_the_build_with_that_reason() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED full-disk test: mounting a small tmpfs needs root !!!!!!!!\n"
+        );
+        return;
+    }
+    let git = GitServer::start();
+    let repo = git.repo("big");
+    repo.script_branch(
+        "main",
+        "head -c 8000000 /dev/zero > \"$KILN_OUTPUT_DIR/big.img\"",
+    );
+    let small = kiln_tests::tempdir("kiln-small-");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(small.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _guard = Unmount(small.path().to_path_buf());
+    let farm = Farm::with(kiln_tests::FarmOptions {
+        extra_master_toml: format!("storage_dir = \"{}\"", small.path().display()),
+        ..Default::default()
+    })
+    .await;
+    let _slave = farm.slave("s1").await;
+    farm.project("big", &repo.url, "main").await;
+    fails_with(&farm, "big", &["No space left on device"]).await;
+    let h: serde_json::Value = farm.get("/api/health").await;
+    assert_eq!(h["status"], "ok", "the master carries on");
 }

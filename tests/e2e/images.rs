@@ -10,7 +10,11 @@ use std::time::Duration;
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run");
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -19,7 +23,11 @@ fn check_disk_image(dir: &Path, zst: &[u8], want_arch_file: Option<&str>) {
     let zpath = dir.join("disk.img.zst");
     std::fs::write(&zpath, zst).unwrap();
     let img = dir.join("disk.img");
-    run(Command::new("zstd").args(["-d", "-q", "-f"]).arg(&zpath).arg("-o").arg(&img));
+    run(Command::new("zstd")
+        .args(["-d", "-q", "-f"])
+        .arg(&zpath)
+        .arg("-o")
+        .arg(&img));
     let table: serde_json::Value =
         serde_json::from_str(&run(Command::new("sfdisk").arg("-J").arg(&img))).unwrap();
     let parts = table["partitiontable"]["partitions"].as_array().unwrap();
@@ -30,19 +38,51 @@ fn check_disk_image(dir: &Path, zst: &[u8], want_arch_file: Option<&str>) {
     run(Command::new("dd")
         .arg(format!("if={}", img.display()))
         .arg(format!("of={}", part.display()))
-        .args(["bs=1M", "skip=1", "status=none"])
-        .arg(format!("count={}", parts[0]["size"].as_u64().unwrap() * 512 / (1 << 20))));
-    let fsck = Command::new("e2fsck").args(["-f", "-n"]).arg(&part).output().unwrap();
-    assert!(fsck.status.success(), "e2fsck: {}", String::from_utf8_lossy(&fsck.stdout));
-    let os_release = run(Command::new("debugfs").args(["-R", "cat /etc/os-release"]).arg(&part));
-    assert!(os_release.contains("Debian"), "{os_release}");
+        .args(["bs=1M", "iflag=skip_bytes,count_bytes", "status=none"])
+        .arg(format!("skip={}", 2048 * 512))
+        .arg(format!(
+            "count={}",
+            parts[0]["size"].as_u64().unwrap() * 512
+        )));
+    let fsck = Command::new("e2fsck")
+        .args(["-f", "-n"])
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "e2fsck ({}): {}{}",
+        fsck.status,
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    // /etc/os-release exists (in Debian a symlink to ../usr/lib/os-release) and says Debian.
+    let link = run(Command::new("debugfs")
+        .args(["-R", "stat /etc/os-release"])
+        .arg(&part));
+    assert!(link.contains("Inode"), "no /etc/os-release: {link}");
+    let mut os_release = run(Command::new("debugfs")
+        .args(["-R", "cat /etc/os-release"])
+        .arg(&part));
+    if link.contains("Type: symlink") {
+        assert!(link.contains("../usr/lib/os-release"), "{link}");
+        os_release = run(Command::new("debugfs")
+            .args(["-R", "cat /usr/lib/os-release"])
+            .arg(&part));
+    }
+    assert!(os_release.contains("ID=debian"), "{os_release}");
     if let Some(f) = want_arch_file {
-        let listing = run(Command::new("debugfs").args(["-R", &format!("stat {f}")]).arg(&part));
+        let listing = run(Command::new("debugfs")
+            .args(["-R", &format!("stat {f}")])
+            .arg(&part));
         assert!(listing.contains("Inode"), "{f} missing: {listing}");
     }
 }
 
-async fn mmdebstrap_build(arch: &str, packages: &str) -> (Farm, kiln_shared::api::Build, GitServer) {
+async fn mmdebstrap_build(
+    arch: &str,
+    packages: &str,
+) -> (Farm, kiln_shared::api::Build, GitServer) {
     let git = GitServer::start();
     let repo = git.repo("image");
     repo.file(
@@ -72,33 +112,79 @@ async fn mmdebstrap_build(arch: &str, packages: &str) -> (Farm, kiln_shared::api
 #[ignore = "slow tier: real mmdebstrap image (scripts/test.sh runs it)"]
 async fn mmdebstrap_amd64_minbase_image() {
     let (farm, b, _git) = mmdebstrap_build("amd64", "\"systemd-sysv\", \"udev\"").await;
-    assert_eq!(b.state, BuildState::Succeeded, "{:?}\n{}", b.reason, farm.log(b.id).await);
-    let names: Vec<String> = farm.artifacts(b.id).await.into_iter().map(|a| a.name).collect();
-    assert_eq!(names, ["SHA256SUMS", "disk.img.zst", "packages.manifest", "rootfs.tar.zst"]);
+    assert_eq!(
+        b.state,
+        BuildState::Succeeded,
+        "{:?}\n{}",
+        b.reason,
+        farm.log(b.id).await
+    );
+    let names: Vec<String> = farm
+        .artifacts(b.id)
+        .await
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "SHA256SUMS",
+            "disk.img.zst",
+            "packages.manifest",
+            "rootfs.tar.zst"
+        ]
+    );
     let manifest = String::from_utf8(farm.download(b.id, "packages.manifest").await).unwrap();
-    assert!(manifest.lines().any(|l| l.starts_with("systemd-sysv\t")), "{manifest}");
+    assert!(
+        manifest.lines().any(|l| l.starts_with("systemd-sysv\t")),
+        "{manifest}"
+    );
     assert!(manifest.lines().any(|l| l.starts_with("udev\t")));
     assert!(manifest.lines().all(|l| l.split('\t').count() == 3));
     let dir = kiln_tests::tempdir("kiln-img-");
-    check_disk_image(dir.path(), &farm.download(b.id, "disk.img.zst").await, Some("/etc/kiln-stamp"));
+    check_disk_image(
+        dir.path(),
+        &farm.download(b.id, "disk.img.zst").await,
+        Some("/etc/kiln-stamp"),
+    );
     let tar = farm.download(b.id, "rootfs.tar.zst").await;
     std::fs::write(dir.path().join("rootfs.tar.zst"), tar).unwrap();
-    let listing = run(Command::new("tar").args(["-I", "zstd", "-tf"]).arg(dir.path().join("rootfs.tar.zst")));
-    assert!(listing.lines().any(|l| l == "./etc/os-release"), "rootfs tarball lacks ./etc/os-release");
+    let listing = run(Command::new("tar")
+        .args(["-I", "zstd", "-tf"])
+        .arg(dir.path().join("rootfs.tar.zst")));
+    assert!(
+        listing.lines().any(|l| l == "./etc/os-release"),
+        "rootfs tarball lacks ./etc/os-release"
+    );
 }
 
 fn binfmt_arm64_ready() -> Result<(), String> {
     let entry = Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64");
     if !Path::new("/proc/sys/fs/binfmt_misc/status").exists() {
-        let _ = Command::new("mount").args(["-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"]).status();
+        let _ = Command::new("mount")
+            .args([
+                "-t",
+                "binfmt_misc",
+                "binfmt_misc",
+                "/proc/sys/fs/binfmt_misc",
+            ])
+            .status();
     }
-    if !entry.exists() || std::fs::read_to_string(entry).map(|s| !s.starts_with("enabled")).unwrap_or(true) {
-        let _ = Command::new("update-binfmts").args(["--enable", "qemu-aarch64"]).status();
+    if !entry.exists()
+        || std::fs::read_to_string(entry)
+            .map(|s| !s.starts_with("enabled"))
+            .unwrap_or(true)
+    {
+        let _ = Command::new("update-binfmts")
+            .args(["--enable", "qemu-aarch64"])
+            .status();
     }
     match std::fs::read_to_string(entry) {
         Ok(s) if s.starts_with("enabled") => Ok(()),
         Ok(s) => Err(format!("qemu-aarch64 binfmt is not enabled: {s}")),
-        Err(e) => Err(format!("no qemu-aarch64 binfmt entry ({e}); install qemu-user-static and binfmt-support")),
+        Err(e) => Err(format!(
+            "no qemu-aarch64 binfmt entry ({e}); install qemu-user-static and binfmt-support"
+        )),
     }
 }
 
@@ -110,11 +196,26 @@ async fn mmdebstrap_arm64_minbase_image_under_qemu() {
         return;
     }
     let (farm, b, _git) = mmdebstrap_build("arm64", "").await;
-    assert_eq!(b.state, BuildState::Succeeded, "{:?}\n{}", b.reason, farm.log(b.id).await);
+    assert_eq!(
+        b.state,
+        BuildState::Succeeded,
+        "{:?}\n{}",
+        b.reason,
+        farm.log(b.id).await
+    );
     let manifest = String::from_utf8(farm.download(b.id, "packages.manifest").await).unwrap();
-    assert!(manifest.lines().any(|l| l.starts_with("libc6\t") && l.ends_with("\tarm64")), "{manifest}");
+    assert!(
+        manifest
+            .lines()
+            .any(|l| l.starts_with("libc6\t") && l.ends_with("\tarm64")),
+        "{manifest}"
+    );
     let dir = kiln_tests::tempdir("kiln-img-");
-    check_disk_image(dir.path(), &farm.download(b.id, "disk.img.zst").await, Some("/etc/kiln-stamp"));
+    check_disk_image(
+        dir.path(),
+        &farm.download(b.id, "disk.img.zst").await,
+        Some("/etc/kiln-stamp"),
+    );
 }
 
 #[tokio::test]
@@ -141,7 +242,21 @@ async fn live_build_minimal_image() {
     farm.project("live", &repo.url, "main").await;
     let b = farm.request_build("live", json!({})).await;
     let b = farm.wait_ended(b.id, Duration::from_secs(2400)).await;
-    assert_eq!(b.state, BuildState::Succeeded, "{:?}\n{}", b.reason, kiln_tests::farm::tail(&farm.log(b.id).await, 80));
-    let names: Vec<String> = farm.artifacts(b.id).await.into_iter().map(|a| a.name).collect();
-    assert!(names.iter().any(|n| n.starts_with("live-image-")), "{names:?}");
+    assert_eq!(
+        b.state,
+        BuildState::Succeeded,
+        "{:?}\n{}",
+        b.reason,
+        kiln_tests::farm::tail(&farm.log(b.id).await, 80)
+    );
+    let names: Vec<String> = farm
+        .artifacts(b.id)
+        .await
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("live-image-")),
+        "{names:?}"
+    );
 }

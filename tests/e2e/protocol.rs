@@ -10,14 +10,23 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(farm: &Farm, token: &str, protocol: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+async fn connect(
+    farm: &Farm,
+    token: &str,
+    protocol: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     let url = format!("{}/ws/slave", farm.url.replace("http://", "ws://"));
     let mut req = url.into_client_request().unwrap();
-    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    req.headers_mut().insert("x-kiln-protocol", protocol.parse().unwrap());
-    tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws)
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req.headers_mut()
+        .insert("x-kiln-protocol", protocol.parse().unwrap());
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
 }
 
 async fn hello(ws: &mut Ws, name: &str) {
@@ -30,7 +39,9 @@ async fn hello(ws: &mut Ws, name: &str) {
         version: "test".into(),
         builds: vec![],
     });
-    ws.send(Message::Binary(codec::encode(&h).unwrap().into())).await.unwrap();
+    ws.send(Message::Binary(codec::encode(&h).unwrap().into()))
+        .await
+        .unwrap();
     match next_frame(ws).await {
         Some(MasterFrame::Welcome { .. }) => {}
         other => panic!("expected welcome, got {other:?}"),
@@ -39,7 +50,10 @@ async fn hello(ws: &mut Ws, name: &str) {
 
 async fn next_frame(ws: &mut Ws) -> Option<MasterFrame> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await.ok()?? {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .ok()??
+        {
             Ok(Message::Binary(b)) => return Some(codec::decode(&b).expect("master frame")),
             Ok(Message::Close(_)) | Err(_) => return None,
             Ok(_) => {}
@@ -65,8 +79,12 @@ async fn protocol_mismatch_and_bad_tokens_are_refused_clearly() {
     match connect(&farm, &token, "99").await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status(), 426);
-            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned();
-            assert!(body.contains("speaks protocol version 99") && body.contains("speaks 1"), "{body}");
+            let body =
+                String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned();
+            assert!(
+                body.contains("speaks protocol version 99") && body.contains("speaks 1"),
+                "{body}"
+            );
         }
         other => panic!("expected HTTP 426, got {:?}", other.map(|_| ())),
     }
@@ -86,19 +104,35 @@ async fn corrupt_and_oversized_frames_close_only_that_connection() {
     let token = farm.register_slave("garbage").await;
     let mut ws = connect(&farm, &token, "1").await.unwrap();
     hello(&mut ws, "garbage").await;
-    ws.send(Message::Binary(vec![1, 0xff, 0xff, 0xff, 0xff, 0xff, 7, 7].into())).await.unwrap();
-    assert!(closed(&mut ws).await, "a corrupt frame closes the connection");
+    ws.send(Message::Binary(
+        vec![1, 0xff, 0xff, 0xff, 0xff, 0xff, 7, 7].into(),
+    ))
+    .await
+    .unwrap();
+    assert!(
+        closed(&mut ws).await,
+        "a corrupt frame closes the connection"
+    );
 
     let token = farm.register_slave("huge").await;
     let mut ws = connect(&farm, &token, "1").await.unwrap();
     hello(&mut ws, "huge").await;
-    let _ = ws.send(Message::Binary(vec![0u8; codec::MAX_FRAME_BYTES + 10].into())).await;
-    assert!(closed(&mut ws).await, "an oversized frame closes the connection");
+    let _ = ws
+        .send(Message::Binary(
+            vec![0u8; codec::MAX_FRAME_BYTES + 10].into(),
+        ))
+        .await;
+    assert!(
+        closed(&mut ws).await,
+        "an oversized frame closes the connection"
+    );
 
     let token = farm.register_slave("texter").await;
     let mut ws = connect(&farm, &token, "1").await.unwrap();
     hello(&mut ws, "texter").await;
-    ws.send(Message::Text("{\"hello\":1}".into())).await.unwrap();
+    ws.send(Message::Text("{\"hello\":1}".into()))
+        .await
+        .unwrap();
     assert!(closed(&mut ws).await, "a text frame closes the connection");
 
     // The master carries on: a real slave still builds.
@@ -113,7 +147,8 @@ async fn corrupt_and_oversized_frames_close_only_that_connection() {
 #[tokio::test]
 async fn an_artifact_whose_sha256_does_not_match_is_rejected_and_fails_the_build() {
     let farm = Farm::start().await;
-    farm.project("p", "git://127.0.0.1:9/unused.git", "main").await;
+    farm.project("p", "git://127.0.0.1:9/unused.git", "main")
+        .await;
     let token = farm.register_slave("liar").await;
     let mut ws = connect(&farm, &token, "1").await.unwrap();
     hello(&mut ws, "liar").await;
@@ -126,9 +161,17 @@ async fn an_artifact_whose_sha256_does_not_match_is_rejected_and_fails_the_build
         }
     };
     assert_eq!(job.build, b.id);
-    let started = SlaveFrame::Started { build: b.id, commit: "0".repeat(40) };
-    ws.send(Message::Binary(codec::encode(&started).unwrap().into())).await.unwrap();
-    farm.wait_build(b.id, Duration::from_secs(10), "running", |b| b.state == BuildState::Running).await;
+    let started = SlaveFrame::Started {
+        build: b.id,
+        commit: "0".repeat(40),
+    };
+    ws.send(Message::Binary(codec::encode(&started).unwrap().into()))
+        .await
+        .unwrap();
+    farm.wait_build(b.id, Duration::from_secs(10), "running", |b| {
+        b.state == BuildState::Running
+    })
+    .await;
 
     let r = farm
         .http
@@ -143,7 +186,10 @@ async fn an_artifact_whose_sha256_does_not_match_is_rejected_and_fails_the_build
     let b = farm.build(b.id).await;
     assert_eq!(b.state, BuildState::Failed);
     let reason = b.reason.unwrap();
-    assert!(reason.contains("artifact 'disk.img' rejected") && reason.contains("sha256"), "{reason}");
+    assert!(
+        reason.contains("artifact 'disk.img' rejected") && reason.contains("sha256"),
+        "{reason}"
+    );
     let arts = farm.artifacts(b.id).await;
     assert!(arts.is_empty(), "the corrupt file is not kept: {arts:?}");
 

@@ -21,25 +21,44 @@ async fn a_killed_slave_loses_its_build_with_a_reason_and_it_is_requeued_once() 
     slave.kill9();
     let killed = Instant::now();
     let lost = farm
-        .wait_build(b.id, Duration::from_secs(30), "lost", |b| b.state == BuildState::Lost)
+        .wait_build(b.id, Duration::from_secs(30), "lost", |b| {
+            b.state == BuildState::Lost
+        })
         .await;
     // Within the heartbeat timeout (4 s) plus the sweep interval, with margin for a busy machine.
-    assert!(killed.elapsed() < Duration::from_secs(20), "lost after {:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(20),
+        "lost after {:?}",
+        killed.elapsed()
+    );
     let reason = lost.reason.unwrap();
-    assert!(reason.contains("slave 'doomed' stopped responding"), "{reason}");
-    assert!(farm.log(b.id).await.contains("begin"), "the log so far is kept");
+    assert!(
+        reason.contains("slave 'doomed' stopped responding"),
+        "{reason}"
+    );
+    assert!(
+        farm.log(b.id).await.contains("begin"),
+        "the log so far is kept"
+    );
     let all: Vec<kiln_shared::api::Build> = farm.get("/api/builds?project=slow").await;
-    let retry = all.iter().find(|x| x.retry_of == Some(b.id)).expect("requeued once");
+    let retry = all
+        .iter()
+        .find(|x| x.retry_of == Some(b.id))
+        .expect("requeued once");
     assert_eq!(retry.state, BuildState::Queued);
     assert_eq!(all.len(), 2);
 
     // A new slave runs the retry; the project allows one retry only, so losing it is final.
     let mut s2 = farm.slave("second").await;
-    farm.wait_build(retry.id, Duration::from_secs(60), "running", |b| b.state == BuildState::Running)
-        .await;
+    farm.wait_build(retry.id, Duration::from_secs(60), "running", |b| {
+        b.state == BuildState::Running
+    })
+    .await;
     s2.kill9();
-    farm.wait_build(retry.id, Duration::from_secs(30), "lost", |b| b.state == BuildState::Lost)
-        .await;
+    farm.wait_build(retry.id, Duration::from_secs(30), "lost", |b| {
+        b.state == BuildState::Lost
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let all: Vec<kiln_shared::api::Build> = farm.get("/api/builds?project=slow").await;
     assert_eq!(all.len(), 2, "one retry only: {all:?}");
@@ -62,7 +81,10 @@ async fn master_killed_mid_build_the_build_finishes_with_every_line_once() {
     let _slave = farm.slave("s1").await;
     farm.project("numbers", &repo.url, "main").await;
     let b = farm.request_build("numbers", json!({})).await;
-    farm.wait_build(b.id, Duration::from_secs(60), "streaming", |b| b.log_lines > 60).await;
+    farm.wait_build(b.id, Duration::from_secs(60), "streaming", |b| {
+        b.log_lines > 60
+    })
+    .await;
     farm.kill_master();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     farm.restart_master();

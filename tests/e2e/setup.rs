@@ -13,13 +13,21 @@ fn init_writes_a_config_and_a_private_admin_token() {
         .arg(&data)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
-    let mode = std::fs::metadata(data.join("admin.token")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(data.join("admin.token"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let cfg = std::fs::read_to_string(data.join("kiln.toml")).unwrap();
     assert!(!cfg.contains(token.trim()), "only the hash is stored");
-    let cfg = kiln_shared::config::Config::load(&data.join("kiln.toml")).expect("the written config loads");
+    let cfg = kiln_shared::config::Config::load(&data.join("kiln.toml"))
+        .expect("the written config loads");
     assert_eq!(cfg.data_dir(), std::path::absolute(&data).unwrap());
     // Refuses to overwrite.
     let again = Command::new(bin_dir().join("kiln-master"))
@@ -36,7 +44,10 @@ fn config_errors_name_the_key() {
     let dir = kiln_tests::tempdir("kiln-cfg-");
     for (text, key) in [
         ("[master]\nlisten_on = \"x\"\n", "listen_on"),
-        ("[master]\nheartbeat_secs = 10\nlost_timeout_secs = 3\n", "master.lost_timeout_secs"),
+        (
+            "[master]\nheartbeat_secs = 10\nlost_timeout_secs = 3\n",
+            "master.lost_timeout_secs",
+        ),
         ("[database]\nurl = \"mysql://x\"\n", "database.url"),
         ("[slave]\ncapacity = 0\n", "slave.capacity"),
         ("version = 7\n", "version"),
@@ -50,7 +61,10 @@ fn config_errors_name_the_key() {
             .unwrap();
         assert!(!out.status.success(), "{text}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(key), "error for {text:?} should name {key}: {err}");
+        assert!(
+            err.contains(key),
+            "error for {text:?} should name {key}: {err}"
+        );
     }
     let out = Command::new(bin_dir().join("kiln-slave"))
         .args(["--master", "ftp://x", "--token", "t", "--name", "n"])
@@ -74,7 +88,9 @@ async fn master_runs_its_own_postgres_when_no_url_is_configured() {
         farm.dir.path().join("run/.s.PGSQL.5432").exists(),
         "the embedded cluster listens on a unix socket in the data dir"
     );
-    let (s, v) = farm.post("/api/slaves", serde_json::json!({"name": "s"})).await;
+    let (s, v) = farm
+        .post("/api/slaves", serde_json::json!({"name": "s"}))
+        .await;
     assert_eq!(s, 201, "{v}");
     // `migrate` works against the same cluster.
     let out = Command::new(bin_dir().join("kiln-master"))
@@ -83,5 +99,9 @@ async fn master_runs_its_own_postgres_when_no_url_is_configured() {
         .arg("migrate")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -44,13 +44,19 @@ pub struct Farm {
 }
 
 fn spawn_master(config: &Path, listen: &str, log: &Path) -> Result<(Killed, String)> {
-    let logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let mut c = Command::new(crate::bin_dir().join("kiln-master"));
     c.arg("--config")
         .arg(config)
         .arg("--listen")
         .arg(listen)
-        .env("KILN_LOG", "info,kiln_master=debug,sqlx=warn,tower_http=warn")
+        .env(
+            "KILN_LOG",
+            "info,kiln_master=debug,sqlx=warn,tower_http=warn",
+        )
         .stdout(Stdio::piped())
         .stderr(logf);
     die_with_parent(&mut c, libc::SIGKILL);
@@ -86,7 +92,10 @@ impl Farm {
         let db = if o.embedded_db {
             String::new()
         } else {
-            format!("[database]\nurl = \"{}\"\nmax_connections = 8\n", Postgres::shared().new_database())
+            format!(
+                "[database]\nurl = \"{}\"\nmax_connections = 8\n",
+                Postgres::shared().new_database()
+            )
         };
         let config = dir.path().join("kiln.toml");
         std::fs::write(
@@ -146,7 +155,12 @@ impl Farm {
     }
 
     pub async fn get_raw(&self, path: &str) -> reqwest::Response {
-        self.http.get(self.api(path)).bearer_auth(&self.token).send().await.expect("GET")
+        self.http
+            .get(self.api(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET")
     }
 
     pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
@@ -174,14 +188,19 @@ impl Farm {
 
     pub async fn project(&self, name: &str, url: &str, branch: &str) -> Project {
         let (s, v) = self
-            .post("/api/projects", json!({"name": name, "branch_url": url, "branch": branch}))
+            .post(
+                "/api/projects",
+                json!({"name": name, "branch_url": url, "branch": branch}),
+            )
             .await;
         assert_eq!(s, 201, "create project: {v}");
         serde_json::from_value(v).unwrap()
     }
 
     pub async fn request_build(&self, project: &str, body: Value) -> Build {
-        let (s, v) = self.post(&format!("/api/projects/{project}/builds"), body).await;
+        let (s, v) = self
+            .post(&format!("/api/projects/{project}/builds"), body)
+            .await;
         assert_eq!(s, 201, "request build: {v}");
         serde_json::from_value(v).unwrap()
     }
@@ -217,11 +236,16 @@ impl Farm {
     }
 
     pub async fn wait_ended(&self, id: kiln_shared::BuildId, timeout: Duration) -> Build {
-        self.wait_build(id, timeout, "ended", |b| b.state.is_terminal()).await
+        self.wait_build(id, timeout, "ended", |b| b.state.is_terminal())
+            .await
     }
 
     pub async fn log(&self, id: kiln_shared::BuildId) -> String {
-        self.get_raw(&format!("/api/builds/{id}/log")).await.text().await.unwrap_or_default()
+        self.get_raw(&format!("/api/builds/{id}/log"))
+            .await
+            .text()
+            .await
+            .unwrap_or_default()
     }
 
     pub async fn artifacts(&self, id: kiln_shared::BuildId) -> Vec<Artifact> {
@@ -229,7 +253,9 @@ impl Farm {
     }
 
     pub async fn download(&self, id: kiln_shared::BuildId, name: &str) -> Vec<u8> {
-        let r = self.get_raw(&format!("/api/builds/{id}/artifacts/{name}")).await;
+        let r = self
+            .get_raw(&format!("/api/builds/{id}/artifacts/{name}"))
+            .await;
         assert!(r.status().is_success(), "download {name}: {}", r.status());
         r.bytes().await.unwrap().to_vec()
     }
@@ -270,10 +296,18 @@ impl Farm {
     pub async fn wait_slave_online(&self, name: &str, online: bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if self.slaves().await.iter().any(|s| s.name == name && s.online == online) {
+            if self
+                .slaves()
+                .await
+                .iter()
+                .any(|s| s.name == name && s.online == online)
+            {
                 return;
             }
-            assert!(Instant::now() < deadline, "slave {name} never became online={online}");
+            assert!(
+                Instant::now() < deadline,
+                "slave {name} never became online={online}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -296,15 +330,26 @@ pub struct SlaveProc {
 
 impl SlaveProc {
     pub fn start(&mut self) {
-        let logf = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let mut c = Command::new(crate::bin_dir().join("kiln-slave"));
-        c.args(["--master", &self.master, "--token", &self.token, "--name", &self.name])
-            .arg("--work-dir")
-            .arg(&self.work)
-            .args(&self.extra)
-            .env("KILN_LOG", "info,kiln_slave=debug")
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf);
+        c.args([
+            "--master",
+            &self.master,
+            "--token",
+            &self.token,
+            "--name",
+            &self.name,
+        ])
+        .arg("--work-dir")
+        .arg(&self.work)
+        .args(&self.extra)
+        .env("KILN_LOG", "info,kiln_slave=debug")
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf);
         die_with_parent(&mut c, libc::SIGKILL);
         self.proc = Some(Killed(c.spawn().expect("kiln-slave")));
     }

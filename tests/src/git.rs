@@ -16,11 +16,22 @@ pub struct GitServer {
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
-        .args(["-c", "user.name=Kiln Test", "-c", "user.email=test@kiln.invalid", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=Kiln Test",
+            "-c",
+            "user.email=test@kiln.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .output()
         .expect("git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -37,7 +48,12 @@ impl GitServer {
         let mut c = Command::new("git");
         c.arg("daemon")
             .arg(format!("--base-path={}", root.display()))
-            .args(["--export-all", "--reuseaddr", "--informative-errors", "--listen=127.0.0.1"])
+            .args([
+                "--export-all",
+                "--reuseaddr",
+                "--informative-errors",
+                "--listen=127.0.0.1",
+            ])
             .arg(format!("--port={port}"))
             .arg(&root)
             .stdout(Stdio::null())
@@ -46,7 +62,10 @@ impl GitServer {
         let daemon = Killed(c.spawn().expect("git daemon"));
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not listen in 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "git daemon did not listen in 20 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         GitServer {
@@ -94,17 +113,36 @@ impl Repo {
 
     /// Commits everything to `branch` and pushes it; returns the commit SHA.
     pub fn commit(&self, branch: &str, message: &str) -> String {
-        let _ = Command::new("git").current_dir(&self.work).args(["checkout", "-q", "-B", branch]).output();
+        let _ = Command::new("git")
+            .current_dir(&self.work)
+            .args(["checkout", "-q", "-B", branch])
+            .output();
         git(&self.work, &["add", "-A"]);
-        git(&self.work, &["commit", "-q", "--allow-empty", "-m", message]);
-        git(&self.work, &["push", "-q", "-f", "origin", &format!("HEAD:refs/heads/{branch}")]);
+        git(
+            &self.work,
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        git(
+            &self.work,
+            &[
+                "push",
+                "-q",
+                "-f",
+                "origin",
+                &format!("HEAD:refs/heads/{branch}"),
+            ],
+        );
         git(&self.work, &["rev-parse", "HEAD"])
     }
 
     /// A `script` backend branch whose build.sh is `body`.
     pub fn script_branch(&self, branch: &str, body: &str) -> String {
-        self.file("kiln.toml", "backend = \"script\"\n[script]\ncommand = \"./build.sh\"\n", false)
-            .file("build.sh", &format!("#!/bin/sh\nset -e\n{body}\n"), true)
-            .commit(branch, "script build")
+        self.file(
+            "kiln.toml",
+            "backend = \"script\"\n[script]\ncommand = \"./build.sh\"\n",
+            false,
+        )
+        .file("build.sh", &format!("#!/bin/sh\nset -e\n{body}\n"), true)
+        .commit(branch, "script build")
     }
 }

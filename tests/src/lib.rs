@@ -44,7 +44,11 @@ pub fn bin_dir() -> PathBuf {
 pub fn tempdir(prefix: &str) -> tempfile::TempDir {
     let d = tempfile::Builder::new()
         .prefix(prefix)
-        .tempdir_in(std::env::var_os("KILN_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir))
+        .tempdir_in(
+            std::env::var_os("KILN_TEST_TMP")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir),
+        )
         .expect("tempdir");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");

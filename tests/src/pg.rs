@@ -25,7 +25,10 @@ fn pg_bin() -> PathBuf {
         .filter(|(_, b): &(u32, PathBuf)| b.join("postgres").exists())
         .collect();
     found.sort();
-    found.pop().expect("no /usr/lib/postgresql/*/bin/postgres").1
+    found
+        .pop()
+        .expect("no /usr/lib/postgresql/*/bin/postgres")
+        .1
 }
 
 fn unprivileged() -> Option<(u32, u32)> {
@@ -35,7 +38,10 @@ fn unprivileged() -> Option<(u32, u32)> {
             return None;
         }
         let pw = libc::getpwnam(c"postgres".as_ptr());
-        assert!(!pw.is_null(), "running as root needs a 'postgres' user for the test cluster");
+        assert!(
+            !pw.is_null(),
+            "running as root needs a 'postgres' user for the test cluster"
+        );
         Some(((*pw).pw_uid, (*pw).pw_gid))
     }
 }
@@ -75,10 +81,22 @@ impl Postgres {
             .cmd("initdb")
             .arg("-D")
             .arg(&data)
-            .args(["-U", "kiln", "--auth=trust", "-E", "UTF8", "--no-instructions", "--no-sync"])
+            .args([
+                "-U",
+                "kiln",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+                "--no-sync",
+            ])
             .output()
             .expect("initdb");
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // Started from a thread that lives as long as the process, so PDEATHSIG fires only when
         // the whole test process ends.
         let mut c = pg.cmd("postgres");
@@ -86,7 +104,14 @@ impl Postgres {
             .arg(&data)
             .arg("-k")
             .arg(&pg.socket_dir)
-            .args(["-c", "listen_addresses=", "-c", "fsync=off", "-c", "max_connections=300"])
+            .args([
+                "-c",
+                "listen_addresses=",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=300",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         die_with_parent(&mut c, libc::SIGINT);
@@ -94,7 +119,8 @@ impl Postgres {
         std::thread::spawn(move || {
             let child = c.spawn();
             let ok = child.is_ok();
-            tx.send(child.map(|_| ()).map_err(|e| e.to_string())).unwrap();
+            tx.send(child.map(|_| ()).map_err(|e| e.to_string()))
+                .unwrap();
             if ok {
                 loop {
                     std::thread::park();
@@ -109,7 +135,10 @@ impl Postgres {
         }
         // The socket file appears slightly before connections are accepted.
         while !pg.psql("postgres", "SELECT 1") {
-            assert!(Instant::now() < deadline, "postgres did not accept connections in 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not accept connections in 60 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         pg
@@ -129,8 +158,15 @@ impl Postgres {
 
     /// A new empty database; returns its URL.
     pub fn new_database(&self) -> String {
-        let name = format!("kiln_test_{}_{}", std::process::id(), self.next_db.fetch_add(1, Ordering::SeqCst));
-        assert!(self.psql("postgres", &format!("CREATE DATABASE {name}")), "CREATE DATABASE {name}");
+        let name = format!(
+            "kiln_test_{}_{}",
+            std::process::id(),
+            self.next_db.fetch_add(1, Ordering::SeqCst)
+        );
+        assert!(
+            self.psql("postgres", &format!("CREATE DATABASE {name}")),
+            "CREATE DATABASE {name}"
+        );
         url_for(&self.socket_dir, &name)
     }
 }

@@ -47,7 +47,10 @@ pub async fn download(
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("serving artifact: {e}")))?
         .map(Body::new);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", a.name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -91,7 +94,10 @@ pub async fn upload(
         .filter(|v| v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit()))
         .map(str::to_ascii_lowercase)
         .ok_or_else(|| {
-            ApiError::invalid("sha256", format!("send the file's sha256 (64 hex digits) in {SHA256_HEADER}"))
+            ApiError::invalid(
+                "sha256",
+                format!("send the file's sha256 (64 hex digits) in {SHA256_HEADER}"),
+            )
         })?;
     let b = find(&st, id).await?;
     let build = BuildId(id);
@@ -111,9 +117,8 @@ pub async fn upload(
         let mut size: u64 = 0;
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                ApiError::invalid("body", format!("upload interrupted: {e}"))
-            })?;
+            let chunk =
+                chunk.map_err(|e| ApiError::invalid("body", format!("upload interrupted: {e}")))?;
             hasher.update(&chunk);
             size += chunk.len() as u64;
             file.write_all(&chunk).await?;
@@ -128,7 +133,12 @@ pub async fn upload(
         Err(e) => {
             let _ = tokio::fs::remove_file(&partial).await;
             if let ApiError::InsufficientStorage(m) = &e {
-                fail_build(&st, build, &format!("artifact '{name}' could not be stored: {m}")).await;
+                fail_build(
+                    &st,
+                    build,
+                    &format!("artifact '{name}' could not be stored: {m}"),
+                )
+                .await;
             }
             return Err(e);
         }

@@ -45,7 +45,11 @@ pub async fn request(
         ),
         _ => req.commit.clone(),
     };
-    let trigger = if req.release.is_some() { "release" } else { "manual" };
+    let trigger = if req.release.is_some() {
+        "release"
+    } else {
+        "manual"
+    };
     let mut conn = st.db.acquire().await?;
     let id = builds::insert(
         &mut conn,
@@ -161,9 +165,5 @@ pub async fn log(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Body::empty(),
         Err(e) => return Err(e.into()),
     };
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }

@@ -28,7 +28,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/builds/{id}/cancel", post(builds::cancel))
         .route("/api/builds/{id}/log", get(builds::log))
         .route("/api/builds/{id}/artifacts", get(artifacts::list))
-        .route("/api/builds/{id}/artifacts/{name}", get(artifacts::download))
+        .route(
+            "/api/builds/{id}/artifacts/{name}",
+            get(artifacts::download),
+        )
         .route("/api/slaves", get(slaves::list).post(slaves::create))
         .route(
             "/api/slave/builds/{id}/artifacts/{name}",

@@ -16,7 +16,9 @@ pub const DEFAULT_BRANCH: &str = "main";
 fn check_arch(arch: &str) -> ApiResult<()> {
     let ok = !arch.is_empty()
         && arch.len() <= 32
-        && arch.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        && arch
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if ok {
         Ok(())
     } else {
@@ -38,7 +40,10 @@ fn check_retries(n: i32) -> ApiResult<()> {
     if (0..=10).contains(&n) {
         Ok(())
     } else {
-        Err(ApiError::invalid("lost_retries", "lost_retries must be between 0 and 10"))
+        Err(ApiError::invalid(
+            "lost_retries",
+            "lost_retries must be between 0 and 10",
+        ))
     }
 }
 

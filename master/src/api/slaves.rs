@@ -26,7 +26,9 @@ pub async fn create(
     let token = auth::new_token("kiln_s_");
     let id = slaves::insert(&st.db, &req.name, &auth::sha256_hex(&token))
         .await?
-        .ok_or_else(|| ApiError::Conflict(format!("a slave named '{}' already exists", req.name)))?;
+        .ok_or_else(|| {
+            ApiError::Conflict(format!("a slave named '{}' already exists", req.name))
+        })?;
     st.slave_changed(SlaveId(id)).await;
     Ok((
         StatusCode::CREATED,

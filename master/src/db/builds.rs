@@ -173,8 +173,14 @@ pub async fn claim_next(
     .bind(slave.0)
     .execute(&mut *tx)
     .await?;
-    record_event(&mut *tx, BuildId(id), Some(BuildState::Queued), BuildState::Dispatched, None)
-        .await?;
+    record_event(
+        &mut *tx,
+        BuildId(id),
+        Some(BuildState::Queued),
+        BuildState::Dispatched,
+        None,
+    )
+    .await?;
     get(&mut *tx, BuildId(id)).await
 }
 
@@ -199,9 +205,13 @@ async fn record_event(
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Transition {
-    Done { from: BuildState },
+    Done {
+        from: BuildState,
+    },
     /// The build is in a state from which this arrow is not allowed (or held by another slave).
-    Refused { current: BuildState },
+    Refused {
+        current: BuildState,
+    },
     NotFound,
 }
 

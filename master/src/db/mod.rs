@@ -54,7 +54,9 @@ async fn ensure_database(dir: &Path) -> Result<()> {
             .fetch_one(&mut conn)
             .await?;
     if !exists {
-        sqlx::query("CREATE DATABASE kiln").execute(&mut conn).await?;
+        sqlx::query("CREATE DATABASE kiln")
+            .execute(&mut conn)
+            .await?;
     }
     Ok(())
 }

@@ -27,7 +27,11 @@ pub async fn upgrade(
     Query(q): Query<TokenQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if !q.token.as_deref().is_some_and(|t| auth::is_admin_token(&st, t)) {
+    if !q
+        .token
+        .as_deref()
+        .is_some_and(|t| auth::is_admin_token(&st, t))
+    {
         return (StatusCode::UNAUTHORIZED, "pass the admin token as ?token=").into_response();
     }
     ws.max_message_size(codec::MAX_FRAME_BYTES)
@@ -116,14 +120,22 @@ async fn backlog(st: &AppState, build: BuildId, from_seq: u64) -> Vec<ConsoleEve
             if seq >= from_seq {
                 chunk.push(l);
                 if chunk.len() == 1000 {
-                    out.push(ConsoleEvent::LogLines { build, first_seq: first, lines: std::mem::take(&mut chunk) });
+                    out.push(ConsoleEvent::LogLines {
+                        build,
+                        first_seq: first,
+                        lines: std::mem::take(&mut chunk),
+                    });
                     first = seq + 1;
                 }
             }
             seq += 1;
         }
         if !chunk.is_empty() {
-            out.push(ConsoleEvent::LogLines { build, first_seq: first, lines: chunk });
+            out.push(ConsoleEvent::LogLines {
+                build,
+                first_seq: first,
+                lines: chunk,
+            });
         }
     }
     if let Ok(Some(b)) = builds::get(&st.db, build).await {

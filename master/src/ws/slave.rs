@@ -142,7 +142,8 @@ async fn session(
     let held: Vec<BuildId> = hello.builds.iter().map(|b| b.build).collect();
     for (b, _) in builds::active_for_slave(&st.db, id).await? {
         if !held.contains(&b) {
-            let reason = format!("slave '{name}' reconnected without this build (its daemon restarted)");
+            let reason =
+                format!("slave '{name}' reconnected without this build (its daemon restarted)");
             if let Err(e) = st.lose_build(b, &reason).await {
                 tracing::warn!("marking build {b} lost: {e:#}");
             }

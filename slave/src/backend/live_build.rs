@@ -73,7 +73,10 @@ impl Backend for LiveBuild {
             }
             step(ctx, "lb build", lb(&["build"])).await?;
             let mut found = 0;
-            for e in std::fs::read_dir(&dir).map_err(|e| BackendError::Failed(e.to_string()))?.flatten() {
+            for e in std::fs::read_dir(&dir)
+                .map_err(|e| BackendError::Failed(e.to_string()))?
+                .flatten()
+            {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if e.path().is_file() && is_product(&name) {
                     std::fs::rename(e.path(), ctx.output.join(&name))

@@ -26,9 +26,13 @@ fn dir_size(p: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![p.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else { continue };
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
             if m.is_dir() {
                 stack.push(e.path());
             }
@@ -49,7 +53,9 @@ impl Backend for Mmdebstrap {
             let arch = o.architecture.clone().unwrap_or_else(|| ctx.arch.clone());
             crate::machine::can_run_arch(&arch).map_err(failed)?;
             if !crate::machine::have_tool("mmdebstrap") {
-                return Err(failed("mmdebstrap is not installed on this slave (apt-get install mmdebstrap)"));
+                return Err(failed(
+                    "mmdebstrap is not installed on this slave (apt-get install mmdebstrap)",
+                ));
             }
             let rootfs = ctx.scratch.join("rootfs");
             let mut cmd = Command::new("mmdebstrap");
@@ -72,7 +78,9 @@ impl Backend for Mmdebstrap {
                 for h in hooks {
                     let path = ctx.src.join(h);
                     if !path.is_file() {
-                        return Err(failed(format!("kiln.toml: hook \"{h}\" does not exist in the branch")));
+                        return Err(failed(format!(
+                            "kiln.toml: hook \"{h}\" does not exist in the branch"
+                        )));
                     }
                     cmd.arg(format!("{flag}={}", path.display()));
                 }
@@ -86,13 +94,25 @@ impl Backend for Mmdebstrap {
                 "mirror: {}",
                 mirror.as_deref().unwrap_or("mmdebstrap's default")
             ));
-            step(ctx, &format!("mmdebstrap {} {arch} ({})", o.suite, o.variant), cmd).await?;
+            step(
+                ctx,
+                &format!("mmdebstrap {} {arch} ({})", o.suite, o.variant),
+                cmd,
+            )
+            .await?;
 
             // Manifest of installed packages.
             let manifest = ctx.output.join("packages.manifest");
             let out = Command::new("dpkg-query")
-                .arg(format!("--admindir={}", rootfs.join("var/lib/dpkg").display()))
-                .args(["-W", "-f", "${binary:Package}\t${Version}\t${Architecture}\n"])
+                .arg(format!(
+                    "--admindir={}",
+                    rootfs.join("var/lib/dpkg").display()
+                ))
+                .args([
+                    "-W",
+                    "-f",
+                    "${binary:Package}\t${Version}\t${Architecture}\n",
+                ])
                 .output()
                 .await
                 .map_err(|e| failed(format!("cannot run dpkg-query: {e}")))?;
@@ -102,7 +122,8 @@ impl Backend for Mmdebstrap {
                     String::from_utf8_lossy(&out.stderr).trim()
                 )));
             }
-            std::fs::write(&manifest, &out.stdout).map_err(|e| failed(format!("writing the manifest: {e}")))?;
+            std::fs::write(&manifest, &out.stdout)
+                .map_err(|e| failed(format!("writing the manifest: {e}")))?;
             ctx.log.note(&format!(
                 "{} packages installed",
                 out.stdout.iter().filter(|&&b| b == b'\n').count()
@@ -134,8 +155,10 @@ impl Backend for Mmdebstrap {
                 )));
             }
             let img = ctx.scratch.join("disk.img");
-            let f = std::fs::File::create(&img).map_err(|e| failed(format!("creating the disk image: {e}")))?;
-            f.set_len(size).map_err(|e| failed(format!("sizing the disk image: {e}")))?;
+            let f = std::fs::File::create(&img)
+                .map_err(|e| failed(format!("creating the disk image: {e}")))?;
+            f.set_len(size)
+                .map_err(|e| failed(format!("sizing the disk image: {e}")))?;
             drop(f);
             let (label, ptype) = match o.partition_table.as_str() {
                 "msdos" => ("dos", "83"),

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what Kiln needs from Debian's archive, only what is missing (idempotent).
+# Usage: scripts/install-deps.sh            (runtime + test tools)
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential pkg-config git ca-certificates curl
+  # database (server binaries for the embedded/private cluster, psql for tests)
+  postgresql postgresql-client
+  # image backends and the tools they call
+  mmdebstrap live-build debootstrap fdisk e2fsprogs zstd xz-utils dosfstools arch-test
+  # foreign architectures through qemu-user
+  qemu-user-static binfmt-support
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # The postgresql package starts a system cluster; Kiln runs its own, so leave that one be.
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "no Rust toolchain found: installing Debian's rustc and cargo"
+  SUDO=""; if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cargo rustc
+fi

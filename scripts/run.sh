@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The README's first command: takes a fresh Debian 12 machine to a running Kiln farm, a master
+# and one local slave. Data lives in $KILN_DATA_DIR (default ./kiln-data); the address is
+# $KILN_LISTEN (default 127.0.0.1:8080). Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+DATA=${KILN_DATA_DIR:-$ROOT/kiln-data}
+LISTEN=${KILN_LISTEN:-127.0.0.1:8080}
+
+scripts/install-deps.sh
+scripts/enable-binfmt.sh || true
+cargo build --release --bins
+BIN=$ROOT/target/release
+
+if [ ! -f "$DATA/kiln.toml" ]; then
+  "$BIN/kiln-master" init --data-dir "$DATA" --listen "$LISTEN"
+fi
+# The embedded PostgreSQL runs as an unprivileged user when we are root: it must reach DATA.
+chmod o+x "$DATA" 2>/dev/null || true
+
+"$BIN/kiln-master" --config "$DATA/kiln.toml" > >(tee "$DATA/master.out") 2> "$DATA/master.log" &
+MASTER=$!
+trap 'kill $MASTER ${SLAVE:-} 2>/dev/null; wait' EXIT INT TERM
+for _ in $(seq 1 600); do
+  grep -q "kiln-master ready on" "$DATA/master.out" 2>/dev/null && break
+  kill -0 $MASTER 2>/dev/null || { echo "kiln-master failed to start:"; cat "$DATA/master.log"; exit 1; }
+  sleep 0.1
+done
+URL=$(sed -n 's/^kiln-master ready on //p' "$DATA/master.out" | tail -1)
+TOKEN=$(cat "$DATA/admin.token")
+
+# One local slave, registered once; its token is kept next to the admin token.
+if [ ! -s "$DATA/slave.token" ]; then
+  NAME=${KILN_SLAVE_NAME:-$(hostname -s | tr -c 'A-Za-z0-9._\n-' '-')}
+  curl -fsS -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+       -d "{\"name\":\"$NAME\"}" "$URL/api/slaves" \
+    | sed -n 's/.*"token":"\([^"]*\)".*/\1/p' > "$DATA/slave.token"
+  chmod 600 "$DATA/slave.token"
+  echo "$NAME" > "$DATA/slave.name"
+fi
+"$BIN/kiln-slave" --master "$URL" --token "$(cat "$DATA/slave.token")" \
+  --name "$(cat "$DATA/slave.name")" --work-dir "$DATA/work" 2> "$DATA/slave.log" &
+SLAVE=$!
+
+cat <<MSG
+
+  Kiln is running at $URL
+  Admin token:       $DATA/admin.token  (send as 'Authorization: Bearer <token>')
+  Logs:              $DATA/master.log, $DATA/slave.log
+  Try:               curl -H "Authorization: Bearer \$(cat $DATA/admin.token)" $URL/api/slaves
+  API reference:     docs/api.md
+
+MSG
+wait $MASTER

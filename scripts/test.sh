@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The README's second command: installs what the tests need, then runs every test: unit tests,
+# the end-to-end tests (real PostgreSQL, git daemon, kiln-master and kiln-slave processes), and
+# the slow tier of real image builds (mmdebstrap amd64 and arm64, live-build).
+# KILN_FAST=1 skips the slow tier (for quick local iterations only; CI runs everything).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+scripts/enable-binfmt.sh || true
+
+export CARGO_TERM_COLOR=never
+cargo build --workspace --bins
+cargo test --workspace
+if [ "${KILN_FAST:-0}" != 1 ]; then
+  # One image build at a time: they are disk- and CPU-heavy.
+  cargo test -p kiln-tests --test e2e -- --ignored --test-threads=1
+fi

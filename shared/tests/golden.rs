@@ -1,0 +1,240 @@
+//! Golden frames: the exact bytes of one example of every frame, checked in under
+//! `tests/golden/`. A change of wire format (a bincode upgrade, a reordered field) shows up here as
+//! a failing test and a diff. After an intended change, regenerate with
+//! `KILN_BLESS=1 cargo test -p kiln-shared --test golden` and bump `PROTOCOL_VERSION`.
+
+use chrono::{TimeZone, Utc};
+use kiln_shared::api::{Build, Slave};
+use kiln_shared::codec;
+use kiln_shared::frames::*;
+use kiln_shared::{BuildId, BuildState, SlaveId};
+use std::path::PathBuf;
+
+fn check(name: &str, bytes: Vec<u8>) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.hex"));
+    let hex = hex::encode(&bytes);
+    if std::env::var_os("KILN_BLESS").is_some() {
+        std::fs::write(&path, format!("{hex}\n")).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing; run with KILN_BLESS=1 to create it",
+            path.display()
+        )
+    });
+    assert_eq!(hex, want.trim(), "frame {name} changed on the wire");
+}
+
+fn held() -> Vec<HeldBuild> {
+    vec![HeldBuild {
+        build: BuildId(42),
+        phase: HeldPhase::Running,
+        log_lines: 1000,
+    }]
+}
+
+fn frames_slave() -> Vec<(&'static str, SlaveFrame)> {
+    vec![
+        (
+            "slave_hello",
+            SlaveFrame::Hello(Hello {
+                name: "board-7".into(),
+                arch: "arm64".into(),
+                tags: vec!["imx8".into()],
+                backends: vec!["script".into(), "mmdebstrap".into()],
+                capacity: 2,
+                version: "0.1.0".into(),
+                builds: held(),
+            }),
+        ),
+        ("slave_heartbeat", SlaveFrame::Heartbeat { builds: held() }),
+        (
+            "slave_started",
+            SlaveFrame::Started {
+                build: BuildId(42),
+                commit: "a".repeat(40),
+            },
+        ),
+        (
+            "slave_log",
+            SlaveFrame::Log {
+                build: BuildId(42),
+                first_seq: 7,
+                lines: vec!["I: ok".into(), "E: bad".into()],
+            },
+        ),
+        (
+            "slave_progress",
+            SlaveFrame::Progress {
+                build: BuildId(42),
+                phase: "mmdebstrap".into(),
+                percent: Some(40),
+            },
+        ),
+        (
+            "slave_finished",
+            SlaveFrame::Finished {
+                build: BuildId(42),
+                outcome: Outcome::Failed {
+                    reason: "exit status 3".into(),
+                },
+                log_lines: 9,
+            },
+        ),
+    ]
+}
+
+fn frames_master() -> Vec<(&'static str, MasterFrame)> {
+    vec![
+        (
+            "master_welcome",
+            MasterFrame::Welcome {
+                slave: SlaveId(3),
+                cadence: Cadence {
+                    heartbeat_secs: 5,
+                    lost_timeout_secs: 30,
+                    log_chunk_bytes: 65536,
+                },
+            },
+        ),
+        (
+            "master_refused",
+            MasterFrame::Refused {
+                reason: "disabled".into(),
+            },
+        ),
+        (
+            "master_assign",
+            MasterFrame::Assign(Job {
+                build: BuildId(42),
+                project: "board".into(),
+                branch_url: "git://h/board.git".into(),
+                branch: "main".into(),
+                commit: Some("abcdef1".into()),
+                release: Some("v1".into()),
+                allow_file_urls: false,
+                upload_path: "/api/slave/builds/42/artifacts".into(),
+            }),
+        ),
+        (
+            "master_cancel",
+            MasterFrame::Cancel {
+                build: BuildId(42),
+                reason: "cancelled".into(),
+            },
+        ),
+        (
+            "master_log_ack",
+            MasterFrame::LogAck {
+                build: BuildId(42),
+                next_seq: 9,
+            },
+        ),
+        (
+            "master_finished_ack",
+            MasterFrame::FinishedAck { build: BuildId(42) },
+        ),
+        (
+            "master_reconcile",
+            MasterFrame::Reconcile {
+                builds: vec![
+                    (BuildId(1), Directive::Keep { next_seq: 5 }),
+                    (BuildId(2), Directive::Cancel { reason: "c".into() }),
+                    (BuildId(3), Directive::Forget { reason: "f".into() }),
+                ],
+            },
+        ),
+    ]
+}
+
+#[test]
+fn slave_frames_are_stable() {
+    for (name, f) in frames_slave() {
+        let bytes = codec::encode(&f).unwrap();
+        assert_eq!(codec::decode::<SlaveFrame>(&bytes).unwrap(), f);
+        check(name, bytes);
+    }
+}
+
+#[test]
+fn master_frames_are_stable() {
+    for (name, f) in frames_master() {
+        let bytes = codec::encode(&f).unwrap();
+        assert_eq!(codec::decode::<MasterFrame>(&bytes).unwrap(), f);
+        check(name, bytes);
+    }
+}
+
+#[test]
+fn console_frames_are_stable() {
+    let t = Utc.with_ymd_and_hms(2026, 11, 24, 6, 0, 0).unwrap();
+    let build = Build {
+        id: BuildId(42),
+        project: "board".into(),
+        state: BuildState::Running,
+        reason: None,
+        commit: Some("a".repeat(40)),
+        requested_commit: None,
+        release: None,
+        trigger: "manual".into(),
+        branch_url: "git://h/board.git".into(),
+        branch: "main".into(),
+        slave: Some("board-7".into()),
+        retry_of: None,
+        log_lines: 10,
+        created_at: t,
+        dispatched_at: Some(t),
+        started_at: Some(t),
+        finished_at: None,
+    };
+    let slave = Slave {
+        id: SlaveId(3),
+        name: "board-7".into(),
+        online: true,
+        arch: Some("arm64".into()),
+        tags: vec![],
+        backends: vec!["script".into()],
+        capacity: 1,
+        version: Some("0.1.0".into()),
+        last_seen: Some(t),
+        builds: vec![BuildId(42)],
+    };
+    let events = [
+        ("console_build", ConsoleEvent::Build(build)),
+        ("console_slave", ConsoleEvent::Slave(slave)),
+        (
+            "console_log_lines",
+            ConsoleEvent::LogLines {
+                build: BuildId(42),
+                first_seq: 0,
+                lines: vec!["x".into()],
+            },
+        ),
+        (
+            "console_log_end",
+            ConsoleEvent::LogEnd { build: BuildId(42) },
+        ),
+    ];
+    for (name, e) in events {
+        let bytes = codec::encode(&e).unwrap();
+        assert_eq!(codec::decode::<ConsoleEvent>(&bytes).unwrap(), e);
+        check(name, bytes);
+    }
+    for (name, r) in [
+        ("console_subscribe_queue", ConsoleRequest::SubscribeQueue),
+        (
+            "console_subscribe_log",
+            ConsoleRequest::SubscribeLog {
+                build: BuildId(42),
+                from_seq: 100,
+            },
+        ),
+    ] {
+        let bytes = codec::encode(&r).unwrap();
+        assert_eq!(codec::decode::<ConsoleRequest>(&bytes).unwrap(), r);
+        check(name, bytes);
+    }
+}

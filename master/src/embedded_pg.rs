@@ -140,7 +140,9 @@ impl EmbeddedPostgres {
         let mut status = self.cmd("pg_ctl");
         status.arg("-D").arg(&self.pgdata).arg("status");
         if status.output().map(|o| o.status.success()).unwrap_or(false) {
+            // Left running by a master that was killed: it is ours (it lives in our data dir).
             tracing::info!("embedded PostgreSQL already running; reusing it");
+            self.started_here = true;
             return Ok(());
         }
         let mut c = self.cmd("pg_ctl");

@@ -118,8 +118,14 @@ impl Server {
         Ok(())
     }
 
+    /// Waits until the server stops (after a shutdown request), then stops background tasks.
     pub async fn wait(self) -> Result<()> {
-        self.serve.await??;
+        let r = self.serve.await;
+        for t in &self.background {
+            t.abort();
+        }
+        self.state.db.close().await;
+        r??;
         Ok(())
     }
 

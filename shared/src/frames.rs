@@ -199,4 +199,10 @@ pub enum ConsoleEvent {
     Error {
         message: String,
     },
+    /// What a running build is doing now.
+    Progress {
+        build: BuildId,
+        phase: String,
+        percent: Option<u8>,
+    },
 }

@@ -217,6 +217,14 @@ fn console_frames_are_stable() {
             "console_log_end",
             ConsoleEvent::LogEnd { build: BuildId(42) },
         ),
+        (
+            "console_progress",
+            ConsoleEvent::Progress {
+                build: BuildId(42),
+                phase: "fetching".into(),
+                percent: Some(5),
+            },
+        ),
     ];
     for (name, e) in events {
         let bytes = codec::encode(&e).unwrap();

@@ -107,8 +107,7 @@ pub async fn fetch(
     if !ok {
         let message = err
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .next_back()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or("git ls-remote failed")
             .trim()
             .to_string();

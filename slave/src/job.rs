@@ -76,6 +76,7 @@ async fn execute(
         })?;
     }
     env.outbox.set_phase(job.build, HeldPhase::Fetching);
+    env.outbox.progress(job.build, "fetching", None);
     let commit = crate::fetch::fetch(
         &job.branch_url,
         &job.branch,
@@ -95,6 +96,7 @@ async fn execute(
     let recipe = Recipe::load(&src).map_err(fail)?;
     let backend = backend::for_recipe(&recipe.backend);
     log.note(&format!("backend: {}", backend.name()));
+    env.outbox.progress(job.build, backend.name(), None);
     let ctx = Context {
         build: job.build,
         project: job.project.clone(),
@@ -149,7 +151,12 @@ async fn execute(
     }
     env.outbox.set_phase(job.build, HeldPhase::Uploading);
     let mut sums = String::new();
-    for name in &files {
+    for (n, name) in files.iter().enumerate() {
+        env.outbox.progress(
+            job.build,
+            &format!("uploading {name}"),
+            Some((n * 100 / files.len()) as u8),
+        );
         if cancel.is_cancelled() {
             return Err(BackendError::Cancelled);
         }

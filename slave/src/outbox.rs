@@ -33,6 +33,8 @@ pub struct Slot {
     pub cancel_reason: Option<String>,
     /// The master no longer wants to hear about this build.
     pub forgotten: bool,
+    /// Latest progress not yet sent (only the newest matters).
+    progress: Option<(String, Option<u8>)>,
 }
 
 #[derive(Default)]
@@ -73,6 +75,7 @@ impl Outbox {
                     cancel: cancel.clone(),
                     cancel_reason: None,
                     forgotten: false,
+                    progress: None,
                 },
             );
             Some(cancel)
@@ -110,6 +113,16 @@ impl Outbox {
                 s.phase = phase;
             }
         });
+    }
+
+    /// Reports what the build is doing now; superseded by the next report if not sent yet.
+    pub fn progress(&self, build: BuildId, phase: &str, percent: Option<u8>) {
+        self.with(|i| {
+            if let Some(s) = i.slots.get_mut(&build) {
+                s.progress = Some((phase.to_string(), percent));
+            }
+        });
+        self.changed.notify_one();
     }
 
     pub fn started(&self, build: BuildId, commit: String) {
@@ -224,6 +237,13 @@ impl Outbox {
                         commit: commit.clone(),
                     });
                     s.started_sent = true;
+                }
+                if let Some((phase, percent)) = s.progress.take() {
+                    out.push(SlaveFrame::Progress {
+                        build,
+                        phase,
+                        percent,
+                    });
                 }
                 while s.sent < s.total {
                     let first = s.sent;

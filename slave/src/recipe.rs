@@ -95,7 +95,7 @@ fn yes() -> bool {
 #[derive(Clone, Debug)]
 pub enum Backend {
     Script(ScriptOptions),
-    Mmdebstrap(MmdebstrapOptions),
+    Mmdebstrap(Box<MmdebstrapOptions>),
     LiveBuild(LiveBuildOptions),
 }
 
@@ -249,7 +249,7 @@ impl Recipe {
             "mmdebstrap" => {
                 let o: MmdebstrapOptions = section("mmdebstrap", raw.mmdebstrap)?;
                 o.check()?;
-                Backend::Mmdebstrap(o)
+                Backend::Mmdebstrap(Box::new(o))
             }
             "live-build" => Backend::LiveBuild(match raw.live_build {
                 Some(v) => LiveBuildOptions::deserialize(v)

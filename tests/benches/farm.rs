@@ -1,1 +1,172 @@
-fn main() {}
+//! `cargo bench -p kiln-tests --bench farm` (after `cargo build --release --bins`): measures the
+//! real farm on this machine and prints a Markdown table for docs/benchmarks.md.
+//!
+//! - dispatch latency: build requested (client clock) → backend process started (the script's
+//!   first `date`), p50/p99 over 200 `script` builds on an idle slave; also the master's own
+//!   created → dispatched time;
+//! - log throughput: 100 MB of output, slave → stored log;
+//! - artifact upload of a 1 GiB file, and the master's peak RSS while it arrives.
+
+use kiln_tests::{Farm, FarmOptions, GitServer};
+use serde_json::json;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i128
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn rss_kib(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix(" kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("KILN_BENCH_BUILDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let git = GitServer::start();
+    let mut farm = Farm::with(FarmOptions {
+        heartbeat_secs: 5,
+        lost_timeout_secs: 60,
+        ..Default::default()
+    })
+    .await;
+    farm.poll = Duration::from_millis(5);
+    let _slave = farm.slave("bench").await;
+
+    // 1. Dispatch latency.
+    let repo = git.repo("noop");
+    repo.script_branch(
+        "main",
+        "echo \"T=$(date +%s%N)\"\necho ok > \"$KILN_OUTPUT_DIR/ok\"",
+    );
+    farm.project("noop", &repo.url, "main").await;
+    let (mut to_backend, mut to_dispatch, mut end_to_end) = (vec![], vec![], vec![]);
+    for _ in 0..n {
+        let t0 = now_ns();
+        let b = farm.request_build("noop", json!({})).await;
+        let b = farm.wait_ended(b.id, Duration::from_secs(60)).await;
+        let t_end = now_ns();
+        assert_eq!(
+            b.state,
+            kiln_shared::BuildState::Succeeded,
+            "{:?}",
+            b.reason
+        );
+        let log = farm.log(b.id).await;
+        let t: i128 = log
+            .lines()
+            .find_map(|l| l.strip_prefix("T=")?.parse().ok())
+            .expect("T= line");
+        to_backend.push((t - t0) as f64 / 1e6);
+        end_to_end.push((t_end - t0) as f64 / 1e6);
+        let d = b.dispatched_at.unwrap() - b.created_at;
+        to_dispatch.push(d.num_microseconds().unwrap() as f64 / 1e3);
+    }
+
+    // 2. Log throughput: 100 MB of 100-byte lines.
+    let repo = git.repo("chatty");
+    repo.script_branch(
+        "main",
+        "echo \"T=$(date +%s%N)\"\nyes 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' | head -c 100000000\necho ok > \"$KILN_OUTPUT_DIR/ok\"",
+    );
+    farm.project("chatty", &repo.url, "main").await;
+    farm.poll = Duration::from_millis(20);
+    let b = farm.request_build("chatty", json!({})).await;
+    let b = farm.wait_ended(b.id, Duration::from_secs(900)).await;
+    assert_eq!(
+        b.state,
+        kiln_shared::BuildState::Succeeded,
+        "{:?}",
+        b.reason
+    );
+    let log = farm.log(b.id).await;
+    let t: i128 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("T=")?.parse().ok())
+        .unwrap();
+    let end = b.finished_at.unwrap().timestamp_nanos_opt().unwrap() as i128;
+    let log_secs = (end - t) as f64 / 1e9;
+    let log_mb = log.len() as f64 / 1e6;
+
+    // 3. A 1 GiB artifact; the master's peak RSS while it arrives.
+    let repo = git.repo("big");
+    repo.script_branch(
+        "main",
+        "head -c 1073741824 /dev/urandom > \"$KILN_OUTPUT_DIR/big.bin\"",
+    );
+    farm.project("big", &repo.url, "main").await;
+    let pid = farm.master_pid().unwrap();
+    let rss_before = rss_kib(pid, "VmRSS:");
+    let b = farm.request_build("big", json!({})).await;
+    let mut peak = 0;
+    loop {
+        peak = peak.max(rss_kib(pid, "VmRSS:"));
+        let cur = farm.build(b.id).await;
+        if cur.state.is_terminal() {
+            assert_eq!(
+                cur.state,
+                kiln_shared::BuildState::Succeeded,
+                "{:?}",
+                cur.reason
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let log = farm.log(b.id).await;
+    let upload = log
+        .lines()
+        .find(|l| l.contains("uploaded big.bin in"))
+        .expect("upload timing line")
+        .trim_start_matches("[kiln] ")
+        .to_string();
+
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| dispatch latency, requested → backend started ({n} `script` builds) | p50 {:.1} ms, p99 {:.1} ms |",
+        percentile(&mut to_backend, 0.5),
+        percentile(&mut to_backend, 0.99)
+    );
+    println!(
+        "| of which master: created → dispatched | p50 {:.2} ms, p99 {:.2} ms |",
+        percentile(&mut to_dispatch, 0.5),
+        percentile(&mut to_dispatch, 0.99)
+    );
+    println!(
+        "| no-op build end to end (request → client sees succeeded) | p50 {:.1} ms, p99 {:.1} ms |",
+        percentile(&mut end_to_end, 0.5),
+        percentile(&mut end_to_end, 0.99)
+    );
+    println!(
+        "| log throughput slave → stored log | {log_mb:.0} MB in {log_secs:.2} s = {:.1} MB/s |",
+        log_mb / log_secs
+    );
+    println!("| artifact upload, 1 GiB | {upload} |");
+    println!(
+        "| master RSS during the 1 GiB upload | {:.1} MiB before, peak {:.1} MiB (sampled every 10 ms) |",
+        rss_before as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+}

@@ -227,7 +227,7 @@ async fn live_build_minimal_image() {
     repo.file("kiln.toml", "backend = \"live-build\"\n", false)
         .file(
             "auto/config",
-            "#!/bin/sh\nset -e\nlb config noauto \\\n  --distribution bookworm \\\n  --binary-images tar \\\n  --bootloaders none \\\n  --linux-flavours none --linux-packages none \\\n  --chroot-filesystem plain \\\n  --apt-recommends false \\\n  --memtest none --win32-loader false \\\n  --security false --updates false \\\n  --debian-installer none \\\n  --firmware-binary false --firmware-chroot false \\\n  \"${@}\"\n",
+            "#!/bin/sh\nset -e\nlb config noauto \\\n  --distribution bookworm \\\n  --binary-images tar \\\n  --bootloaders \"\" \\\n  --chroot-filesystem plain \\\n  --apt-recommends false \\\n  --memtest none --win32-loader false \\\n  --security false --updates false \\\n  --debian-installer none \\\n  --firmware-binary false --firmware-chroot false \\\n  \"${@}\"\n",
             true,
         )
         .file("config/package-lists/kiln.list.chroot", "ca-certificates\n", false)

@@ -37,6 +37,8 @@ pub struct Farm {
     pub token: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// How often `wait_build` polls.
+    pub poll: Duration,
     config: PathBuf,
     master: Option<Killed>,
     /// Lines the master printed (stdout and stderr), for failure messages.
@@ -113,6 +115,7 @@ impl Farm {
             token,
             http: reqwest::Client::new(),
             dir,
+            poll: Duration::from_millis(50),
             config,
             master: Some(master),
             master_log,
@@ -121,6 +124,10 @@ impl Farm {
 
     pub fn master_log(&self) -> String {
         std::fs::read_to_string(&self.master_log).unwrap_or_default()
+    }
+
+    pub fn master_pid(&self) -> Option<i32> {
+        self.master.as_ref().map(|m| m.pid())
     }
 
     /// SIGKILLs the master (its database stays).
@@ -231,7 +238,7 @@ impl Farm {
                     tail(&self.master_log(), 60)
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(self.poll).await;
         }
     }
 

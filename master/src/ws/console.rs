@@ -87,6 +87,7 @@ async fn session(st: Arc<AppState>, socket: WebSocket) {
                 let wanted = match &ev {
                     ConsoleEvent::Build(_) | ConsoleEvent::Slave(_) => queue,
                     ConsoleEvent::LogLines { build, .. } | ConsoleEvent::LogEnd { build } => logs.contains(build),
+                    ConsoleEvent::Progress { .. } => queue,
                     ConsoleEvent::Error { .. } => true,
                 };
                 if wanted {

@@ -313,6 +313,11 @@ async fn handle(
             percent,
         } => {
             tracing::debug!(%build, %phase, ?percent, "progress");
+            st.hub.publish(kiln_shared::frames::ConsoleEvent::Progress {
+                build,
+                phase,
+                percent,
+            });
             Ok(vec![])
         }
         SlaveFrame::Finished {

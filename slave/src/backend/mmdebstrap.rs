@@ -108,11 +108,7 @@ impl Backend for Mmdebstrap {
                     "--admindir={}",
                     rootfs.join("var/lib/dpkg").display()
                 ))
-                .args([
-                    "-W",
-                    "-f",
-                    "${binary:Package}\t${Version}\t${Architecture}\n",
-                ])
+                .args(["-W", "-f", "${Package}\t${Version}\t${Architecture}\n"])
                 .output()
                 .await
                 .map_err(|e| failed(format!("cannot run dpkg-query: {e}")))?;

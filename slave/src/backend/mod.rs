@@ -55,7 +55,7 @@ pub trait Backend: Send + Sync {
 pub fn for_recipe(r: &recipe::Backend) -> Box<dyn Backend> {
     match r {
         recipe::Backend::Script(o) => Box::new(script::Script(o.clone())),
-        recipe::Backend::Mmdebstrap(o) => Box::new(mmdebstrap::Mmdebstrap(o.clone())),
+        recipe::Backend::Mmdebstrap(o) => Box::new(mmdebstrap::Mmdebstrap((**o).clone())),
         recipe::Backend::LiveBuild(o) => Box::new(live_build::LiveBuild(o.clone())),
     }
 }
@@ -63,7 +63,7 @@ pub fn for_recipe(r: &recipe::Backend) -> Box<dyn Backend> {
 /// Runs one step of a backend; a non-zero exit fails the build, naming the step, the status and
 /// the first error line of the log.
 pub async fn step(ctx: &Context, what: &str, cmd: Command) -> Result<(), BackendError> {
-    ctx.log.note(&format!("{what}"));
+    ctx.log.note(what);
     match process::run(cmd, &ctx.log, &ctx.cancel).await {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => Err(BackendError::Failed(format!(

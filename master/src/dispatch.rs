@@ -28,6 +28,9 @@ pub async fn run(state: Arc<AppState>) {
 pub async fn dispatch_round(state: &AppState) -> anyhow::Result<usize> {
     let mut handed = 0;
     for (slave_id, slave) in state.hub.connected() {
+        if slave.draining {
+            continue;
+        }
         let mut active = builds::active_for_slave(&state.db, slave_id).await?.len() as u32;
         while active < slave.capacity {
             let mut tx = state.db.begin().await?;

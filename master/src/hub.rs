@@ -15,6 +15,8 @@ pub struct ConnectedSlave {
     pub arch: String,
     pub tags: Vec<String>,
     pub capacity: u32,
+    /// Takes no new builds.
+    pub draining: bool,
     tx: mpsc::UnboundedSender<MasterFrame>,
 }
 
@@ -55,6 +57,7 @@ impl Hub {
             arch,
             tags,
             capacity,
+            draining: false,
             tx,
         };
         self.slaves.lock().expect("hub poisoned").insert(id, s);
@@ -75,6 +78,17 @@ impl Hub {
     pub fn send(&self, id: SlaveId, frame: MasterFrame) -> bool {
         let m = self.slaves.lock().expect("hub poisoned");
         m.get(&id).is_some_and(|s| s.tx.send(frame).is_ok())
+    }
+
+    pub fn set_draining(&self, id: SlaveId) {
+        if let Some(s) = self.slaves.lock().expect("hub poisoned").get_mut(&id) {
+            s.draining = true;
+        }
+    }
+
+    pub fn is_draining(&self, id: SlaveId) -> bool {
+        let m = self.slaves.lock().expect("hub poisoned");
+        m.get(&id).is_some_and(|s| s.draining)
     }
 
     pub fn connected(&self) -> Vec<(SlaveId, ConnectedSlave)> {

@@ -44,8 +44,16 @@ impl AppState {
 
     pub async fn slave_changed(&self, id: SlaveId) {
         if let Ok(Some(s)) = db::slaves::get(&self.db, id).await {
-            self.hub.publish(ConsoleEvent::Slave(s.into_api()));
+            self.hub.publish(ConsoleEvent::Slave(self.slave_api(s)));
         }
+    }
+
+    /// A slave as the API shows it: the database row plus what only the hub knows.
+    pub fn slave_api(&self, row: db::slaves::SlaveRow) -> kiln_shared::api::Slave {
+        let id = SlaveId(row.id);
+        let mut s = row.into_api();
+        s.draining = self.hub.is_draining(id);
+        s
     }
 
     pub fn publish_log_end(&self, build: BuildId) {

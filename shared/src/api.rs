@@ -131,6 +131,9 @@ pub struct Slave {
     pub id: SlaveId,
     pub name: String,
     pub online: bool,
+    /// Finishing its builds, taking no new ones.
+    #[serde(default)]
+    pub draining: bool,
     pub arch: Option<String>,
     pub tags: Vec<String>,
     pub backends: Vec<String>,

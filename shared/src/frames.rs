@@ -50,6 +50,8 @@ pub enum SlaveFrame {
         outcome: Outcome,
         log_lines: u64,
     },
+    /// The slave takes no new builds; it exits once the ones it holds are reported.
+    Draining,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +128,8 @@ pub enum MasterFrame {
     Reconcile {
         builds: Vec<(BuildId, Directive)>,
     },
+    /// Take no new builds, finish the held ones, then exit (the API's "drain").
+    Drain,
 }
 
 /// Timings and sizes the master imposes on its fleet, sent in the handshake.

@@ -84,6 +84,7 @@ fn frames_slave() -> Vec<(&'static str, SlaveFrame)> {
                 log_lines: 9,
             },
         ),
+        ("slave_draining", SlaveFrame::Draining),
     ]
 }
 
@@ -137,6 +138,7 @@ fn frames_master() -> Vec<(&'static str, MasterFrame)> {
             "master_finished_ack",
             MasterFrame::FinishedAck { build: BuildId(42) },
         ),
+        ("master_drain", MasterFrame::Drain),
         (
             "master_reconcile",
             MasterFrame::Reconcile {
@@ -194,6 +196,7 @@ fn console_frames_are_stable() {
         id: SlaveId(3),
         name: "board-7".into(),
         online: true,
+        draining: false,
         arch: Some("arm64".into()),
         tags: vec![],
         backends: vec!["script".into()],

@@ -1,14 +1,20 @@
 //! The slave's one WebSocket to the master: hello (with the builds it holds), the master's
 //! cadence, heartbeats, jobs in, log/results out; on a lost connection it reconnects with
 //! backoff while its builds carry on, then resends whatever the master has not acknowledged.
+//!
+//! On start it re-adopts the builds a previous daemon left running (`supervisor::adopt_all`).
+//! SIGTERM exits at once, leaving builds running for the next daemon to adopt — unless the slave
+//! runs with `--drain` (or the master sent `Drain`): then it takes no new builds, lets the held
+//! ones finish and be reported, and exits.
 
-use crate::job::{self, Env};
 use crate::outbox::Outbox;
 use crate::settings::Settings;
+use crate::supervisor::{self, Env};
 use anyhow::{Context as _, Result};
 use futures_util::{SinkExt, StreamExt};
 use kiln_shared::codec::{self, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use kiln_shared::frames::{Directive, Hello, MasterFrame, SlaveFrame};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -22,16 +28,40 @@ enum SessionError {
     Fatal(String),
     #[error("{0}")]
     Transient(String),
+    /// Drained: every held build is reported.
+    #[error("drained")]
+    Drained,
 }
 
 fn transient(e: impl std::fmt::Display) -> SessionError {
     SessionError::Transient(e.to_string())
 }
 
-/// Runs the slave until a fatal error.
-pub async fn run(settings: Settings) -> Result<()> {
+/// Only one daemon per work dir: an exclusive lock held for the process's life.
+fn lock_work_dir(settings: &Settings) -> Result<std::fs::File> {
+    let path = settings.work_dir.join("slave.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!(
+            "another kiln-slave is running with work dir {}",
+            settings.work_dir.display()
+        );
+    }
+    Ok(f)
+}
+
+/// Runs the slave until a fatal error, or until drained.
+pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
     std::fs::create_dir_all(settings.work_dir.join("builds"))
         .with_context(|| format!("cannot create work dir {}", settings.work_dir.display()))?;
+    let _lock = lock_work_dir(&settings)?;
     let mirror = settings.mirror.clone().or_else(crate::machine::apt_mirror);
     let env = Arc::new(Env {
         mirror,
@@ -40,17 +70,52 @@ pub async fn run(settings: Settings) -> Result<()> {
             .connect_timeout(Duration::from_secs(10))
             .build()?,
         outbox: Outbox::default(),
+        exe: std::env::current_exe().context("cannot find this program's path")?,
+        draining: AtomicBool::new(false),
         settings,
     });
     tracing::info!(
         name = %env.settings.name, arch = %env.settings.arch, mirror = ?env.mirror,
         backends = ?crate::machine::backends(), "kiln-slave starting"
     );
+    supervisor::adopt_all(&env);
+    {
+        let env = env.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                if drain_on_term && !env.draining.load(Ordering::SeqCst) {
+                    tracing::info!(
+                        "draining: no new builds; exiting once {} held build(s) are reported",
+                        env.outbox.count()
+                    );
+                    env.draining.store(true, Ordering::SeqCst);
+                    env.outbox.changed.notify_one();
+                } else {
+                    tracing::info!(
+                        "exiting; {} running build(s) carry on and will be re-adopted",
+                        env.outbox.count()
+                    );
+                    std::process::exit(0);
+                }
+            }
+        });
+    }
     let mut delay = Duration::from_millis(250);
     loop {
         let began = Instant::now();
         match session(&env).await {
             Ok(()) => tracing::info!("connection to the master closed; reconnecting"),
+            Err(SessionError::Drained) => {
+                tracing::info!("drained; exiting");
+                return Ok(());
+            }
             Err(SessionError::Fatal(m)) => anyhow::bail!("the master refused this slave: {m}"),
             Err(SessionError::Transient(m)) => tracing::warn!("connection to the master: {m}"),
         }
@@ -140,13 +205,30 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
     let mut heartbeat =
         tokio::time::interval(Duration::from_secs(u64::from(cadence.heartbeat_secs)));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // New log lines are picked up from the files at this pace.
+    let mut tail = tokio::time::interval(Duration::from_millis(100));
+    tail.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let mut draining_sent = false;
     loop {
+        if env.draining.load(Ordering::SeqCst) {
+            if !draining_sent {
+                sink.send(send(&SlaveFrame::Draining)?)
+                    .await
+                    .map_err(transient)?;
+                draining_sent = true;
+            }
+            if env.outbox.count() == 0 {
+                let _ = sink.send(Message::Close(None)).await;
+                return Err(SessionError::Drained);
+            }
+        }
         for f in env.outbox.drain(chunk) {
             sink.send(send(&f)?).await.map_err(transient)?;
         }
         tokio::select! {
             _ = env.outbox.changed.notified() => {}
+            _ = tail.tick() => {}
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > silent {
                     return Err(transient(format!("the master was silent for {} s", silent.as_secs())));
@@ -174,13 +256,7 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
 fn handle(env: &Arc<Env>, frame: MasterFrame) -> Result<(), SessionError> {
     let o = &env.outbox;
     match frame {
-        MasterFrame::Assign(job) => match o.add(job.build) {
-            Some(cancel) => {
-                tracing::info!(build = %job.build, project = %job.project, "job assigned");
-                tokio::spawn(job::run(env.clone(), job, cancel));
-            }
-            None => tracing::warn!(build = %job.build, "assigned a build it already holds"),
-        },
+        MasterFrame::Assign(job) => supervisor::start(env, job),
         MasterFrame::Cancel { build, reason } => {
             tracing::info!(%build, %reason, "cancel");
             o.cancel(build, reason);
@@ -193,11 +269,17 @@ fn handle(env: &Arc<Env>, frame: MasterFrame) -> Result<(), SessionError> {
                     Directive::Keep { next_seq } => o.ack_log(build, next_seq),
                     Directive::Cancel { reason } => o.cancel(build, reason),
                     Directive::Forget { reason } => {
-                        tracing::info!(%build, %reason, "the master forgot this build; stopping it");
-                        o.forget(build);
+                        if o.holds(build) {
+                            tracing::info!(%build, %reason, "the master forgot this build; stopping it");
+                            o.forget(build, reason);
+                        }
                     }
                 }
             }
+        }
+        MasterFrame::Drain => {
+            tracing::info!("the master asked this slave to drain");
+            env.draining.store(true, Ordering::SeqCst);
         }
         MasterFrame::Refused { reason } => return Err(SessionError::Fatal(reason)),
         MasterFrame::Welcome { .. } => {}

@@ -1,13 +1,12 @@
 //! Fetching the configuration branch: a shallow git fetch into a fresh directory, with errors a
 //! person can act on ("branch 'relase' not found in URL (known: main, release)").
 
-use crate::process::{self, Log, RunError};
+use crate::process::{self, Log};
 use kiln_shared::branch_url::{
     validate_branch_name, validate_branch_url, validate_commit, UrlPolicy,
 };
 use std::path::Path;
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -27,8 +26,6 @@ pub enum FetchError {
     },
     #[error("cannot fetch {url}: {message}")]
     Unreachable { url: String, message: String },
-    #[error("cancelled")]
-    Cancelled,
     #[error("{0}")]
     Local(String),
 }
@@ -57,10 +54,9 @@ fn git(dir: &Path, allow_file: bool) -> Command {
 }
 
 /// Runs git, logging its output; returns its stderr-ish output lines on failure.
-async fn run_git(cmd: Command, log: &Log, cancel: &CancellationToken) -> Result<bool, FetchError> {
-    match process::run(cmd, log, cancel).await {
+async fn run_git(cmd: Command, log: &Log) -> Result<bool, FetchError> {
+    match process::run(cmd, log).await {
         Ok(s) => Ok(s.success()),
-        Err(RunError::Cancelled) => Err(FetchError::Cancelled),
         Err(e) => Err(FetchError::Local(e.to_string())),
     }
 }
@@ -85,7 +81,6 @@ pub async fn fetch(
     allow_file: bool,
     dest: &Path,
     log: &Log,
-    cancel: &CancellationToken,
 ) -> Result<String, FetchError> {
     validate_branch_url(url, UrlPolicy { allow_file }).map_err(FetchError::Invalid)?;
     validate_branch_name(branch).map_err(FetchError::Invalid)?;
@@ -98,12 +93,8 @@ pub async fn fetch(
     // Ask the remote what it has first: the answer tells a missing branch from a dead server.
     log.note(&format!("looking up branch '{branch}' in {url}"));
     let mut ls = git(dest, allow_file);
-    ls.args(["ls-remote", "--heads", "--", url])
-        .kill_on_drop(true);
-    let (ok, out, err) = tokio::select! {
-        r = capture(ls) => r?,
-        _ = cancel.cancelled() => return Err(FetchError::Cancelled),
-    };
+    ls.args(["ls-remote", "--heads", "--", url]);
+    let (ok, out, err) = capture(ls).await?;
     if !ok {
         let message = err
             .lines()
@@ -136,7 +127,7 @@ pub async fn fetch(
 
     let mut init = git(dest, allow_file);
     init.args(["init", "-q", "."]);
-    if !run_git(init, log, cancel).await? {
+    if !run_git(init, log).await? {
         return Err(FetchError::Local("git init failed".into()));
     }
     let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
@@ -157,12 +148,12 @@ pub async fn fetch(
         "fetching {url} branch '{branch}'{}",
         commit.map(|c| format!(" at {c}")).unwrap_or_default()
     ));
-    let mut fetched = run_git(f, log, cancel).await?;
+    let mut fetched = run_git(f, log).await?;
     if !fetched && commit.is_some() {
         // Servers that refuse fetching by SHA: take the branch and look for the commit in it.
         let mut f = git(dest, allow_file);
         f.args(["fetch", "-q", "--", url, &refspec]);
-        fetched = run_git(f, log, cancel).await?;
+        fetched = run_git(f, log).await?;
     }
     if !fetched {
         return Err(FetchError::Unreachable {
@@ -176,7 +167,7 @@ pub async fn fetch(
     };
     let mut co = git(dest, allow_file);
     co.args(["checkout", "-q", "--detach", &target, "--"]);
-    if !run_git(co, log, cancel).await? {
+    if !run_git(co, log).await? {
         return Err(match commit {
             Some(c) => FetchError::NoSuchCommit {
                 commit: c.into(),

@@ -2,23 +2,28 @@
 //!
 //! - [`connection`]: the one WebSocket to the master (hello, heartbeats, reconnect with backoff)
 //! - [`outbox`]: what each held build still owes the master (log lines, start, result)
-//! - [`job`]: the life of one build on this machine
+//! - [`supervisor`]: the daemon's side of a build: start its runner, watch, stop, upload, report,
+//!   and re-adopt builds after a restart
+//! - [`runner`]: `kiln-slave run-build`, the detached process that fetches and runs the backend
+//! - [`store`]: the build's directory in the work dir (the local store that outlives the daemon)
 //! - [`fetch`]: shallow git fetch of the configuration branch
 //! - [`recipe`]: the branch's `kiln.toml`
 //! - [`backend`]: one file per image tool, behind one trait
-//! - [`process`]: running a command in its own process group, its output into the log
+//! - [`process`]: running a command with its output in the build log
 //! - [`upload`]: artifacts to the master over streaming HTTP
 //! - [`machine`]: what this machine is (architecture, tools, apt mirror)
 
 pub mod backend;
 pub mod connection;
 pub mod fetch;
-pub mod job;
 pub mod machine;
 pub mod outbox;
 pub mod process;
 pub mod recipe;
+pub mod runner;
 pub mod settings;
+pub mod store;
+pub mod supervisor;
 pub mod upload;
 
 pub use connection::run;

@@ -1,7 +1,7 @@
 //! `kiln-slave`: runs image builds for a Kiln master.
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -18,7 +18,7 @@ struct Cli {
     token: Option<String>,
     #[arg(long)]
     name: Option<String>,
-    /// Scratch space for builds.
+    /// State and scratch space for builds; running builds are re-adopted from here after a restart.
     #[arg(long)]
     work_dir: Option<PathBuf>,
     /// Comma-separated tags (board names, kvm, ...).
@@ -30,17 +30,39 @@ struct Cli {
     /// Overrides the architecture read from the machine.
     #[arg(long)]
     arch: Option<String>,
+    /// On SIGTERM take no new builds, let running ones finish and be reported, then exit.
+    /// Without it SIGTERM exits at once and running builds are re-adopted by the next start.
+    #[arg(long)]
+    drain: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+#[derive(Subcommand)]
+enum Cmd {
+    /// Internal: runs one build in its directory (started by the daemon, detached).
+    #[command(hide = true)]
+    RunBuild {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    let c = Cli::parse();
+    if let Some(Cmd::RunBuild { dir }) = &c.cmd {
+        return kiln_slave::runner::main(dir);
+    }
+    tokio::runtime::Runtime::new()?.block_on(daemon(c))
+}
+
+async fn daemon(c: Cli) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let c = Cli::parse();
     let settings = kiln_slave::settings::resolve(
         c.config.as_deref(),
         c.master,
@@ -51,5 +73,5 @@ async fn main() -> Result<()> {
         c.capacity,
         c.arch,
     )?;
-    kiln_slave::run(settings).await
+    kiln_slave::run(settings, c.drain).await
 }

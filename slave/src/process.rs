@@ -1,14 +1,18 @@
-//! Runs a command in a process group of its own, feeding each line of its output into the build
-//! log, and kills the whole group when the build is cancelled (or when the command ends, so no
-//! stray child outlives its build).
+//! Running commands with their output in the build log.
+//!
+//! A build runs in a runner process that is the leader of its own session and process group
+//! (see `supervisor.rs`); the commands it starts stay in that group, so stopping a build is one
+//! signal to the group, grandchildren included.
 
-use crate::outbox::Outbox;
-use kiln_shared::BuildId;
+use std::io::Write;
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
+
+/// Longest piece a single stored log line may be; longer output is split, never cut.
+pub const MAX_LINE: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -17,8 +21,6 @@ pub enum RunError {
         program: String,
         source: std::io::Error,
     },
-    #[error("cancelled")]
-    Cancelled,
     #[error("waiting for {program}: {source}")]
     Wait {
         program: String,
@@ -26,12 +28,11 @@ pub enum RunError {
     },
 }
 
-/// Where a command's output goes.
+/// The build log: a file with one line per log line, appended to by whoever runs the build.
 #[derive(Clone)]
 pub struct Log {
-    pub outbox: Outbox,
-    pub build: BuildId,
-    first_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    file: Arc<Mutex<std::fs::File>>,
+    first_error: Arc<Mutex<Option<String>>>,
 }
 
 /// Lines that usually say why an image build failed.
@@ -45,42 +46,62 @@ fn looks_like_error(line: &str) -> bool {
         || l.starts_with("mmdebstrap: error")
 }
 
-impl Log {
-    pub fn new(outbox: Outbox, build: BuildId) -> Self {
-        Log {
-            outbox,
-            build,
-            first_error: Default::default(),
+/// Splits `line` into pieces of at most [`MAX_LINE`] bytes, on character boundaries.
+pub fn split_long(line: &str) -> Vec<&str> {
+    let mut out = vec![];
+    let mut rest = line;
+    loop {
+        let mut cut = rest.len().min(MAX_LINE);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
         }
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+        if rest.is_empty() {
+            return out;
+        }
+    }
+}
+
+impl Log {
+    pub fn open(path: &Path) -> std::io::Result<Log> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Log {
+            file: Arc::new(Mutex::new(file)),
+            first_error: Default::default(),
+        })
     }
 
     pub fn line(&self, s: &str) {
-        if looks_like_error(s) {
+        let s = s.trim_end_matches(['\n', '\r']).replace(['\n', '\r'], " ");
+        if looks_like_error(&s) {
             let mut fe = self.first_error.lock().expect("poisoned");
             if fe.is_none() {
                 *fe = Some(s.trim().chars().take(300).collect());
             }
         }
-        self.outbox.line(self.build, s);
+        let mut buf = String::with_capacity(s.len() + 2);
+        for piece in split_long(&s) {
+            buf.push_str(piece);
+            buf.push('\n');
+        }
+        let mut f = self.file.lock().expect("poisoned");
+        if let Err(e) = f.write_all(buf.as_bytes()) {
+            tracing::error!("cannot write the build log: {e}");
+        }
+    }
+
+    /// A line written by Kiln itself rather than by a tool.
+    pub fn note(&self, s: &str) {
+        self.line(&format!("[kiln] {s}"));
     }
 
     /// The first line of the log that looked like an error, if any.
     pub fn first_error(&self) -> Option<String> {
         self.first_error.lock().expect("poisoned").clone()
-    }
-
-    /// A line written by Kiln itself rather than by a tool.
-    pub fn note(&self, s: &str) {
-        self.outbox.line(self.build, &format!("[kiln] {s}"));
-    }
-}
-
-fn kill_group(pgid: i32, sig: i32) {
-    if pgid > 0 {
-        // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
-        unsafe {
-            libc::kill(-pgid, sig);
-        }
     }
 }
 
@@ -96,51 +117,29 @@ async fn pump(reader: impl AsyncRead + Unpin, log: Log) {
     }
 }
 
-/// Runs `cmd` to its end (or until `cancel`), logging its output; returns its exit status.
-pub async fn run(
-    mut cmd: Command,
-    log: &Log,
-    cancel: &CancellationToken,
-) -> Result<ExitStatus, RunError> {
+/// Runs `cmd` to its end, logging its output; returns its exit status.
+pub async fn run(mut cmd: Command, log: &Log) -> Result<ExitStatus, RunError> {
     let program = format!("{:?}", cmd.as_std().get_program());
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| RunError::Spawn {
         program: program.clone(),
         source,
     })?;
-    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     let out = tokio::spawn(pump(child.stdout.take().expect("piped"), log.clone()));
     let err = tokio::spawn(pump(child.stderr.take().expect("piped"), log.clone()));
-    let status = tokio::select! {
-        s = child.wait() => Some(s),
-        _ = cancel.cancelled() => None,
-    };
-    let result = match status {
-        Some(s) => s.map_err(|source| RunError::Wait { program, source }),
-        None => {
-            kill_group(pgid, libc::SIGTERM);
-            if tokio::time::timeout(Duration::from_secs(10), child.wait())
-                .await
-                .is_err()
-            {
-                kill_group(pgid, libc::SIGKILL);
-                let _ = child.wait().await;
-            }
-            Err(RunError::Cancelled)
-        }
-    };
-    // Whatever the command left behind in its group goes too.
-    kill_group(pgid, libc::SIGKILL);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    let status = child
+        .wait()
+        .await
+        .map_err(|source| RunError::Wait { program, source })?;
+    // A background child still holding the pipes must not hold the build up forever.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         let _ = out.await;
         let _ = err.await;
     })
     .await;
-    result
+    Ok(status)
 }
 
 /// Describes an exit status for a person: "exit status 3" or "killed by signal 9".
@@ -150,5 +149,19 @@ pub fn describe(status: ExitStatus) -> String {
         (Some(c), _) => format!("exit status {c}"),
         (None, Some(s)) => format!("killed by signal {s}"),
         _ => status.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_split_not_cut() {
+        let s = "é".repeat(MAX_LINE);
+        let parts = split_long(&s);
+        assert_eq!(parts.concat(), s);
+        assert!(parts.iter().all(|p| p.len() <= MAX_LINE));
+        assert_eq!(split_long("short"), vec!["short"]);
     }
 }

@@ -11,11 +11,11 @@ pub const FILE: &str = "kiln.toml";
 struct Raw {
     backend: String,
     #[serde(default)]
-    script: Option<toml::Value>,
+    script: Option<ScriptOptions>,
     #[serde(default)]
-    mmdebstrap: Option<toml::Value>,
+    mmdebstrap: Option<MmdebstrapOptions>,
     #[serde(default, rename = "live-build")]
-    live_build: Option<toml::Value>,
+    live_build: Option<LiveBuildOptions>,
     /// Files the build must produce; a build without them fails, naming what is missing.
     #[serde(default)]
     outputs: Vec<String>,
@@ -117,12 +117,20 @@ pub struct Recipe {
 
 pub const BACKENDS: [&str; 3] = ["script", "mmdebstrap", "live-build"];
 
-fn section<T: serde::de::DeserializeOwned>(
-    name: &str,
-    v: Option<toml::Value>,
-) -> Result<T, String> {
-    let v = v.ok_or_else(|| format!("{FILE}: backend \"{name}\" needs a [{name}] section"))?;
-    T::deserialize(v).map_err(|e| format!("{FILE}: [{name}] {}", e.message()))
+fn section<T>(name: &str, v: Option<T>) -> Result<T, String> {
+    v.ok_or_else(|| format!("{FILE}: backend \"{name}\" needs a [{name}] section"))
+}
+
+/// "kiln.toml line 4 (`packages = "udev"`): invalid type: string "udev", expected a sequence"
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+            format!("{FILE} line {line_no} (`{line}`): {}", e.message())
+        }
+        None => format!("{FILE}: {}", e.message()),
+    }
 }
 
 fn check_branch_path(key: &str, p: &str) -> Result<(), String> {
@@ -239,7 +247,7 @@ impl MmdebstrapOptions {
 
 impl Recipe {
     pub fn parse(text: &str) -> Result<Recipe, String> {
-        let raw: Raw = toml::from_str(text).map_err(|e| format!("{FILE}: {}", e.message()))?;
+        let raw: Raw = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
         let backend = match raw.backend.as_str() {
             "script" => {
                 let o: ScriptOptions = section("script", raw.script)?;
@@ -251,14 +259,10 @@ impl Recipe {
                 o.check()?;
                 Backend::Mmdebstrap(Box::new(o))
             }
-            "live-build" => Backend::LiveBuild(match raw.live_build {
-                Some(v) => LiveBuildOptions::deserialize(v)
-                    .map_err(|e| format!("{FILE}: [live-build] {}", e.message()))?,
-                None => LiveBuildOptions {
-                    config_args: vec![],
-                    use_slave_mirror: true,
-                },
-            }),
+            "live-build" => Backend::LiveBuild(raw.live_build.unwrap_or(LiveBuildOptions {
+                config_args: vec![],
+                use_slave_mirror: true,
+            })),
             other => {
                 return Err(format!(
                     "{FILE}: unknown backend \"{other}\" (known: {})",

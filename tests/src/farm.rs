@@ -371,7 +371,48 @@ impl SlaveProc {
         }
     }
 
+    /// SIGTERMs the daemon (builds it runs carry on, to be re-adopted).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.signal(libc::SIGTERM);
+            let _ = p.0.wait();
+        }
+    }
+
+    /// Pids of build runners working in this slave's work dir (they outlive the daemon).
+    pub fn runner_pids(&self) -> Vec<i32> {
+        let needle = self.work.to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.contains("run-build") && c.contains(&needle)
+                    })
+                    .unwrap_or(false)
+            })
+            .filter(|pid| crate::alive(*pid))
+            .collect()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for SlaveProc {
+    fn drop(&mut self) {
+        self.kill9();
+        // Build runners are detached on purpose; a test must not leave them behind.
+        for pid in self.runner_pids() {
+            // SAFETY: signalling a process group we started.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
     }
 }

@@ -66,9 +66,11 @@ pub async fn request(
     )
     .await?;
     drop(conn);
-    st.hub.wake_dispatch.notify_one();
+    // Answer with the build as created, before the dispatcher can move it on.
+    let created = find(&st, id.0).await?.into_api();
     st.build_changed(id).await;
-    Ok((StatusCode::CREATED, Json(find(&st, id.0).await?.into_api())))
+    st.hub.wake_dispatch.notify_one();
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 #[derive(serde::Deserialize)]

@@ -33,6 +33,7 @@ pub fn router() -> Router<Arc<AppState>> {
             get(artifacts::download),
         )
         .route("/api/slaves", get(slaves::list).post(slaves::create))
+        .route("/api/slaves/{name}/drain", post(slaves::drain))
         .route(
             "/api/slave/builds/{id}/artifacts/{name}",
             put(artifacts::upload).layer(DefaultBodyLimit::disable()),

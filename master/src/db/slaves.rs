@@ -26,6 +26,7 @@ impl SlaveRow {
             id: SlaveId(self.id),
             name: self.name,
             online: self.online,
+            draining: false,
             arch: self.arch,
             tags: self.tags,
             backends: self.backends,
@@ -68,6 +69,13 @@ pub async fn list(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<SlaveRow>> {
 pub async fn get(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<Option<SlaveRow>> {
     sqlx::query_as(&format!("{SELECT} WHERE s.id = $1"))
         .bind(id.0)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn by_name(db: impl PgExecutor<'_>, name: &str) -> sqlx::Result<Option<SlaveRow>> {
+    sqlx::query_as(&format!("{SELECT} WHERE s.name = $1"))
+        .bind(name)
         .fetch_optional(db)
         .await
 }

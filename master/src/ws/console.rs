@@ -103,7 +103,10 @@ async fn session(st: Arc<AppState>, socket: WebSocket) {
 async fn snapshot(st: &AppState) -> Vec<ConsoleEvent> {
     let mut out = vec![];
     if let Ok(rows) = slaves::list(&st.db).await {
-        out.extend(rows.into_iter().map(|s| ConsoleEvent::Slave(s.into_api())));
+        out.extend(
+            rows.into_iter()
+                .map(|s| ConsoleEvent::Slave(st.slave_api(s))),
+        );
     }
     if let Ok(rows) = builds::list(&st.db, None, None, 100).await {
         out.extend(rows.into_iter().map(|b| ConsoleEvent::Build(b.into_api())));

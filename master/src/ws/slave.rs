@@ -249,6 +249,12 @@ async fn handle(
 ) -> Result<Vec<MasterFrame>, ProtocolError> {
     match frame {
         SlaveFrame::Hello(_) => Err(ProtocolError::Unexpected("second hello")),
+        SlaveFrame::Draining => {
+            tracing::info!(slave = %name, "slave is draining: no new builds for it");
+            st.hub.set_draining(slave);
+            st.slave_changed(slave).await;
+            Ok(vec![])
+        }
         SlaveFrame::Heartbeat { builds: held } => {
             slaves::seen(&st.db, slave).await?;
             Ok(reconcile(st, slave, &held).await?.into_iter().collect())

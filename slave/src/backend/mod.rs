@@ -5,14 +5,13 @@ pub mod live_build;
 pub mod mmdebstrap;
 pub mod script;
 
-use crate::process::{self, Log, RunError};
+use crate::process::{self, Log};
 use crate::recipe;
 use kiln_shared::BuildId;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
 /// What a backend gets to work with.
 pub struct Context {
@@ -29,7 +28,6 @@ pub struct Context {
     /// Scratch space, removed after the build.
     pub scratch: PathBuf,
     pub log: Log,
-    pub cancel: CancellationToken,
     /// The slave's configured or apt-derived mirror.
     pub mirror: Option<String>,
     /// apt options the host's apt uses that builds must share.
@@ -41,8 +39,6 @@ pub enum BackendError {
     /// The build failed; the text says why, for the person reading the build page.
     #[error("{0}")]
     Failed(String),
-    #[error("cancelled")]
-    Cancelled,
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -64,7 +60,7 @@ pub fn for_recipe(r: &recipe::Backend) -> Box<dyn Backend> {
 /// the first error line of the log.
 pub async fn step(ctx: &Context, what: &str, cmd: Command) -> Result<(), BackendError> {
     ctx.log.note(what);
-    match process::run(cmd, &ctx.log, &ctx.cancel).await {
+    match process::run(cmd, &ctx.log).await {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => Err(BackendError::Failed(format!(
             "{what} failed with {}{}",
@@ -74,7 +70,6 @@ pub async fn step(ctx: &Context, what: &str, cmd: Command) -> Result<(), Backend
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
         ))),
-        Err(RunError::Cancelled) => Err(BackendError::Cancelled),
         Err(e) => Err(BackendError::Failed(format!("{what}: {e}"))),
     }
 }

@@ -1,0 +1,133 @@
+//! The build runner: `kiln-slave run-build --dir DIR`, started by the daemon as the leader of a
+//! new session and process group, so the build outlives the daemon (a restart, an upgrade, a
+//! crash). It fetches the branch, reads `kiln.toml` and runs the backend, writing the log to
+//! `DIR/log` and its progress and result to `DIR/state.json`. Uploading and reporting are the
+//! daemon's job (`supervisor.rs`), so a runner never needs the master or its token.
+
+use crate::backend::{self, BackendError, Context};
+use crate::process::Log;
+use crate::recipe::Recipe;
+use crate::store::{BuildDir, Phase, RunnerResult, RunnerState};
+use anyhow::{Context as _, Result};
+use std::path::Path;
+
+pub fn main(dir: &Path) -> Result<()> {
+    let id = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .map(kiln_shared::BuildId)
+        .context("--dir must be a build directory (…/builds/<id>)")?;
+    let bd = BuildDir {
+        id,
+        path: dir.to_path_buf(),
+    };
+    let input = bd.read_input()?.context("input.json is missing")?;
+    let log = Log::open(&bd.log())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(run(&bd, &input, &log));
+    let result = match result {
+        Ok(()) => RunnerResult::BackendSucceeded,
+        Err(BackendError::Failed(reason)) => RunnerResult::Failed { reason },
+    };
+    let mut state = bd.read_state()?.unwrap_or(RunnerState {
+        phase: Phase::Fetching,
+        commit: None,
+        result: None,
+    });
+    state.phase = Phase::Done;
+    state.result = Some(result);
+    bd.write_state(&state)?;
+    Ok(())
+}
+
+fn fail(s: impl Into<String>) -> BackendError {
+    BackendError::Failed(s.into())
+}
+
+async fn run(
+    bd: &BuildDir,
+    input: &crate::store::RunnerInput,
+    log: &Log,
+) -> Result<(), BackendError> {
+    let job = &input.job;
+    log.note(&format!(
+        "build {} of project '{}' on slave '{}' ({})",
+        job.build, job.project, input.slave, input.arch
+    ));
+    let write_state = |phase, commit: Option<String>| {
+        bd.write_state(&RunnerState {
+            phase,
+            commit,
+            result: None,
+        })
+        .map_err(|e| fail(format!("slave cannot record the build's state: {e}")))
+    };
+    write_state(Phase::Fetching, None)?;
+    for d in [bd.src(), bd.output(), bd.scratch()] {
+        std::fs::create_dir_all(&d).map_err(|e| {
+            fail(format!(
+                "slave cannot create its work dir {}: {e}",
+                d.display()
+            ))
+        })?;
+    }
+    let commit = crate::fetch::fetch(
+        &job.branch_url,
+        &job.branch,
+        job.commit.as_deref(),
+        job.allow_file_urls,
+        &bd.src(),
+        log,
+    )
+    .await
+    .map_err(|e| fail(e.to_string()))?;
+    write_state(Phase::Running, Some(commit.clone()))?;
+
+    let recipe = Recipe::load(&bd.src()).map_err(fail)?;
+    let backend = backend::for_recipe(&recipe.backend);
+    log.note(&format!("backend: {}", backend.name()));
+    let ctx = Context {
+        build: job.build,
+        project: job.project.clone(),
+        commit,
+        release: job.release.clone(),
+        arch: input.arch.clone(),
+        src: bd.src(),
+        output: bd.output(),
+        scratch: bd.scratch(),
+        log: log.clone(),
+        mirror: input.mirror.clone(),
+        apt_options: input.apt_options.clone(),
+    };
+    backend.run(&ctx).await?;
+    // Free the space of sources and scratch now; only the outputs are still needed.
+    let _ = std::fs::remove_dir_all(bd.scratch());
+    let _ = std::fs::remove_dir_all(bd.src());
+    let missing: Vec<&String> = recipe
+        .outputs
+        .iter()
+        .filter(|o| !bd.output().join(o).is_file())
+        .collect();
+    if !missing.is_empty() {
+        let produced: Vec<String> = std::fs::read_dir(bd.output())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        return Err(fail(format!(
+            "required output '{}' was not produced (produced: {})",
+            missing[0],
+            if produced.is_empty() {
+                "nothing".into()
+            } else {
+                produced.join(", ")
+            }
+        )));
+    }
+    Ok(())
+}

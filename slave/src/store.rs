@@ -1,0 +1,211 @@
+//! The slave's local store: one directory per build under `<work dir>/builds/{id}/`, so a build
+//! outlives the daemon that started it.
+//!
+//! | file | written by | holds |
+//! |---|---|---|
+//! | `input.json` | daemon, before the runner starts | the job and what the runner needs (arch, mirror, apt options) |
+//! | `runner.json` | daemon, after spawning | the runner's pid (= its process group and session) |
+//! | `state.json` | runner | phase, commit, and at the end its result |
+//! | `daemon.json` | daemon | log lines acknowledged by the master (and the byte offset), the cancel reason, artifacts uploaded, the final outcome |
+//! | `log` | runner, then daemon | the build log, one line per line, `\n`-terminated |
+//! | `src/`, `output/`, `scratch/` | runner | the branch, the artifacts, scratch space |
+//!
+//! JSON files are replaced atomically (write to a temp file, then rename).
+
+use kiln_shared::frames::{Job, Outcome};
+use kiln_shared::BuildId;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunnerInput {
+    pub job: Job,
+    pub arch: String,
+    pub slave: String,
+    pub mirror: Option<String>,
+    pub apt_options: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Fetching,
+    Running,
+    /// The runner has finished; `result` says how.
+    Done,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunnerResult {
+    /// The backend succeeded; its files are in `output/`, waiting to be uploaded.
+    BackendSucceeded,
+    Failed {
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunnerState {
+    pub phase: Phase,
+    pub commit: Option<String>,
+    pub result: Option<RunnerResult>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DaemonRecord {
+    /// The master has stored every line before this sequence number…
+    pub acked: u64,
+    /// …which ends at this byte offset of `log`.
+    pub acked_offset: u64,
+    pub cancel_reason: Option<String>,
+    /// The master said to forget the build: stop it and report nothing.
+    pub forgotten: bool,
+    pub uploaded: Vec<String>,
+    /// The outcome, once known (kept until the master acknowledges it).
+    pub outcome: Option<Outcome>,
+}
+
+#[derive(Clone, Debug)]
+pub struct BuildDir {
+    pub id: BuildId,
+    pub path: PathBuf,
+}
+
+fn read_json<T: DeserializeOwned>(p: &Path) -> io::Result<Option<T>> {
+    match std::fs::read(p) {
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", p.display()))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_json<T: Serialize>(p: &Path, v: &T) -> io::Result<()> {
+    let tmp = p.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(v).map_err(io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, p)
+}
+
+impl BuildDir {
+    pub fn new(work_dir: &Path, id: BuildId) -> Self {
+        BuildDir {
+            id,
+            path: work_dir.join("builds").join(id.to_string()),
+        }
+    }
+
+    /// Every build directory under the work dir, oldest id first.
+    pub fn all(work_dir: &Path) -> Vec<BuildDir> {
+        let mut v: Vec<BuildDir> = std::fs::read_dir(work_dir.join("builds"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let id: i64 = e.file_name().to_str()?.parse().ok()?;
+                Some(BuildDir {
+                    id: BuildId(id),
+                    path: e.path(),
+                })
+            })
+            .collect();
+        v.sort_by_key(|b| b.id);
+        v
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.path.join("log")
+    }
+    pub fn src(&self) -> PathBuf {
+        self.path.join("src")
+    }
+    pub fn output(&self) -> PathBuf {
+        self.path.join("output")
+    }
+    pub fn scratch(&self) -> PathBuf {
+        self.path.join("scratch")
+    }
+
+    pub fn read_input(&self) -> io::Result<Option<RunnerInput>> {
+        read_json(&self.path.join("input.json"))
+    }
+    pub fn write_input(&self, v: &RunnerInput) -> io::Result<()> {
+        write_json(&self.path.join("input.json"), v)
+    }
+    pub fn read_pid(&self) -> io::Result<Option<i32>> {
+        read_json(&self.path.join("runner.json"))
+    }
+    pub fn write_pid(&self, pid: i32) -> io::Result<()> {
+        write_json(&self.path.join("runner.json"), &pid)
+    }
+    pub fn read_state(&self) -> io::Result<Option<RunnerState>> {
+        read_json(&self.path.join("state.json"))
+    }
+    pub fn write_state(&self, v: &RunnerState) -> io::Result<()> {
+        write_json(&self.path.join("state.json"), v)
+    }
+    pub fn read_record(&self) -> io::Result<DaemonRecord> {
+        Ok(read_json(&self.path.join("daemon.json"))?.unwrap_or_default())
+    }
+    pub fn write_record(&self, v: &DaemonRecord) -> io::Result<()> {
+        write_json(&self.path.join("daemon.json"), v)
+    }
+
+    pub fn remove(&self) -> io::Result<()> {
+        match std::fs::remove_dir_all(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether a process exists and has not ended (a zombie has ended).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Signals a whole process group.
+pub fn kill_group(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+/// Whether any process of the group is still there.
+pub fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0 && any_member_not_zombie(pgid)
+}
+
+fn any_member_not_zombie(pgid: i32) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let (_, rest) = s.rsplit_once(')')?;
+                    let mut f = rest.split_whitespace();
+                    let state = f.next()?;
+                    let _ppid = f.next()?;
+                    let pg: i32 = f.next()?.parse().ok()?;
+                    Some(pg == pgid && state != "Z" && state != "X")
+                })
+                .unwrap_or(false)
+        })
+}

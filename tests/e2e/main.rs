@@ -6,5 +6,6 @@ mod builds;
 mod failures;
 mod images;
 mod protocol;
+mod readoption;
 mod resilience;
 mod setup;

@@ -289,6 +289,7 @@ impl Farm {
             master: self.url.clone(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: self.dir.path().join(format!("slave-{name}.log")),
+            exe: crate::bin_dir().join("kiln-slave"),
             proc: None,
         };
         s.start();
@@ -332,6 +333,8 @@ pub struct SlaveProc {
     master: String,
     extra: Vec<String>,
     pub log: PathBuf,
+    /// The kiln-slave binary to run (tests swap it to simulate an upgrade).
+    pub exe: PathBuf,
     proc: Option<Killed>,
 }
 
@@ -342,7 +345,7 @@ impl SlaveProc {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut c = Command::new(crate::bin_dir().join("kiln-slave"));
+        let mut c = Command::new(&self.exe);
         c.args([
             "--master",
             &self.master,
@@ -363,6 +366,28 @@ impl SlaveProc {
 
     pub fn pid(&self) -> Option<i32> {
         self.proc.as_ref().map(|p| p.pid())
+    }
+
+    pub fn signal(&self, sig: i32) {
+        if let Some(p) = &self.proc {
+            p.signal(sig);
+        }
+    }
+
+    /// Waits for the daemon to exit by itself; its exit status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let p = self.proc.as_mut()?;
+        loop {
+            if let Ok(Some(s)) = p.0.try_wait() {
+                self.proc = None;
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn kill9(&mut self) {

@@ -1,0 +1,307 @@
+//! Builds outlive the slave daemon: restarts, upgrades, cut links and drains.
+
+use kiln_shared::BuildState;
+use kiln_tests::{alive, Farm, FarmOptions, GitServer, Repo};
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A build that prints numbered lines slowly, then leaves an artifact.
+fn numbered(repo: &Repo, lines: u32) {
+    repo.script_branch(
+        "main",
+        &format!(
+            "i=1\nwhile [ $i -le {lines} ]; do echo \"n=$i\"; i=$((i+1)); [ $((i % 40)) -eq 0 ] && sleep 0.2; done\necho done > \"$KILN_OUTPUT_DIR/out\""
+        ),
+    );
+}
+
+async fn assert_numbered(farm: &Farm, id: kiln_shared::BuildId, lines: u32) {
+    let log = farm.log(id).await;
+    let got: Vec<&str> = log.lines().filter(|l| l.starts_with("n=")).collect();
+    let want: Vec<String> = (1..=lines).map(|i| format!("n={i}")).collect();
+    assert_eq!(got, want, "every line once, in order");
+    assert_eq!(farm.download(id, "out").await, b"done\n");
+}
+
+fn wait_file(p: &Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(p) {
+            if let Ok(pid) = s.trim().parse() {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "{} never appeared", p.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn wait_dead(pid: i32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "{what} (pid {pid}) is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn slow_farm() -> FarmOptions {
+    // Long enough that a restart of the slave is not mistaken for a lost slave.
+    FarmOptions {
+        heartbeat_secs: 1,
+        lost_timeout_secs: 30,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn sigkilled_slave_restarts_and_the_build_finishes_with_every_line_once() {
+    let git = GitServer::start();
+    let repo = git.repo("numbers");
+    numbered(&repo, 800);
+    let farm = Farm::with(slow_farm()).await;
+    let mut slave = farm.slave("s1").await;
+    farm.project("numbers", &repo.url, "main").await;
+    let b = farm.request_build("numbers", json!({})).await;
+    farm.wait_build(b.id, Duration::from_secs(60), "streaming", |b| {
+        b.log_lines > 100
+    })
+    .await;
+    slave.kill9();
+    assert_eq!(
+        slave.runner_pids().len(),
+        1,
+        "the build runs on without its daemon"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    slave.start();
+    let done = farm.wait_ended(b.id, Duration::from_secs(90)).await;
+    assert_eq!(done.state, BuildState::Succeeded, "{:?}", done.reason);
+    assert_numbered(&farm, b.id, 800).await;
+    assert!(
+        slave.log_text().contains("re-adopted build"),
+        "{}",
+        slave.log_text()
+    );
+}
+
+#[tokio::test]
+async fn upgrading_the_slave_binary_mid_build_keeps_the_build() {
+    let git = GitServer::start();
+    let repo = git.repo("upgrade");
+    numbered(&repo, 600);
+    let farm = Farm::with(slow_farm()).await;
+    // Run the slave from a copy of the binary, as an installed package would be.
+    let v1 = farm.dir.path().join("v1/kiln-slave");
+    std::fs::create_dir_all(v1.parent().unwrap()).unwrap();
+    std::fs::copy(kiln_tests::bin_dir().join("kiln-slave"), &v1).unwrap();
+    let mut slave = farm.slave("s1").await;
+    slave.stop();
+    slave.exe = v1.clone();
+    slave.start();
+    farm.wait_slave_online("s1", true).await;
+    farm.project("upgrade", &repo.url, "main").await;
+    let b = farm.request_build("upgrade", json!({})).await;
+    farm.wait_build(b.id, Duration::from_secs(60), "streaming", |b| {
+        b.log_lines > 60
+    })
+    .await;
+    // Stop the daemon (SIGTERM, no --drain), replace the binary, start the new one.
+    slave.stop();
+    std::fs::remove_file(&v1).unwrap();
+    let v2 = farm.dir.path().join("v2/kiln-slave");
+    std::fs::create_dir_all(v2.parent().unwrap()).unwrap();
+    std::fs::copy(kiln_tests::bin_dir().join("kiln-slave"), &v2).unwrap();
+    slave.exe = v2;
+    slave.start();
+    let done = farm.wait_ended(b.id, Duration::from_secs(90)).await;
+    assert_eq!(done.state, BuildState::Succeeded, "{:?}", done.reason);
+    assert_numbered(&farm, b.id, 600).await;
+}
+
+#[tokio::test]
+async fn builds_that_end_while_the_daemon_is_down_are_reported_in_full() {
+    let git = GitServer::start();
+    let repo = git.repo("ends");
+    repo.script_branch(
+        "main",
+        "for i in $(seq 1 300); do echo \"n=$i\"; done\nsleep 2\necho 'E: the board exploded' >&2\nexit 3",
+    );
+    let farm = Farm::with(slow_farm()).await;
+    let mut slave = farm.slave("s1").await;
+    farm.project("ends", &repo.url, "main").await;
+    let b = farm.request_build("ends", json!({})).await;
+    farm.wait_build(b.id, Duration::from_secs(60), "running", |b| {
+        b.state == BuildState::Running
+    })
+    .await;
+    slave.kill9();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !slave.runner_pids().is_empty() {
+        assert!(Instant::now() < deadline, "the runner never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        farm.build(b.id).await.state,
+        BuildState::Running,
+        "nothing reported while down"
+    );
+    slave.start();
+    let done = farm.wait_ended(b.id, Duration::from_secs(60)).await;
+    assert_eq!(done.state, BuildState::Failed);
+    let reason = done.reason.unwrap();
+    assert!(
+        reason.contains("exit status 3") && reason.contains("E: the board exploded"),
+        "{reason}"
+    );
+    let log = farm.log(b.id).await;
+    assert_eq!(log.lines().filter(|l| l.starts_with("n=")).count(), 300);
+}
+
+#[tokio::test]
+async fn a_slave_cut_off_past_the_timeout_has_its_copy_stopped_and_never_reported() {
+    let git = GitServer::start();
+    let repo = git.repo("cut");
+    let farm = Farm::with(FarmOptions {
+        heartbeat_secs: 1,
+        lost_timeout_secs: 3,
+        ..Default::default()
+    })
+    .await;
+    let pidfile = farm.dir.path().join("first.pid");
+    // The first attempt hangs; once lost and requeued, the retry (KILN_BUILD_ID differs) is quick.
+    repo.script_branch(
+        "main",
+        &format!(
+            "if [ ! -e {p} ]; then echo $$ > {p}; echo first; sleep 300; fi\necho retry > \"$KILN_OUTPUT_DIR/out\"",
+            p = pidfile.display()
+        ),
+    );
+    let slave = farm.slave("s1").await;
+    farm.project("cut", &repo.url, "main").await;
+    let b = farm.request_build("cut", json!({})).await;
+    let first = wait_file(&pidfile);
+    farm.wait_build(b.id, Duration::from_secs(30), "running", |b| {
+        b.state == BuildState::Running
+    })
+    .await;
+    // Freeze the daemon: its socket goes silent, its build runs on.
+    slave.signal(libc::SIGSTOP);
+    let lost = farm
+        .wait_build(b.id, Duration::from_secs(30), "lost", |b| {
+            b.state == BuildState::Lost
+        })
+        .await;
+    assert!(lost.reason.unwrap().contains("stopped responding"));
+    assert!(
+        alive(first),
+        "the runner went on while its daemon was frozen"
+    );
+    slave.signal(libc::SIGCONT);
+    // Back: the master says forget, the slave stops its copy.
+    wait_dead(first, "the lost build's copy").await;
+    let all: Vec<kiln_shared::api::Build> = farm.get("/api/builds?project=cut").await;
+    let retry = all
+        .iter()
+        .find(|x| x.retry_of == Some(b.id))
+        .expect("requeued");
+    let retry = farm.wait_ended(retry.id, Duration::from_secs(60)).await;
+    assert_eq!(retry.state, BuildState::Succeeded, "{:?}", retry.reason);
+    assert_eq!(farm.download(retry.id, "out").await, b"retry\n");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let old = farm.build(b.id).await;
+    assert_eq!(
+        old.state,
+        BuildState::Lost,
+        "the stopped copy is never reported as the result"
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_sent_while_the_slave_is_away_takes_effect_on_return() {
+    let git = GitServer::start();
+    let repo = git.repo("away");
+    let farm = Farm::with(slow_farm()).await;
+    let pidfile = farm.dir.path().join("child.pid");
+    repo.script_branch(
+        "main",
+        &format!(
+            "sleep 300 &\necho $! > {}\necho started\nwait",
+            pidfile.display()
+        ),
+    );
+    let mut slave = farm.slave("s1").await;
+    farm.project("away", &repo.url, "main").await;
+    let b = farm.request_build("away", json!({})).await;
+    let child = wait_file(&pidfile);
+    slave.kill9();
+    let (s, v) = farm
+        .post(&format!("/api/builds/{}/cancel", b.id), json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(alive(child), "nobody could tell the slave yet");
+    slave.start();
+    wait_dead(child, "the cancelled build's process").await;
+    assert!(slave.runner_pids().is_empty());
+    assert_eq!(farm.build(b.id).await.state, BuildState::Cancelled);
+}
+
+#[tokio::test]
+async fn drain_finishes_running_builds_takes_no_new_ones_and_exits() {
+    let git = GitServer::start();
+    let repo = git.repo("drain");
+    numbered(&repo, 200);
+    let farm = Farm::with(slow_farm()).await;
+    let mut slave = farm.slave_with("s1", &["--drain"]).await;
+    farm.project("drain", &repo.url, "main").await;
+    let b1 = farm.request_build("drain", json!({})).await;
+    farm.wait_build(b1.id, Duration::from_secs(60), "running", |b| {
+        b.state == BuildState::Running
+    })
+    .await;
+    slave.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !farm
+        .slaves()
+        .await
+        .iter()
+        .any(|s| s.name == "s1" && s.draining)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the master never saw the slave draining"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let b2 = farm.request_build("drain", json!({})).await;
+    let status = slave
+        .wait_exit(Duration::from_secs(90))
+        .await
+        .expect("the draining slave exits once its build is reported");
+    assert!(status.success(), "{status:?}");
+    let b1 = farm.build(b1.id).await;
+    assert_eq!(b1.state, BuildState::Succeeded, "{:?}", b1.reason);
+    assert_numbered(&farm, b1.id, 200).await;
+    assert_eq!(
+        farm.build(b2.id).await.state,
+        BuildState::Queued,
+        "no new build for a draining slave"
+    );
+
+    // The API's drain does the same to a slave started without --drain.
+    let mut other = farm.slave("s2").await;
+    let b2 = farm.wait_ended(b2.id, Duration::from_secs(60)).await;
+    assert_eq!(b2.state, BuildState::Succeeded);
+    let (s, v) = farm.post("/api/slaves/s2/drain", json!({})).await;
+    assert_eq!(s, 202, "{v}");
+    let status = other
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("an idle slave drained through the API exits");
+    assert!(status.success());
+    let (s, _) = farm.post("/api/slaves/s2/drain", json!({})).await;
+    assert_eq!(s, 409, "draining a slave that is not connected");
+}

@@ -13,11 +13,21 @@ pub struct ConnectedSlave {
     pub conn: u64,
     pub name: String,
     pub arch: String,
+    pub emulates: Vec<String>,
     pub tags: Vec<String>,
     pub capacity: u32,
     /// Takes no new builds.
     pub draining: bool,
     tx: mpsc::UnboundedSender<MasterFrame>,
+}
+
+/// What a slave said about itself in its hello.
+pub struct SlaveInfo {
+    pub name: String,
+    pub arch: String,
+    pub emulates: Vec<String>,
+    pub tags: Vec<String>,
+    pub capacity: u32,
 }
 
 pub struct Hub {
@@ -44,17 +54,22 @@ impl Hub {
     pub fn register(
         &self,
         id: SlaveId,
-        name: String,
-        arch: String,
-        tags: Vec<String>,
-        capacity: u32,
+        info: SlaveInfo,
         tx: mpsc::UnboundedSender<MasterFrame>,
     ) -> u64 {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let SlaveInfo {
+            name,
+            arch,
+            emulates,
+            tags,
+            capacity,
+        } = info;
         let s = ConnectedSlave {
             conn,
             name,
             arch,
+            emulates,
             tags,
             capacity,
             draining: false,

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod db;
 pub mod dispatch;
 pub mod embedded_pg;
@@ -11,7 +12,11 @@ pub mod git;
 pub mod hub;
 pub mod init;
 pub mod liveness;
+pub mod retention;
+pub mod schedule;
+pub mod scheduler;
 pub mod storage;
+pub mod waiting;
 pub mod web;
 pub mod ws;
 
@@ -32,6 +37,9 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     pub storage: storage::Storage,
     pub hub: hub::Hub,
+    pub clock: Arc<dyn clock::Clock>,
+    /// Time zone of schedules that name none.
+    pub default_tz: chrono_tz::Tz,
 }
 
 impl AppState {
@@ -151,8 +159,40 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Builds the master on an open database and a bound listener.
+/// The master's default time zone: `master.timezone`, else the machine's (`TZ`, /etc/timezone,
+/// /etc/localtime), else UTC.
+pub fn default_timezone(cfg: &Config) -> Result<chrono_tz::Tz> {
+    if let Some(name) = &cfg.master.timezone {
+        return schedule::parse_timezone(name)
+            .map_err(|m| anyhow::anyhow!("config key master.timezone: {m}"));
+    }
+    let from_machine = std::env::var("TZ")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/timezone").ok())
+        .or_else(|| {
+            std::fs::read_link("/etc/localtime").ok().and_then(|p| {
+                let s = p.to_string_lossy().into_owned();
+                s.split_once("zoneinfo/").map(|(_, z)| z.to_string())
+            })
+        });
+    Ok(from_machine
+        .and_then(|z| schedule::parse_timezone(z.trim().trim_start_matches(':')).ok())
+        .unwrap_or(chrono_tz::UTC))
+}
+
+/// Builds the master on an open database and a bound listener, with the system clock.
 pub async fn build(cfg: Config, db: PgPool, listener: TcpListener) -> Result<Server> {
+    build_with_clock(cfg, db, listener, Arc::new(clock::SystemClock)).await
+}
+
+/// Builds the master with a given clock (tests set the time instead of sleeping).
+pub async fn build_with_clock(
+    cfg: Config,
+    db: PgPool,
+    listener: TcpListener,
+    clock: Arc<dyn clock::Clock>,
+) -> Result<Server> {
+    let default_tz = default_timezone(&cfg)?;
     db::migrate(&db).await?;
     db::slaves::all_offline(&db).await?;
     let storage_dir = cfg.path(&cfg.master.storage_dir);
@@ -167,10 +207,14 @@ pub async fn build(cfg: Config, db: PgPool, listener: TcpListener) -> Result<Ser
         cfg: Arc::new(cfg),
         storage,
         hub: hub::Hub::default(),
+        clock,
+        default_tz,
     });
     let background = vec![
         tokio::spawn(dispatch::run(state.clone())),
         tokio::spawn(liveness::run(state.clone())),
+        tokio::spawn(scheduler::run(state.clone())),
+        tokio::spawn(retention::run(state.clone())),
     ];
     let addr = listener.local_addr()?;
     let (tx, mut rx) = tokio::sync::watch::channel(false);

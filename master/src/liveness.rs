@@ -1,5 +1,7 @@
 //! Marks builds lost when their slave has been silent for `master.lost_timeout_secs`, records why,
-//! and queues a retry when the project allows one (`lost_retries`, default 1).
+//! and queues a retry when the project allows one (`lost_retries`, default 1). Also ends builds
+//! that ran past their project's `timeout_minutes`: failed, "timed out", and stopped on the slave
+//! (its whole process group).
 
 use crate::db::builds;
 use crate::AppState;
@@ -12,6 +14,9 @@ pub async fn run(state: Arc<AppState>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if let Err(e) = sweep(&state, timeout).await {
             tracing::warn!("liveness sweep failed: {e:#}");
+        }
+        if let Err(e) = time_out(&state).await {
+            tracing::warn!("time-out sweep failed: {e:#}");
         }
     }
 }
@@ -27,4 +32,41 @@ async fn sweep(state: &AppState, timeout: i64) -> anyhow::Result<()> {
         state.lose_build(id, &reason).await?;
     }
     Ok(())
+}
+
+/// Fails (and stops) builds running longer than their project allows, at the clock's now.
+pub async fn time_out(state: &AppState) -> anyhow::Result<usize> {
+    let now = state.clock.now();
+    let over = builds::timed_out(&state.db, now).await?;
+    for (id, slave, minutes) in &over {
+        let reason = format!("timed out after {minutes} minute(s) (the project's timeout_minutes)");
+        let t = builds::transition(
+            &state.db,
+            *id,
+            kiln_shared::BuildState::Failed,
+            builds::Change {
+                reason: Some(&reason),
+                ..Default::default()
+            },
+        )
+        .await?;
+        if let builds::Transition::Done { .. } = t {
+            tracing::warn!(build = %id, "{reason}");
+            if let Some(s) = slave {
+                state.hub.send(
+                    kiln_shared::SlaveId(*s),
+                    kiln_shared::frames::MasterFrame::Cancel {
+                        build: *id,
+                        reason: reason.clone(),
+                    },
+                );
+            }
+            let _ = state.storage.append_master_note(*id, &reason).await;
+            state.storage.close_log(*id);
+            state.build_changed(*id).await;
+            state.publish_log_end(*id);
+            state.hub.wake_dispatch.notify_one();
+        }
+    }
+    Ok(over.len())
 }

@@ -21,12 +21,15 @@ pub struct Storage {
 struct LogFile {
     file: tokio::fs::File,
     next_seq: u64,
+    bytes: u64,
 }
 
 /// Result of appending a chunk of log lines.
 pub struct Appended {
     /// The next sequence number the master expects.
     pub next_seq: u64,
+    /// Size of the stored log.
+    pub bytes: u64,
     /// Sequence number of the first line actually written (lines already stored are skipped).
     pub first_new: u64,
     pub new_lines: Vec<String>,
@@ -64,13 +67,17 @@ impl Storage {
         }
         let path = self.log_path(id);
         tokio::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).await?;
-        let next_seq = recover_line_count(&path).await?;
+        let (next_seq, bytes) = recover_line_count(&path).await?;
         let file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .await?;
-        let entry = Arc::new(tokio::sync::Mutex::new(LogFile { file, next_seq }));
+        let entry = Arc::new(tokio::sync::Mutex::new(LogFile {
+            file,
+            next_seq,
+            bytes,
+        }));
         let mut table = self.open_logs.lock().expect("log table poisoned");
         Ok(table.entry(id).or_insert(entry).clone())
     }
@@ -88,6 +95,7 @@ impl Storage {
         let next = log.next_seq;
         if first_seq > next {
             return Ok(Appended {
+                bytes: log.bytes,
                 next_seq: next,
                 first_new: next,
                 new_lines: vec![],
@@ -101,6 +109,7 @@ impl Storage {
             .collect();
         if new_lines.is_empty() {
             return Ok(Appended {
+                bytes: log.bytes,
                 next_seq: next,
                 first_new: next,
                 new_lines,
@@ -114,7 +123,9 @@ impl Storage {
         log.file.write_all(buf.as_bytes()).await?;
         log.file.flush().await?;
         log.next_seq = next + new_lines.len() as u64;
+        log.bytes += buf.len() as u64;
         Ok(Appended {
+            bytes: log.bytes,
             next_seq: log.next_seq,
             first_new: next,
             new_lines,
@@ -131,9 +142,14 @@ impl Storage {
     }
 
     pub async fn next_seq(&self, id: BuildId) -> io::Result<u64> {
+        Ok(self.log_size(id).await?.0)
+    }
+
+    /// (lines, bytes) of the stored log.
+    pub async fn log_size(&self, id: BuildId) -> io::Result<(u64, u64)> {
         let log = self.open_log(id).await?;
-        let n = log.lock().await.next_seq;
-        Ok(n)
+        let l = log.lock().await;
+        Ok((l.next_seq, l.bytes))
     }
 
     /// Forgets the open file handle of a finished build.
@@ -145,11 +161,12 @@ impl Storage {
     }
 }
 
-/// Counts complete lines, cutting off a partial last line left by a crash mid-write.
-async fn recover_line_count(path: &Path) -> io::Result<u64> {
+/// Counts complete lines (and their bytes), cutting off a partial last line left by a crash
+/// mid-write.
+async fn recover_line_count(path: &Path) -> io::Result<(u64, u64)> {
     let data = match tokio::fs::read(path).await {
         Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
         Err(e) => return Err(e),
     };
     let complete = data.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
@@ -157,7 +174,10 @@ async fn recover_line_count(path: &Path) -> io::Result<u64> {
         let f = tokio::fs::OpenOptions::new().write(true).open(path).await?;
         f.set_len(complete as u64).await?;
     }
-    Ok(data[..complete].iter().filter(|&&b| b == b'\n').count() as u64)
+    Ok((
+        data[..complete].iter().filter(|&&b| b == b'\n').count() as u64,
+        complete as u64,
+    ))
 }
 
 #[cfg(test)]

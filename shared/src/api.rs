@@ -19,9 +19,50 @@ pub struct CreateProject {
     /// How many times a build lost with its slave is queued again (default 1).
     #[serde(default)]
     pub lost_retries: Option<i32>,
+    /// Any of the settings a PATCH takes may be given at creation too.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub only_if_changed: Option<bool>,
+    #[serde(default)]
+    pub priority: Option<i32>,
+    #[serde(default)]
+    pub timeout_minutes: Option<i32>,
+    #[serde(default)]
+    pub keep_builds: Option<i32>,
+    #[serde(default)]
+    pub keep_days: Option<i32>,
+    #[serde(default)]
+    pub max_running: Option<i32>,
+    #[serde(default)]
+    pub allow_emulation: Option<bool>,
 }
 
-/// Fields absent from a PATCH keep their value.
+impl CreateProject {
+    /// The settings part, as a PATCH would carry them.
+    pub fn settings(&self) -> PatchProject {
+        PatchProject {
+            branch_url: None,
+            branch: None,
+            architecture: None,
+            tags: None,
+            lost_retries: None,
+            schedule: self.schedule.clone().map(Some),
+            timezone: self.timezone.clone().map(Some),
+            only_if_changed: self.only_if_changed,
+            priority: self.priority,
+            timeout_minutes: self.timeout_minutes.map(Some),
+            keep_builds: self.keep_builds.map(Some),
+            keep_days: self.keep_days.map(Some),
+            max_running: self.max_running.map(Some),
+            allow_emulation: self.allow_emulation,
+        }
+    }
+}
+
+/// Fields absent from a PATCH keep their value; `null` clears an optional one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatchProject {
@@ -36,6 +77,32 @@ pub struct PatchProject {
     pub tags: Option<Vec<String>>,
     #[serde(default)]
     pub lost_retries: Option<i32>,
+    /// `"daily HH:MM"` or a five-field cron expression.
+    #[serde(default, with = "double_option")]
+    pub schedule: Option<Option<String>>,
+    /// IANA time zone of the schedule; `null`: the master's.
+    #[serde(default, with = "double_option")]
+    pub timezone: Option<Option<String>>,
+    /// Scheduled builds run only when the branch moved since the last successful build.
+    #[serde(default)]
+    pub only_if_changed: Option<bool>,
+    /// Priority of the project's builds (higher first); one-off builds may set their own.
+    #[serde(default)]
+    pub priority: Option<i32>,
+    #[serde(default, with = "double_option")]
+    pub timeout_minutes: Option<Option<i32>>,
+    /// Keep the newest N builds (release builds are always kept).
+    #[serde(default, with = "double_option")]
+    pub keep_builds: Option<Option<i32>>,
+    /// Keep builds for N days (release builds are always kept).
+    #[serde(default, with = "double_option")]
+    pub keep_days: Option<Option<i32>>,
+    /// At most N builds of this project run at once.
+    #[serde(default, with = "double_option")]
+    pub max_running: Option<Option<i32>>,
+    /// Slaves that emulate the project's architecture (qemu-user) may take its builds.
+    #[serde(default)]
+    pub allow_emulation: Option<bool>,
 }
 
 /// Distinguishes "absent" (`None`) from "null" (`Some(None)`).
@@ -65,6 +132,19 @@ pub struct Project {
     pub architecture: Option<String>,
     pub tags: Vec<String>,
     pub lost_retries: i32,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub only_if_changed: bool,
+    pub priority: i32,
+    pub timeout_minutes: Option<i32>,
+    pub keep_builds: Option<i32>,
+    pub keep_days: Option<i32>,
+    pub max_running: Option<i32>,
+    pub allow_emulation: bool,
+    /// When the schedule runs next.
+    pub next_run: Option<DateTime<Utc>>,
+    /// Bytes of logs and artifacts the project's builds keep on the master.
+    pub disk_bytes: i64,
     pub created_at: DateTime<Utc>,
     /// The newest build of the project, if any.
     pub last_build: Option<BuildId>,
@@ -79,6 +159,9 @@ pub struct RequestBuild {
     /// Build this exact commit (full or abbreviated SHA).
     #[serde(default)]
     pub commit: Option<String>,
+    /// Overrides the project's priority for this build (higher first).
+    #[serde(default)]
+    pub priority: Option<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +176,13 @@ pub struct Build {
     /// The commit that was asked for, if one was.
     pub requested_commit: Option<String>,
     pub release: Option<String>,
+    /// `manual`, `schedule`, `release` or `rebuild`.
     pub trigger: String,
+    pub priority: i32,
+    /// Why a queued build still waits ("no online slave with tag imx6").
+    pub waiting_reason: Option<String>,
+    /// The build this one rebuilds (same commit).
+    pub rebuild_of: Option<BuildId>,
     pub branch_url: String,
     pub branch: String,
     pub slave: Option<String>,
@@ -138,9 +227,19 @@ pub struct Slave {
     pub tags: Vec<String>,
     pub backends: Vec<String>,
     pub capacity: i32,
+    /// Foreign architectures it runs through emulation.
+    #[serde(default)]
+    pub emulates: Vec<String>,
     pub version: Option<String>,
     pub last_seen: Option<DateTime<Utc>>,
     pub builds: Vec<BuildId>,
+}
+
+/// What the console offers users to choose from: from the configuration, else from the slaves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalog {
+    pub architectures: Vec<String>,
+    pub series: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

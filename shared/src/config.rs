@@ -51,6 +51,16 @@ pub struct MasterConfig {
     pub log_chunk_bytes: u32,
     /// How many times a lost build is queued again unless the project says otherwise.
     pub lost_retries: i32,
+    /// Time zone of schedules that name none (IANA); default: the machine's, else UTC.
+    pub timezone: Option<String>,
+    /// A scheduled time missed while the master was down runs once at start (never once per slot).
+    pub catch_up_missed: bool,
+    /// Seconds between retention passes.
+    pub retention_interval_secs: u32,
+    /// Architectures offered to users; default: those the slaves have.
+    pub architectures: Vec<String>,
+    /// Distribution series offered to users.
+    pub series: Vec<String>,
 }
 
 impl Default for MasterConfig {
@@ -65,6 +75,11 @@ impl Default for MasterConfig {
             lost_timeout_secs: 30,
             log_chunk_bytes: 64 * 1024,
             lost_retries: 1,
+            timezone: None,
+            catch_up_missed: true,
+            retention_interval_secs: 600,
+            architectures: vec![],
+            series: vec![],
         }
     }
 }
@@ -230,6 +245,9 @@ impl Config {
         }
         if !(0..=10).contains(&m.lost_retries) {
             return invalid("master.lost_retries", "must be between 0 and 10");
+        }
+        if m.retention_interval_secs == 0 {
+            return invalid("master.retention_interval_secs", "must be at least 1");
         }
         if let Some(h) = &m.admin_token_sha256 {
             if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {

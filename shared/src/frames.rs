@@ -68,6 +68,8 @@ pub struct Hello {
     pub version: String,
     /// Builds the slave holds right now (after a reconnect or a restart).
     pub builds: Vec<HeldBuild>,
+    /// Foreign architectures it can run through emulation (qemu-user binfmt).
+    pub emulates: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -181,6 +181,7 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
         capacity: s.capacity,
         version: env!("CARGO_PKG_VERSION").into(),
         builds: env.outbox.held(),
+        emulates: crate::machine::emulated_arches(),
     });
     sink.send(send(&hello)?).await.map_err(transient)?;
     let cadence = match tokio::time::timeout(Duration::from_secs(15), stream.next()).await {

@@ -154,6 +154,18 @@ pub fn binfmt_name(arch: &str) -> Option<&'static str> {
     })
 }
 
+/// Foreign architectures this machine can run through an enabled qemu-user binfmt entry.
+pub fn emulated_arches() -> Vec<String> {
+    let native = native_arch();
+    [
+        "arm64", "armhf", "armel", "riscv64", "ppc64el", "s390x", "amd64",
+    ]
+    .into_iter()
+    .filter(|a| *a != native && can_run_arch(a).is_ok())
+    .map(str::to_string)
+    .collect()
+}
+
 /// Whether this machine can run binaries of `arch` (natively or through an enabled binfmt).
 pub fn can_run_arch(arch: &str) -> Result<(), String> {
     let native = native_arch();

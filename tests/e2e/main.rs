@@ -6,6 +6,7 @@ mod builds;
 mod failures;
 mod images;
 mod protocol;
+mod queue;
 mod readoption;
 mod resilience;
 mod setup;

@@ -38,6 +38,7 @@ async fn hello(ws: &mut Ws, name: &str) {
         capacity: 1,
         version: "test".into(),
         builds: vec![],
+        emulates: vec![],
     });
     ws.send(Message::Binary(codec::encode(&h).unwrap().into()))
         .await

@@ -41,6 +41,8 @@ pub struct Farm {
     pub poll: Duration,
     config: PathBuf,
     master: Option<Killed>,
+    /// An in-process master (see `Farm::in_process`).
+    pub server: Option<kiln_master::Server>,
     /// Lines the master printed (stdout and stderr), for failure messages.
     master_log: PathBuf,
 }
@@ -118,8 +120,52 @@ impl Farm {
             poll: Duration::from_millis(50),
             config,
             master: Some(master),
+            server: None,
             master_log,
         }
+    }
+
+    /// A master running inside the test process, on the given clock, so a test can drive the
+    /// scheduler, time-outs and retention at chosen times (`farm.state()`).
+    pub async fn in_process(
+        o: FarmOptions,
+        clock: std::sync::Arc<dyn kiln_master::clock::Clock>,
+    ) -> Farm {
+        let dir = crate::tempdir("kiln-farm-");
+        let token = "kiln_a_test_admin_token".to_string();
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+        let url = Postgres::shared().new_database();
+        let config = dir.path().join("kiln.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 1\n[master]\nadmin_token_sha256 = \"{hash}\"\nheartbeat_secs = {}\nlost_timeout_secs = {}\nlost_retries = {}\ntimezone = \"UTC\"\n{}\n[database]\nurl = \"{url}\"\nmax_connections = 8\n",
+                o.heartbeat_secs, o.lost_timeout_secs, o.lost_retries, o.extra_master_toml
+            ),
+        )
+        .unwrap();
+        let cfg = kiln_shared::config::Config::load(&config).expect("config");
+        let (pool, _) = kiln_master::open_database(&cfg).await.expect("database");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = kiln_master::build_with_clock(cfg, pool, listener, clock)
+            .await
+            .expect("master");
+        Farm {
+            url: format!("http://{}", server.addr),
+            token,
+            http: reqwest::Client::new(),
+            poll: Duration::from_millis(50),
+            master_log: dir.path().join("master.log"),
+            dir,
+            config,
+            master: None,
+            server: Some(server),
+        }
+    }
+
+    /// The in-process master's state.
+    pub fn state(&self) -> &kiln_master::AppState {
+        &self.server.as_ref().expect("an in-process farm").state
     }
 
     pub fn master_log(&self) -> String {

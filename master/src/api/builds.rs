@@ -62,6 +62,8 @@ pub async fn request(
             branch: &p.branch,
             retry_of: None,
             attempt: 0,
+            priority: req.priority.unwrap_or(p.priority),
+            rebuild_of: None,
         },
     )
     .await?;
@@ -168,4 +170,40 @@ pub async fn log(
         Err(e) => return Err(e.into()),
     };
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+/// `POST /api/builds/{id}/rebuild`: a new build of exactly the commit that build built.
+pub async fn rebuild(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Path(id): Path<i64>,
+) -> ApiResult<(StatusCode, Json<Build>)> {
+    let old = find(&st, id).await?;
+    let commit = old.commit_sha.clone().or(old.requested_commit.clone()).ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "build {id} never fetched its branch, so there is no commit to rebuild; request a new build instead"
+        ))
+    })?;
+    let mut conn = st.db.acquire().await?;
+    let new = builds::insert(
+        &mut conn,
+        NewBuild {
+            project_id: old.project_id,
+            trigger: "rebuild",
+            release: None,
+            requested_commit: Some(&commit),
+            branch_url: &old.branch_url,
+            branch: &old.branch,
+            retry_of: None,
+            attempt: 0,
+            priority: old.priority,
+            rebuild_of: Some(BuildId(id)),
+        },
+    )
+    .await?;
+    drop(conn);
+    let created = find(&st, new.0).await?.into_api();
+    st.build_changed(new).await;
+    st.hub.wake_dispatch.notify_one();
+    Ok((StatusCode::CREATED, Json(created)))
 }

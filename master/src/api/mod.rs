@@ -26,6 +26,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/builds", get(builds::list))
         .route("/api/builds/{id}", get(builds::show))
         .route("/api/builds/{id}/cancel", post(builds::cancel))
+        .route("/api/builds/{id}/rebuild", post(builds::rebuild))
+        .route("/api/catalog", get(catalog))
         .route("/api/builds/{id}/log", get(builds::log))
         .route("/api/builds/{id}/artifacts", get(artifacts::list))
         .route(
@@ -38,6 +40,23 @@ pub fn router() -> Router<Arc<AppState>> {
             "/api/slave/builds/{id}/artifacts/{name}",
             put(artifacts::upload).layer(DefaultBodyLimit::disable()),
         )
+}
+
+/// What users may pick from: the configured lists, else what the slaves offer.
+async fn catalog(
+    axum::extract::State(st): axum::extract::State<Arc<AppState>>,
+    _: crate::auth::Admin,
+) -> crate::error::ApiResult<Json<kiln_shared::api::Catalog>> {
+    let m = &st.cfg.master;
+    let architectures = if m.architectures.is_empty() {
+        crate::db::slaves::architectures(&st.db).await?
+    } else {
+        m.architectures.clone()
+    };
+    Ok(Json(kiln_shared::api::Catalog {
+        architectures,
+        series: m.series.clone(),
+    }))
 }
 
 async fn health() -> Json<Health> {

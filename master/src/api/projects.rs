@@ -3,6 +3,7 @@
 use crate::auth::Admin;
 use crate::db::projects::{self, NewProject, ProjectRow};
 use crate::error::{ApiError, ApiResult};
+use crate::schedule::{parse_timezone, Schedule};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -47,6 +48,61 @@ fn check_retries(n: i32) -> ApiResult<()> {
     }
 }
 
+fn check_range(field: &'static str, v: Option<i32>, lo: i32, hi: i32) -> ApiResult<()> {
+    match v {
+        Some(n) if !(lo..=hi).contains(&n) => Err(ApiError::invalid(
+            field,
+            format!("{field} must be between {lo} and {hi} (or null to clear it)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks the settings of a create or PATCH; returns the new `next_run` when the schedule or its
+/// time zone changes (`Some(None)`: no schedule any more).
+fn check_settings(
+    st: &AppState,
+    current: Option<&ProjectRow>,
+    patch: &PatchProject,
+) -> ApiResult<Option<Option<chrono::DateTime<chrono::Utc>>>> {
+    if let Some(Some(text)) = &patch.schedule {
+        Schedule::parse(text).map_err(|m| ApiError::invalid("schedule", m))?;
+    }
+    if let Some(Some(tz)) = &patch.timezone {
+        parse_timezone(tz).map_err(|m| ApiError::invalid("timezone", m))?;
+    }
+    check_range("priority", patch.priority, -1000, 1000)?;
+    check_range(
+        "timeout_minutes",
+        patch.timeout_minutes.flatten(),
+        1,
+        7 * 24 * 60,
+    )?;
+    check_range("keep_builds", patch.keep_builds.flatten(), 1, 1_000_000)?;
+    check_range("keep_days", patch.keep_days.flatten(), 1, 36_500)?;
+    check_range("max_running", patch.max_running.flatten(), 1, 10_000)?;
+    if patch.schedule.is_none() && patch.timezone.is_none() {
+        return Ok(None);
+    }
+    let schedule = match &patch.schedule {
+        Some(v) => v.clone(),
+        None => current.and_then(|p| p.schedule.clone()),
+    };
+    let tz = match &patch.timezone {
+        Some(Some(t)) => parse_timezone(t).map_err(|m| ApiError::invalid("timezone", m))?,
+        Some(None) => st.default_tz,
+        None => current
+            .and_then(|p| p.timezone.as_deref())
+            .and_then(|t| parse_timezone(t).ok())
+            .unwrap_or(st.default_tz),
+    };
+    Ok(Some(crate::scheduler::next_run(
+        schedule.as_deref(),
+        tz,
+        st.clock.now(),
+    )))
+}
+
 pub fn url_policy(st: &AppState) -> UrlPolicy {
     UrlPolicy {
         allow_file: st.cfg.master.allow_file_urls,
@@ -72,10 +128,12 @@ pub async fn create(
     if let Some(a) = &req.architecture {
         check_arch(a)?;
     }
-    let tags = req.tags.unwrap_or_default();
+    let tags = req.tags.clone().unwrap_or_default();
     check_tags(&tags)?;
     let lost_retries = req.lost_retries.unwrap_or(st.cfg.master.lost_retries);
     check_retries(lost_retries)?;
+    let settings = req.settings();
+    let next_run = check_settings(&st, None, &settings)?;
     let inserted = projects::insert(
         &st.db,
         NewProject {
@@ -94,6 +152,8 @@ pub async fn create(
             req.name
         )));
     }
+    let p = find(&st, &req.name).await?;
+    projects::update(&st.db, p.id, &settings, next_run).await?;
     let p = find(&st, &req.name).await?;
     Ok((StatusCode::CREATED, Json(p.into_api())))
 }
@@ -133,7 +193,8 @@ pub async fn update(
     if let Some(n) = patch.lost_retries {
         check_retries(n)?;
     }
-    projects::update(&st.db, p.id, &patch).await?;
+    let next_run = check_settings(&st, Some(&p), &patch)?;
+    projects::update(&st.db, p.id, &patch, next_run).await?;
     Ok(Json(find(&st, &name).await?.into_api()))
 }
 

@@ -14,6 +14,9 @@ pub struct BuildRow {
     pub state: String,
     pub reason: Option<String>,
     pub trigger: String,
+    pub priority: i32,
+    pub waiting_reason: Option<String>,
+    pub rebuild_of: Option<i64>,
     pub release: Option<String>,
     pub requested_commit: Option<String>,
     pub commit_sha: Option<String>,
@@ -46,6 +49,13 @@ impl BuildRow {
             requested_commit: self.requested_commit,
             release: self.release,
             trigger: self.trigger,
+            priority: self.priority,
+            waiting_reason: if self.state == "queued" {
+                self.waiting_reason
+            } else {
+                None
+            },
+            rebuild_of: self.rebuild_of.map(BuildId),
             branch_url: self.branch_url,
             branch: self.branch,
             slave: self.slave,
@@ -60,7 +70,7 @@ impl BuildRow {
 }
 
 const SELECT: &str = "SELECT b.id, b.project_id, p.name AS project, b.state, b.reason, b.trigger,
-        b.release, b.requested_commit, b.commit_sha, b.branch_url, b.branch, b.slave_id,
+        b.priority, b.waiting_reason, b.rebuild_of, b.release, b.requested_commit, b.commit_sha, b.branch_url, b.branch, b.slave_id,
         s.name AS slave, b.retry_of, b.attempt, b.log_lines, b.created_at, b.dispatched_at,
         b.started_at, b.finished_at
     FROM builds b JOIN projects p ON p.id = b.project_id LEFT JOIN slaves s ON s.id = b.slave_id";
@@ -74,13 +84,15 @@ pub struct NewBuild<'a> {
     pub branch: &'a str,
     pub retry_of: Option<BuildId>,
     pub attempt: i32,
+    pub priority: i32,
+    pub rebuild_of: Option<BuildId>,
 }
 
 pub async fn insert(db: &mut PgConnection, b: NewBuild<'_>) -> sqlx::Result<BuildId> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO builds (project_id, state, trigger, release, requested_commit, branch_url,
-                             branch, retry_of, attempt)
-         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                             branch, retry_of, attempt, priority, rebuild_of)
+         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
     )
     .bind(b.project_id)
     .bind(b.trigger)
@@ -90,6 +102,8 @@ pub async fn insert(db: &mut PgConnection, b: NewBuild<'_>) -> sqlx::Result<Buil
     .bind(b.branch)
     .bind(b.retry_of.map(|b| b.0))
     .bind(b.attempt)
+    .bind(b.priority)
+    .bind(b.rebuild_of.map(|b| b.0))
     .fetch_one(&mut *db)
     .await?;
     sqlx::query("INSERT INTO build_events (build_id, to_state, reason) VALUES ($1, 'queued', $2)")
@@ -144,35 +158,58 @@ pub async fn active_for_slave(
         .collect())
 }
 
+/// What a slave offers, for matching builds to it.
+pub struct SlaveOffer<'a> {
+    pub id: SlaveId,
+    pub arch: &'a str,
+    pub emulates: &'a [String],
+    pub tags: &'a [String],
+}
+
 /// Claims the next queued build this slave can take, in the caller's transaction: the row is
 /// locked with `FOR UPDATE SKIP LOCKED`, so two dispatchers never claim the same build.
+///
+/// Order: highest priority first; among equal priorities the project that was served longest ago
+/// (so one project's 50 queued builds do not starve another's one); then first in, first out.
+/// A project at its `max_running` limit is skipped. Architecture: the slave's own, or one it
+/// emulates when the project allows emulation.
 pub async fn claim_next(
     tx: &mut PgConnection,
-    slave: SlaveId,
-    arch: &str,
-    tags: &[String],
+    slave: &SlaveOffer<'_>,
 ) -> sqlx::Result<Option<BuildRow>> {
-    let id: Option<i64> = sqlx::query_scalar(
-        "SELECT b.id FROM builds b JOIN projects p ON p.id = b.project_id
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT b.id, b.project_id FROM builds b JOIN projects p ON p.id = b.project_id
          WHERE b.state = 'queued'
-           AND (p.architecture IS NULL OR p.architecture = $1)
-           AND p.tags <@ $2
-         ORDER BY b.priority DESC, b.id
+           AND (p.architecture IS NULL OR p.architecture = $1
+                OR (p.allow_emulation AND p.architecture = ANY($2)))
+           AND p.tags <@ $3
+           AND (p.max_running IS NULL OR p.max_running >
+                (SELECT count(*) FROM builds r
+                 WHERE r.project_id = p.id AND r.state IN ('dispatched','running')))
+         ORDER BY b.priority DESC, p.last_dispatched_at ASC NULLS FIRST, b.id
          LIMIT 1
          FOR UPDATE OF b SKIP LOCKED",
     )
-    .bind(arch)
-    .bind(tags)
+    .bind(slave.arch)
+    .bind(slave.emulates)
+    .bind(slave.tags)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(id) = id else { return Ok(None) };
+    let Some((id, project)) = row else {
+        return Ok(None);
+    };
     sqlx::query(
-        "UPDATE builds SET state = 'dispatched', slave_id = $2, dispatched_at = now() WHERE id = $1",
+        "UPDATE builds SET state = 'dispatched', slave_id = $2, dispatched_at = now(),
+             waiting_reason = NULL WHERE id = $1",
     )
     .bind(id)
-    .bind(slave.0)
+    .bind(slave.id.0)
     .execute(&mut *tx)
     .await?;
+    sqlx::query("UPDATE projects SET last_dispatched_at = clock_timestamp() WHERE id = $1")
+        .bind(project)
+        .execute(&mut *tx)
+        .await?;
     record_event(
         &mut *tx,
         BuildId(id),
@@ -182,6 +219,95 @@ pub async fn claim_next(
     )
     .await?;
     get(&mut *tx, BuildId(id)).await
+}
+
+/// A queued build with what its project asks of a slave.
+#[derive(Debug, Clone, FromRow)]
+pub struct Waiting {
+    pub id: i64,
+    pub waiting_reason: Option<String>,
+    pub architecture: Option<String>,
+    pub allow_emulation: bool,
+    pub tags: Vec<String>,
+    pub max_running: Option<i32>,
+    pub running: i64,
+}
+
+pub async fn waiting(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<Waiting>> {
+    sqlx::query_as(
+        "SELECT b.id, b.waiting_reason, p.architecture, p.allow_emulation, p.tags, p.max_running,
+                (SELECT count(*) FROM builds r WHERE r.project_id = p.id
+                   AND r.state IN ('dispatched','running')) AS running
+         FROM builds b JOIN projects p ON p.id = b.project_id
+         WHERE b.state = 'queued' ORDER BY b.priority DESC, b.id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn set_waiting_reason(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    reason: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE builds SET waiting_reason = $2 WHERE id = $1 AND state = 'queued'")
+        .bind(id)
+        .bind(reason)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// Running builds past their project's `timeout_minutes` at `now`.
+pub async fn timed_out(
+    db: impl PgExecutor<'_>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Vec<(BuildId, Option<i64>, i32)>> {
+    let rows: Vec<(i64, Option<i64>, i32)> = sqlx::query_as(
+        "SELECT b.id, b.slave_id, p.timeout_minutes FROM builds b JOIN projects p ON p.id = b.project_id
+         WHERE b.state IN ('dispatched','running') AND p.timeout_minutes IS NOT NULL
+           AND COALESCE(b.started_at, b.dispatched_at) + make_interval(mins => p.timeout_minutes) < $1",
+    )
+    .bind(now)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, s, m)| (BuildId(id), s, m))
+        .collect())
+}
+
+/// Ended builds that the project's retention no longer keeps: beyond the newest `keep_builds`,
+/// or finished more than `keep_days` ago. Release builds are always kept.
+pub async fn expired(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> sqlx::Result<Vec<BuildId>> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "WITH ranked AS (
+            SELECT b.id, b.state, b.release, b.finished_at, p.keep_builds, p.keep_days,
+                   row_number() OVER (PARTITION BY b.project_id ORDER BY b.id DESC) AS n
+            FROM builds b JOIN projects p ON p.id = b.project_id
+            WHERE p.keep_builds IS NOT NULL OR p.keep_days IS NOT NULL)
+         SELECT id FROM ranked
+         WHERE release IS NULL
+           AND state IN ('succeeded','failed','cancelled','lost')
+           AND ((keep_builds IS NOT NULL AND n > keep_builds)
+             OR (keep_days IS NOT NULL AND finished_at < $1 - make_interval(days => keep_days)))
+         ORDER BY id",
+    )
+    .bind(now)
+    .fetch_all(db)
+    .await?;
+    Ok(ids.into_iter().map(BuildId).collect())
+}
+
+pub async fn delete(db: impl PgExecutor<'_>, id: BuildId) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM builds WHERE id = $1 AND state IN ('succeeded','failed','cancelled','lost')",
+    )
+    .bind(id.0)
+    .execute(db)
+    .await
+    .map(|_| ())
 }
 
 async fn record_event(
@@ -298,6 +424,7 @@ pub async fn mark_lost(pool: &PgPool, id: BuildId, reason: &str) -> sqlx::Result
     #[derive(FromRow)]
     struct Retry {
         project_id: i64,
+        priority: i32,
         trigger: String,
         release: Option<String>,
         requested_commit: Option<String>,
@@ -307,7 +434,7 @@ pub async fn mark_lost(pool: &PgPool, id: BuildId, reason: &str) -> sqlx::Result
         lost_retries: i32,
     }
     let r: Retry = sqlx::query_as(
-        "SELECT b.project_id, b.trigger, b.release, b.requested_commit, b.branch_url, b.branch,
+        "SELECT b.project_id, b.priority, b.trigger, b.release, b.requested_commit, b.branch_url, b.branch,
                 b.attempt, p.lost_retries
          FROM builds b JOIN projects p ON p.id = b.project_id WHERE b.id = $1",
     )
@@ -327,6 +454,8 @@ pub async fn mark_lost(pool: &PgPool, id: BuildId, reason: &str) -> sqlx::Result
                     branch: &r.branch,
                     retry_of: Some(id),
                     attempt: r.attempt + 1,
+                    priority: r.priority,
+                    rebuild_of: None,
                 },
             )
             .await?,
@@ -357,10 +486,16 @@ pub async fn held_by_silent_slaves(
         .collect())
 }
 
-pub async fn set_log_lines(db: impl PgExecutor<'_>, id: BuildId, n: u64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE builds SET log_lines = $2 WHERE id = $1")
+pub async fn set_log_lines(
+    db: impl PgExecutor<'_>,
+    id: BuildId,
+    n: u64,
+    bytes: u64,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE builds SET log_lines = $2, log_bytes = $3 WHERE id = $1")
         .bind(id.0)
         .bind(n as i64)
+        .bind(bytes as i64)
         .execute(db)
         .await
         .map(|_| ())

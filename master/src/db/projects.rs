@@ -14,6 +14,17 @@ pub struct ProjectRow {
     pub architecture: Option<String>,
     pub tags: Vec<String>,
     pub lost_retries: i32,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub only_if_changed: bool,
+    pub priority: i32,
+    pub timeout_minutes: Option<i32>,
+    pub keep_builds: Option<i32>,
+    pub keep_days: Option<i32>,
+    pub max_running: Option<i32>,
+    pub allow_emulation: bool,
+    pub next_run: Option<DateTime<Utc>>,
+    pub disk_bytes: i64,
     pub created_at: DateTime<Utc>,
     pub last_build: Option<i64>,
     pub last_state: Option<String>,
@@ -28,6 +39,17 @@ impl ProjectRow {
             architecture: self.architecture,
             tags: self.tags,
             lost_retries: self.lost_retries,
+            schedule: self.schedule,
+            timezone: self.timezone,
+            only_if_changed: self.only_if_changed,
+            priority: self.priority,
+            timeout_minutes: self.timeout_minutes,
+            keep_builds: self.keep_builds,
+            keep_days: self.keep_days,
+            max_running: self.max_running,
+            allow_emulation: self.allow_emulation,
+            next_run: self.next_run,
+            disk_bytes: self.disk_bytes,
             created_at: self.created_at,
             last_build: self.last_build.map(BuildId),
             last_state: self.last_state.and_then(|s| s.parse::<BuildState>().ok()),
@@ -36,7 +58,13 @@ impl ProjectRow {
 }
 
 const SELECT: &str = "SELECT p.id, p.name, p.branch_url, p.branch, p.architecture, p.tags,
-        p.lost_retries, p.created_at, lb.id AS last_build, lb.state AS last_state
+        p.lost_retries, p.schedule, p.timezone, p.only_if_changed, p.priority, p.timeout_minutes,
+        p.keep_builds, p.keep_days, p.max_running, p.allow_emulation, p.next_run,
+        (COALESCE((SELECT sum(a.size) FROM artifacts a JOIN builds b ON b.id = a.build_id
+                   WHERE b.project_id = p.id), 0)
+         + COALESCE((SELECT sum(b.log_bytes) FROM builds b WHERE b.project_id = p.id), 0))::bigint
+            AS disk_bytes,
+        p.created_at, lb.id AS last_build, lb.state AS last_state
     FROM projects p
     LEFT JOIN LATERAL (SELECT b.id, b.state FROM builds b WHERE b.project_id = p.id
                        ORDER BY b.id DESC LIMIT 1) lb ON true";
@@ -79,15 +107,38 @@ pub async fn get(db: impl PgExecutor<'_>, name: &str) -> sqlx::Result<Option<Pro
         .await
 }
 
-/// Applies the fields present in `patch` (already validated).
-pub async fn update(db: impl PgExecutor<'_>, id: i64, patch: &PatchProject) -> sqlx::Result<()> {
+pub async fn get_by_id(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<ProjectRow>> {
+    sqlx::query_as(&format!("{SELECT} WHERE p.id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Applies the fields present in `patch` (already validated). `next_run` is the caller's
+/// recomputation when the schedule or time zone changed.
+pub async fn update(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    patch: &PatchProject,
+    next_run: Option<Option<DateTime<Utc>>>,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE projects SET
             branch_url = COALESCE($2, branch_url),
             branch = COALESCE($3, branch),
             architecture = CASE WHEN $4 THEN $5 ELSE architecture END,
             tags = COALESCE($6, tags),
-            lost_retries = COALESCE($7, lost_retries)
+            lost_retries = COALESCE($7, lost_retries),
+            schedule = CASE WHEN $8 THEN $9 ELSE schedule END,
+            timezone = CASE WHEN $10 THEN $11 ELSE timezone END,
+            only_if_changed = COALESCE($12, only_if_changed),
+            priority = COALESCE($13, priority),
+            timeout_minutes = CASE WHEN $14 THEN $15 ELSE timeout_minutes END,
+            keep_builds = CASE WHEN $16 THEN $17 ELSE keep_builds END,
+            keep_days = CASE WHEN $18 THEN $19 ELSE keep_days END,
+            max_running = CASE WHEN $20 THEN $21 ELSE max_running END,
+            allow_emulation = COALESCE($22, allow_emulation),
+            next_run = CASE WHEN $23 THEN $24 ELSE next_run END
          WHERE id = $1",
     )
     .bind(id)
@@ -97,6 +148,23 @@ pub async fn update(db: impl PgExecutor<'_>, id: i64, patch: &PatchProject) -> s
     .bind(patch.architecture.clone().flatten())
     .bind(patch.tags.as_deref())
     .bind(patch.lost_retries)
+    .bind(patch.schedule.is_some())
+    .bind(patch.schedule.clone().flatten())
+    .bind(patch.timezone.is_some())
+    .bind(patch.timezone.clone().flatten())
+    .bind(patch.only_if_changed)
+    .bind(patch.priority)
+    .bind(patch.timeout_minutes.is_some())
+    .bind(patch.timeout_minutes.flatten())
+    .bind(patch.keep_builds.is_some())
+    .bind(patch.keep_builds.flatten())
+    .bind(patch.keep_days.is_some())
+    .bind(patch.keep_days.flatten())
+    .bind(patch.max_running.is_some())
+    .bind(patch.max_running.flatten())
+    .bind(patch.allow_emulation)
+    .bind(next_run.is_some())
+    .bind(next_run.flatten())
     .execute(db)
     .await
     .map(|_| ())
@@ -108,4 +176,47 @@ pub async fn delete(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
         .execute(db)
         .await
         .map(|_| ())
+}
+
+/// Projects whose schedule is due at `now`, locked for this scheduler pass.
+pub async fn due(tx: &mut sqlx::PgConnection, now: DateTime<Utc>) -> sqlx::Result<Vec<ProjectRow>> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM projects WHERE schedule IS NOT NULL AND next_run <= $1
+         ORDER BY next_run FOR UPDATE SKIP LOCKED",
+    )
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out = vec![];
+    for id in ids {
+        if let Some(p) = get_by_id(&mut *tx, id).await? {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn set_next_run(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    next: Option<DateTime<Utc>>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE projects SET next_run = $2 WHERE id = $1")
+        .bind(id)
+        .bind(next)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// The commit of the project's newest successful build.
+pub async fn last_good_commit(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT commit_sha FROM builds WHERE project_id = $1 AND state = 'succeeded'
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+    .map(Option::flatten)
 }

@@ -15,6 +15,7 @@ pub struct SlaveRow {
     pub tags: Vec<String>,
     pub backends: Vec<String>,
     pub capacity: i32,
+    pub emulates: Vec<String>,
     pub version: Option<String>,
     pub last_seen: Option<DateTime<Utc>>,
     pub builds: Vec<i64>,
@@ -31,6 +32,7 @@ impl SlaveRow {
             tags: self.tags,
             backends: self.backends,
             capacity: self.capacity,
+            emulates: self.emulates,
             version: self.version,
             last_seen: self.last_seen,
             builds: self.builds.into_iter().map(BuildId).collect(),
@@ -39,7 +41,7 @@ impl SlaveRow {
 }
 
 const SELECT: &str = "SELECT s.id, s.name, s.enabled, s.online, s.arch, s.tags, s.backends,
-        s.capacity, s.version, s.last_seen,
+        s.capacity, s.emulates, s.version, s.last_seen,
         ARRAY(SELECT b.id FROM builds b WHERE b.slave_id = s.id
               AND b.state IN ('dispatched','running') ORDER BY b.id) AS builds
     FROM slaves s";
@@ -94,7 +96,7 @@ pub async fn by_token(
 pub async fn came_online(db: impl PgExecutor<'_>, id: SlaveId, h: &Hello) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE slaves SET online = true, last_seen = now(), arch = $2, tags = $3,
-             backends = $4, capacity = $5, version = $6 WHERE id = $1",
+             backends = $4, capacity = $5, version = $6, emulates = $7 WHERE id = $1",
     )
     .bind(id.0)
     .bind(&h.arch)
@@ -102,6 +104,7 @@ pub async fn came_online(db: impl PgExecutor<'_>, id: SlaveId, h: &Hello) -> sql
     .bind(&h.backends)
     .bind(h.capacity as i32)
     .bind(&h.version)
+    .bind(&h.emulates)
     .execute(db)
     .await
     .map(|_| ())
@@ -129,4 +132,14 @@ pub async fn all_offline(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
         .execute(db)
         .await
         .map(|_| ())
+}
+
+/// Architectures the slaves have (natively or emulated), for the catalog.
+pub async fn architectures(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT a FROM (SELECT arch AS a FROM slaves WHERE arch IS NOT NULL
+                                 UNION SELECT unnest(emulates) FROM slaves) x ORDER BY a",
+    )
+    .fetch_all(db)
+    .await
 }

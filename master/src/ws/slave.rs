@@ -129,10 +129,13 @@ async fn session(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let conn = st.hub.register(
         id,
-        name.clone(),
-        hello.arch.clone(),
-        hello.tags.clone(),
-        hello.capacity,
+        crate::hub::SlaveInfo {
+            name: name.clone(),
+            arch: hello.arch.clone(),
+            emulates: hello.emulates.clone(),
+            tags: hello.tags.clone(),
+            capacity: hello.capacity,
+        },
         tx,
     );
     tracing::info!(slave = %name, arch = %hello.arch, held = hello.builds.len(), "slave connected");
@@ -301,7 +304,7 @@ async fn handle(
             }
             let a = st.storage.append_log(build, first_seq, &lines).await?;
             if !a.new_lines.is_empty() {
-                builds::set_log_lines(&st.db, build, a.next_seq).await?;
+                builds::set_log_lines(&st.db, build, a.next_seq, a.bytes).await?;
                 st.hub.publish(kiln_shared::frames::ConsoleEvent::LogLines {
                     build,
                     first_seq: a.first_new,
@@ -331,7 +334,7 @@ async fn handle(
             outcome,
             log_lines,
         } => {
-            let stored = st.storage.next_seq(build).await?;
+            let (stored, stored_bytes) = st.storage.log_size(build).await?;
             let (to, reason) = match &outcome {
                 Outcome::Succeeded if stored < log_lines => (
                     BuildState::Failed,
@@ -357,7 +360,7 @@ async fn handle(
             if let builds::Transition::Done { .. } = t {
                 tracing::info!(%build, slave = %name, state = %to, "build finished");
                 st.storage.close_log(build);
-                builds::set_log_lines(&st.db, build, stored).await?;
+                builds::set_log_lines(&st.db, build, stored, stored_bytes).await?;
                 st.build_changed(build).await;
                 st.publish_log_end(build);
             }

@@ -1,0 +1,37 @@
+//! Retention: in the background, deletes ended builds (rows, logs, artifacts) that their project
+//! no longer keeps (`keep_builds`, `keep_days`). Release builds are always kept; running builds
+//! are never touched. Files go first, on a blocking thread, so no request or build waits on it.
+
+use crate::db::builds;
+use crate::AppState;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn run(state: Arc<AppState>) {
+    let every = Duration::from_secs(u64::from(state.cfg.master.retention_interval_secs));
+    loop {
+        tokio::time::sleep(every).await;
+        match sweep(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("retention removed {n} build(s)"),
+            Err(e) => tracing::warn!("retention pass failed: {e:#}"),
+        }
+    }
+}
+
+/// One pass; returns how many builds were removed.
+pub async fn sweep(state: &AppState) -> anyhow::Result<usize> {
+    let now = state.clock.now();
+    let expired = builds::expired(&state.db, now).await?;
+    for id in &expired {
+        let dir = state.storage.build_dir(*id);
+        state.storage.close_log(*id);
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await??;
+        builds::delete(&state.db, *id).await?;
+    }
+    Ok(expired.len())
+}

@@ -31,6 +31,14 @@ lost_timeout_secs = 30
 log_chunk_bytes = 65536
 # How often a build lost with its slave is queued again (projects may override).
 lost_retries = 1
+# Time zone of schedules that name none (IANA name); default: this machine's, else UTC.
+# timezone = "Europe/Berlin"
+# A scheduled time missed while the master was down runs once at start.
+catch_up_missed = true
+retention_interval_secs = 600
+# What the console offers users; architectures default to what the slaves have.
+architectures = []
+series = []
 
 [database]
 # Leave url out to run a private PostgreSQL cluster in data_dir/postgres (unix socket only).

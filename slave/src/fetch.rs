@@ -73,6 +73,49 @@ async fn capture(mut cmd: Command) -> Result<(bool, String, String), FetchError>
     ))
 }
 
+/// After a failed fetch: asks the remote what it has, to tell a missing branch from a dead
+/// server ("branch 'relase' not found in URL (known: main, release)").
+async fn diagnose(url: &str, branch: &str, allow_file: bool, dest: &Path) -> FetchError {
+    let mut ls = git(dest, allow_file);
+    ls.args(["ls-remote", "--heads", "--", url]);
+    let (ok, out, err) = match capture(ls).await {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    if !ok {
+        let message = err
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("git ls-remote failed")
+            .trim()
+            .to_string();
+        return FetchError::Unreachable {
+            url: url.into(),
+            message,
+        };
+    }
+    let mut known: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.strip_prefix("refs/heads/"))
+        .collect();
+    if !known.contains(&branch) {
+        known.sort();
+        return FetchError::NoSuchBranch {
+            branch: branch.into(),
+            url: url.into(),
+            known: if known.is_empty() {
+                "no branches".into()
+            } else {
+                known.join(", ")
+            },
+        };
+    }
+    FetchError::Unreachable {
+        url: url.into(),
+        message: "git fetch failed (see the log above)".into(),
+    }
+}
+
 /// Fetches `branch` (or `commit` on it) of `url` into `dest`; returns the commit SHA checked out.
 pub async fn fetch(
     url: &str,
@@ -89,41 +132,6 @@ pub async fn fetch(
     }
     std::fs::create_dir_all(dest)
         .map_err(|e| FetchError::Local(format!("cannot create {}: {e}", dest.display())))?;
-
-    // Ask the remote what it has first: the answer tells a missing branch from a dead server.
-    log.note(&format!("looking up branch '{branch}' in {url}"));
-    let mut ls = git(dest, allow_file);
-    ls.args(["ls-remote", "--heads", "--", url]);
-    let (ok, out, err) = capture(ls).await?;
-    if !ok {
-        let message = err
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("git ls-remote failed")
-            .trim()
-            .to_string();
-        return Err(FetchError::Unreachable {
-            url: url.into(),
-            message,
-        });
-    }
-    let heads: Vec<&str> = out
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1)?.strip_prefix("refs/heads/"))
-        .collect();
-    if !heads.contains(&branch) {
-        let mut known: Vec<&str> = heads.clone();
-        known.sort();
-        return Err(FetchError::NoSuchBranch {
-            branch: branch.into(),
-            url: url.into(),
-            known: if known.is_empty() {
-                "no branches".into()
-            } else {
-                known.join(", ")
-            },
-        });
-    }
 
     let mut init = git(dest, allow_file);
     init.args(["init", "-q", "."]);
@@ -156,10 +164,7 @@ pub async fn fetch(
         fetched = run_git(f, log).await?;
     }
     if !fetched {
-        return Err(FetchError::Unreachable {
-            url: url.into(),
-            message: "git fetch failed (see the log above)".into(),
-        });
+        return Err(diagnose(url, branch, allow_file, dest).await);
     }
     let target = match commit {
         Some(c) => c.to_string(),

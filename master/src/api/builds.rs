@@ -105,7 +105,14 @@ pub async fn show(
     _: Admin,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Build>> {
-    Ok(Json(find(&st, id).await?.into_api()))
+    let mut b = find(&st, id).await?.into_api();
+    if b.state.is_active() {
+        // The index row is updated at most twice a second; the open log file is exact.
+        if let Ok((lines, _)) = st.storage.log_size(b.id).await {
+            b.log_lines = lines as i64;
+        }
+    }
+    Ok(Json(b))
 }
 
 pub async fn cancel(

@@ -1,6 +1,13 @@
-//! The web console. Until the console issue lands this is a placeholder that proves the shared
-//! crate builds for the browser's target; the master serves a plain page meanwhile.
+//! The Kiln web console: a Yew single-page app. `api` talks REST, `live` holds the one WebSocket
+//! (`/ws/console`, shared bincode frames), `pages` are the routes, `components` the pieces.
+
+mod api;
+mod app;
+mod components;
+mod live;
+mod pages;
+mod routes;
 
 fn main() {
-    let _ = kiln_shared::codec::PROTOCOL_VERSION;
+    yew::Renderer::<app::App>::new().render();
 }

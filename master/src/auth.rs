@@ -57,8 +57,17 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         parts: &mut Parts,
         st: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        match bearer(&parts.headers) {
-            Some(t) if is_admin_token(st, t) => Ok(Admin),
+        // Browsers cannot set headers on a download link: a GET may carry `?token=` instead.
+        let query_token = (parts.method == axum::http::Method::GET)
+            .then(|| parts.uri.query())
+            .flatten()
+            .and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("token="))
+                    .map(str::to_string)
+            });
+        match bearer(&parts.headers).map(str::to_string).or(query_token) {
+            Some(t) if is_admin_token(st, &t) => Ok(Admin),
             Some(_) => Err(ApiError::Unauthorized(
                 "the bearer token is not the admin token (see admin.token in the data dir)".into(),
             )),

@@ -14,6 +14,9 @@ struct Cli {
     /// Overrides master.listen.
     #[arg(long, global = true)]
     listen: Option<String>,
+    /// Overrides master.console_dir (the built web console, e.g. frontend/dist).
+    #[arg(long, global = true)]
+    console_dir: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -44,6 +47,9 @@ fn load(cli: &Cli) -> Result<Config> {
             anyhow::bail!("--listen: '{l}' is not an address like 127.0.0.1:8080");
         }
         cfg.master.listen = l.clone();
+    }
+    if let Some(d) = &cli.console_dir {
+        cfg.master.console_dir = Some(std::path::absolute(d)?);
     }
     Ok(cfg)
 }

@@ -1,0 +1,153 @@
+//! One build: state, timings, commit, slave, why it failed or waits; the live log; artifacts with
+//! size, sha256 and download; Cancel and Rebuild.
+
+use super::dashboard::use_queue;
+use super::{load, loading_or_error, Loaded};
+use crate::api;
+use crate::components::log_view::{LogBuf, LogView};
+use crate::components::{duration, state_badge::StateBadge, when};
+use crate::live::{self, Want};
+use crate::routes::Route;
+use kiln_shared::api::{Artifact, Build};
+use kiln_shared::frames::ConsoleEvent;
+use kiln_shared::BuildId;
+use yew::prelude::*;
+use yew_router::prelude::*;
+
+#[derive(Properties, PartialEq)]
+pub struct Props {
+    pub id: i64,
+}
+
+#[function_component(BuildPage)]
+pub fn build_page(p: &Props) -> Html {
+    let id = BuildId(p.id);
+    let build = use_state(|| Loaded::<Build>::Loading);
+    let arts = use_state(|| Loaded::<Vec<Artifact>>::Loading);
+    let log = use_memo(p.id, |_| LogBuf::default());
+    let version = use_state(|| 0u64);
+    let ended = use_state(|| false);
+    let err = use_state(|| None::<String>);
+    let q = use_queue();
+    let nav = use_navigator();
+    {
+        let (build, arts, log, version, ended) = (
+            build.clone(),
+            arts.clone(),
+            (*log).clone(),
+            version.clone(),
+            ended.clone(),
+        );
+        use_effect_with(p.id, move |_| {
+            load(format!("/api/builds/{id}"), build);
+            load(format!("/api/builds/{id}/artifacts"), arts.clone());
+            let counter = std::rc::Rc::new(std::cell::Cell::new(0u64));
+            let live = live::subscribe(
+                Want::Log(id),
+                move |ev| match ev {
+                    ConsoleEvent::LogLines {
+                        first_seq, lines, ..
+                    } => {
+                        let mut buf = log.0.borrow_mut();
+                        for (i, l) in lines.into_iter().enumerate() {
+                            // Exactly once, in order, whatever a reconnect resends.
+                            if first_seq + i as u64 == buf.len() as u64 {
+                                buf.push(l);
+                            }
+                        }
+                        drop(buf);
+                        counter.set(counter.get() + 1);
+                        version.set(counter.get());
+                    }
+                    ConsoleEvent::LogEnd { .. } => {
+                        ended.set(true);
+                        load(format!("/api/builds/{id}/artifacts"), arts.clone());
+                    }
+                    _ => {}
+                },
+                |_| {},
+            );
+            move || drop(live)
+        });
+    }
+    // The live state wins over what was loaded.
+    let b: Option<Build> = q.builds.get(&id).cloned().or(match &*build {
+        Loaded::Ok(b) => Some(b.clone()),
+        _ => None,
+    });
+    {
+        // Artifacts appear when the build ends.
+        let arts = arts.clone();
+        let terminal = b.as_ref().is_some_and(|b| b.state.is_terminal());
+        use_effect_with(terminal, move |t| {
+            if *t {
+                load(format!("/api/builds/{id}/artifacts"), arts);
+            }
+        });
+    }
+    let action = |what: &'static str| {
+        let (err, nav) = (err.clone(), nav.clone());
+        Callback::from(move |_: MouseEvent| {
+            let (err, nav) = (err.clone(), nav.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                match api::post::<_, Build>(
+                    &format!("/api/builds/{id}/{what}"),
+                    &serde_json::json!({}),
+                )
+                .await
+                {
+                    Ok(nb) if what == "rebuild" => {
+                        if let Some(n) = nav {
+                            n.push(&Route::Build { id: nb.id.0 });
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => err.set(Some(e.message)),
+                }
+            });
+        })
+    };
+    html! {
+        <main id="build">
+            { loading_or_error(&*build) }
+            if let Some(b) = &b {
+                <h1>{format!("Build #{} ", b.id)}<StateBadge state={b.state} /></h1>
+                <dl class="facts">
+                    <dt>{"Project"}</dt><dd><Link<Route> to={Route::Project { name: b.project.clone() }}>{&b.project}</Link<Route>></dd>
+                    if let Some(r) = &b.release { <dt>{"Release"}</dt><dd>{r}</dd> }
+                    <dt>{"Commit"}</dt><dd class="mono">{b.commit.clone().or(b.requested_commit.clone()).unwrap_or_else(|| "not fetched yet".into())}</dd>
+                    <dt>{"Slave"}</dt><dd>{b.slave.clone().unwrap_or_default()}</dd>
+                    <dt>{"Asked"}</dt><dd>{format!("{} ({})", when(Some(b.created_at)), b.trigger)}</dd>
+                    <dt>{"Started"}</dt><dd>{when(b.started_at)}</dd>
+                    <dt>{"Duration"}</dt><dd>{duration(b.started_at, b.finished_at)}</dd>
+                    if let Some(r) = &b.reason { <dt>{"Reason"}</dt><dd class="reason" id="reason">{r}</dd> }
+                    if let Some(w) = &b.waiting_reason { <dt>{"Waiting"}</dt><dd>{w}</dd> }
+                </dl>
+                <div class="actions">
+                    if !b.state.is_terminal() { <button id="cancel" onclick={action("cancel")}>{"Cancel"}</button> }
+                    if b.commit.is_some() { <button id="rebuild" onclick={action("rebuild")}>{"Rebuild"}</button> }
+                </div>
+            }
+            { super::error_box(&err) }
+            <h2>{"Artifacts"}</h2>
+            if let Loaded::Ok(list) = &*arts {
+                if list.is_empty() { <p class="muted">{"None yet."}</p> }
+                else {
+                    <table id="artifacts">
+                        <thead><tr><th>{"File"}</th><th>{"Size"}</th><th>{"sha256"}</th></tr></thead>
+                        <tbody>{ for list.iter().map(|a| html! {
+                            <tr key={a.name.clone()}>
+                                <td><a class="download" href={api::href(&format!("/api/builds/{id}/artifacts/{}", a.name))} download={a.name.clone()}>{&a.name}</a></td>
+                                <td>{format!("{:.1} MB", a.size as f64 / 1e6)}</td>
+                                <td class="mono sha">{&a.sha256}</td>
+                            </tr>
+                        }) }</tbody>
+                    </table>
+                }
+            }
+            <h2>{"Log"}</h2>
+            <LogView lines={(*log).clone()} version={*version} raw_href={api::href(&format!("/api/builds/{id}/log"))} />
+            if *ended { <p class="muted">{"End of log."}</p> }
+        </main>
+    }
+}

@@ -1,0 +1,147 @@
+//! One project: its settings, build history, Build now, Release build…, the latest good image.
+
+use super::dashboard::use_queue;
+use super::{load, loading_or_error, Loaded};
+use crate::api;
+use crate::components::{duration, short, state_badge::StateBadge, when};
+use crate::routes::Route;
+use kiln_shared::api::{Artifact, Build, Project, RequestBuild};
+use kiln_shared::BuildState;
+use yew::prelude::*;
+use yew_router::prelude::*;
+
+#[derive(Properties, PartialEq)]
+pub struct Props {
+    pub name: String,
+}
+
+#[function_component(ProjectPage)]
+pub fn project_page(p: &Props) -> Html {
+    let project = use_state(|| Loaded::<Project>::Loading);
+    let history = use_state(|| Loaded::<Vec<Build>>::Loading);
+    let good = use_state(|| None::<(Build, Vec<Artifact>)>);
+    let err = use_state(|| None::<String>);
+    let q = use_queue();
+    let nav = use_navigator();
+    {
+        let (project, history, good, name) = (
+            project.clone(),
+            history.clone(),
+            good.clone(),
+            p.name.clone(),
+        );
+        use_effect_with(p.name.clone(), move |_| {
+            load(format!("/api/projects/{name}"), project);
+            load(
+                format!("/api/builds?project={name}&limit=200"),
+                history.clone(),
+            );
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Ok(bs) = api::get::<Vec<Build>>(&format!(
+                    "/api/builds?project={name}&state=succeeded&limit=1"
+                ))
+                .await
+                {
+                    if let Some(b) = bs.into_iter().next() {
+                        let arts =
+                            api::get::<Vec<Artifact>>(&format!("/api/builds/{}/artifacts", b.id))
+                                .await
+                                .unwrap_or_default();
+                        good.set(Some((b, arts)));
+                    }
+                }
+            });
+        });
+    }
+    let request = |release: bool| {
+        let (name, err, nav) = (p.name.clone(), err.clone(), nav.clone());
+        Callback::from(move |_: MouseEvent| {
+            let release = if release {
+                let w = web_sys::window().expect("window");
+                match w.prompt_with_message("Release name (e.g. v1.2):") {
+                    Ok(Some(r)) if !r.trim().is_empty() => Some(r.trim().to_string()),
+                    _ => return,
+                }
+            } else {
+                None
+            };
+            let (name, err, nav) = (name.clone(), err.clone(), nav.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                let body = RequestBuild {
+                    release,
+                    commit: None,
+                    priority: None,
+                };
+                match api::post::<_, Build>(&format!("/api/projects/{name}/builds"), &body).await {
+                    Ok(b) => {
+                        if let Some(n) = nav {
+                            n.push(&Route::Build { id: b.id.0 });
+                        }
+                    }
+                    Err(e) => err.set(Some(e.message)),
+                }
+            });
+        })
+    };
+    // Live: builds of this project as they change, over what was loaded.
+    let rows: Vec<Build> = match &*history {
+        Loaded::Ok(list) => {
+            let mut map: std::collections::BTreeMap<i64, Build> =
+                list.iter().map(|b| (b.id.0, b.clone())).collect();
+            for b in q.builds.values().filter(|b| b.project == p.name) {
+                map.insert(b.id.0, b.clone());
+            }
+            map.into_values().rev().collect()
+        }
+        _ => vec![],
+    };
+    html! {
+        <main id="project">
+            <h1>{&p.name}</h1>
+            { loading_or_error(&*project) }
+            if let Loaded::Ok(pr) = &*project {
+                <dl class="facts">
+                    <dt>{"Branch"}</dt><dd class="mono">{format!("{} ({})", pr.branch_url, pr.branch)}</dd>
+                    <dt>{"Architecture"}</dt><dd>{pr.architecture.clone().unwrap_or_else(|| "any".into())}</dd>
+                    <dt>{"Tags"}</dt><dd>{pr.tags.join(", ")}</dd>
+                    <dt>{"Schedule"}</dt><dd>{pr.schedule.clone().unwrap_or_else(|| "none".into())}
+                        { pr.next_run.map(|t| format!(" — next run {}", when(Some(t)))).unwrap_or_default() }</dd>
+                    <dt>{"Disk"}</dt><dd>{format!("{:.1} MB", pr.disk_bytes as f64 / 1e6)}</dd>
+                </dl>
+            }
+            <div class="actions">
+                <button id="build-now" onclick={request(false)}>{"Build now"}</button>
+                <button id="release-build" onclick={request(true)}>{"Release build…"}</button>
+            </div>
+            { super::error_box(&err) }
+            if let Some((b, arts)) = &*good {
+                <section class="good">
+                    <h2>{"Latest good image"}</h2>
+                    <p><Link<Route> to={Route::Build { id: b.id.0 }}>{format!("#{}", b.id)}</Link<Route>>
+                       {format!(" {} {}", short(&b.commit), when(b.finished_at))}</p>
+                    <ul>{ for arts.iter().filter(|a| a.name != "SHA256SUMS").map(|a| html! {
+                        <li><a href={api::href(&format!("/api/builds/{}/artifacts/{}", b.id, a.name))} download={a.name.clone()}>{&a.name}</a></li>
+                    }) }</ul>
+                </section>
+            }
+            <h2>{"History"}</h2>
+            { loading_or_error(&*history) }
+            <table>
+                <thead><tr><th>{"Build"}</th><th>{"State"}</th><th>{"Duration"}</th><th>{"Commit"}</th><th>{"Slave"}</th><th>{"Asked by"}</th></tr></thead>
+                <tbody>
+                { for rows.iter().map(|b| html! {
+                    <tr key={b.id.0}>
+                        <td><Link<Route> to={Route::Build { id: b.id.0 }}>{format!("#{}", b.id)}</Link<Route>>
+                            { b.release.as_ref().map(|r| html!{ <span class="tag">{format!(" release {r}")}</span> }).unwrap_or_default() }</td>
+                        <td><StateBadge state={b.state} /></td>
+                        <td>{ if b.state == BuildState::Queued { String::new() } else { duration(b.started_at.or(b.dispatched_at), b.finished_at.or(Some(chrono::Utc::now()))) } }</td>
+                        <td class="mono">{short(&b.commit)}</td>
+                        <td>{b.slave.clone().unwrap_or_default()}</td>
+                        <td>{&b.trigger}</td>
+                    </tr>
+                }) }
+                </tbody>
+            </table>
+        </main>
+    }
+}

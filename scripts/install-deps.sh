@@ -12,6 +12,8 @@ PACKAGES=(
   mmdebstrap live-build debootstrap fdisk e2fsprogs zstd xz-utils dosfstools arch-test
   # foreign architectures through qemu-user
   qemu-user-static binfmt-support
+  # browser tests of the web console
+  chromium chromium-driver
 )
 
 missing=()
@@ -26,6 +28,12 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
   # The postgresql package starts a system cluster; Kiln runs its own, so leave that one be.
+fi
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "no Node.js found (the browser tests use it): installing Debian's nodejs and npm"
+  SUDO=""; if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -11,6 +11,7 @@ LISTEN=${KILN_LISTEN:-127.0.0.1:8080}
 scripts/install-deps.sh
 scripts/enable-binfmt.sh || true
 cargo build --release --bins
+scripts/build-console.sh
 BIN=$ROOT/target/release
 
 if [ ! -f "$DATA/kiln.toml" ]; then
@@ -19,7 +20,8 @@ fi
 # The embedded PostgreSQL runs as an unprivileged user when we are root: it must reach DATA.
 chmod o+x "$DATA" 2>/dev/null || true
 
-"$BIN/kiln-master" --config "$DATA/kiln.toml" > >(tee "$DATA/master.out") 2> "$DATA/master.log" &
+"$BIN/kiln-master" --config "$DATA/kiln.toml" --console-dir "$ROOT/frontend/dist" \
+  > >(tee "$DATA/master.out") 2> "$DATA/master.log" &
 MASTER=$!
 trap 'kill $MASTER ${SLAVE:-} 2>/dev/null; wait' EXIT INT TERM
 for _ in $(seq 1 600); do
@@ -45,8 +47,8 @@ SLAVE=$!
 
 cat <<MSG
 
-  Kiln is running at $URL
-  Admin token:       $DATA/admin.token  (send as 'Authorization: Bearer <token>')
+  Kiln is running at $URL  (open it in a browser; log in with the admin token)
+  Admin token:       $DATA/admin.token  (for the API: 'Authorization: Bearer <token>')
   Logs:              $DATA/master.log, $DATA/slave.log
   Try:               curl -H "Authorization: Bearer \$(cat $DATA/admin.token)" $URL/api/slaves
   API reference:     docs/api.md

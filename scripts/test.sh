@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's second command: installs what the tests need, then runs every test: unit tests,
 # the end-to-end tests (real PostgreSQL, git daemon, kiln-master and kiln-slave processes), and
-# the slow tier of real image builds (mmdebstrap amd64 and arm64, live-build).
+# the slow tier: real image builds (mmdebstrap amd64 and arm64, live-build) and the web console
+# in headless Chromium.
 # KILN_FAST=1 skips the slow tier (for quick local iterations only; CI runs everything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,8 @@ export CARGO_TERM_COLOR=never
 cargo build --workspace --bins
 cargo test --workspace
 if [ "${KILN_FAST:-0}" != 1 ]; then
+  scripts/build-console.sh
+  (cd tests/browser && npm ci --no-audit --no-fund)
   # One image build at a time: they are disk- and CPU-heavy.
   cargo test -p kiln-tests --test e2e -- --ignored --test-threads=1
 fi

@@ -21,6 +21,12 @@ pub struct Queue {
 }
 
 pub enum Ev {
+    Event(Box<ConsoleEvent>),
+    Connected(bool),
+}
+
+#[allow(clippy::large_enum_variant)]
+enum Ev2 {
     Event(ConsoleEvent),
     Connected(bool),
 }
@@ -35,18 +41,22 @@ impl Reducible for Queue {
             connected: self.connected,
             error: None,
         };
+        let action = match action {
+            Ev::Event(e) => Ev2::Event(*e),
+            Ev::Connected(c) => Ev2::Connected(c),
+        };
         match action {
-            Ev::Connected(c) => q.connected = c,
-            Ev::Event(ConsoleEvent::Build(b)) => {
+            Ev2::Connected(c) => q.connected = c,
+            Ev2::Event(ConsoleEvent::Build(b)) => {
                 if b.state.is_terminal() {
                     q.progress.remove(&b.id);
                 }
                 q.builds.insert(b.id, b);
             }
-            Ev::Event(ConsoleEvent::Slave(s)) => {
+            Ev2::Event(ConsoleEvent::Slave(s)) => {
                 q.slaves.insert(s.id, s);
             }
-            Ev::Event(ConsoleEvent::Progress {
+            Ev2::Event(ConsoleEvent::Progress {
                 build,
                 phase,
                 percent,
@@ -54,8 +64,8 @@ impl Reducible for Queue {
                 let p = percent.map(|p| format!(" {p}%")).unwrap_or_default();
                 q.progress.insert(build, format!("{phase}{p}"));
             }
-            Ev::Event(ConsoleEvent::Error { message }) => q.error = Some(message),
-            Ev::Event(_) => {}
+            Ev2::Event(ConsoleEvent::Error { message }) => q.error = Some(message),
+            Ev2::Event(_) => {}
         }
         Rc::new(q)
     }
@@ -72,7 +82,7 @@ pub fn use_queue() -> UseReducerHandle<Queue> {
             let b = q.clone();
             let live = live::subscribe(
                 Want::Queue,
-                move |ev| a.dispatch(Ev::Event(ev)),
+                move |ev| a.dispatch(Ev::Event(Box::new(ev))),
                 move |c| b.dispatch(Ev::Connected(c)),
             );
             move || drop(live)

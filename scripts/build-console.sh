@@ -26,7 +26,7 @@ if [ "${KILN_WASM_CHROOT:-0}" != 1 ] && rustup target add wasm32-unknown-unknown
   command -v trunk >/dev/null || cargo install trunk --version "$TRUNK_VERSION" --locked
   trunk build --release
 else
-  echo "build-console: rustup cannot add wasm32-unknown-unknown here; using a Debian forky chroot"
+  echo "build-console: using a Debian forky chroot (rustup cannot add wasm32-unknown-unknown here, or KILN_WASM_CHROOT=1)"
   CHROOT=$CACHE/wasm-chroot
   if [ ! -e "$CHROOT/.kiln-ready" ]; then
     MIRROR=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)

@@ -82,6 +82,13 @@ pub async fn post<B: Serialize, T: DeserializeOwned>(path: &str, body: &B) -> Re
     send(req).await
 }
 
+pub async fn delete(path: &str) -> Result<(), ApiErr> {
+    let req = auth(Request::delete(path))
+        .build()
+        .map_err(ApiErr::network)?;
+    send::<serde_json::Value>(req).await.map(|_| ())
+}
+
 /// A link that works without headers (downloads, raw log): the token rides in the query.
 pub fn href(path: &str) -> String {
     format!("{path}?token={}", token().unwrap_or_default())

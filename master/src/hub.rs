@@ -90,6 +90,15 @@ impl Hub {
         }
     }
 
+    /// Closes the slave's session (its sender goes; the session loop ends).
+    pub fn disconnect(&self, id: SlaveId) -> bool {
+        self.slaves
+            .lock()
+            .expect("hub poisoned")
+            .remove(&id)
+            .is_some()
+    }
+
     pub fn send(&self, id: SlaveId, frame: MasterFrame) -> bool {
         let m = self.slaves.lock().expect("hub poisoned");
         m.get(&id).is_some_and(|s| s.tx.send(frame).is_ok())

@@ -220,6 +220,9 @@ pub struct Slave {
     pub id: SlaveId,
     pub name: String,
     pub online: bool,
+    /// A disabled slave is refused when it connects.
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Finishing its builds, taking no new ones.
     #[serde(default)]
     pub draining: bool,
@@ -240,6 +243,10 @@ pub struct Slave {
 pub struct Catalog {
     pub architectures: Vec<String>,
     pub series: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -200,6 +200,7 @@ fn console_frames_are_stable() {
         id: SlaveId(3),
         name: "board-7".into(),
         online: true,
+        enabled: true,
         draining: false,
         arch: Some("arm64".into()),
         tags: vec![],

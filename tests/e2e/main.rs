@@ -2,6 +2,7 @@
 //! Every test runs the real master and slave binaries against a real PostgreSQL and git daemon.
 //! The slow tier (real image builds) is `#[ignore]`d here and run by `scripts/test.sh`.
 
+mod admin;
 mod browser;
 mod builds;
 mod failures;

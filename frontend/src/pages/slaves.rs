@@ -43,18 +43,43 @@ pub fn slaves() -> Html {
             });
         })
     };
-    let drain = |name: String| {
+    // drain / disable / enable: POST /api/slaves/{name}/{what}; revoke: DELETE, after asking.
+    let act = |name: String, what: &'static str| {
         let err = err.clone();
         Callback::from(move |_: MouseEvent| {
             let (err, name) = (err.clone(), name.clone());
+            if what == "revoke" {
+                let ok = web_sys::window()
+                    .and_then(|w| {
+                        w.confirm_with_message(&format!(
+                            "Revoke slave '{name}'? Its token stops working."
+                        ))
+                        .ok()
+                    })
+                    .unwrap_or(false);
+                if !ok {
+                    return;
+                }
+            }
             wasm_bindgen_futures::spawn_local(async move {
-                if let Err(e) = api::post::<_, Slave>(
-                    &format!("/api/slaves/{name}/drain"),
-                    &serde_json::json!({}),
-                )
-                .await
-                {
-                    err.set(Some(e.message));
+                let r = if what == "revoke" {
+                    api::delete(&format!("/api/slaves/{name}")).await
+                } else {
+                    api::post::<_, Slave>(
+                        &format!("/api/slaves/{name}/{what}"),
+                        &serde_json::json!({}),
+                    )
+                    .await
+                    .map(|_| ())
+                };
+                match r {
+                    Err(e) => err.set(Some(e.message)),
+                    Ok(()) if what == "revoke" => {
+                        if let Some(w) = web_sys::window() {
+                            let _ = w.location().reload();
+                        }
+                    }
+                    Ok(()) => {}
                 }
             });
         })
@@ -73,12 +98,18 @@ pub fn slaves() -> Html {
                             <span class={classes!("badge", if s.online { "online" } else { "offline" })} data-online={s.online.to_string()}>
                                 { if s.online { if s.draining { "online, draining" } else { "online" } } else { "offline" } }
                             </span>
+                            if !s.enabled { {" "}<span class="badge failed">{"disabled"}</span> }
                         </td>
                         <td>{s.arch.clone().unwrap_or_default()}{ if s.emulates.is_empty() { String::new() } else { format!(" (+{})", s.emulates.join(", ")) } }</td>
                         <td>{s.tags.join(", ")}</td>
                         <td>{ for s.builds.iter().map(|b| html! { <Link<Route> to={Route::Build { id: b.0 }}>{format!("#{b} ")}</Link<Route>> }) }</td>
                         <td>{when(s.last_seen)}</td>
-                        <td>if s.online && !s.draining { <button onclick={drain(s.name.clone())}>{"Drain"}</button> }</td>
+                        <td class="row-actions">
+                            if s.online && !s.draining { <button onclick={act(s.name.clone(), "drain")}>{"Drain"}</button> }
+                            if s.enabled { <button onclick={act(s.name.clone(), "disable")}>{"Disable"}</button> }
+                            else { <button onclick={act(s.name.clone(), "enable")}>{"Enable"}</button> }
+                            <button class="danger" onclick={act(s.name.clone(), "revoke")}>{"Revoke"}</button>
+                        </td>
                     </tr>
                 }) }
                 </tbody>

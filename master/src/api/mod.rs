@@ -35,7 +35,10 @@ pub fn router() -> Router<Arc<AppState>> {
             get(artifacts::download),
         )
         .route("/api/slaves", get(slaves::list).post(slaves::create))
+        .route("/api/slaves/{name}", axum::routing::delete(slaves::revoke))
         .route("/api/slaves/{name}/drain", post(slaves::drain))
+        .route("/api/slaves/{name}/disable", post(slaves::disable))
+        .route("/api/slaves/{name}/enable", post(slaves::enable))
         .route(
             "/api/slave/builds/{id}/artifacts/{name}",
             put(artifacts::upload).layer(DefaultBodyLimit::disable()),

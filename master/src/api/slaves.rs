@@ -61,3 +61,55 @@ pub async fn create(
         }),
     ))
 }
+
+async fn find(st: &AppState, name: &str) -> ApiResult<slaves::SlaveRow> {
+    slaves::by_name(&st.db, name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no slave named '{name}'")))
+}
+
+/// `POST /api/slaves/{name}/disable`: refused when it connects; disconnected now. Its running
+/// builds are lost after the timeout (and requeued) unless it is enabled again in time.
+pub async fn disable(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Slave>> {
+    let row = find(&st, &name).await?;
+    let id = SlaveId(row.id);
+    slaves::set_enabled(&st.db, id, false).await?;
+    st.hub.disconnect(id);
+    st.slave_changed(id).await;
+    Ok(Json(st.slave_api(find(&st, &name).await?)))
+}
+
+/// `POST /api/slaves/{name}/enable`.
+pub async fn enable(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Slave>> {
+    let row = find(&st, &name).await?;
+    slaves::set_enabled(&st.db, SlaveId(row.id), true).await?;
+    st.slave_changed(SlaveId(row.id)).await;
+    Ok(Json(st.slave_api(find(&st, &name).await?)))
+}
+
+/// `DELETE /api/slaves/{name}`: revokes its token and forgets it; it is disconnected now. Its
+/// builds keep their history; one it was running is lost (and requeued).
+pub async fn revoke(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let row = find(&st, &name).await?;
+    let id = SlaveId(row.id);
+    st.hub.disconnect(id);
+    for (b, _) in crate::db::builds::active_for_slave(&st.db, id).await? {
+        st.lose_build(b, &format!("slave '{name}' was revoked"))
+            .await
+            .map_err(ApiError::Internal)?;
+    }
+    slaves::delete(&st.db, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -27,6 +27,7 @@ impl SlaveRow {
             id: SlaveId(self.id),
             name: self.name,
             online: self.online,
+            enabled: self.enabled,
             draining: false,
             arch: self.arch,
             tags: self.tags,
@@ -142,4 +143,22 @@ pub async fn architectures(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<String>>
     )
     .fetch_all(db)
     .await
+}
+
+pub async fn set_enabled(db: impl PgExecutor<'_>, id: SlaveId, enabled: bool) -> sqlx::Result<()> {
+    sqlx::query("UPDATE slaves SET enabled = $2 WHERE id = $1")
+        .bind(id.0)
+        .bind(enabled)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// Revokes a slave: its row and token go; its builds keep their history.
+pub async fn delete(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM slaves WHERE id = $1")
+        .bind(id.0)
+        .execute(db)
+        .await
+        .map(|_| ())
 }

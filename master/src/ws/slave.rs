@@ -199,7 +199,8 @@ async fn session(
         }
     }
     .await;
-    if st.hub.unregister(id, conn) {
+    let replaced = !st.hub.unregister(id, conn) && st.hub.connected().iter().any(|(s, _)| *s == id);
+    if !replaced {
         if let Err(e) = slaves::went_offline(&st.db, id).await {
             tracing::warn!("marking slave offline: {e}");
         }

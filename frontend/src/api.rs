@@ -82,6 +82,13 @@ pub async fn post<B: Serialize, T: DeserializeOwned>(path: &str, body: &B) -> Re
     send(req).await
 }
 
+pub async fn patch<B: Serialize, T: DeserializeOwned>(path: &str, body: &B) -> Result<T, ApiErr> {
+    let req = auth(Request::patch(path))
+        .json(body)
+        .map_err(ApiErr::network)?;
+    send(req).await
+}
+
 pub async fn delete(path: &str) -> Result<(), ApiErr> {
     let req = auth(Request::delete(path))
         .build()

@@ -65,6 +65,16 @@ try {
   await page.click('form button[type=submit]');
   await page.waitForSelector('#project h1', { timeout: T });
 
+  step = 'project settings: a bad schedule is refused next to its field, a good one shows the next run';
+  await page.click('details.settings summary');
+  await page.fill('#set-schedule', 'daily 25:00');
+  await page.click('#settings button[type=submit]');
+  await page.waitForSelector('#schedule-error', { timeout: T });
+  await page.fill('#set-schedule', 'daily 02:30');
+  await page.fill('#set-timezone', 'Europe/Berlin');
+  await page.click('#settings button[type=submit]');
+  await page.waitForSelector('dd:has-text("next run")', { timeout: T });
+
   step = 'Build now; log lines appear while the build is still running';
   await page.click('#build-now');
   await page.waitForSelector('#build', { timeout: T });

@@ -1,5 +1,6 @@
 pub mod ansi;
 pub mod log_view;
+pub mod settings_form;
 pub mod state_badge;
 
 /// "12.3 s", "4 min 05 s".

@@ -3,6 +3,7 @@
 use super::dashboard::use_queue;
 use super::{load, loading_or_error, Loaded};
 use crate::api;
+use crate::components::settings_form::SettingsForm;
 use crate::components::{duration, short, state_badge::StateBadge, when};
 use crate::routes::Route;
 use kiln_shared::api::{Artifact, Build, Project, RequestBuild};
@@ -108,6 +109,10 @@ pub fn project_page(p: &Props) -> Html {
                         { pr.next_run.map(|t| format!(" — next run {}", when(Some(t)))).unwrap_or_default() }</dd>
                     <dt>{"Disk"}</dt><dd>{format!("{:.1} MB", pr.disk_bytes as f64 / 1e6)}</dd>
                 </dl>
+                <SettingsForm project={pr.clone()} on_saved={{
+                    let project = project.clone();
+                    Callback::from(move |p: Project| project.set(Loaded::Ok(p)))
+                }} />
             }
             <div class="actions">
                 <button id="build-now" onclick={request(false)}>{"Build now"}</button>

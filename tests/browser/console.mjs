@@ -74,6 +74,9 @@ try {
   await page.fill('#set-timezone', 'Europe/Berlin');
   await page.click('#settings button[type=submit]');
   await page.waitForSelector('dd:has-text("next run")', { timeout: T });
+  // Architectures offered come from the master's catalog (the slaves here), not from the code.
+  const offered = await page.$$eval('#set-architecture option', (os) => os.map((o) => o.value));
+  if (offered.filter((o) => o).length < 1) throw new Error(`architectures offered: ${offered}`);
 
   step = 'Build now; log lines appear while the build is still running';
   await page.click('#build-now');

@@ -2,9 +2,9 @@
 //! place with PATCH; the server's errors appear next to the field they concern.
 
 use crate::api::{self, ApiErr};
-use kiln_shared::api::Project;
+use kiln_shared::api::{Catalog, Project};
 use serde_json::{json, Map, Value};
-use web_sys::HtmlInputElement;
+use web_sys::{HtmlInputElement, HtmlSelectElement};
 use yew::prelude::*;
 
 #[derive(Properties, PartialEq)]
@@ -84,6 +84,20 @@ pub fn settings_form(p: &Props) -> Html {
     let refs: Vec<NodeRef> = (0..8).map(|_| NodeRef::default()).collect();
     let refs = use_memo((), move |_| refs);
     let only_changed = use_node_ref();
+    let emulation = use_node_ref();
+    let arch = use_node_ref();
+    // What users may choose from comes from the master (configuration or slaves), not the code.
+    let catalog = use_state(|| None::<Catalog>);
+    {
+        let catalog = catalog.clone();
+        use_effect_with((), move |_| {
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Ok(c) = api::get::<Catalog>("/api/catalog").await {
+                    catalog.set(Some(c));
+                }
+            });
+        });
+    }
     let err = use_state(|| None::<ApiErr>);
     let saved = use_state(|| false);
     let fields = text_fields(&p.project);
@@ -94,6 +108,7 @@ pub fn settings_form(p: &Props) -> Html {
             err.clone(),
             saved.clone(),
         );
+        let (emulation, arch) = (emulation.clone(), arch.clone());
         let (name, on_saved) = (p.project.name.clone(), p.on_saved.clone());
         let fields = fields.clone();
         Callback::from(move |e: SubmitEvent| {
@@ -139,6 +154,18 @@ pub fn settings_form(p: &Props) -> Html {
                 .map(|i| i.checked())
                 .unwrap_or(false);
             body.insert("only_if_changed".into(), json!(oc));
+            let em = emulation
+                .cast::<HtmlInputElement>()
+                .map(|i| i.checked())
+                .unwrap_or(false);
+            body.insert("allow_emulation".into(), json!(em));
+            if let Some(sel) = arch.cast::<HtmlSelectElement>() {
+                let a = sel.value();
+                body.insert(
+                    "architecture".into(),
+                    if a.is_empty() { Value::Null } else { json!(a) },
+                );
+            }
             let (err, saved, name, on_saved) =
                 (err.clone(), saved.clone(), name.clone(), on_saved.clone());
             wasm_bindgen_futures::spawn_local(async move {
@@ -177,6 +204,20 @@ pub fn settings_form(p: &Props) -> Html {
                         { field_error(&err, field) }
                     </>
                 }) }
+                <label for="set-architecture">{"Architecture"}</label>
+                <select id="set-architecture" ref={arch}>
+                    <option value="" selected={p.project.architecture.is_none()}>{"any"}</option>
+                    { for catalog.as_ref().map(|c| c.architectures.clone()).unwrap_or_default().into_iter()
+                        .chain(p.project.architecture.clone())
+                        .collect::<std::collections::BTreeSet<_>>().into_iter().map(|a| html! {
+                        <option value={a.clone()} selected={p.project.architecture.as_deref() == Some(a.as_str())}>{a.clone()}</option>
+                    }) }
+                </select>
+                { field_error(&err, "architecture") }
+                <label class="check">
+                    <input type="checkbox" id="set-allow_emulation" ref={emulation} checked={p.project.allow_emulation} />
+                    {" Slaves that emulate this architecture (qemu-user) may build it"}
+                </label>
                 <label class="check">
                     <input type="checkbox" id="set-only_if_changed" ref={only_changed} checked={p.project.only_if_changed} />
                     {" Scheduled builds only when the branch moved since the last good build"}

@@ -11,11 +11,7 @@ pub async fn branch_head(url: &str, branch: &str, allow_file: bool) -> Result<St
         .env("GIT_TERMINAL_PROMPT", "0")
         .env(
             "GIT_ALLOW_PROTOCOL",
-            if allow_file {
-                "https:http:git:ssh:file"
-            } else {
-                "https:http:git:ssh"
-            },
+            kiln_shared::branch_url::UrlPolicy { allow_file }.git_allow_protocol(),
         )
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())

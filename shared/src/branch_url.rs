@@ -13,6 +13,18 @@ pub struct UrlPolicy {
     pub allow_file: bool,
 }
 
+impl UrlPolicy {
+    /// The value for git's `GIT_ALLOW_PROTOCOL`, so git itself refuses anything else (even
+    /// through a redirect or a submodule).
+    pub fn git_allow_protocol(self) -> &'static str {
+        if self.allow_file {
+            "https:http:git:ssh:file"
+        } else {
+            "https:http:git:ssh"
+        }
+    }
+}
+
 pub fn validate_branch_url(url: &str, policy: UrlPolicy) -> Result<(), String> {
     if url.is_empty() {
         return Err("branch URL is empty".into());

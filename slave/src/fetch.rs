@@ -38,11 +38,7 @@ fn git(dir: &Path, allow_file: bool) -> Command {
         .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
         .env(
             "GIT_ALLOW_PROTOCOL",
-            if allow_file {
-                "https:http:git:ssh:file"
-            } else {
-                "https:http:git:ssh"
-            },
+            UrlPolicy { allow_file }.git_allow_protocol(),
         )
         .args([
             "-c",

@@ -174,33 +174,14 @@ async fn cancelling_a_running_build_kills_its_processes() {
         b.state == BuildState::Running && b.log_lines > 0
     })
     .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !pidfile.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "script never started its child"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let child: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let child = kiln_tests::wait_pid_file(&pidfile).await;
     let (s, v) = farm
         .post(&format!("/api/builds/{}/cancel", b.id), json!({}))
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["state"], "cancelled");
     // The backend's whole process group goes, grandchildren included.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while kiln_tests::alive(child) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "child {child} survived the cancel"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    kiln_tests::wait_dead(child, "the cancelled build's child").await;
     // The slave is free again for the next build.
     repo.script_branch("main", "echo next > \"$KILN_OUTPUT_DIR/n\"");
     let b2 = farm.request_build("long", json!({})).await;

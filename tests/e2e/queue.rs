@@ -276,16 +276,7 @@ async fn a_build_past_its_timeout_is_stopped_and_says_timed_out() {
         b.state == BuildState::Running
     })
     .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !pidfile.exists() {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let child: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let child = kiln_tests::wait_pid_file(&pidfile).await;
     assert_eq!(
         kiln_master::liveness::time_out(farm.state()).await.unwrap(),
         0,
@@ -299,14 +290,7 @@ async fn a_build_past_its_timeout_is_stopped_and_says_timed_out() {
     let b = farm.build(b.id).await;
     assert_eq!(b.state, BuildState::Failed);
     assert!(b.reason.unwrap().starts_with("timed out after 5 minute(s)"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while kiln_tests::alive(child) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backend's child survived the time-out"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    kiln_tests::wait_dead(child, "the timed-out build's child").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

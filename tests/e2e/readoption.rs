@@ -3,7 +3,6 @@
 use kiln_shared::BuildState;
 use kiln_tests::{alive, Farm, FarmOptions, GitServer, Repo};
 use serde_json::json;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A build that prints numbered lines slowly, then leaves an artifact.
@@ -22,30 +21,6 @@ async fn assert_numbered(farm: &Farm, id: kiln_shared::BuildId, lines: u32) {
     let want: Vec<String> = (1..=lines).map(|i| format!("n={i}")).collect();
     assert_eq!(got, want, "every line once, in order");
     assert_eq!(farm.download(id, "out").await, b"done\n");
-}
-
-fn wait_file(p: &Path) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(s) = std::fs::read_to_string(p) {
-            if let Ok(pid) = s.trim().parse() {
-                return pid;
-            }
-        }
-        assert!(Instant::now() < deadline, "{} never appeared", p.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-async fn wait_dead(pid: i32, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while alive(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "{what} (pid {pid}) is still running"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn slow_farm() -> FarmOptions {
@@ -183,7 +158,7 @@ async fn a_slave_cut_off_past_the_timeout_has_its_copy_stopped_and_never_reporte
     let slave = farm.slave("s1").await;
     farm.project("cut", &repo.url, "main").await;
     let b = farm.request_build("cut", json!({})).await;
-    let first = wait_file(&pidfile);
+    let first = kiln_tests::wait_pid_file(&pidfile).await;
     farm.wait_build(b.id, Duration::from_secs(30), "running", |b| {
         b.state == BuildState::Running
     })
@@ -202,7 +177,7 @@ async fn a_slave_cut_off_past_the_timeout_has_its_copy_stopped_and_never_reporte
     );
     slave.signal(libc::SIGCONT);
     // Back: the master says forget, the slave stops its copy.
-    wait_dead(first, "the lost build's copy").await;
+    kiln_tests::wait_dead(first, "the lost build's copy").await;
     let all: Vec<kiln_shared::api::Build> = farm.get("/api/builds?project=cut").await;
     let retry = all
         .iter()
@@ -236,7 +211,7 @@ async fn a_cancel_sent_while_the_slave_is_away_takes_effect_on_return() {
     let mut slave = farm.slave("s1").await;
     farm.project("away", &repo.url, "main").await;
     let b = farm.request_build("away", json!({})).await;
-    let child = wait_file(&pidfile);
+    let child = kiln_tests::wait_pid_file(&pidfile).await;
     slave.kill9();
     let (s, v) = farm
         .post(&format!("/api/builds/{}/cancel", b.id), json!({}))
@@ -244,7 +219,7 @@ async fn a_cancel_sent_while_the_slave_is_away_takes_effect_on_return() {
     assert_eq!(s, 200, "{v}");
     assert!(alive(child), "nobody could tell the slave yet");
     slave.start();
-    wait_dead(child, "the cancelled build's process").await;
+    kiln_tests::wait_dead(child, "the cancelled build's process").await;
     assert!(slave.runner_pids().is_empty());
     assert_eq!(farm.build(b.id).await.state, BuildState::Cancelled);
 }

@@ -84,32 +84,39 @@ fn spawn_master(config: &Path, listen: &str, log: &Path) -> Result<(Killed, Stri
     }
 }
 
+/// A farm's data dir and config file: the admin token's hash, the options, a database of its own
+/// in the shared test cluster (or none, for the embedded one).
+fn write_config(o: &FarmOptions, extra: &str) -> (tempfile::TempDir, String, PathBuf) {
+    let dir = crate::tempdir("kiln-farm-");
+    let token = "kiln_a_test_admin_token".to_string();
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+    let db = if o.embedded_db {
+        String::new()
+    } else {
+        format!(
+            "[database]\nurl = \"{}\"\nmax_connections = 8\n",
+            Postgres::shared().new_database()
+        )
+    };
+    let config = dir.path().join("kiln.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 1\n[master]\nadmin_token_sha256 = \"{hash}\"\nheartbeat_secs = {}\nlost_timeout_secs = {}\nlost_retries = {}\n{extra}{}\n{db}",
+            o.heartbeat_secs, o.lost_timeout_secs, o.lost_retries, o.extra_master_toml
+        ),
+    )
+    .expect("writing the farm's config");
+    (dir, token, config)
+}
+
 impl Farm {
     pub async fn start() -> Farm {
         Farm::with(FarmOptions::default()).await
     }
 
     pub async fn with(o: FarmOptions) -> Farm {
-        let dir = crate::tempdir("kiln-farm-");
-        let token = "kiln_a_test_admin_token".to_string();
-        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
-        let db = if o.embedded_db {
-            String::new()
-        } else {
-            format!(
-                "[database]\nurl = \"{}\"\nmax_connections = 8\n",
-                Postgres::shared().new_database()
-            )
-        };
-        let config = dir.path().join("kiln.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 1\n[master]\nadmin_token_sha256 = \"{hash}\"\nheartbeat_secs = {}\nlost_timeout_secs = {}\nlost_retries = {}\n{}\n{db}",
-                o.heartbeat_secs, o.lost_timeout_secs, o.lost_retries, o.extra_master_toml
-            ),
-        )
-        .unwrap();
+        let (dir, token, config) = write_config(&o, "");
         let master_log = dir.path().join("master.log");
         let (master, url) = spawn_master(&config, "127.0.0.1:0", &master_log).expect("master");
         Farm {
@@ -131,19 +138,7 @@ impl Farm {
         o: FarmOptions,
         clock: std::sync::Arc<dyn kiln_master::clock::Clock>,
     ) -> Farm {
-        let dir = crate::tempdir("kiln-farm-");
-        let token = "kiln_a_test_admin_token".to_string();
-        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
-        let url = Postgres::shared().new_database();
-        let config = dir.path().join("kiln.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 1\n[master]\nadmin_token_sha256 = \"{hash}\"\nheartbeat_secs = {}\nlost_timeout_secs = {}\nlost_retries = {}\ntimezone = \"UTC\"\n{}\n[database]\nurl = \"{url}\"\nmax_connections = 8\n",
-                o.heartbeat_secs, o.lost_timeout_secs, o.lost_retries, o.extra_master_toml
-            ),
-        )
-        .unwrap();
+        let (dir, token, config) = write_config(&o, "timezone = \"UTC\"\n");
         let cfg = kiln_shared::config::Config::load(&config).expect("config");
         let (pool, _) = kiln_master::open_database(&cfg).await.expect("database");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -68,6 +68,15 @@ impl AppState {
         self.hub.publish(ConsoleEvent::LogEnd { build });
     }
 
+    /// After a build reached a terminal state: close its log file, tell consoles (the build, and
+    /// that its log is complete), and let the dispatcher use the slot it freed.
+    pub async fn build_ended(&self, id: BuildId) {
+        self.storage.close_log(id);
+        self.build_changed(id).await;
+        self.publish_log_end(id);
+        self.hub.wake_dispatch.notify_one();
+    }
+
     /// Marks a build lost (with why), queues its retry if allowed, and tells everyone.
     pub async fn lose_build(&self, id: BuildId, reason: &str) -> Result<()> {
         let retry = db::builds::mark_lost(&self.db, id, reason).await?;
@@ -76,12 +85,9 @@ impl AppState {
             .storage
             .append_master_note(id, &format!("build lost: {reason}"))
             .await;
-        self.storage.close_log(id);
-        self.build_changed(id).await;
-        self.publish_log_end(id);
+        self.build_ended(id).await;
         if let Some(r) = retry {
             self.build_changed(r).await;
-            self.hub.wake_dispatch.notify_one();
         }
         Ok(())
     }

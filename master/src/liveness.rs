@@ -62,10 +62,7 @@ pub async fn time_out(state: &AppState) -> anyhow::Result<usize> {
                 );
             }
             let _ = state.storage.append_master_note(*id, &reason).await;
-            state.storage.close_log(*id);
-            state.build_changed(*id).await;
-            state.publish_log_end(*id);
-            state.hub.wake_dispatch.notify_one();
+            state.build_ended(*id).await;
         }
     }
     Ok(over.len())

@@ -71,11 +71,14 @@ async fn fail_build(st: &AppState, build: BuildId, reason: &str) {
         },
     )
     .await;
-    if let Err(e) = r {
-        tracing::warn!(%build, "recording failure: {e}");
+    match r {
+        Ok(builds::Transition::Done { .. }) => {
+            let _ = st.storage.append_master_note(build, reason).await;
+            st.build_ended(build).await;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(%build, "recording failure: {e}"),
     }
-    let _ = st.storage.append_master_note(build, reason).await;
-    st.build_changed(build).await;
 }
 
 /// `PUT /api/slave/builds/{id}/artifacts/{name}` with `x-kiln-sha256`: streams the body to disk,

@@ -150,11 +150,8 @@ pub async fn cancel(
                         },
                     );
                 }
-                st.storage.close_log(build);
-                st.hub.wake_dispatch.notify_one();
             }
-            st.build_changed(build).await;
-            st.publish_log_end(build);
+            st.build_ended(build).await;
             Ok(Json(find(&st, id).await?.into_api()))
         }
         Transition::Refused { current } => Err(ApiError::Conflict(format!(

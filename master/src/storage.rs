@@ -22,7 +22,12 @@ struct LogFile {
     file: tokio::fs::File,
     next_seq: u64,
     bytes: u64,
+    /// When the database's index row was last brought up to date.
+    indexed_at: Option<std::time::Instant>,
 }
+
+/// How often, at most, a running build's `log_lines` row follows its log file.
+const INDEX_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Result of appending a chunk of log lines.
 pub struct Appended {
@@ -30,6 +35,9 @@ pub struct Appended {
     pub next_seq: u64,
     /// Size of the stored log.
     pub bytes: u64,
+    /// New lines were written and the index row was last updated over `INDEX_EVERY` ago (the
+    /// caller updates it now).
+    pub index_due: bool,
     /// Sequence number of the first line actually written (lines already stored are skipped).
     pub first_new: u64,
     pub new_lines: Vec<String>,
@@ -77,6 +85,7 @@ impl Storage {
             file,
             next_seq,
             bytes,
+            indexed_at: None,
         }));
         let mut table = self.open_logs.lock().expect("log table poisoned");
         Ok(table.entry(id).or_insert(entry).clone())
@@ -96,6 +105,7 @@ impl Storage {
         if first_seq > next {
             return Ok(Appended {
                 bytes: log.bytes,
+                index_due: false,
                 next_seq: next,
                 first_new: next,
                 new_lines: vec![],
@@ -110,6 +120,7 @@ impl Storage {
         if new_lines.is_empty() {
             return Ok(Appended {
                 bytes: log.bytes,
+                index_due: false,
                 next_seq: next,
                 first_new: next,
                 new_lines,
@@ -124,8 +135,16 @@ impl Storage {
         log.file.flush().await?;
         log.next_seq = next + new_lines.len() as u64;
         log.bytes += buf.len() as u64;
+        let now = std::time::Instant::now();
+        let index_due = log
+            .indexed_at
+            .is_none_or(|t| now.duration_since(t) >= INDEX_EVERY);
+        if index_due {
+            log.indexed_at = Some(now);
+        }
         Ok(Appended {
             bytes: log.bytes,
+            index_due,
             next_seq: log.next_seq,
             first_new: next,
             new_lines,

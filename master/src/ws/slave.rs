@@ -245,27 +245,6 @@ async fn reconcile(
     Ok(Some(MasterFrame::Reconcile { builds: out }))
 }
 
-/// Whether the build's `log_lines` in the database should be brought up to date now.
-fn log_index_due(build: BuildId) -> bool {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    use std::time::Instant;
-    static LAST: Mutex<Option<HashMap<BuildId, Instant>>> = Mutex::new(None);
-    let mut guard = LAST.lock().expect("poisoned");
-    let map = guard.get_or_insert_with(HashMap::new);
-    let now = Instant::now();
-    if map.len() > 10_000 {
-        map.retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
-    }
-    match map.get(&build) {
-        Some(t) if now.duration_since(*t) < Duration::from_millis(500) => false,
-        _ => {
-            map.insert(build, now);
-            true
-        }
-    }
-}
-
 async fn handle(
     st: &AppState,
     slave: SlaveId,
@@ -326,8 +305,8 @@ async fn handle(
             }
             let a = st.storage.append_log(build, first_seq, &lines).await?;
             if !a.new_lines.is_empty() {
-                // The index row follows the file at most every half second (and at the end).
-                if log_index_due(build) {
+                // The index row follows the file at most twice a second (and at the end).
+                if a.index_due {
                     builds::set_log_lines(&st.db, build, a.next_seq, a.bytes).await?;
                 }
                 st.hub.publish(kiln_shared::frames::ConsoleEvent::LogLines {
@@ -384,12 +363,9 @@ async fn handle(
             .await?;
             if let builds::Transition::Done { .. } = t {
                 tracing::info!(%build, slave = %name, state = %to, "build finished");
-                st.storage.close_log(build);
                 builds::set_log_lines(&st.db, build, stored, stored_bytes).await?;
-                st.build_changed(build).await;
-                st.publish_log_end(build);
+                st.build_ended(build).await;
             }
-            st.hub.wake_dispatch.notify_one();
             Ok(vec![MasterFrame::FinishedAck { build }])
         }
     }

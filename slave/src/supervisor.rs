@@ -162,7 +162,7 @@ async fn watch(
                 Some(_) => {}
             }
         }
-        o.changed.notify_one();
+        // New log lines need no wake-up here: the connection reads the files on its own tick.
         tokio::time::sleep(POLL).await;
     }
     // Whatever the build left running in its group goes with it.

@@ -2,6 +2,7 @@
 //! place with PATCH; the server's errors appear next to the field they concern.
 
 use crate::api::{self, ApiErr};
+use crate::pages::field_error;
 use kiln_shared::api::{Catalog, Project};
 use serde_json::{json, Map, Value};
 use web_sys::{HtmlInputElement, HtmlSelectElement};
@@ -11,15 +12,6 @@ use yew::prelude::*;
 pub struct Props {
     pub project: Project,
     pub on_saved: Callback<Project>,
-}
-
-fn field_error(err: &Option<ApiErr>, field: &str) -> Html {
-    match err {
-        Some(e) if e.field.as_deref() == Some(field) => {
-            html! { <span class="field-error" role="alert" id={format!("{field}-error")}>{&e.message}</span> }
-        }
-        _ => html! {},
-    }
 }
 
 /// Text fields: (field, label, current value, placeholder, is a number).
@@ -224,7 +216,7 @@ pub fn settings_form(p: &Props) -> Html {
                 </label>
                 <button type="submit">{"Save settings"}</button>
                 if *saved { <p class="muted" role="status">{"Saved."}</p> }
-                { super::super::pages::error_box(&general) }
+                { crate::pages::error_box(&general) }
             </form>
         </details>
     }

@@ -35,6 +35,16 @@ pub fn error_box(e: &Option<String>) -> Html {
     }
 }
 
+/// The server's validation message next to the form field it concerns.
+pub fn field_error(err: &Option<ApiErr>, field: &str) -> Html {
+    match err {
+        Some(e) if e.field.as_deref() == Some(field) => {
+            html! { <span class="field-error" role="alert" id={format!("{field}-error")}>{&e.message}</span> }
+        }
+        _ => html! {},
+    }
+}
+
 pub fn loading_or_error<T>(l: &Loaded<T>) -> Html {
     match l {
         Loaded::Loading => html! { <p class="muted">{"Loading…"}</p> },

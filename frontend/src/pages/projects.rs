@@ -1,7 +1,7 @@
 //! Projects: the list with each one's last build, and the form that creates one (the server's
 //! validation errors shown next to the field they concern).
 
-use super::{load, loading_or_error, Loaded};
+use super::{field_error, load, loading_or_error, Loaded};
 use crate::api;
 use crate::components::state_badge::StateBadge;
 use crate::routes::Route;
@@ -9,15 +9,6 @@ use kiln_shared::api::{CreateProject, Project};
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 use yew_router::prelude::*;
-
-fn field_error(err: &Option<api::ApiErr>, field: &str) -> Html {
-    match err {
-        Some(e) if e.field.as_deref() == Some(field) => {
-            html! { <span class="field-error" role="alert" id={format!("{field}-error")}>{&e.message}</span> }
-        }
-        _ => html! {},
-    }
-}
 
 #[function_component(Projects)]
 pub fn projects() -> Html {

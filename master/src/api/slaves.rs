@@ -24,9 +24,7 @@ pub async fn drain(
     _: Admin,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Slave>)> {
-    let row = slaves::by_name(&st.db, &name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no slave named '{name}'")))?;
+    let row = find(&st, &name).await?;
     let id = SlaveId(row.id);
     if !st.hub.send(id, MasterFrame::Drain) {
         return Err(ApiError::Conflict(format!(

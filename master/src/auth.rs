@@ -3,7 +3,7 @@
 
 use crate::db::slaves::{self, SlaveRow};
 use crate::error::ApiError;
-use crate::AppState;
+use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;

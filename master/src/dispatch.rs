@@ -1,15 +1,19 @@
 //! The dispatcher: hands queued builds to connected slaves with free capacity.
 //!
 //! It runs when poked (a build was queued, a slave connected or finished a build) and once a
-//! second as a safety net. Each claim is one transaction (`builds::claim_next`, `FOR UPDATE SKIP
-//! LOCKED`), so a build never goes to two slaves even with several masters on one database. A
-//! claimed build whose `Assign` cannot be delivered goes back to the queue.
+//! second as a safety net. A round reads the queue and the slaves' load in two queries, decides
+//! in memory with [`crate::matching::plan`] (the same rules that explain waiting builds), then
+//! claims each chosen build with a conditional update (`queued` → `dispatched` only if still
+//! queued), so a build cancelled meanwhile is skipped and never goes to two slaves. A claimed
+//! build whose `Assign` cannot be delivered goes back to the queue.
 
-use crate::db::builds::{self, Change, SlaveOffer};
-use crate::waiting::{why_waiting, Needs, Offer};
-use crate::AppState;
+use crate::db::builds::{self, Candidate, Change};
+use crate::hub::ConnectedSlave;
+use crate::matching::{plan, why_waiting, Needs, Offer, Queued};
+use crate::state::AppState;
 use kiln_shared::frames::{Job, MasterFrame};
-use kiln_shared::{BuildId, BuildState};
+use kiln_shared::{BuildId, BuildState, SlaveId};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,107 +23,162 @@ pub async fn run(state: Arc<AppState>) {
             _ = state.hub.wake_dispatch.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        if let Err(e) = dispatch_round(&state).await {
+        if let Err(e) = round(&state).await {
             tracing::warn!("dispatch round failed: {e:#}");
-        }
-        if let Err(e) = explain_waiting(&state).await {
-            tracing::warn!("explaining waiting builds failed: {e:#}");
         }
     }
 }
 
-/// One pass over the connected slaves; returns how many builds were handed out.
-pub async fn dispatch_round(state: &AppState) -> anyhow::Result<usize> {
+/// What one round knows: the connected slaves with their load, and the queue's candidates.
+struct View {
+    slaves: Vec<(SlaveId, ConnectedSlave, u32)>,
+    candidates: Vec<Candidate>,
+}
+
+impl View {
+    async fn read(state: &AppState) -> anyhow::Result<View> {
+        let active = builds::active_per_slave(&state.db).await?;
+        let slaves: Vec<_> = state
+            .hub
+            .connected()
+            .into_iter()
+            .map(|(id, s)| {
+                let a = active.get(&id).copied().unwrap_or(0);
+                (id, s, a)
+            })
+            .collect();
+        let free: u32 = slaves
+            .iter()
+            .map(|(_, s, a)| s.capacity.saturating_sub(*a))
+            .sum();
+        let candidates = builds::candidates(&state.db, i64::from(free.max(1))).await?;
+        Ok(View { slaves, candidates })
+    }
+
+    fn offers(&self, state: &AppState) -> Vec<Offer<'_>> {
+        let now = state.clock.now();
+        let quiet_after = chrono::Duration::seconds(2 * i64::from(state.cfg.master.heartbeat_secs));
+        self.slaves
+            .iter()
+            .map(|(id, s, active)| Offer {
+                name: &s.name,
+                arch: &s.arch,
+                emulates: &s.emulates,
+                tags: &s.tags,
+                backends: &s.backends,
+                capacity: s.capacity,
+                active: *active,
+                draining: s.draining,
+                heard_recently: state
+                    .hub
+                    .last_heard(*id)
+                    .is_some_and(|t| now - t <= quiet_after),
+            })
+            .collect()
+    }
+}
+
+fn needs(c: &Candidate) -> Needs<'_> {
+    Needs {
+        architecture: c.architecture.as_deref(),
+        allow_emulation: c.allow_emulation,
+        tags: &c.tags,
+        backend: c.backend.as_deref(),
+        max_running: c.max_running,
+        running: c.running,
+    }
+}
+
+/// One round: hands out what can run now, then records why the rest waits. Returns how many
+/// builds were handed out.
+pub async fn round(state: &AppState) -> anyhow::Result<usize> {
+    let view = View::read(state).await?;
+    let chosen = {
+        let queued: Vec<Queued> = view
+            .candidates
+            .iter()
+            .map(|c| Queued {
+                id: c.id,
+                project: c.project_id,
+                priority: c.priority,
+                last_served: c.last_dispatched_at,
+                needs: needs(c),
+            })
+            .collect();
+        plan(&queued, &view.offers(state))
+    };
     let mut handed = 0;
-    for (slave_id, slave) in state.hub.connected() {
-        if slave.draining {
-            continue;
-        }
-        let mut active = builds::active_for_slave(&state.db, slave_id).await?.len() as u32;
-        while active < slave.capacity {
-            let mut tx = state.db.begin().await?;
-            let offer = SlaveOffer {
-                id: slave_id,
-                arch: &slave.arch,
-                emulates: &slave.emulates,
-                tags: &slave.tags,
-            };
-            let Some(b) = builds::claim_next(&mut tx, &offer).await? else {
-                break;
-            };
-            tx.commit().await?;
-            let id = BuildId(b.id);
-            let job = Job {
-                build: id,
-                project: b.project.clone(),
-                branch_url: b.branch_url.clone(),
-                branch: b.branch.clone(),
-                commit: b.requested_commit.clone(),
-                release: b.release.clone(),
-                allow_file_urls: state.cfg.master.allow_file_urls,
-                upload_path: format!("/api/slave/builds/{id}/artifacts"),
-            };
-            if state.hub.send(slave_id, MasterFrame::Assign(job)) {
-                tracing::info!(build = %id, slave = %slave.name, "dispatched");
-                handed += 1;
-                active += 1;
-                state.build_changed(id).await;
-            } else {
-                builds::transition(
-                    &state.db,
-                    id,
-                    BuildState::Queued,
-                    Change {
-                        reason: Some("its slave disconnected before the job reached it"),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-                break;
-            }
+    for (build, si) in chosen {
+        let (slave, s, _) = &view.slaves[si];
+        if assign(state, BuildId(build), *slave, &s.name).await? {
+            handed += 1;
         }
     }
+    // When the queue moved, explain what is left from a fresh view.
+    let view = if handed > 0 {
+        View::read(state).await?
+    } else {
+        view
+    };
+    explain_waiting(state, &view).await?;
     Ok(handed)
 }
 
-/// Records on each queued build why it still waits (only when the reason changed).
-pub async fn explain_waiting(state: &AppState) -> anyhow::Result<()> {
-    let queued = builds::waiting(&state.db, 500).await?;
-    if queued.is_empty() {
-        return Ok(());
+/// Claims `build` for `slave` and sends it the job; true if the slave got it.
+async fn assign(
+    state: &AppState,
+    build: BuildId,
+    slave: SlaveId,
+    name: &str,
+) -> anyhow::Result<bool> {
+    let mut tx = state.db.begin().await?;
+    let Some(b) = builds::claim(&mut tx, build, slave).await? else {
+        return Ok(false);
+    };
+    tx.commit().await?;
+    let job = Job {
+        build,
+        project: b.project.clone(),
+        branch_url: b.branch_url.clone(),
+        branch: b.branch.clone(),
+        commit: b.requested_commit.clone(),
+        release: b.release.clone(),
+        allow_file_urls: state.cfg.master.allow_file_urls,
+        upload_path: format!("/api/slave/builds/{build}/artifacts"),
+    };
+    if state.hub.send(slave, MasterFrame::Assign(job)) {
+        tracing::info!(%build, slave = %name, "dispatched");
+        state.build_changed(build).await;
+        return Ok(true);
     }
-    let connected = state.hub.connected();
-    let mut active = Vec::with_capacity(connected.len());
-    for (id, _) in &connected {
-        active.push(builds::active_for_slave(&state.db, *id).await?.len() as u32);
+    builds::transition(
+        &state.db,
+        build,
+        BuildState::Queued,
+        Change {
+            reason: Some("its slave disconnected before the job reached it"),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(false)
+}
+
+/// Records on every queued build why it still waits (only where the reason changed). The builds
+/// of one project ask the same of a slave, so the reason is decided per project.
+async fn explain_waiting(state: &AppState, view: &View) -> anyhow::Result<()> {
+    let offers = view.offers(state);
+    let mut heads: HashMap<i64, &Candidate> = HashMap::new();
+    for c in &view.candidates {
+        heads.entry(c.project_id).or_insert(c);
     }
-    let offers: Vec<Offer> = connected
-        .iter()
-        .zip(&active)
-        .map(|((_, s), a)| Offer {
-            name: &s.name,
-            arch: &s.arch,
-            emulates: &s.emulates,
-            tags: &s.tags,
-            capacity: s.capacity,
-            active: *a,
-            draining: s.draining,
-        })
-        .collect();
-    for w in queued {
-        let reason = why_waiting(
-            &Needs {
-                architecture: w.architecture.as_deref(),
-                allow_emulation: w.allow_emulation,
-                tags: &w.tags,
-                max_running: w.max_running,
-                running: w.running,
-            },
-            &offers,
-        );
-        if w.waiting_reason.as_deref() != Some(reason.as_str()) {
-            builds::set_waiting_reason(&state.db, w.id, &reason).await?;
-            state.build_changed(BuildId(w.id)).await;
+    for (project, c) in heads {
+        let reason = why_waiting(&needs(c), &offers);
+        if c.waiting_reason.as_deref() == Some(reason.as_str()) && c.unexplained == 0 {
+            continue;
+        }
+        for id in builds::set_waiting_reason(&state.db, project, &reason).await? {
+            state.build_changed(id).await;
         }
     }
     Ok(())

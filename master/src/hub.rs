@@ -1,10 +1,11 @@
 //! In-memory view of what is connected right now: slave sessions and their outgoing channels, the
 //! dispatcher's wake-up, and the event feed for consoles. The database stays the truth for builds.
 
+use chrono::{DateTime, Utc};
 use kiln_shared::frames::{ConsoleEvent, MasterFrame};
 use kiln_shared::SlaveId;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tokio::sync::{broadcast, mpsc, Notify};
 
@@ -15,6 +16,7 @@ pub struct ConnectedSlave {
     pub arch: String,
     pub emulates: Vec<String>,
     pub tags: Vec<String>,
+    pub backends: Vec<String>,
     pub capacity: u32,
     /// Takes no new builds.
     pub draining: bool,
@@ -27,12 +29,19 @@ pub struct SlaveInfo {
     pub arch: String,
     pub emulates: Vec<String>,
     pub tags: Vec<String>,
+    pub backends: Vec<String>,
     pub capacity: u32,
 }
 
 pub struct Hub {
     slaves: Mutex<HashMap<SlaveId, ConnectedSlave>>,
+    /// When each slave's last frame arrived (the master's clock), kept after it disconnects:
+    /// liveness counts a slave's silence only from what this master could hear.
+    heard: Mutex<HashMap<SlaveId, DateTime<Utc>>>,
     next_conn: AtomicU64,
+    /// Slave sessions still running (until their last database write), for a clean shutdown.
+    live_sessions: AtomicUsize,
+    sessions_ended: Notify,
     /// Poked whenever a build is queued or a slave frees capacity.
     pub wake_dispatch: Notify,
     pub events: broadcast::Sender<ConsoleEvent>,
@@ -42,6 +51,9 @@ impl Default for Hub {
     fn default() -> Self {
         Hub {
             slaves: Mutex::new(HashMap::new()),
+            heard: Mutex::new(HashMap::new()),
+            live_sessions: AtomicUsize::new(0),
+            sessions_ended: Notify::new(),
             next_conn: AtomicU64::new(1),
             wake_dispatch: Notify::new(),
             events: broadcast::channel(4096).0,
@@ -63,6 +75,7 @@ impl Hub {
             arch,
             emulates,
             tags,
+            backends,
             capacity,
         } = info;
         let s = ConnectedSlave {
@@ -71,6 +84,7 @@ impl Hub {
             arch,
             emulates,
             tags,
+            backends,
             capacity,
             draining: false,
             tx,
@@ -99,6 +113,38 @@ impl Hub {
             .is_some()
     }
 
+    /// Closes every slave session (the master is stopping).
+    pub fn close_all(&self) {
+        self.slaves.lock().expect("hub poisoned").clear();
+    }
+
+    /// Counts a slave session as running until the guard drops.
+    pub fn session_guard(&self) -> SessionGuard<'_> {
+        self.live_sessions.fetch_add(1, Ordering::SeqCst);
+        SessionGuard(self)
+    }
+
+    /// Waits until every slave session has ended.
+    pub async fn sessions_closed(&self) {
+        loop {
+            let ended = self.sessions_ended.notified();
+            if self.live_sessions.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    /// A frame from the slave arrived at `at`.
+    pub fn heard(&self, id: SlaveId, at: DateTime<Utc>) {
+        self.heard.lock().expect("hub poisoned").insert(id, at);
+    }
+
+    /// When this master last heard from the slave (`None`: not since it started).
+    pub fn last_heard(&self, id: SlaveId) -> Option<DateTime<Utc>> {
+        self.heard.lock().expect("hub poisoned").get(&id).copied()
+    }
+
     pub fn send(&self, id: SlaveId, frame: MasterFrame) -> bool {
         let m = self.slaves.lock().expect("hub poisoned");
         m.get(&id).is_some_and(|s| s.tx.send(frame).is_ok())
@@ -125,5 +171,15 @@ impl Hub {
     pub fn publish(&self, ev: ConsoleEvent) {
         // No subscriber is fine.
         let _ = self.events.send(ev);
+    }
+}
+
+/// See [`Hub::session_guard`].
+pub struct SessionGuard<'a>(&'a Hub);
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        self.0.live_sessions.fetch_sub(1, Ordering::SeqCst);
+        self.0.sessions_ended.notify_waiters();
     }
 }

@@ -1,5 +1,6 @@
 //! The Kiln master as a library: `main.rs` is a thin shell around [`build`], and tests start the
-//! same server on a port-0 listener.
+//! same server on a port-0 listener. This file holds only the module list, the router and
+//! [`build`]; what happens to a build is in [`lifecycle`], the shared parts in [`state`].
 
 pub mod api;
 pub mod auth;
@@ -11,12 +12,14 @@ pub mod error;
 pub mod git;
 pub mod hub;
 pub mod init;
+pub mod lifecycle;
 pub mod liveness;
+pub mod matching;
 pub mod retention;
 pub mod schedule;
 pub mod scheduler;
+pub mod state;
 pub mod storage;
-pub mod waiting;
 pub mod web;
 pub mod ws;
 
@@ -24,100 +27,11 @@ use anyhow::{Context, Result};
 use axum::routing::get;
 use axum::Router;
 use kiln_shared::config::Config;
-use kiln_shared::frames::ConsoleEvent;
-use kiln_shared::{BuildId, SlaveId};
 use sqlx::PgPool;
+use state::AppState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-
-/// Everything a request handler or background task needs.
-pub struct AppState {
-    pub db: PgPool,
-    pub cfg: Arc<Config>,
-    pub storage: storage::Storage,
-    pub hub: hub::Hub,
-    pub clock: Arc<dyn clock::Clock>,
-    /// Time zone of schedules that name none.
-    pub default_tz: chrono_tz::Tz,
-}
-
-impl AppState {
-    /// Tells consoles that a build changed.
-    pub async fn build_changed(&self, id: BuildId) {
-        if let Ok(Some(b)) = db::builds::get(&self.db, id).await {
-            self.hub.publish(ConsoleEvent::Build(b.into_api()));
-        }
-    }
-
-    pub async fn slave_changed(&self, id: SlaveId) {
-        if let Ok(Some(s)) = db::slaves::get(&self.db, id).await {
-            self.hub.publish(ConsoleEvent::Slave(self.slave_api(s)));
-        }
-    }
-
-    /// A slave as the API shows it: the database row plus what only the hub knows.
-    pub fn slave_api(&self, row: db::slaves::SlaveRow) -> kiln_shared::api::Slave {
-        let id = SlaveId(row.id);
-        let mut s = row.into_api();
-        s.draining = self.hub.is_draining(id);
-        s
-    }
-
-    pub fn publish_log_end(&self, build: BuildId) {
-        self.hub.publish(ConsoleEvent::LogEnd { build });
-    }
-
-    /// After a build reached a terminal state: close its log file, tell consoles (the build, and
-    /// that its log is complete), and let the dispatcher use the slot it freed.
-    pub async fn build_ended(&self, id: BuildId) {
-        self.storage.close_log(id);
-        self.build_changed(id).await;
-        self.publish_log_end(id);
-        self.hub.wake_dispatch.notify_one();
-    }
-
-    /// Marks a build lost (with why), queues its retry if allowed, and tells everyone.
-    pub async fn lose_build(&self, id: BuildId, reason: &str) -> Result<()> {
-        let retry = db::builds::mark_lost(&self.db, id, reason).await?;
-        tracing::warn!(build = %id, ?retry, "build lost: {reason}");
-        let _ = self
-            .storage
-            .append_master_note(id, &format!("build lost: {reason}"))
-            .await;
-        self.build_ended(id).await;
-        if let Some(r) = retry {
-            self.build_changed(r).await;
-        }
-        Ok(())
-    }
-}
-
-/// Connects to the configured database, or starts the embedded cluster.
-pub async fn open_database(
-    cfg: &Config,
-) -> Result<(PgPool, Option<embedded_pg::EmbeddedPostgres>)> {
-    match &cfg.database.url {
-        Some(url) => Ok((
-            db::connect(db::Target::Url(url), cfg.database.max_connections).await?,
-            None,
-        )),
-        None => {
-            let mut pg = embedded_pg::EmbeddedPostgres::new(
-                cfg.data_dir(),
-                cfg.database.pg_bin_dir.as_deref(),
-                &cfg.database.embedded_user,
-            )?;
-            pg.start().context("starting the embedded PostgreSQL")?;
-            let pool = db::connect(
-                db::Target::Socket(&pg.socket_dir),
-                cfg.database.max_connections,
-            )
-            .await?;
-            Ok((pool, Some(pg)))
-        }
-    }
-}
 
 /// A running master.
 pub struct Server {
@@ -129,22 +43,26 @@ pub struct Server {
 }
 
 impl Server {
-    /// Stops accepting, lets requests finish, stops background tasks.
+    /// Stops accepting, lets requests finish, closes slave sessions, stops background tasks.
     pub async fn shutdown(self) -> Result<()> {
         let _ = self.shutdown.send(true);
-        for t in &self.background {
-            t.abort();
-        }
-        self.serve.await??;
-        self.state.db.close().await;
-        Ok(())
+        self.wait().await
     }
 
-    /// Waits until the server stops (after a shutdown request), then stops background tasks.
+    /// Waits until the server stops (after a shutdown request), then stops background tasks and
+    /// closes the slave sessions (they reconnect to the next master), within a bounded time.
     pub async fn wait(self) -> Result<()> {
         let r = self.serve.await;
         for t in &self.background {
             t.abort();
+        }
+        self.state.hub.close_all();
+        let closing = self.state.hub.sessions_closed();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), closing)
+            .await
+            .is_err()
+        {
+            tracing::warn!("slave sessions did not close within 10 s; stopping anyway");
         }
         self.state.db.close().await;
         r??;
@@ -165,40 +83,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The master's default time zone: `master.timezone`, else the machine's (`TZ`, /etc/timezone,
-/// /etc/localtime), else UTC.
-pub fn default_timezone(cfg: &Config) -> Result<chrono_tz::Tz> {
-    if let Some(name) = &cfg.master.timezone {
-        return schedule::parse_timezone(name)
-            .map_err(|m| anyhow::anyhow!("config key master.timezone: {m}"));
-    }
-    let from_machine = std::env::var("TZ")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/timezone").ok())
-        .or_else(|| {
-            std::fs::read_link("/etc/localtime").ok().and_then(|p| {
-                let s = p.to_string_lossy().into_owned();
-                s.split_once("zoneinfo/").map(|(_, z)| z.to_string())
-            })
-        });
-    Ok(from_machine
-        .and_then(|z| schedule::parse_timezone(z.trim().trim_start_matches(':')).ok())
-        .unwrap_or(chrono_tz::UTC))
+/// Which background loops a master runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loops {
+    /// Dispatch, liveness, scheduler and retention: a real master.
+    All,
+    /// Only the dispatcher; the test drives `liveness::sweep`, `liveness::time_out`,
+    /// `scheduler::tick` and `retention::sweep` itself, at the times it sets on its clock.
+    DispatchOnly,
 }
 
 /// Builds the master on an open database and a bound listener, with the system clock.
 pub async fn build(cfg: Config, db: PgPool, listener: TcpListener) -> Result<Server> {
-    build_with_clock(cfg, db, listener, Arc::new(clock::SystemClock)).await
+    build_with(cfg, db, listener, Arc::new(clock::SystemClock), Loops::All).await
 }
 
-/// Builds the master with a given clock (tests set the time instead of sleeping).
-pub async fn build_with_clock(
+/// Builds the master with a given clock and set of loops (tests set the time instead of
+/// sleeping, and run the sweeps themselves).
+pub async fn build_with(
     cfg: Config,
     db: PgPool,
     listener: TcpListener,
     clock: Arc<dyn clock::Clock>,
+    loops: Loops,
 ) -> Result<Server> {
-    let default_tz = default_timezone(&cfg)?;
+    let default_tz = schedule::default_timezone(&cfg)?;
     db::migrate(&db).await?;
     db::slaves::all_offline(&db).await?;
     let storage_dir = cfg.path(&cfg.master.storage_dir);
@@ -213,15 +122,16 @@ pub async fn build_with_clock(
         cfg: Arc::new(cfg),
         storage,
         hub: hub::Hub::default(),
+        started_at: clock.now(),
         clock,
         default_tz,
     });
-    let background = vec![
-        tokio::spawn(dispatch::run(state.clone())),
-        tokio::spawn(liveness::run(state.clone())),
-        tokio::spawn(scheduler::run(state.clone())),
-        tokio::spawn(retention::run(state.clone())),
-    ];
+    let mut background = vec![tokio::spawn(dispatch::run(state.clone()))];
+    if loops == Loops::All {
+        background.push(tokio::spawn(liveness::run(state.clone())));
+        background.push(tokio::spawn(scheduler::run(state.clone())));
+        background.push(tokio::spawn(retention::run(state.clone())));
+    }
     let addr = listener.local_addr()?;
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let app = router(state.clone());

@@ -1,18 +1,24 @@
-//! Marks builds lost when their slave has been silent for `master.lost_timeout_secs`, records why,
-//! and queues a retry when the project allows one (`lost_retries`, default 1). Also ends builds
-//! that ran past their project's `timeout_minutes`: failed, "timed out", and stopped on the slave
-//! (its whole process group).
+//! Liveness: marks builds lost when their slave has been silent for `master.lost_timeout_secs`
+//! *while this master could hear it*, and fails builds that ran past their project's
+//! `timeout_minutes`.
+//!
+//! Whose silence it is: a slave's silence counts from the later of its last frame and this
+//! master's start (the master's clock), so a master that was down for an hour loses nothing whose
+//! slave reconnects within the time-out after the master is back. A slave whose builds are lost
+//! for silence is unregistered from the hub in the same step (its session closes), so nothing
+//! more is dispatched to it; it comes back with a new hello.
 
 use crate::db::builds;
-use crate::AppState;
+use crate::lifecycle::EndedBy;
+use crate::state::AppState;
+use kiln_shared::{BuildId, BuildState};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn run(state: Arc<AppState>) {
-    let timeout = i64::from(state.cfg.master.lost_timeout_secs);
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if let Err(e) = sweep(&state, timeout).await {
+        if let Err(e) = sweep(&state).await {
             tracing::warn!("liveness sweep failed: {e:#}");
         }
         if let Err(e) = time_out(&state).await {
@@ -21,49 +27,48 @@ pub async fn run(state: Arc<AppState>) {
     }
 }
 
-async fn sweep(state: &AppState, timeout: i64) -> anyhow::Result<()> {
-    for (id, slave, last_seen) in builds::held_by_silent_slaves(&state.db, timeout).await? {
-        let seen = last_seen
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-            .unwrap_or_else(|| "never".into());
-        let reason = format!(
-            "slave '{slave}' stopped responding (last heard from {seen}; timeout {timeout} s)"
+/// Loses the builds of slaves silent past the time-out at the clock's now; returns them.
+pub async fn sweep(state: &AppState) -> anyhow::Result<Vec<BuildId>> {
+    let timeout = i64::from(state.cfg.master.lost_timeout_secs);
+    let now = state.clock.now();
+    let mut lost = vec![];
+    for (id, slave, name) in builds::held(&state.db).await? {
+        let heard = state.hub.last_heard(slave);
+        let since = heard.map_or(state.started_at, |h| h.max(state.started_at));
+        if now - since <= chrono::Duration::seconds(timeout) {
+            continue;
+        }
+        let seen = heard.map_or_else(
+            || "not since the master started".to_string(),
+            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
         );
+        let reason = format!(
+            "slave '{name}' stopped responding (last heard from {seen}; timeout {timeout} s)"
+        );
+        if state.hub.disconnect(slave) {
+            tracing::warn!(slave = %name, "closing the session of a silent slave");
+        }
         state.lose_build(id, &reason).await?;
+        lost.push(id);
     }
-    Ok(())
+    Ok(lost)
 }
 
 /// Fails (and stops) builds running longer than their project allows, at the clock's now.
 pub async fn time_out(state: &AppState) -> anyhow::Result<usize> {
-    let now = state.clock.now();
-    let over = builds::timed_out(&state.db, now).await?;
-    for (id, slave, minutes) in &over {
+    let over = builds::timed_out(&state.db, state.clock.now()).await?;
+    for (id, minutes) in &over {
         let reason = format!("timed out after {minutes} minute(s) (the project's timeout_minutes)");
-        let t = builds::transition(
-            &state.db,
-            *id,
-            kiln_shared::BuildState::Failed,
-            builds::Change {
-                reason: Some(&reason),
-                ..Default::default()
-            },
-        )
-        .await?;
-        if let builds::Transition::Done { .. } = t {
-            tracing::warn!(build = %id, "{reason}");
-            if let Some(s) = slave {
-                state.hub.send(
-                    kiln_shared::SlaveId(*s),
-                    kiln_shared::frames::MasterFrame::Cancel {
-                        build: *id,
-                        reason: reason.clone(),
-                    },
-                );
-            }
-            let _ = state.storage.append_master_note(*id, &reason).await;
-            state.build_ended(*id).await;
-        }
+        state
+            .end_build(
+                *id,
+                BuildState::Failed,
+                Some(&reason),
+                EndedBy::Master {
+                    stop_on_slave: true,
+                },
+            )
+            .await?;
     }
     Ok(over.len())
 }

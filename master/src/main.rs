@@ -70,7 +70,7 @@ async fn main() -> Result<()> {
         }
         Some(Cmd::Migrate) => {
             let cfg = load(&cli)?;
-            let (pool, _pg) = kiln_master::open_database(&cfg).await?;
+            let (pool, _pg) = kiln_master::db::open(&cfg).await?;
             kiln_master::db::migrate(&pool).await?;
             println!("database is up to date");
             Ok(())
@@ -81,7 +81,7 @@ async fn main() -> Result<()> {
 
 async fn serve(cfg: Config) -> Result<()> {
     let listen = cfg.master.listen.clone();
-    let (pool, pg) = kiln_master::open_database(&cfg).await?;
+    let (pool, pg) = kiln_master::db::open(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("config key master.listen: cannot bind {listen}"))?;

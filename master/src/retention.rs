@@ -3,7 +3,7 @@
 //! are never touched. Files go first, on a blocking thread, so no request or build waits on it.
 
 use crate::db::builds;
-use crate::AppState;
+use crate::state::AppState;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,14 +24,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<usize> {
     let now = state.clock.now();
     let expired = builds::expired(&state.db, now).await?;
     for id in &expired {
-        let dir = state.storage.build_dir(*id);
-        state.storage.close_log(*id);
-        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        })
-        .await??;
-        builds::delete(&state.db, *id).await?;
+        state.delete_build(*id).await?;
     }
     Ok(expired.len())
 }

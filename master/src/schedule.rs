@@ -116,6 +116,27 @@ fn second_occurrence(tz: Tz, local: NaiveDateTime, utc: DateTime<Utc>) -> bool {
     }
 }
 
+/// The master's default time zone: `master.timezone`, else the machine's (`TZ`, /etc/timezone,
+/// /etc/localtime), else UTC.
+pub fn default_timezone(cfg: &kiln_shared::config::Config) -> anyhow::Result<chrono_tz::Tz> {
+    if let Some(name) = &cfg.master.timezone {
+        return parse_timezone(name)
+            .map_err(|m| anyhow::anyhow!("config key master.timezone: {m}"));
+    }
+    let from_machine = std::env::var("TZ")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/timezone").ok())
+        .or_else(|| {
+            std::fs::read_link("/etc/localtime").ok().and_then(|p| {
+                let s = p.to_string_lossy().into_owned();
+                s.split_once("zoneinfo/").map(|(_, z)| z.to_string())
+            })
+        });
+    Ok(from_machine
+        .and_then(|z| parse_timezone(z.trim().trim_start_matches(':')).ok())
+        .unwrap_or(chrono_tz::UTC))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

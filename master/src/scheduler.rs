@@ -1,16 +1,17 @@
 //! The scheduler: queues a project's build when its schedule is due.
 //!
-//! Each pass locks the due projects (`FOR UPDATE SKIP LOCKED`, so several masters on one
-//! database never double-queue), queues at most one build per project, and moves `next_run` to
-//! the first slot after now — so a master that was down over several slots runs the build once
-//! on start (or not at all when `master.catch_up_missed` is off), never once per missed slot.
-//! With `only_if_changed`, the branch head is asked (`git ls-remote`) and the build is skipped
-//! when it equals the commit of the project's last successful build; the queued build is pinned
-//! to that head.
+//! Each pass reads the due projects, and for each one: asks the branch head when the project
+//! builds only if changed (`git ls-remote`, up to the git time-out, with no lock held), then locks
+//! the project row (`FOR UPDATE SKIP LOCKED`) and re-checks that its slot is still pending before
+//! queuing at most one build and moving `next_run` to the first slot after now, in one
+//! transaction. So a master that was down over several slots runs the build once on start (or not
+//! at all when `master.catch_up_missed` is off), never once per missed slot; with
+//! `only_if_changed` the build is skipped when the head equals the commit of the project's last
+//! successful build, and the queued build is pinned to that head.
 
 use crate::db::{builds, projects};
 use crate::schedule::{parse_timezone, Schedule};
-use crate::AppState;
+use crate::state::AppState;
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use kiln_shared::BuildId;
@@ -56,64 +57,66 @@ pub async fn run(state: Arc<AppState>) {
 
 /// One scheduler pass at `now`.
 pub async fn tick(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<Vec<(String, Decision)>> {
-    let mut tx = state.db.begin().await?;
-    let due = projects::due(&mut tx, now).await?;
     let mut out = vec![];
-    for p in due {
-        let tz = project_tz(state, &p);
-        let next = next_run(p.schedule.as_deref(), tz, now);
-        let slot = p.next_run.unwrap_or(now);
-        let decision = if !runs_now(slot, now, state.cfg.master.catch_up_missed) {
-            Decision::SkippedMissed
-        } else {
-            let head = if p.only_if_changed {
-                crate::git::branch_head(&p.branch_url, &p.branch, state.cfg.master.allow_file_urls)
-                    .await
-                    .ok()
-            } else {
-                None
-            };
-            let last_good = if p.only_if_changed {
-                projects::last_good_commit(&mut *tx, p.id).await?
-            } else {
-                None
-            };
-            if p.only_if_changed && head.is_some() && head == last_good {
-                Decision::SkippedUnchanged
-            } else {
-                let id = builds::insert(
-                    &mut tx,
-                    builds::NewBuild {
-                        project_id: p.id,
-                        trigger: "schedule",
-                        release: None,
-                        requested_commit: head.as_deref(),
-                        branch_url: &p.branch_url,
-                        branch: &p.branch,
-                        retry_of: None,
-                        attempt: 0,
-                        priority: p.priority,
-                        rebuild_of: None,
-                    },
-                )
-                .await?;
-                Decision::Queued(id)
-            }
-        };
-        tracing::info!(project = %p.name, ?decision, ?next, "schedule due");
-        projects::set_next_run(&mut *tx, p.id, next).await?;
-        out.push((p.name, decision));
-    }
-    tx.commit().await?;
-    for (_, d) in &out {
-        if let Decision::Queued(id) = d {
-            state.build_changed(*id).await;
+    for p in projects::due(&state.db, now).await? {
+        if let Some(d) = handle_slot(state, &p, now).await? {
+            out.push((p.name, d));
         }
     }
-    if out.iter().any(|(_, d)| matches!(d, Decision::Queued(_))) {
-        state.hub.wake_dispatch.notify_one();
-    }
     Ok(out)
+}
+
+/// Handles one due project's slot; `None` if another pass handled it meanwhile.
+async fn handle_slot(
+    state: &AppState,
+    p: &projects::ProjectRow,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<Decision>> {
+    let next = next_run(p.schedule.as_deref(), project_tz(state, p), now);
+    let slot = p.next_run.unwrap_or(now);
+    let runs = runs_now(slot, now, state.cfg.master.catch_up_missed);
+    // The slow part first, with no lock held.
+    let head = if runs && p.only_if_changed {
+        crate::git::branch_head(&p.branch_url, &p.branch, state.cfg.master.allow_file_urls)
+            .await
+            .ok()
+    } else {
+        None
+    };
+    let mut tx = state.db.begin().await?;
+    if !projects::lock_slot(&mut tx, p.id, p.next_run).await? {
+        return Ok(None);
+    }
+    projects::set_next_run(&mut *tx, p.id, next).await?;
+    let unchanged = head.is_some() && head == projects::last_good_commit(&mut *tx, p.id).await?;
+    let decision = if !runs {
+        tx.commit().await?;
+        Decision::SkippedMissed
+    } else if unchanged {
+        tx.commit().await?;
+        Decision::SkippedUnchanged
+    } else {
+        let b = state
+            .queue_build(
+                tx,
+                builds::NewBuild {
+                    project_id: p.id,
+                    trigger: "schedule",
+                    release: None,
+                    requested_commit: head.as_deref(),
+                    branch_url: &p.branch_url,
+                    branch: &p.branch,
+                    retry_of: None,
+                    attempt: 0,
+                    priority: p.priority,
+                    rebuild_of: None,
+                },
+            )
+            .await?;
+        Decision::Queued(BuildId(b.id))
+    };
+    tracing::info!(project = %p.name, ?decision, ?next, "schedule due");
+    Ok(Some(decision))
 }
 
 #[cfg(test)]

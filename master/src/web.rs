@@ -2,7 +2,7 @@
 //! (any unknown path gets `index.html`, hashed assets are cached for long), else a small page that
 //! says where the API is.
 
-use crate::AppState;
+use crate::state::AppState;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;

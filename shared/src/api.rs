@@ -38,6 +38,8 @@ pub struct CreateProject {
     pub max_running: Option<i32>,
     #[serde(default)]
     pub allow_emulation: Option<bool>,
+    #[serde(default)]
+    pub backend: Option<String>,
 }
 
 impl CreateProject {
@@ -58,6 +60,7 @@ impl CreateProject {
             keep_days: self.keep_days.map(Some),
             max_running: self.max_running.map(Some),
             allow_emulation: self.allow_emulation,
+            backend: self.backend.clone().map(Some),
         }
     }
 }
@@ -103,6 +106,10 @@ pub struct PatchProject {
     /// Slaves that emulate the project's architecture (qemu-user) may take its builds.
     #[serde(default)]
     pub allow_emulation: Option<bool>,
+    /// The backend the branch's `kiln.toml` uses (e.g. `mmdebstrap`): only slaves that report it
+    /// take the project's builds; `null`: any slave.
+    #[serde(default, with = "double_option")]
+    pub backend: Option<Option<String>>,
 }
 
 /// Distinguishes "absent" (`None`) from "null" (`Some(None)`).
@@ -141,6 +148,9 @@ pub struct Project {
     pub keep_days: Option<i32>,
     pub max_running: Option<i32>,
     pub allow_emulation: bool,
+    /// Only slaves reporting this backend take the project's builds.
+    #[serde(default)]
+    pub backend: Option<String>,
     /// When the schedule runs next.
     pub next_run: Option<DateTime<Utc>>,
     /// Bytes of logs and artifacts the project's builds keep on the master.

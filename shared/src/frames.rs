@@ -24,9 +24,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SlaveFrame {
     Hello(Hello),
-    /// Sent every `Cadence::heartbeat_secs`; restates what the slave holds.
+    /// Sent every `Cadence::heartbeat_secs`; restates the builds the slave holds.
     Heartbeat {
-        builds: Vec<HeldBuild>,
+        builds: Vec<BuildId>,
     },
     /// The branch is fetched; the backend starts now.
     Started {
@@ -60,33 +60,17 @@ pub struct Hello {
     /// Debian architecture name of the machine (amd64, arm64, armhf, ...).
     pub arch: String,
     pub tags: Vec<String>,
-    /// Backends this slave can run (script, mmdebstrap, live-build, ...).
+    /// Backends this slave can run (script, mmdebstrap, live-build, ...); a project that names
+    /// its `backend` is only dispatched to slaves listing it.
     pub backends: Vec<String>,
     /// How many builds it runs at once.
     pub capacity: u32,
     /// The slave's own version, for the slaves page.
     pub version: String,
     /// Builds the slave holds right now (after a reconnect or a restart).
-    pub builds: Vec<HeldBuild>,
+    pub builds: Vec<BuildId>,
     /// Foreign architectures it can run through emulation (qemu-user binfmt).
     pub emulates: Vec<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HeldPhase {
-    Fetching,
-    Running,
-    Uploading,
-    /// Ended; the result waits for the master's acknowledgement.
-    Ended,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeldBuild {
-    pub build: BuildId,
-    pub phase: HeldPhase,
-    /// Number of log lines produced so far.
-    pub log_lines: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,8 +132,6 @@ pub struct Cadence {
 pub enum Directive {
     /// Carry on; resend log lines from `next_seq`.
     Keep { next_seq: u64 },
-    /// Stop it (kill its processes) and report it cancelled.
-    Cancel { reason: String },
     /// The master has finished with this build (recorded, or given up on): stop it, drop it,
     /// report nothing.
     Forget { reason: String },
@@ -171,11 +153,13 @@ pub struct Job {
     pub upload_path: String,
 }
 
-/// Console (browser) → master on `/ws/console`.
+/// Console (browser) → master on `/ws/console`. One socket per browser tab carries any number of
+/// subscriptions (topics): the queue, and the logs of the builds on screen.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConsoleRequest {
     /// Snapshot of the queue and slaves, then changes as they happen.
     SubscribeQueue,
+    UnsubscribeQueue,
     /// Log lines of one build from `from_seq` on, then live lines until it ends.
     SubscribeLog {
         build: BuildId,
@@ -199,12 +183,13 @@ pub enum ConsoleEvent {
         lines: Vec<String>,
     },
     /// The log is complete; no more lines will come.
-    LogEnd {
-        build: BuildId,
-    },
-    Error {
-        message: String,
-    },
+    LogEnd { build: BuildId },
+    /// The request could not be read; the master closes the socket after this.
+    Error { message: String },
+    /// This console fell behind the master's event feed and missed events: it should subscribe
+    /// again to every topic (the queue's snapshot, each log from the line after the last one it
+    /// has); the subscriptions themselves stay in place.
+    Resync,
     /// What a running build is doing now.
     Progress {
         build: BuildId,

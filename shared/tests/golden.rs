@@ -28,12 +28,44 @@ fn check(name: &str, bytes: Vec<u8>) {
     assert_eq!(hex, want.trim(), "frame {name} changed on the wire");
 }
 
-fn held() -> Vec<HeldBuild> {
-    vec![HeldBuild {
-        build: BuildId(42),
-        phase: HeldPhase::Running,
-        log_lines: 1000,
-    }]
+fn held() -> Vec<BuildId> {
+    vec![BuildId(42)]
+}
+
+/// How many variants the enum `T` has, asked of its own `Deserialize` (serde names the range in
+/// the error for an out-of-range variant index), so a new variant without a golden fails below.
+fn variant_count<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> usize {
+    let mut bytes = codec::encode(&()).unwrap();
+    bytes.push(250);
+    let err = codec::decode::<T>(&bytes).expect_err("variant 250 does not exist");
+    let msg = err.to_string();
+    let n = msg
+        .rsplit("0 <= i < ")
+        .next()
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse().ok());
+    n.unwrap_or_else(|| panic!("cannot read the variant count from: {msg}"))
+}
+
+/// The variant index of an encoded frame (the first byte after the version prefix).
+fn variant_of(bytes: &[u8]) -> usize {
+    let (_, used) = codec::peek_version(bytes).unwrap();
+    bytes[used] as usize
+}
+
+/// Fails when a variant of `T` has no golden frame.
+fn assert_every_variant<T: serde::de::DeserializeOwned + std::fmt::Debug>(
+    what: &str,
+    encoded: &[Vec<u8>],
+) {
+    let mut seen: Vec<usize> = encoded.iter().map(|b| variant_of(b)).collect();
+    seen.sort();
+    seen.dedup();
+    let all: Vec<usize> = (0..variant_count::<T>()).collect();
+    assert_eq!(
+        seen, all,
+        "every {what} variant needs a golden frame (variant indices seen vs. all)"
+    );
 }
 
 fn frames_slave() -> Vec<(&'static str, SlaveFrame)> {
@@ -145,7 +177,6 @@ fn frames_master() -> Vec<(&'static str, MasterFrame)> {
             MasterFrame::Reconcile {
                 builds: vec![
                     (BuildId(1), Directive::Keep { next_seq: 5 }),
-                    (BuildId(2), Directive::Cancel { reason: "c".into() }),
                     (BuildId(3), Directive::Forget { reason: "f".into() }),
                 ],
             },
@@ -155,20 +186,41 @@ fn frames_master() -> Vec<(&'static str, MasterFrame)> {
 
 #[test]
 fn slave_frames_are_stable() {
+    let mut all = vec![];
     for (name, f) in frames_slave() {
         let bytes = codec::encode(&f).unwrap();
         assert_eq!(codec::decode::<SlaveFrame>(&bytes).unwrap(), f);
+        all.push(bytes.clone());
         check(name, bytes);
     }
+    assert_every_variant::<SlaveFrame>("SlaveFrame", &all);
 }
 
 #[test]
 fn master_frames_are_stable() {
+    let mut all = vec![];
     for (name, f) in frames_master() {
         let bytes = codec::encode(&f).unwrap();
         assert_eq!(codec::decode::<MasterFrame>(&bytes).unwrap(), f);
+        all.push(bytes.clone());
         check(name, bytes);
     }
+    assert_every_variant::<MasterFrame>("MasterFrame", &all);
+}
+
+#[test]
+fn every_directive_has_a_golden_frame() {
+    // Directives ride inside `Reconcile`; encode each on its own to see their indices.
+    let all: Vec<Vec<u8>> = frames_master()
+        .into_iter()
+        .filter_map(|(_, f)| match f {
+            MasterFrame::Reconcile { builds } => Some(builds),
+            _ => None,
+        })
+        .flatten()
+        .map(|(_, d)| codec::encode(&d).unwrap())
+        .collect();
+    assert_every_variant::<Directive>("Directive", &all);
 }
 
 #[test]
@@ -234,14 +286,29 @@ fn console_frames_are_stable() {
                 percent: Some(5),
             },
         ),
+        (
+            "console_error",
+            ConsoleEvent::Error {
+                message: "corrupt frame".into(),
+            },
+        ),
+        ("console_resync", ConsoleEvent::Resync),
     ];
+    let mut all = vec![];
     for (name, e) in events {
         let bytes = codec::encode(&e).unwrap();
         assert_eq!(codec::decode::<ConsoleEvent>(&bytes).unwrap(), e);
+        all.push(bytes.clone());
         check(name, bytes);
     }
+    assert_every_variant::<ConsoleEvent>("ConsoleEvent", &all);
+    let mut all = vec![];
     for (name, r) in [
         ("console_subscribe_queue", ConsoleRequest::SubscribeQueue),
+        (
+            "console_unsubscribe_queue",
+            ConsoleRequest::UnsubscribeQueue,
+        ),
         (
             "console_subscribe_log",
             ConsoleRequest::SubscribeLog {
@@ -249,9 +316,15 @@ fn console_frames_are_stable() {
                 from_seq: 100,
             },
         ),
+        (
+            "console_unsubscribe_log",
+            ConsoleRequest::UnsubscribeLog { build: BuildId(42) },
+        ),
     ] {
         let bytes = codec::encode(&r).unwrap();
         assert_eq!(codec::decode::<ConsoleRequest>(&bytes).unwrap(), r);
+        all.push(bytes.clone());
         check(name, bytes);
     }
+    assert_every_variant::<ConsoleRequest>("ConsoleRequest", &all);
 }

@@ -57,6 +57,15 @@ fn lock_work_dir(settings: &Settings) -> Result<std::fs::File> {
     Ok(f)
 }
 
+/// At most 5 s between attempts, and never more than a quarter of the master's lost time-out.
+fn max_reconnect_delay(env: &Env) -> Duration {
+    let five = Duration::from_secs(5);
+    match env.lost_timeout_secs.load(Ordering::SeqCst) {
+        0 => five,
+        t => five.min(Duration::from_millis(u64::from(t) * 250)),
+    }
+}
+
 /// Runs the slave until a fatal error, or until drained.
 pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
     std::fs::create_dir_all(settings.work_dir.join("builds"))
@@ -72,6 +81,7 @@ pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
         outbox: Outbox::default(),
         exe: std::env::current_exe().context("cannot find this program's path")?,
         draining: AtomicBool::new(false),
+        lost_timeout_secs: Default::default(),
         settings,
     });
     tracing::info!(
@@ -125,7 +135,7 @@ pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
         // A little jitter so a fleet does not reconnect in lockstep.
         let jitter = Duration::from_millis(u64::from(std::process::id() % 200));
         tokio::time::sleep(delay + jitter).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        delay = (delay * 2).min(max_reconnect_delay(&env));
     }
 }
 
@@ -189,6 +199,8 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
         Ok(Some(Ok(Message::Binary(b)))) => match codec::decode::<MasterFrame>(&b) {
             Ok(MasterFrame::Welcome { cadence, slave }) => {
                 tracing::info!(slave_id = %slave, ?cadence, "connected to the master");
+                env.lost_timeout_secs
+                    .store(cadence.lost_timeout_secs, Ordering::SeqCst);
                 cadence
             }
             Ok(MasterFrame::Refused { reason }) => return Err(SessionError::Fatal(reason)),
@@ -268,7 +280,6 @@ fn handle(env: &Arc<Env>, frame: MasterFrame) -> Result<(), SessionError> {
             for (build, d) in builds {
                 match d {
                     Directive::Keep { next_seq } => o.ack_log(build, next_seq),
-                    Directive::Cancel { reason } => o.cancel(build, reason),
                     Directive::Forget { reason } => {
                         if o.holds(build) {
                             tracing::info!(%build, %reason, "the master forgot this build; stopping it");

@@ -8,7 +8,7 @@
 //! already has.
 
 use crate::store::{BuildDir, DaemonRecord};
-use kiln_shared::frames::{HeldBuild, HeldPhase, Outcome, SlaveFrame};
+use kiln_shared::frames::{Outcome, SlaveFrame};
 use kiln_shared::BuildId;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
@@ -17,7 +17,6 @@ use tokio::sync::Notify;
 
 pub struct Slot {
     dir: BuildDir,
-    phase: HeldPhase,
     record: DaemonRecord,
     /// Lines before `sent` (ending at byte `sent_offset`) went out on this connection.
     sent: u64,
@@ -63,13 +62,6 @@ impl Outbox {
             if i.slots.contains_key(&dir.id) {
                 return false;
             }
-            let phase = if record.outcome.is_some() {
-                HeldPhase::Ended
-            } else if commit.is_some() {
-                HeldPhase::Running
-            } else {
-                HeldPhase::Fetching
-            };
             let cancel_requested = record.cancel_reason.is_some() || record.forgotten;
             i.slots.insert(
                 dir.id,
@@ -77,7 +69,6 @@ impl Outbox {
                     sent: record.acked,
                     sent_offset: record.acked_offset,
                     dir,
-                    phase,
                     record,
                     chunks: VecDeque::new(),
                     commit,
@@ -101,10 +92,6 @@ impl Outbox {
         self.with(|i| i.slots.contains_key(&build))
     }
 
-    pub fn set_phase(&self, build: BuildId, phase: HeldPhase) {
-        self.slot(build, |s| s.phase = phase);
-    }
-
     /// Reports what the build is doing now; superseded by the next report if not sent yet.
     pub fn progress(&self, build: BuildId, phase: &str, percent: Option<u8>) {
         self.slot(build, |s| s.progress = Some((phase.to_string(), percent)));
@@ -115,9 +102,6 @@ impl Outbox {
         self.slot(build, |s| {
             if s.commit.is_none() {
                 s.commit = Some(commit);
-            }
-            if s.phase == HeldPhase::Fetching {
-                s.phase = HeldPhase::Running;
             }
         });
         self.changed.notify_one();
@@ -131,7 +115,6 @@ impl Outbox {
     pub fn finished(&self, build: BuildId, outcome: Outcome) {
         self.slot(build, |s| {
             s.record.outcome = Some(outcome);
-            s.phase = HeldPhase::Ended;
             persist(s);
         });
         self.changed.notify_one();
@@ -245,16 +228,13 @@ impl Outbox {
         });
     }
 
-    pub fn held(&self) -> Vec<HeldBuild> {
+    /// The builds this slave holds (restated in every hello and heartbeat).
+    pub fn held(&self) -> Vec<BuildId> {
         self.with(|i| {
             i.slots
                 .iter()
                 .filter(|(_, s)| !s.record.forgotten)
-                .map(|(b, s)| HeldBuild {
-                    build: *b,
-                    phase: s.phase,
-                    log_lines: s.sent.max(s.record.acked),
-                })
+                .map(|(b, _)| *b)
                 .collect()
         })
     }

@@ -7,7 +7,7 @@ use crate::process::Log;
 use crate::settings::Settings;
 use crate::store::{self, BuildDir, DaemonRecord, RunnerInput, RunnerResult};
 use crate::upload;
-use kiln_shared::frames::{HeldPhase, Job, Outcome};
+use kiln_shared::frames::{Job, Outcome};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,6 +23,10 @@ pub struct Env {
     pub exe: PathBuf,
     /// Taking no new builds; exit once the held ones are reported.
     pub draining: AtomicBool,
+    /// The master's lost time-out from its last welcome (0: not connected yet); reconnecting
+    /// never waits more than a quarter of it, so a slave is back well before its builds count as
+    /// lost.
+    pub lost_timeout_secs: std::sync::atomic::AtomicU32,
 }
 
 /// How long a cancelled build gets between SIGTERM and SIGKILL.
@@ -268,7 +272,6 @@ async fn upload_all(env: &Arc<Env>, dir: &BuildDir, log: &Log) -> Result<(), Str
             .map_err(|e| format!("writing SHA256SUMS: {e}"))?;
         files.push("SHA256SUMS".into());
     }
-    o.set_phase(build, HeldPhase::Uploading);
     let done = o.uploaded(build);
     for (n, name) in files.iter().enumerate() {
         if o.cancel_requested(build) {

@@ -139,8 +139,17 @@ async fn dispatch_goes_to_the_right_architecture_and_tags() {
         .await;
     assert_eq!(s, 201, "{v}");
     let b = farm.request_build("other-arch", json!({})).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(farm.build(b.id).await.state, BuildState::Queued);
+    // The dispatcher has looked at it (and given the reason) and left it queued.
+    let waiting = farm
+        .wait_build(b.id, Duration::from_secs(30), "explained", |b| {
+            b.waiting_reason.is_some()
+        })
+        .await;
+    assert_eq!(waiting.state, BuildState::Queued);
+    assert_eq!(
+        waiting.waiting_reason.as_deref(),
+        Some("no online slave is s390x (the project does not allow emulation)")
+    );
     // Cancelling a queued build removes it from the queue.
     let (s, v) = farm
         .post(&format!("/api/builds/{}/cancel", b.id), json!({}))

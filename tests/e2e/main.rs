@@ -5,6 +5,7 @@
 mod admin;
 mod browser;
 mod builds;
+mod db;
 mod failures;
 mod images;
 mod protocol;

@@ -1,7 +1,7 @@
 //! The slave protocol at its edges, spoken by a hand-made slave over the real wire format.
 
 use futures_util::{SinkExt, StreamExt};
-use kiln_shared::codec;
+use kiln_shared::codec::{self, PROTOCOL_VERSION};
 use kiln_shared::frames::{Hello, MasterFrame, SlaveFrame};
 use kiln_shared::BuildState;
 use kiln_tests::{Farm, GitServer};
@@ -83,13 +83,14 @@ async fn protocol_mismatch_and_bad_tokens_are_refused_clearly() {
             let body =
                 String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned();
             assert!(
-                body.contains("speaks protocol version 99") && body.contains("speaks 1"),
+                body.contains("speaks protocol version 99")
+                    && body.contains(&format!("speaks {PROTOCOL_VERSION}")),
                 "{body}"
             );
         }
         other => panic!("expected HTTP 426, got {:?}", other.map(|_| ())),
     }
-    match connect(&farm, "kiln_s_wrong", "1").await {
+    match connect(&farm, "kiln_s_wrong", &PROTOCOL_VERSION.to_string()).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
         other => panic!("expected HTTP 401, got {:?}", other.map(|_| ())),
     }
@@ -103,7 +104,9 @@ async fn corrupt_and_oversized_frames_close_only_that_connection() {
     let farm = Farm::start().await;
 
     let token = farm.register_slave("garbage").await;
-    let mut ws = connect(&farm, &token, "1").await.unwrap();
+    let mut ws = connect(&farm, &token, &PROTOCOL_VERSION.to_string())
+        .await
+        .unwrap();
     hello(&mut ws, "garbage").await;
     ws.send(Message::Binary(
         vec![1, 0xff, 0xff, 0xff, 0xff, 0xff, 7, 7].into(),
@@ -116,7 +119,9 @@ async fn corrupt_and_oversized_frames_close_only_that_connection() {
     );
 
     let token = farm.register_slave("huge").await;
-    let mut ws = connect(&farm, &token, "1").await.unwrap();
+    let mut ws = connect(&farm, &token, &PROTOCOL_VERSION.to_string())
+        .await
+        .unwrap();
     hello(&mut ws, "huge").await;
     let _ = ws
         .send(Message::Binary(
@@ -129,7 +134,9 @@ async fn corrupt_and_oversized_frames_close_only_that_connection() {
     );
 
     let token = farm.register_slave("texter").await;
-    let mut ws = connect(&farm, &token, "1").await.unwrap();
+    let mut ws = connect(&farm, &token, &PROTOCOL_VERSION.to_string())
+        .await
+        .unwrap();
     hello(&mut ws, "texter").await;
     ws.send(Message::Text("{\"hello\":1}".into()))
         .await
@@ -151,7 +158,9 @@ async fn an_artifact_whose_sha256_does_not_match_is_rejected_and_fails_the_build
     farm.project("p", "git://127.0.0.1:9/unused.git", "main")
         .await;
     let token = farm.register_slave("liar").await;
-    let mut ws = connect(&farm, &token, "1").await.unwrap();
+    let mut ws = connect(&farm, &token, &PROTOCOL_VERSION.to_string())
+        .await
+        .unwrap();
     hello(&mut ws, "liar").await;
     let b = farm.request_build("p", json!({})).await;
     let job = loop {

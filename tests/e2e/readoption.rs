@@ -51,7 +51,8 @@ async fn sigkilled_slave_restarts_and_the_build_finishes_with_every_line_once() 
         1,
         "the build runs on without its daemon"
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Restart only once the master has noticed the daemon gone.
+    farm.wait_slave_online("s1", false).await;
     slave.start();
     let done = farm.wait_ended(b.id, Duration::from_secs(90)).await;
     assert_eq!(done.state, BuildState::Succeeded, "{:?}", done.reason);
@@ -186,7 +187,10 @@ async fn a_slave_cut_off_past_the_timeout_has_its_copy_stopped_and_never_reporte
     let retry = farm.wait_ended(retry.id, Duration::from_secs(60)).await;
     assert_eq!(retry.state, BuildState::Succeeded, "{:?}", retry.reason);
     assert_eq!(farm.download(retry.id, "out").await, b"retry\n");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The slave dropped its copy (its build dir goes only once the master said forget), so
+    // nothing about it can arrive any more.
+    let copy = slave.work.join("builds").join(b.id.to_string());
+    kiln_tests::wait_gone(&copy, "the lost build's dir on the slave").await;
     let old = farm.build(b.id).await;
     assert_eq!(
         old.state,

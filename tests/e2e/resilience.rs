@@ -1,8 +1,13 @@
 //! Slaves and masters die; builds are accounted for and logs are whole.
 
+use chrono::Utc;
+use kiln_master::clock::ManualClock;
+use kiln_master::liveness;
+use kiln_shared::api::Build;
 use kiln_shared::BuildState;
-use kiln_tests::{Farm, GitServer};
+use kiln_tests::{Farm, FarmOptions, GitServer, Proxy};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -59,26 +64,28 @@ async fn a_killed_slave_loses_its_build_with_a_reason_and_it_is_requeued_once() 
         b.state == BuildState::Lost
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A retry is queued in the same transaction that marks its build lost, so once the build is
+    // seen lost, a third build would already be there.
     let all: Vec<kiln_shared::api::Build> = farm.get("/api/builds?project=slow").await;
     assert_eq!(all.len(), 2, "one retry only: {all:?}");
 }
 
 #[tokio::test]
-async fn master_killed_mid_build_the_build_finishes_with_every_line_once() {
+async fn a_master_down_longer_than_the_lost_timeout_loses_no_build() {
     let git = GitServer::start();
     let repo = git.repo("numbers");
     repo.script_branch(
         "main",
         "i=1\nwhile [ $i -le 600 ]; do echo \"n=$i\"; i=$((i+1)); [ $((i % 50)) -eq 0 ] && sleep 0.3; done\necho done > \"$KILN_OUTPUT_DIR/out\"",
     );
-    let mut farm = Farm::with(kiln_tests::FarmOptions {
+    let lost_timeout = 3;
+    let mut farm = Farm::with(FarmOptions {
         heartbeat_secs: 1,
-        lost_timeout_secs: 30,
+        lost_timeout_secs: lost_timeout,
         ..Default::default()
     })
     .await;
-    let _slave = farm.slave("s1").await;
+    let slave = farm.slave("s1").await;
     farm.project("numbers", &repo.url, "main").await;
     let b = farm.request_build("numbers", json!({})).await;
     farm.wait_build(b.id, Duration::from_secs(60), "streaming", |b| {
@@ -86,7 +93,11 @@ async fn master_killed_mid_build_the_build_finishes_with_every_line_once() {
     })
     .await;
     farm.kill_master();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    slave
+        .wait_log("connection to the master", Duration::from_secs(30))
+        .await;
+    // The outage itself: three times the lost time-out, an upgrade or a reboot.
+    tokio::time::sleep(Duration::from_secs(3 * u64::from(lost_timeout))).await;
     farm.restart_master();
     let done = farm.wait_ended(b.id, Duration::from_secs(90)).await;
     assert_eq!(done.state, BuildState::Succeeded, "{:?}", done.reason);
@@ -95,4 +106,180 @@ async fn master_killed_mid_build_the_build_finishes_with_every_line_once() {
     let want: Vec<String> = (1..=600).map(|i| format!("n={i}")).collect();
     assert_eq!(numbers, want, "every line once, in order");
     assert_eq!(farm.download(b.id, "out").await, b"done\n");
+    let all: Vec<Build> = farm.get("/api/builds?project=numbers").await;
+    assert_eq!(all.len(), 1, "nothing was lost or retried: {all:?}");
+    assert_eq!(
+        done.log_lines as usize,
+        log.lines().count(),
+        "the index matches the file"
+    );
+}
+
+#[tokio::test]
+async fn a_partitioned_slave_loses_its_build_to_a_healthy_one_and_nothing_runs_twice() {
+    let git = GitServer::start();
+    let repo = git.repo("cut");
+    let farm = Farm::with(FarmOptions {
+        heartbeat_secs: 1,
+        lost_timeout_secs: 4,
+        ..Default::default()
+    })
+    .await;
+    let pidfile = farm.dir.path().join("first.pid");
+    // The first attempt hangs; the retry (the pid file exists by then) is quick.
+    repo.script_branch(
+        "main",
+        &format!(
+            "if [ ! -e {p} ]; then echo $$ > {p}; echo first; sleep 300; fi\necho retry > \"$KILN_OUTPUT_DIR/out\"",
+            p = farm.dir.path().join("first.pid").display()
+        ),
+    );
+    let proxy = Proxy::start(farm.url.trim_start_matches("http://")).await;
+    let cut = farm.slave_through("cut-off", &proxy.url, &[]).await;
+    farm.project("cut", &repo.url, "main").await;
+    let b = farm.request_build("cut", json!({})).await;
+    let first = kiln_tests::wait_pid_file(&pidfile).await;
+    farm.wait_build(b.id, Duration::from_secs(30), "running", |b| {
+        b.state == BuildState::Running
+    })
+    .await;
+    let _healthy = farm.slave("healthy").await;
+    proxy.partition();
+    let lost = farm
+        .wait_build(b.id, Duration::from_secs(60), "lost", |b| {
+            b.state == BuildState::Lost
+        })
+        .await;
+    assert!(lost.reason.unwrap().contains("stopped responding"));
+    let all: Vec<Build> = farm.get("/api/builds?project=cut").await;
+    let retry = all
+        .iter()
+        .find(|x| x.retry_of == Some(b.id))
+        .expect("retried");
+    let retry = farm.wait_ended(retry.id, Duration::from_secs(60)).await;
+    assert_eq!(retry.state, BuildState::Succeeded, "{:?}", retry.reason);
+    assert_eq!(
+        retry.slave.as_deref(),
+        Some("healthy"),
+        "not to the silent slave"
+    );
+    // Heal: the cut-off slave comes back, is told to forget its copy, and stops it.
+    proxy.heal();
+    kiln_tests::wait_dead(first, "the lost build's copy").await;
+    farm.wait_slave_online("cut-off", true).await;
+    let copy = cut.work.join("builds").join(b.id.to_string());
+    kiln_tests::wait_gone(&copy, "the lost build's dir on the cut-off slave").await;
+    let all: Vec<Build> = farm.get("/api/builds?project=cut").await;
+    assert_eq!(all.len(), 2, "one build, one retry: {all:?}");
+    assert_eq!(farm.build(b.id).await.state, BuildState::Lost);
+    assert_eq!(farm.build(retry.id).await.state, BuildState::Succeeded);
+    assert_eq!(farm.download(retry.id, "out").await, b"retry\n");
+}
+
+/// Liveness on the master's own clock, driven by the test: a slave is lost only after it was
+/// silent for the time-out while the master could hear it, and then nothing more goes to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_is_counted_on_the_masters_clock_and_a_silent_slave_gets_nothing() {
+    let git = GitServer::start();
+    let repo = git.repo("quiet");
+    repo.script_branch("main", "echo begin\nsleep 300");
+    let t0 = Utc::now();
+    let clock = Arc::new(ManualClock::new(t0));
+    let farm = Farm::in_process(
+        FarmOptions {
+            heartbeat_secs: 1,
+            lost_timeout_secs: 30,
+            ..Default::default()
+        },
+        clock.clone(),
+    )
+    .await;
+    let slave = farm.slave("s1").await;
+    farm.project("quiet", &repo.url, "main").await;
+    let b = farm.request_build("quiet", json!({})).await;
+    farm.wait_build(b.id, Duration::from_secs(60), "running", |b| {
+        b.state == BuildState::Running && b.log_lines > 0
+    })
+    .await;
+    slave.signal(libc::SIGSTOP);
+    clock.set(t0 + chrono::Duration::seconds(29));
+    assert!(
+        liveness::sweep(farm.state()).await.unwrap().is_empty(),
+        "29 s of 30"
+    );
+    // Quiet for two heartbeats: no new build for it, and the waiting reason says so.
+    let other = farm.request_build("quiet", json!({})).await;
+    let waiting = farm
+        .wait_build(other.id, Duration::from_secs(30), "explained", |b| {
+            b.waiting_reason.is_some()
+        })
+        .await;
+    assert_eq!(waiting.state, BuildState::Queued);
+    assert!(
+        waiting
+            .waiting_reason
+            .as_deref()
+            .unwrap()
+            .contains("gone quiet (s1)"),
+        "{waiting:?}"
+    );
+    clock.set(t0 + chrono::Duration::seconds(31));
+    assert_eq!(liveness::sweep(farm.state()).await.unwrap(), vec![b.id]);
+    // Its session is closed in the same step.
+    farm.wait_slave_online("s1", false).await;
+    let lost = farm.build(b.id).await;
+    assert_eq!(lost.state, BuildState::Lost);
+    assert!(lost.reason.unwrap().contains("stopped responding"));
+    assert_eq!(
+        lost.log_lines as usize,
+        farm.log(b.id).await.lines().count()
+    );
+    slave.signal(libc::SIGCONT);
+}
+
+/// A master that was down (its clock moved on an hour) gives slaves the lost time-out from its
+/// start before any of their builds can be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_master_gives_slaves_the_time_out_from_its_start() {
+    let git = GitServer::start();
+    let repo = git.repo("held");
+    repo.script_branch("main", "echo begin\nsleep 300");
+    let t0 = Utc::now();
+    let clock = Arc::new(ManualClock::new(t0));
+    let mut farm = Farm::in_process(
+        FarmOptions {
+            heartbeat_secs: 1,
+            lost_timeout_secs: 30,
+            ..Default::default()
+        },
+        clock.clone(),
+    )
+    .await;
+    let slave = farm.slave("s1").await;
+    farm.project("held", &repo.url, "main").await;
+    let b = farm.request_build("held", json!({})).await;
+    farm.wait_build(b.id, Duration::from_secs(60), "running", |b| {
+        b.state == BuildState::Running
+    })
+    .await;
+    // The slave is frozen, so it cannot reconnect to the new master before the sweeps below.
+    slave.signal(libc::SIGSTOP);
+    let later = t0 + chrono::Duration::hours(1);
+    clock.set(later);
+    farm.restart_in_process(clock.clone()).await;
+    assert!(
+        liveness::sweep(farm.state()).await.unwrap().is_empty(),
+        "just started"
+    );
+    clock.set(later + chrono::Duration::seconds(29));
+    assert!(liveness::sweep(farm.state()).await.unwrap().is_empty());
+    // Back within the time-out: it reconnects and the build carries on.
+    slave.signal(libc::SIGCONT);
+    farm.wait_slave_online("s1", true).await;
+    clock.set(later + chrono::Duration::seconds(45));
+    assert!(
+        liveness::sweep(farm.state()).await.unwrap().is_empty(),
+        "heard from since"
+    );
+    assert_eq!(farm.build(b.id).await.state, BuildState::Running);
 }

@@ -132,19 +132,21 @@ impl Farm {
         }
     }
 
-    /// A master running inside the test process, on the given clock, so a test can drive the
-    /// scheduler, time-outs and retention at chosen times (`farm.state()`).
+    /// A master running inside the test process, on the given clock, with only its dispatcher
+    /// in the background: the test drives liveness, time-outs, the scheduler and retention at
+    /// the times it sets (`kiln_master::liveness::sweep(farm.state())`, ...).
     pub async fn in_process(
         o: FarmOptions,
         clock: std::sync::Arc<dyn kiln_master::clock::Clock>,
     ) -> Farm {
         let (dir, token, config) = write_config(&o, "timezone = \"UTC\"\n");
         let cfg = kiln_shared::config::Config::load(&config).expect("config");
-        let (pool, _) = kiln_master::open_database(&cfg).await.expect("database");
+        let (pool, _) = kiln_master::db::open(&cfg).await.expect("database");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = kiln_master::build_with_clock(cfg, pool, listener, clock)
-            .await
-            .expect("master");
+        let server =
+            kiln_master::build_with(cfg, pool, listener, clock, kiln_master::Loops::DispatchOnly)
+                .await
+                .expect("master");
         Farm {
             url: format!("http://{}", server.addr),
             token,
@@ -158,8 +160,30 @@ impl Farm {
         }
     }
 
+    /// Stops the in-process master and starts a new one on the same address and database, on
+    /// `clock` (set it later to simulate an outage).
+    pub async fn restart_in_process(
+        &mut self,
+        clock: std::sync::Arc<dyn kiln_master::clock::Clock>,
+    ) {
+        let old = self.server.take().expect("an in-process farm");
+        let addr = old.addr;
+        old.shutdown().await.expect("stopping the master");
+        let cfg = kiln_shared::config::Config::load(&self.config).expect("config");
+        let (pool, _) = kiln_master::db::open(&cfg).await.expect("database");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("same address");
+        let server =
+            kiln_master::build_with(cfg, pool, listener, clock, kiln_master::Loops::DispatchOnly)
+                .await
+                .expect("master");
+        self.server = Some(server);
+        self.http = reqwest::Client::new();
+    }
+
     /// The in-process master's state.
-    pub fn state(&self) -> &kiln_master::AppState {
+    pub fn state(&self) -> &kiln_master::state::AppState {
         &self.server.as_ref().expect("an in-process farm").state
     }
 
@@ -176,6 +200,8 @@ impl Farm {
         if let Some(mut m) = self.master.take() {
             m.kill_and_wait();
         }
+        // Pooled keep-alive connections died with it.
+        self.http = reqwest::Client::new();
     }
 
     /// Starts the master again on the same address.
@@ -321,13 +347,18 @@ impl Farm {
     }
 
     pub async fn slave_with(&self, name: &str, extra: &[&str]) -> SlaveProc {
+        self.slave_through(name, &self.url.clone(), extra).await
+    }
+
+    /// A slave that reaches the master at `master` (a [`crate::Proxy`], say).
+    pub async fn slave_through(&self, name: &str, master: &str, extra: &[&str]) -> SlaveProc {
         let token = self.register_slave(name).await;
         let work = self.dir.path().join(format!("slave-{name}"));
         let mut s = SlaveProc {
             name: name.into(),
             token,
             work,
-            master: self.url.clone(),
+            master: master.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: self.dir.path().join(format!("slave-{name}.log")),
             exe: crate::bin_dir().join("kiln-slave"),
@@ -467,6 +498,20 @@ impl SlaveProc {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the daemon's log says `needle` (an event only the slave sees).
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "slave {} never logged '{needle}' within {timeout:?}:\n{}",
+                self.name,
+                tail(&self.log_text(), 40)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -5,15 +5,18 @@
 //! - [`GitServer`]: `git daemon` on loopback serving repositories the test writes.
 //! - [`Farm`]: the real `kiln-master` binary on port 0 (readiness read from its stdout) with
 //!   real `kiln-slave` processes, driven over HTTP like a user would.
+//! - [`Proxy`]: a TCP proxy that can partition a slave from the master without closing anything.
 
 pub mod farm;
 pub mod git;
 pub mod pg;
 pub mod proc;
+pub mod proxy;
 
 pub use farm::{Farm, FarmOptions, SlaveProc};
 pub use git::{GitServer, Repo};
 pub use pg::Postgres;
+pub use proxy::Proxy;
 
 use std::path::PathBuf;
 
@@ -92,6 +95,19 @@ pub async fn wait_dead(pid: i32, what: &str) {
         assert!(
             std::time::Instant::now() < deadline,
             "{what} (pid {pid}) is still running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until a path no longer exists; fails the test naming `what` after 30 s.
+pub async fn wait_gone(p: &std::path::Path, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while p.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} ({}) is still there",
+            p.display()
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

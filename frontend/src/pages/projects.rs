@@ -46,6 +46,7 @@ pub fn projects() -> Html {
                 keep_days: None,
                 max_running: None,
                 allow_emulation: None,
+                backend: None,
             };
             let (err, nav) = (err.clone(), nav.clone());
             wasm_bindgen_futures::spawn_local(async move {

@@ -3,9 +3,9 @@
 use crate::api::builds::find;
 use crate::auth::{Admin, SlaveAuth};
 use crate::db::artifacts::{self, ArtifactRow};
-use crate::db::builds::{self, Change};
 use crate::error::{ApiError, ApiResult};
-use crate::AppState;
+use crate::lifecycle::EndedBy;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -60,24 +60,20 @@ pub async fn download(
     Ok(resp.into_response())
 }
 
+/// A rejected upload fails the build, saying why.
 async fn fail_build(st: &AppState, build: BuildId, reason: &str) {
-    let r = builds::transition(
-        &st.db,
-        build,
-        BuildState::Failed,
-        Change {
-            reason: Some(reason),
-            ..Default::default()
-        },
-    )
-    .await;
-    match r {
-        Ok(builds::Transition::Done { .. }) => {
-            let _ = st.storage.append_master_note(build, reason).await;
-            st.build_ended(build).await;
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(%build, "recording failure: {e}"),
+    let ended = st
+        .end_build(
+            build,
+            BuildState::Failed,
+            Some(reason),
+            EndedBy::Master {
+                stop_on_slave: false,
+            },
+        )
+        .await;
+    if let Err(e) = ended {
+        tracing::warn!(%build, "recording failure: {e}");
     }
 }
 

@@ -2,9 +2,10 @@
 
 use crate::api::projects;
 use crate::auth::Admin;
-use crate::db::builds::{self, Change, NewBuild, Transition};
+use crate::db::builds::{self, NewBuild, Transition};
 use crate::error::{ApiError, ApiResult};
-use crate::AppState;
+use crate::lifecycle::EndedBy;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -12,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kiln_shared::api::{validate_name, Build, RequestBuild};
 use kiln_shared::branch_url::validate_commit;
-use kiln_shared::frames::MasterFrame;
 use kiln_shared::{BuildId, BuildState};
 use std::sync::Arc;
 
@@ -50,29 +50,24 @@ pub async fn request(
     } else {
         "manual"
     };
-    let mut conn = st.db.acquire().await?;
-    let id = builds::insert(
-        &mut conn,
-        NewBuild {
-            project_id: p.id,
-            trigger,
-            release: req.release.as_deref(),
-            requested_commit: commit.as_deref(),
-            branch_url: &p.branch_url,
-            branch: &p.branch,
-            retry_of: None,
-            attempt: 0,
-            priority: req.priority.unwrap_or(p.priority),
-            rebuild_of: None,
-        },
-    )
-    .await?;
-    drop(conn);
-    // Answer with the build as created, before the dispatcher can move it on.
-    let created = find(&st, id.0).await?.into_api();
-    st.build_changed(id).await;
-    st.hub.wake_dispatch.notify_one();
-    Ok((StatusCode::CREATED, Json(created)))
+    let created = st
+        .queue_build(
+            st.db.begin().await?,
+            NewBuild {
+                project_id: p.id,
+                trigger,
+                release: req.release.as_deref(),
+                requested_commit: commit.as_deref(),
+                branch_url: &p.branch_url,
+                branch: &p.branch,
+                retry_of: None,
+                attempt: 0,
+                priority: req.priority.unwrap_or(p.priority),
+                rebuild_of: None,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(created.into_api())))
 }
 
 #[derive(serde::Deserialize)]
@@ -127,33 +122,18 @@ pub async fn cancel(
     } else {
         "cancelled"
     };
-    match builds::transition(
-        &st.db,
-        build,
-        BuildState::Cancelled,
-        Change {
-            reason: Some(reason),
-            ..Default::default()
-        },
-    )
-    .await?
-    {
-        Transition::Done { from } => {
-            if from.is_active() {
-                if let Some(slave) = b.slave_id {
-                    // If the slave is away, reconciliation stops the build when it returns.
-                    st.hub.send(
-                        kiln_shared::SlaveId(slave),
-                        MasterFrame::Cancel {
-                            build,
-                            reason: reason.into(),
-                        },
-                    );
-                }
-            }
-            st.build_ended(build).await;
-            Ok(Json(find(&st, id).await?.into_api()))
-        }
+    let t = st
+        .end_build(
+            build,
+            BuildState::Cancelled,
+            Some(reason),
+            EndedBy::Master {
+                stop_on_slave: true,
+            },
+        )
+        .await?;
+    match t {
+        Transition::Done { .. } => Ok(Json(find(&st, id).await?.into_api())),
         Transition::Refused { current } => Err(ApiError::Conflict(format!(
             "build {id} already ended ({current})"
         ))),
@@ -188,26 +168,22 @@ pub async fn rebuild(
             "build {id} never fetched its branch, so there is no commit to rebuild; request a new build instead"
         ))
     })?;
-    let mut conn = st.db.acquire().await?;
-    let new = builds::insert(
-        &mut conn,
-        NewBuild {
-            project_id: old.project_id,
-            trigger: "rebuild",
-            release: None,
-            requested_commit: Some(&commit),
-            branch_url: &old.branch_url,
-            branch: &old.branch,
-            retry_of: None,
-            attempt: 0,
-            priority: old.priority,
-            rebuild_of: Some(BuildId(id)),
-        },
-    )
-    .await?;
-    drop(conn);
-    let created = find(&st, new.0).await?.into_api();
-    st.build_changed(new).await;
-    st.hub.wake_dispatch.notify_one();
-    Ok((StatusCode::CREATED, Json(created)))
+    let created = st
+        .queue_build(
+            st.db.begin().await?,
+            NewBuild {
+                project_id: old.project_id,
+                trigger: "rebuild",
+                release: None,
+                requested_commit: Some(&commit),
+                branch_url: &old.branch_url,
+                branch: &old.branch,
+                retry_of: None,
+                attempt: 0,
+                priority: old.priority,
+                rebuild_of: Some(BuildId(id)),
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(created.into_api())))
 }

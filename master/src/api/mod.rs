@@ -5,7 +5,7 @@ pub mod builds;
 pub mod projects;
 pub mod slaves;
 
-use crate::AppState;
+use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};

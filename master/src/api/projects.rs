@@ -4,7 +4,7 @@ use crate::auth::Admin;
 use crate::db::projects::{self, NewProject, ProjectRow};
 use crate::error::{ApiError, ApiResult};
 use crate::schedule::{parse_timezone, Schedule};
-use crate::AppState;
+use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -14,20 +14,29 @@ use std::sync::Arc;
 
 pub const DEFAULT_BRANCH: &str = "main";
 
-fn check_arch(arch: &str) -> ApiResult<()> {
-    let ok = !arch.is_empty()
-        && arch.len() <= 32
-        && arch
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+/// A short lower-case word (`-` allowed inside), as architecture and backend names are.
+fn check_word(field: &'static str, v: &str, what: &str) -> ApiResult<()> {
+    let ok = !v.is_empty()
+        && v.len() <= 32
+        && !v.starts_with('-')
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
         Err(ApiError::invalid(
-            "architecture",
-            format!("architecture '{arch}' is not a Debian architecture name (like amd64, arm64, armhf)"),
+            field,
+            format!("{field} '{v}' is not {what}"),
         ))
     }
+}
+
+fn check_arch(arch: &str) -> ApiResult<()> {
+    check_word(
+        "architecture",
+        arch,
+        "a Debian architecture name (like amd64, arm64, armhf)",
+    )
 }
 
 fn check_tags(tags: &[String]) -> ApiResult<()> {
@@ -81,6 +90,13 @@ fn check_settings(
     check_range("keep_builds", patch.keep_builds.flatten(), 1, 1_000_000)?;
     check_range("keep_days", patch.keep_days.flatten(), 1, 36_500)?;
     check_range("max_running", patch.max_running.flatten(), 1, 10_000)?;
+    if let Some(Some(b)) = &patch.backend {
+        check_word(
+            "backend",
+            b,
+            "a backend name (like script, mmdebstrap, live-build)",
+        )?;
+    }
     if patch.schedule.is_none() && patch.timezone.is_none() {
         return Ok(None);
     }

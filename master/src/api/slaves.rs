@@ -3,7 +3,7 @@
 use crate::auth::{self, Admin};
 use crate::db::slaves;
 use crate::error::{ApiError, ApiResult};
-use crate::AppState;
+use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -105,8 +105,7 @@ pub async fn revoke(
     st.hub.disconnect(id);
     for (b, _) in crate::db::builds::active_for_slave(&st.db, id).await? {
         st.lose_build(b, &format!("slave '{name}' was revoked"))
-            .await
-            .map_err(ApiError::Internal)?;
+            .await?;
     }
     slaves::delete(&st.db, id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -158,124 +158,132 @@ pub async fn active_for_slave(
         .collect())
 }
 
-/// What a slave offers, for matching builds to it.
-pub struct SlaveOffer<'a> {
-    pub id: SlaveId,
-    pub arch: &'a str,
-    pub emulates: &'a [String],
-    pub tags: &'a [String],
-}
-
-/// Claims the next queued build this slave can take, in the caller's transaction: the row is
-/// locked with `FOR UPDATE SKIP LOCKED`, so two dispatchers never claim the same build.
-///
-/// Order: highest priority first; among equal priorities the project that was served longest ago
-/// (so one project's 50 queued builds do not starve another's one); then first in, first out.
-/// A project at its `max_running` limit is skipped. Architecture: the slave's own, or one it
-/// emulates when the project allows emulation.
-pub async fn claim_next(
+/// Claims a queued build for a slave: `queued` → `dispatched` only if it is still queued (a
+/// cancel or another dispatcher may have got there first; then `None`). The project's
+/// `last_dispatched_at` moves on, for fairness between projects.
+pub async fn claim(
     tx: &mut PgConnection,
-    slave: &SlaveOffer<'_>,
+    id: BuildId,
+    slave: SlaveId,
 ) -> sqlx::Result<Option<BuildRow>> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT b.id, b.project_id FROM builds b JOIN projects p ON p.id = b.project_id
-         WHERE b.state = 'queued'
-           AND (p.architecture IS NULL OR p.architecture = $1
-                OR (p.allow_emulation AND p.architecture = ANY($2)))
-           AND p.tags <@ $3
-           AND (p.max_running IS NULL OR p.max_running >
-                (SELECT count(*) FROM builds r
-                 WHERE r.project_id = p.id AND r.state IN ('dispatched','running')))
-         ORDER BY b.priority DESC, p.last_dispatched_at ASC NULLS FIRST, b.id
-         LIMIT 1
-         FOR UPDATE OF b SKIP LOCKED",
+    let project: Option<i64> = sqlx::query_scalar(
+        "UPDATE builds SET state = 'dispatched', slave_id = $2, dispatched_at = now(),
+             waiting_reason = NULL WHERE id = $1 AND state = 'queued' RETURNING project_id",
     )
-    .bind(slave.arch)
-    .bind(slave.emulates)
-    .bind(slave.tags)
+    .bind(id.0)
+    .bind(slave.0)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((id, project)) = row else {
+    let Some(project) = project else {
         return Ok(None);
     };
-    sqlx::query(
-        "UPDATE builds SET state = 'dispatched', slave_id = $2, dispatched_at = now(),
-             waiting_reason = NULL WHERE id = $1",
-    )
-    .bind(id)
-    .bind(slave.id.0)
-    .execute(&mut *tx)
-    .await?;
     sqlx::query("UPDATE projects SET last_dispatched_at = clock_timestamp() WHERE id = $1")
         .bind(project)
         .execute(&mut *tx)
         .await?;
     record_event(
         &mut *tx,
-        BuildId(id),
+        id,
         Some(BuildState::Queued),
         BuildState::Dispatched,
         None,
     )
     .await?;
-    get(&mut *tx, BuildId(id)).await
+    get(&mut *tx, id).await
 }
 
-/// A queued build with what its project asks of a slave.
+/// A queued build with what its project asks of a slave (see `crate::matching`).
 #[derive(Debug, Clone, FromRow)]
-pub struct Waiting {
+pub struct Candidate {
     pub id: i64,
+    pub project_id: i64,
+    pub priority: i32,
     pub waiting_reason: Option<String>,
+    pub last_dispatched_at: Option<DateTime<Utc>>,
     pub architecture: Option<String>,
     pub allow_emulation: bool,
     pub tags: Vec<String>,
+    pub backend: Option<String>,
     pub max_running: Option<i32>,
+    /// The project's builds dispatched or running now.
     pub running: i64,
+    /// The project's queued builds whose waiting reason differs from this one's.
+    pub unexplained: i64,
 }
 
-pub async fn waiting(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<Waiting>> {
+/// The queued builds one dispatch round needs, in one query: the first `per_project` of each
+/// project in queue order (priority, then first in, first out). A project's builds all ask the
+/// same of a slave, so no round can hand out more of a project than there are free slots, and
+/// the head of each project is enough to explain why the rest wait.
+pub async fn candidates(db: impl PgExecutor<'_>, per_project: i64) -> sqlx::Result<Vec<Candidate>> {
     sqlx::query_as(
-        "SELECT b.id, b.waiting_reason, p.architecture, p.allow_emulation, p.tags, p.max_running,
+        "SELECT c.id, c.project_id, c.priority, c.waiting_reason, p.last_dispatched_at,
+                p.architecture, p.allow_emulation, p.tags, p.backend, p.max_running,
                 (SELECT count(*) FROM builds r WHERE r.project_id = p.id
-                   AND r.state IN ('dispatched','running')) AS running
-         FROM builds b JOIN projects p ON p.id = b.project_id
-         WHERE b.state = 'queued' ORDER BY b.priority DESC, b.id LIMIT $1",
+                   AND r.state IN ('dispatched','running')) AS running,
+                (SELECT count(*) FROM builds q WHERE q.project_id = p.id AND q.state = 'queued'
+                   AND q.waiting_reason IS DISTINCT FROM c.waiting_reason) AS unexplained
+         FROM (SELECT b.id, b.project_id, b.priority, b.waiting_reason,
+                      row_number() OVER (PARTITION BY b.project_id
+                                         ORDER BY b.priority DESC, b.id) AS n
+               FROM builds b WHERE b.state = 'queued') c
+         JOIN projects p ON p.id = c.project_id
+         WHERE c.n <= $1
+         ORDER BY c.id",
     )
-    .bind(limit)
+    .bind(per_project.max(1))
     .fetch_all(db)
     .await
 }
 
-pub async fn set_waiting_reason(
+/// How many builds each slave holds (dispatched or running), in one query.
+pub async fn active_per_slave(
     db: impl PgExecutor<'_>,
-    id: i64,
-    reason: &str,
-) -> sqlx::Result<()> {
-    sqlx::query("UPDATE builds SET waiting_reason = $2 WHERE id = $1 AND state = 'queued'")
-        .bind(id)
-        .bind(reason)
-        .execute(db)
-        .await
-        .map(|_| ())
+) -> sqlx::Result<std::collections::HashMap<SlaveId, u32>> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT slave_id, count(*) FROM builds
+         WHERE state IN ('dispatched','running') AND slave_id IS NOT NULL GROUP BY slave_id",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(s, n)| (SlaveId(s), u32::try_from(n).unwrap_or(u32::MAX)))
+        .collect())
 }
 
-/// Running builds past their project's `timeout_minutes` at `now`.
+/// Sets why the queued builds of a project wait; returns the builds whose reason changed.
+pub async fn set_waiting_reason(
+    db: impl PgExecutor<'_>,
+    project_id: i64,
+    reason: &str,
+) -> sqlx::Result<Vec<BuildId>> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "UPDATE builds SET waiting_reason = $2
+         WHERE project_id = $1 AND state = 'queued' AND waiting_reason IS DISTINCT FROM $2
+         RETURNING id",
+    )
+    .bind(project_id)
+    .bind(reason)
+    .fetch_all(db)
+    .await?;
+    Ok(ids.into_iter().map(BuildId).collect())
+}
+
+/// Builds held by a slave past their project's `timeout_minutes` at `now`: (build, minutes).
 pub async fn timed_out(
     db: impl PgExecutor<'_>,
     now: DateTime<Utc>,
-) -> sqlx::Result<Vec<(BuildId, Option<i64>, i32)>> {
-    let rows: Vec<(i64, Option<i64>, i32)> = sqlx::query_as(
-        "SELECT b.id, b.slave_id, p.timeout_minutes FROM builds b JOIN projects p ON p.id = b.project_id
+) -> sqlx::Result<Vec<(BuildId, i32)>> {
+    let rows: Vec<(i64, i32)> = sqlx::query_as(
+        "SELECT b.id, p.timeout_minutes FROM builds b JOIN projects p ON p.id = b.project_id
          WHERE b.state IN ('dispatched','running') AND p.timeout_minutes IS NOT NULL
            AND COALESCE(b.started_at, b.dispatched_at) + make_interval(mins => p.timeout_minutes) < $1",
     )
     .bind(now)
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, s, m)| (BuildId(id), s, m))
-        .collect())
+    Ok(rows.into_iter().map(|(id, m)| (BuildId(id), m)).collect())
 }
 
 /// Ended builds that the project's retention no longer keeps: beyond the newest `keep_builds`,
@@ -333,6 +341,8 @@ async fn record_event(
 pub enum Transition {
     Done {
         from: BuildState,
+        /// The slave that held the build before the change.
+        slave: Option<SlaveId>,
     },
     /// The build is in a state from which this arrow is not allowed (or held by another slave).
     Refused {
@@ -400,27 +410,15 @@ pub async fn transition_in(
     .execute(&mut *tx)
     .await?;
     record_event(tx, id, Some(from), to, change.reason).await?;
-    Ok(Transition::Done { from })
+    Ok(Transition::Done {
+        from,
+        slave: slave.map(SlaveId),
+    })
 }
 
-/// Marks a build lost and, if its project allows another attempt, queues a fresh build of the
-/// same request. Returns the new build's id.
-pub async fn mark_lost(pool: &PgPool, id: BuildId, reason: &str) -> sqlx::Result<Option<BuildId>> {
-    let mut tx = pool.begin().await?;
-    let t = transition_in(
-        &mut tx,
-        id,
-        BuildState::Lost,
-        Change {
-            reason: Some(reason),
-            ..Default::default()
-        },
-    )
-    .await?;
-    if !matches!(t, Transition::Done { .. }) {
-        tx.commit().await?;
-        return Ok(None);
-    }
+/// In the transaction that marked build `id` lost: queues a fresh build of the same request if
+/// its project allows another attempt (`lost_retries`). Returns the new build's id.
+pub async fn queue_retry(tx: &mut PgConnection, id: BuildId) -> sqlx::Result<Option<BuildId>> {
     #[derive(FromRow)]
     struct Retry {
         project_id: i64,
@@ -441,48 +439,39 @@ pub async fn mark_lost(pool: &PgPool, id: BuildId, reason: &str) -> sqlx::Result
     .bind(id.0)
     .fetch_one(&mut *tx)
     .await?;
-    let new = if r.attempt < r.lost_retries {
-        Some(
-            insert(
-                &mut tx,
-                NewBuild {
-                    project_id: r.project_id,
-                    trigger: &r.trigger,
-                    release: r.release.as_deref(),
-                    requested_commit: r.requested_commit.as_deref(),
-                    branch_url: &r.branch_url,
-                    branch: &r.branch,
-                    retry_of: Some(id),
-                    attempt: r.attempt + 1,
-                    priority: r.priority,
-                    rebuild_of: None,
-                },
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
-    tx.commit().await?;
-    Ok(new)
+    if r.attempt >= r.lost_retries {
+        return Ok(None);
+    }
+    insert(
+        tx,
+        NewBuild {
+            project_id: r.project_id,
+            trigger: &r.trigger,
+            release: r.release.as_deref(),
+            requested_commit: r.requested_commit.as_deref(),
+            branch_url: &r.branch_url,
+            branch: &r.branch,
+            retry_of: Some(id),
+            attempt: r.attempt + 1,
+            priority: r.priority,
+            rebuild_of: None,
+        },
+    )
+    .await
+    .map(Some)
 }
 
-/// Active builds whose slave has been silent for longer than `timeout_secs`.
-pub async fn held_by_silent_slaves(
-    db: impl PgExecutor<'_>,
-    timeout_secs: i64,
-) -> sqlx::Result<Vec<(BuildId, String, Option<DateTime<Utc>>)>> {
-    let rows: Vec<(i64, String, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT b.id, s.name, s.last_seen FROM builds b JOIN slaves s ON s.id = b.slave_id
-         WHERE b.state IN ('dispatched','running')
-           AND (s.last_seen IS NULL OR s.last_seen < now() - make_interval(secs => $1))",
+/// Every build held by a slave now (dispatched or running), with the slave's id and name.
+pub async fn held(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(BuildId, SlaveId, String)>> {
+    let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+        "SELECT b.id, s.id, s.name FROM builds b JOIN slaves s ON s.id = b.slave_id
+         WHERE b.state IN ('dispatched','running') ORDER BY b.id",
     )
-    .bind(timeout_secs as f64)
     .fetch_all(db)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, n, t)| (BuildId(id), n, t))
+        .map(|(b, s, n)| (BuildId(b), SlaveId(s), n))
         .collect())
 }
 

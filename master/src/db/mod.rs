@@ -40,6 +40,29 @@ pub async fn connect(target: Target<'_>, max_connections: u32) -> Result<PgPool>
         .context("cannot connect to PostgreSQL")
 }
 
+/// Connects to the configured database, or starts the embedded cluster.
+pub async fn open(
+    cfg: &kiln_shared::config::Config,
+) -> Result<(PgPool, Option<crate::embedded_pg::EmbeddedPostgres>)> {
+    match &cfg.database.url {
+        Some(url) => Ok((
+            connect(Target::Url(url), cfg.database.max_connections).await?,
+            None,
+        )),
+        None => {
+            let mut pg = crate::embedded_pg::EmbeddedPostgres::new(
+                cfg.data_dir(),
+                cfg.database.pg_bin_dir.as_deref(),
+                &cfg.database.embedded_user,
+            )?;
+            pg.start().context("starting the embedded PostgreSQL")?;
+            let pool =
+                connect(Target::Socket(&pg.socket_dir), cfg.database.max_connections).await?;
+            Ok((pool, Some(pg)))
+        }
+    }
+}
+
 /// The embedded cluster starts with only the `postgres` database; create `kiln` once.
 async fn ensure_database(dir: &Path) -> Result<()> {
     let opts = PgConnectOptions::new()

@@ -23,6 +23,7 @@ pub struct ProjectRow {
     pub keep_days: Option<i32>,
     pub max_running: Option<i32>,
     pub allow_emulation: bool,
+    pub backend: Option<String>,
     pub next_run: Option<DateTime<Utc>>,
     pub disk_bytes: i64,
     pub created_at: DateTime<Utc>,
@@ -48,6 +49,7 @@ impl ProjectRow {
             keep_days: self.keep_days,
             max_running: self.max_running,
             allow_emulation: self.allow_emulation,
+            backend: self.backend,
             next_run: self.next_run,
             disk_bytes: self.disk_bytes,
             created_at: self.created_at,
@@ -59,7 +61,7 @@ impl ProjectRow {
 
 const SELECT: &str = "SELECT p.id, p.name, p.branch_url, p.branch, p.architecture, p.tags,
         p.lost_retries, p.schedule, p.timezone, p.only_if_changed, p.priority, p.timeout_minutes,
-        p.keep_builds, p.keep_days, p.max_running, p.allow_emulation, p.next_run,
+        p.keep_builds, p.keep_days, p.max_running, p.allow_emulation, p.backend, p.next_run,
         (COALESCE((SELECT sum(a.size) FROM artifacts a JOIN builds b ON b.id = a.build_id
                    WHERE b.project_id = p.id), 0)
          + COALESCE((SELECT sum(b.log_bytes) FROM builds b WHERE b.project_id = p.id), 0))::bigint
@@ -138,7 +140,8 @@ pub async fn update(
             keep_days = CASE WHEN $18 THEN $19 ELSE keep_days END,
             max_running = CASE WHEN $20 THEN $21 ELSE max_running END,
             allow_emulation = COALESCE($22, allow_emulation),
-            next_run = CASE WHEN $23 THEN $24 ELSE next_run END
+            next_run = CASE WHEN $23 THEN $24 ELSE next_run END,
+            backend = CASE WHEN $25 THEN $26 ELSE backend END
          WHERE id = $1",
     )
     .bind(id)
@@ -165,6 +168,8 @@ pub async fn update(
     .bind(patch.allow_emulation)
     .bind(next_run.is_some())
     .bind(next_run.flatten())
+    .bind(patch.backend.is_some())
+    .bind(patch.backend.clone().flatten())
     .execute(db)
     .await
     .map(|_| ())
@@ -178,22 +183,33 @@ pub async fn delete(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
         .map(|_| ())
 }
 
-/// Projects whose schedule is due at `now`, locked for this scheduler pass.
-pub async fn due(tx: &mut sqlx::PgConnection, now: DateTime<Utc>) -> sqlx::Result<Vec<ProjectRow>> {
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM projects WHERE schedule IS NOT NULL AND next_run <= $1
-         ORDER BY next_run FOR UPDATE SKIP LOCKED",
-    )
+/// Projects whose schedule is due at `now` (read without locks: the scheduler asks the branch
+/// head of each before it locks it with [`lock_slot`]).
+pub async fn due(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> sqlx::Result<Vec<ProjectRow>> {
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE p.schedule IS NOT NULL AND p.next_run <= $1 ORDER BY p.next_run"
+    ))
     .bind(now)
-    .fetch_all(&mut *tx)
+    .fetch_all(db)
+    .await
+}
+
+/// Locks project `id` for handling its slot `next_run`, if that slot is still pending (nobody
+/// handled it meanwhile and the schedule did not change); false otherwise.
+pub async fn lock_slot(
+    tx: &mut sqlx::PgConnection,
+    id: i64,
+    next_run: Option<DateTime<Utc>>,
+) -> sqlx::Result<bool> {
+    let row: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM projects WHERE id = $1 AND schedule IS NOT NULL
+           AND next_run IS NOT DISTINCT FROM $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(id)
+    .bind(next_run)
+    .fetch_optional(&mut *tx)
     .await?;
-    let mut out = vec![];
-    for id in ids {
-        if let Some(p) = get_by_id(&mut *tx, id).await? {
-            out.push(p);
-        }
-    }
-    Ok(out)
+    Ok(row.is_some())
 }
 
 pub async fn set_next_run(

@@ -2,8 +2,9 @@
 //! so the admin token comes as `?token=`. Requests and events are `kiln_shared::frames`
 //! `ConsoleRequest` / `ConsoleEvent`, bincode-encoded by the shared codec.
 
+use crate::auth;
 use crate::db::{builds, slaves};
-use crate::{auth, AppState};
+use crate::state::AppState;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -65,6 +66,7 @@ async fn session(st: Arc<AppState>, socket: WebSocket) {
                 };
                 let replies = match req {
                     ConsoleRequest::SubscribeQueue => { queue = true; snapshot(&st).await }
+                    ConsoleRequest::UnsubscribeQueue => { queue = false; vec![] }
                     ConsoleRequest::SubscribeLog { build, from_seq } => {
                         logs.insert(build);
                         backlog(&st, build, from_seq).await
@@ -80,15 +82,16 @@ async fn session(st: Arc<AppState>, socket: WebSocket) {
             ev = events.recv() => {
                 let ev = match ev {
                     Ok(ev) => ev,
-                    Err(RecvError::Lagged(_)) => ConsoleEvent::Error {
-                        message: "the console fell behind; resubscribe".into() },
+                    // Events were dropped for this console: it subscribes again to what it
+                    // follows (a fresh snapshot, each log from the line it lacks).
+                    Err(RecvError::Lagged(_)) => ConsoleEvent::Resync,
                     Err(RecvError::Closed) => return,
                 };
                 let wanted = match &ev {
                     ConsoleEvent::Build(_) | ConsoleEvent::Slave(_) => queue,
                     ConsoleEvent::LogLines { build, .. } | ConsoleEvent::LogEnd { build } => logs.contains(build),
                     ConsoleEvent::Progress { .. } => queue,
-                    ConsoleEvent::Error { .. } => true,
+                    ConsoleEvent::Error { .. } | ConsoleEvent::Resync => true,
                 };
                 if wanted {
                     if let Some(m) = frame(&ev) {

@@ -4,15 +4,17 @@
 //! mismatch) so that even a slave of another version can print why. After the upgrade, a frame
 //! that cannot be decoded closes that connection only; the master carries on.
 
+use crate::auth;
 use crate::db::{builds, builds::Change, slaves};
-use crate::{auth, AppState};
+use crate::lifecycle::EndedBy;
+use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use kiln_shared::codec::{self, CodecError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
-use kiln_shared::frames::{Cadence, Directive, HeldBuild, MasterFrame, Outcome, SlaveFrame};
+use kiln_shared::frames::{Cadence, Directive, MasterFrame, Outcome, SlaveFrame};
 use kiln_shared::{BuildId, BuildState, SlaveId};
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,7 +75,8 @@ pub async fn upgrade(
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
-            if let Err(e) = session(st, id, name.clone(), socket).await {
+            let _running = st.hub.session_guard();
+            if let Err(e) = session(st.clone(), id, name.clone(), socket).await {
                 tracing::warn!(slave = %name, "slave session closed: {e}");
             }
         })
@@ -115,6 +118,7 @@ async fn session(
         },
         _ => return Err(ProtocolError::Unexpected("message before hello")),
     };
+    st.hub.heard(id, st.clock.now());
     slaves::came_online(&st.db, id, &hello).await?;
     let cfg = &st.cfg.master;
     let cadence = Cadence {
@@ -134,6 +138,7 @@ async fn session(
             arch: hello.arch.clone(),
             emulates: hello.emulates.clone(),
             tags: hello.tags.clone(),
+            backends: hello.backends.clone(),
             capacity: hello.capacity,
         },
         tx,
@@ -142,9 +147,8 @@ async fn session(
 
     // Builds the database gives to this slave but the slave no longer holds (its daemon restarted
     // without them) are lost now rather than after the timeout.
-    let held: Vec<BuildId> = hello.builds.iter().map(|b| b.build).collect();
     for (b, _) in builds::active_for_slave(&st.db, id).await? {
-        if !held.contains(&b) {
+        if !hello.builds.contains(&b) {
             let reason =
                 format!("slave '{name}' reconnected without this build (its daemon restarted)");
             if let Err(e) = st.lose_build(b, &reason).await {
@@ -158,7 +162,10 @@ async fn session(
         }
         st.slave_changed(id).await;
         st.hub.wake_dispatch.notify_one();
+        // The session's read time-out counts only what the slave sends: frames the master sends
+        // it (an `Assign`, say) prove nothing about whether it is still there.
         let silent = Duration::from_secs(u64::from(cfg.lost_timeout_secs));
+        let mut deadline = tokio::time::Instant::now() + silent;
         loop {
             tokio::select! {
                 out = rx.recv() => match out {
@@ -167,34 +174,40 @@ async fn session(
                             return Ok(());
                         }
                     }
-                    // Replaced by a newer session of the same slave.
+                    // Replaced by a newer session of the same slave, or closed by the master.
                     None => return Ok(()),
                 },
-                inp = tokio::time::timeout(silent, stream.next()) => match inp {
-                    Err(_) => return Err(ProtocolError::Silent(cfg.lost_timeout_secs)),
-                    Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return Ok(()),
-                    Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-                    Ok(Some(Ok(Message::Text(_)))) => {
-                        let _ = sink.send(Message::Close(Some(CloseFrame {
-                            code: 1003, reason: "binary frames only".into() }))).await;
-                        return Err(ProtocolError::Unexpected("text message"));
-                    }
-                    Ok(Some(Ok(Message::Binary(b)))) => {
-                        let frame = match codec::decode::<SlaveFrame>(&b) {
-                            Ok(f) => f,
-                            Err(e) => {
-                                let _ = sink.send(Message::Close(Some(CloseFrame {
-                                    code: 1007, reason: format!("{e}").chars().take(120).collect::<String>().into() }))).await;
-                                return Err(e.into());
-                            }
-                        };
-                        for reply in handle(&st, id, &name, frame).await? {
-                            if sink.send(binary(&reply)).await.is_err() {
-                                return Ok(());
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(ProtocolError::Silent(cfg.lost_timeout_secs));
+                }
+                inp = stream.next() => {
+                    deadline = tokio::time::Instant::now() + silent;
+                    st.hub.heard(id, st.clock.now());
+                    match inp {
+                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Text(_))) => {
+                            let _ = sink.send(Message::Close(Some(CloseFrame {
+                                code: 1003, reason: "binary frames only".into() }))).await;
+                            return Err(ProtocolError::Unexpected("text message"));
+                        }
+                        Some(Ok(Message::Binary(b))) => {
+                            let frame = match codec::decode::<SlaveFrame>(&b) {
+                                Ok(f) => f,
+                                Err(e) => {
+                                    let _ = sink.send(Message::Close(Some(CloseFrame {
+                                        code: 1007, reason: format!("{e}").chars().take(120).collect::<String>().into() }))).await;
+                                    return Err(e.into());
+                                }
+                            };
+                            for reply in handle(&st, id, &name, frame).await? {
+                                if sink.send(binary(&reply)).await.is_err() {
+                                    return Ok(());
+                                }
                             }
                         }
                     }
-                },
+                }
             }
         }
     }
@@ -214,33 +227,32 @@ async fn session(
 async fn reconcile(
     st: &AppState,
     slave: SlaveId,
-    held: &[HeldBuild],
+    held: &[BuildId],
 ) -> Result<Option<MasterFrame>, ProtocolError> {
     if held.is_empty() {
         return Ok(None);
     }
     let mut out = Vec::with_capacity(held.len());
-    for h in held {
-        let directive = match builds::get(&st.db, h.build).await? {
+    for &h in held {
+        let directive = match builds::get(&st.db, h).await? {
             None => Directive::Forget {
                 reason: "the master does not know this build".into(),
             },
             Some(b) if b.state().is_active() && b.slave_id == Some(slave.0) => Directive::Keep {
-                next_seq: st.storage.next_seq(h.build).await?,
+                next_seq: st.storage.next_seq(h).await?,
             },
             Some(b) if b.state().is_active() => Directive::Forget {
-                reason: format!("build {} now runs on another slave", h.build),
+                reason: format!("build {h} now runs on another slave"),
             },
             Some(b) => Directive::Forget {
                 reason: format!(
-                    "build {} is {}: {}",
-                    h.build,
+                    "build {h} is {}: {}",
                     b.state(),
                     b.reason.unwrap_or_default()
                 ),
             },
         };
-        out.push((h.build, directive));
+        out.push((h, directive));
     }
     Ok(Some(MasterFrame::Reconcile { builds: out }))
 }
@@ -294,10 +306,7 @@ async fn handle(
             first_seq,
             lines,
         } => {
-            let holds = builds::get(&st.db, build)
-                .await?
-                .is_some_and(|b| b.state().is_active() && b.slave_id == Some(slave.0));
-            if !holds {
+            if !holds(st, slave, build).await? {
                 return Ok(vec![MasterFrame::Cancel {
                     build,
                     reason: "the master no longer expects this build".into(),
@@ -325,6 +334,10 @@ async fn handle(
             phase,
             percent,
         } => {
+            if !holds(st, slave, build).await? {
+                tracing::warn!(slave = %name, %build, "ignored progress about a build it does not hold");
+                return Ok(vec![]);
+            }
             tracing::debug!(%build, %phase, ?percent, "progress");
             st.hub.publish(kiln_shared::frames::ConsoleEvent::Progress {
                 build,
@@ -338,7 +351,12 @@ async fn handle(
             outcome,
             log_lines,
         } => {
-            let (stored, stored_bytes) = st.storage.log_size(build).await?;
+            if !holds(st, slave, build).await? {
+                // Already recorded (a resend after a reconnect) or not this slave's: nothing to
+                // change; the acknowledgement lets the slave drop it.
+                return Ok(vec![MasterFrame::FinishedAck { build }]);
+            }
+            let (stored, _) = st.storage.log_size(build).await?;
             let (to, reason) = match &outcome {
                 Outcome::Succeeded if stored < log_lines => (
                     BuildState::Failed,
@@ -350,23 +368,16 @@ async fn handle(
                 Outcome::Failed { reason } => (BuildState::Failed, Some(reason.clone())),
                 Outcome::Cancelled { reason } => (BuildState::Cancelled, Some(reason.clone())),
             };
-            let t = builds::transition(
-                &st.db,
-                build,
-                to,
-                Change {
-                    reason: reason.as_deref(),
-                    held_by: Some(slave),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            if let builds::Transition::Done { .. } = t {
-                tracing::info!(%build, slave = %name, state = %to, "build finished");
-                builds::set_log_lines(&st.db, build, stored, stored_bytes).await?;
-                st.build_ended(build).await;
-            }
+            st.end_build(build, to, reason.as_deref(), EndedBy::Slave(slave))
+                .await?;
             Ok(vec![MasterFrame::FinishedAck { build }])
         }
     }
+}
+
+/// Whether `slave` holds `build` now (dispatched to it or running on it).
+async fn holds(st: &AppState, slave: SlaveId, build: BuildId) -> Result<bool, ProtocolError> {
+    Ok(builds::get(&st.db, build)
+        .await?
+        .is_some_and(|b| b.state().is_active() && b.slave_id == Some(slave.0)))
 }

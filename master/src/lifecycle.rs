@@ -1,0 +1,175 @@
+//! The life of a build in the master, as one surface. Every door (REST, the slave WebSocket,
+//! liveness, the scheduler, uploads, retention) goes through these functions, so what happens
+//! when a build is queued, changes or ends is written once, here:
+//!
+//! - [`AppState::queue_build`]: insert (in the caller's transaction, after its checks), re-read,
+//!   tell consoles, wake the dispatcher;
+//! - [`AppState::build_changed`]: tell consoles the build's new row;
+//! - [`AppState::end_build`]: the terminal transition and everything that follows it;
+//! - [`AppState::lose_build`]: `end_build` to `lost` (which queues the retry);
+//! - [`AppState::delete_build`]: retention's end of a build's files and row.
+
+use crate::db::builds::{self, BuildRow, Change, NewBuild, Transition};
+use crate::state::AppState;
+use kiln_shared::frames::{ConsoleEvent, MasterFrame};
+use kiln_shared::{BuildId, BuildState, SlaveId};
+use sqlx::{Postgres, Transaction};
+
+/// Who ends a build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndedBy {
+    /// The master decided (a cancel, a time-out, a rejected upload, a lost slave). Its reason is
+    /// written into the build's log as a `[kiln-master]` line; with `stop_on_slave` the slave
+    /// holding the build is told to stop it (its whole process group).
+    Master { stop_on_slave: bool },
+    /// The slave holding the build reported its result; it counts only while that slave still
+    /// holds the build.
+    Slave(SlaveId),
+}
+
+impl AppState {
+    /// Queues a build: inserts it in `tx` (in which the caller made its checks, e.g. the
+    /// scheduler's row lock), commits, and returns the row as created, before the dispatcher can
+    /// move it on; then tells consoles and wakes the dispatcher.
+    pub async fn queue_build(
+        &self,
+        mut tx: Transaction<'_, Postgres>,
+        new: NewBuild<'_>,
+    ) -> sqlx::Result<BuildRow> {
+        let id = builds::insert(&mut tx, new).await?;
+        tx.commit().await?;
+        let row = builds::get(&self.db, id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        self.hub
+            .publish(ConsoleEvent::Build(row.clone().into_api()));
+        self.hub.wake_dispatch.notify_one();
+        Ok(row)
+    }
+
+    /// Tells consoles that a build changed (its row as it is now).
+    pub async fn build_changed(&self, id: BuildId) {
+        match builds::get(&self.db, id).await {
+            Ok(Some(b)) => self.hub.publish(ConsoleEvent::Build(b.into_api())),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(build = %id, "cannot read the build to publish it: {e}"),
+        }
+    }
+
+    /// Ends a build: moves it to the terminal state `to` (with `reason`; failed, cancelled and
+    /// lost builds always have one) if the state machine allows it. When it does:
+    /// 1. a lost build's retry is queued in the same transaction (if the project allows one);
+    /// 2. a master's reason goes into the build's log, and the slave is told to stop if asked;
+    /// 3. the log index (`log_lines`, `log_bytes`) is brought up to the log file, which closes;
+    /// 4. consoles get the build, the end of its log, and the retry; the dispatcher wakes for
+    ///    the slot (and the retry).
+    ///
+    /// Anything else (already ended, held by another slave, unknown) changes nothing and is
+    /// returned as it is.
+    pub async fn end_build(
+        &self,
+        id: BuildId,
+        to: BuildState,
+        reason: Option<&str>,
+        by: EndedBy,
+    ) -> sqlx::Result<Transition> {
+        debug_assert!(to.is_terminal(), "end_build to {to}");
+        let held_by = match by {
+            EndedBy::Slave(s) => Some(s),
+            EndedBy::Master { .. } => None,
+        };
+        let mut tx = self.db.begin().await?;
+        let t = builds::transition_in(
+            &mut tx,
+            id,
+            to,
+            Change {
+                reason,
+                held_by,
+                ..Change::default()
+            },
+        )
+        .await?;
+        let Transition::Done { from, slave } = t else {
+            tx.commit().await?;
+            return Ok(t);
+        };
+        let retry = if to == BuildState::Lost {
+            builds::queue_retry(&mut tx, id).await?
+        } else {
+            None
+        };
+        tx.commit().await?;
+        let why = reason.unwrap_or("");
+        tracing::info!(build = %id, %from, %to, ?retry, "build ended {why}");
+
+        if let EndedBy::Master { stop_on_slave } = by {
+            if let Some(r) = reason {
+                let note = match to {
+                    BuildState::Lost => format!("build lost: {r}"),
+                    _ => r.to_string(),
+                };
+                if let Err(e) = self.storage.append_master_note(id, &note).await {
+                    tracing::warn!(build = %id, "cannot write the master's note to the log: {e}");
+                }
+            }
+            if let (true, true, Some(s)) = (stop_on_slave, from.is_active(), slave) {
+                // A slave away gets it through reconciliation (`Forget`) when it returns.
+                self.hub.send(
+                    s,
+                    MasterFrame::Cancel {
+                        build: id,
+                        reason: why.to_string(),
+                    },
+                );
+            }
+        }
+        self.index_log(id).await;
+        self.storage.close_log(id);
+        self.build_changed(id).await;
+        self.hub.publish(ConsoleEvent::LogEnd { build: id });
+        if let Some(r) = retry {
+            self.build_changed(r).await;
+        }
+        self.hub.wake_dispatch.notify_one();
+        Ok(t)
+    }
+
+    /// Marks a build lost (with why); its retry is queued if the project allows one.
+    pub async fn lose_build(&self, id: BuildId, reason: &str) -> sqlx::Result<Transition> {
+        self.end_build(
+            id,
+            BuildState::Lost,
+            Some(reason),
+            EndedBy::Master {
+                stop_on_slave: false,
+            },
+        )
+        .await
+    }
+
+    /// Removes an ended build's files and row (retention). Active builds are never touched.
+    pub async fn delete_build(&self, id: BuildId) -> anyhow::Result<()> {
+        let dir = self.storage.build_dir(id);
+        self.storage.close_log(id);
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await??;
+        builds::delete(&self.db, id).await?;
+        Ok(())
+    }
+
+    /// Brings the build's index row up to its log file (the file is the truth).
+    async fn index_log(&self, id: BuildId) {
+        match self.storage.log_size(id).await {
+            Ok((lines, bytes)) => {
+                if let Err(e) = builds::set_log_lines(&self.db, id, lines, bytes).await {
+                    tracing::warn!(build = %id, "cannot update the log index: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(build = %id, "cannot read the log's size: {e}"),
+        }
+    }
+}

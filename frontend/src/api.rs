@@ -64,7 +64,7 @@ async fn send<T: DeserializeOwned>(req: gloo_net::http::Request) -> Result<T, Ap
         status,
         message: body
             .as_ref()
-            .map(|b| b.message.clone())
+            .map(|b| b.error.clone())
             .unwrap_or_else(|| format!("HTTP {status}: {text}")),
         field: body.and_then(|b| b.field),
     })

@@ -137,14 +137,32 @@ impl EmbeddedPostgres {
             ]);
             self.run(c, "initdb")?;
         }
-        let mut status = self.cmd("pg_ctl");
-        status.arg("-D").arg(&self.pgdata).arg("status");
-        if status.output().map(|o| o.status.success()).unwrap_or(false) {
+        if self.is_running() {
             // Left running by a master that was killed: it is ours (it lives in our data dir).
             tracing::info!("embedded PostgreSQL already running; reusing it");
             self.started_here = true;
             return Ok(());
         }
+        self.start_server()
+    }
+
+    fn is_running(&self) -> bool {
+        let mut status = self.cmd("pg_ctl");
+        status.arg("-D").arg(&self.pgdata).arg("status");
+        status.output().map(|o| o.status.success()).unwrap_or(false)
+    }
+
+    /// Starts the cluster again if it is not running (it exited or was killed); true if it had
+    /// to. The master's database watchdog calls this.
+    pub fn ensure_running(&mut self) -> Result<bool> {
+        if self.is_running() {
+            return Ok(false);
+        }
+        self.start_server()?;
+        Ok(true)
+    }
+
+    fn start_server(&mut self) -> Result<()> {
         let mut c = self.cmd("pg_ctl");
         c.arg("-D")
             .arg(&self.pgdata)

@@ -28,6 +28,9 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     InsufficientStorage(String),
+    /// The database is away (503); the master is reconnecting.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(#[from] anyhow::Error),
 }
@@ -43,7 +46,36 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        ApiError::Internal(e.into())
+        match e {
+            // The database is not there (or did not answer in time): the client may retry.
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => ApiError::Unavailable(format!(
+                "the database is unavailable ({e}); the master is reconnecting, try again shortly"
+            )),
+            e => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+/// The stable code of an error body, by HTTP status.
+pub fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "invalid",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        StatusCode::INSUFFICIENT_STORAGE => "insufficient_storage",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "invalid",
     }
 }
 
@@ -61,20 +93,17 @@ impl From<std::io::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, field) = match &self {
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
-            ApiError::Invalid { field, .. } => (StatusCode::BAD_REQUEST, "invalid", *field),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
-            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", None),
-            ApiError::InsufficientStorage(_) => (
-                StatusCode::INSUFFICIENT_STORAGE,
-                "insufficient_storage",
-                None,
-            ),
+        let (status, field) = match &self {
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, None),
+            ApiError::Invalid { field, .. } => (StatusCode::BAD_REQUEST, *field),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, None),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, None),
+            ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, None),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
             ApiError::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error while serving a request");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+                (StatusCode::INTERNAL_SERVER_ERROR, None)
             }
         };
         let message = match &self {
@@ -82,8 +111,8 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let body = ErrorBody {
-            error: code.to_string(),
-            message,
+            error: message,
+            code: code_for(status).to_string(),
             field: field.map(str::to_string),
         };
         (status, Json(body)).into_response()

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod database;
 pub mod db;
 pub mod dispatch;
 pub mod embedded_pg;
@@ -50,7 +51,8 @@ impl Server {
     }
 
     /// Waits until the server stops (after a shutdown request), then stops background tasks and
-    /// closes the slave sessions (they reconnect to the next master), within a bounded time.
+    /// closes the slave sessions (they reconnect to the next master), within a bounded time, and
+    /// stops the embedded PostgreSQL if it runs one.
     pub async fn wait(self) -> Result<()> {
         let r = self.serve.await;
         for t in &self.background {
@@ -64,7 +66,14 @@ impl Server {
         {
             tracing::warn!("slave sessions did not close within 10 s; stopping anyway");
         }
-        self.state.db.close().await;
+        if tokio::time::timeout(std::time::Duration::from_secs(5), self.state.db.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections did not close within 5 s; stopping anyway");
+        }
+        let database = self.state.database.clone();
+        let _ = tokio::task::spawn_blocking(move || database.stop_embedded()).await;
         r??;
         Ok(())
     }
@@ -75,10 +84,20 @@ impl Server {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    use api::guard;
+    use axum::middleware::{from_fn, from_fn_with_state};
     api::router()
         .route("/ws/slave", get(ws::slave::upgrade))
         .route("/ws/console", get(ws::console::upgrade))
+        // The console's HTML is served only outside /api/ and /ws/.
+        .route("/api", axum::routing::any(guard::unknown_route))
+        .route("/api/{*rest}", axum::routing::any(guard::unknown_route))
+        .route("/ws", axum::routing::any(guard::unknown_route))
+        .route("/ws/{*rest}", axum::routing::any(guard::unknown_route))
         .merge(web::router(&state.cfg))
+        .layer(from_fn_with_state(state.clone(), guard::database_gate))
+        .layer(from_fn(guard::json_errors))
+        .layer(from_fn(guard::refuse_bad_input))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -125,8 +144,12 @@ pub async fn build_with(
         started_at: clock.now(),
         clock,
         default_tz,
+        database: Arc::default(),
     });
-    let mut background = vec![tokio::spawn(dispatch::run(state.clone()))];
+    let mut background = vec![
+        tokio::spawn(state.database.clone().watch(state.db.clone())),
+        tokio::spawn(dispatch::run(state.clone())),
+    ];
     if loops == Loops::All {
         background.push(tokio::spawn(liveness::run(state.clone())));
         background.push(tokio::spawn(scheduler::run(state.clone())));

@@ -86,6 +86,10 @@ async fn serve(cfg: Config) -> Result<()> {
         .await
         .with_context(|| format!("config key master.listen: cannot bind {listen}"))?;
     let server = kiln_master::build(cfg, pool, listener).await?;
+    if let Some(pg) = pg {
+        // The master keeps its embedded cluster running (restarts it if it dies) and stops it.
+        server.state.database.supervise(pg);
+    }
     // Readiness line, read by scripts and tests.
     println!("kiln-master ready on http://{}", server.addr);
     let stop = server.shutdown_handle();
@@ -98,8 +102,11 @@ async fn serve(cfg: Config) -> Result<()> {
         }
         tracing::info!("shutting down");
         let _ = stop.send(true);
+        // Whatever hangs (a request stuck on a dead database, say), the master is gone soon.
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        tracing::error!("did not stop within 30 s of SIGTERM; exiting now");
+        std::process::exit(1);
     });
     server.wait().await?;
-    drop(pg);
     Ok(())
 }

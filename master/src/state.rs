@@ -22,6 +22,8 @@ pub struct AppState {
     /// When this master started (its clock): a slave's silence counts only from here, since
     /// the master could not hear anyone before.
     pub started_at: DateTime<Utc>,
+    /// Whether PostgreSQL answers (and the embedded cluster's keeper).
+    pub database: Arc<crate::database::Database>,
 }
 
 impl AppState {

@@ -131,8 +131,17 @@ impl Storage {
             buf.push_str(l);
             buf.push('\n');
         }
-        log.file.write_all(buf.as_bytes()).await?;
-        log.file.flush().await?;
+        let written = async {
+            log.file.write_all(buf.as_bytes()).await?;
+            log.file.flush().await
+        }
+        .await;
+        if let Err(e) = written {
+            // A write that failed part-way (a full disk) must not leave half a line behind: the
+            // next write would tear it. Cut back to the last whole line, then report.
+            let _ = log.file.set_len(log.bytes).await;
+            return Err(e);
+        }
         log.next_seq = next + new_lines.len() as u64;
         log.bytes += buf.len() as u64;
         let now = std::time::Instant::now();
@@ -169,6 +178,17 @@ impl Storage {
         let log = self.open_log(id).await?;
         let l = log.lock().await;
         Ok((l.next_seq, l.bytes))
+    }
+
+    /// Bytes free for the master's storage (what a full disk is reported with).
+    pub fn free_bytes(&self) -> Option<u64> {
+        let path = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes()).ok()?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid C string and a struct of the right type to fill.
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        Some(st.f_bavail as u64 * st.f_frsize as u64)
     }
 
     /// Forgets the open file handle of a finished build.

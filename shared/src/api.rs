@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateProject {
     pub name: String,
     pub branch_url: String,
@@ -162,6 +163,7 @@ pub struct Project {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RequestBuild {
     /// A release name makes this a release build, pinned to `commit` or the branch head.
     #[serde(default)]
@@ -213,6 +215,7 @@ pub struct Artifact {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewSlave {
     pub name: String,
 }
@@ -261,7 +264,10 @@ fn yes() -> bool {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
+    /// `ok`, or `unavailable` (HTTP 503) while the database does not answer.
     pub status: String,
+    /// `up`, or `down: <why>`.
+    pub database: String,
     pub version: String,
     pub protocol: u16,
 }
@@ -269,10 +275,10 @@ pub struct Health {
 /// Every API error has this body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// Stable machine-readable code, e.g. `not_found`, `invalid`, `conflict`.
-    pub error: String,
     /// What was wrong and what to do.
-    pub message: String,
+    pub error: String,
+    /// Stable machine-readable code, e.g. `not_found`, `invalid`, `conflict`, `unavailable`.
+    pub code: String,
     /// The request field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub field: Option<String>,

@@ -166,7 +166,11 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
                     .as_ref()
                     .map(|b| String::from_utf8_lossy(b).into_owned())
                     .unwrap_or_default();
-                let msg = format!("HTTP {status}: {body}");
+                // The master's errors are JSON with the message in `error`.
+                let why = serde_json::from_str::<kiln_shared::api::ErrorBody>(&body)
+                    .map(|e| e.error)
+                    .unwrap_or(body);
+                let msg = format!("HTTP {status}: {why}");
                 if matches!(status.as_u16(), 401 | 403 | 426) {
                     SessionError::Fatal(msg)
                 } else {

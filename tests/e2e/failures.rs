@@ -21,9 +21,9 @@ async fn malformed_or_disallowed_branch_urls_are_refused_with_the_field() {
             .post("/api/projects", json!({"name": "bad", "branch_url": url}))
             .await;
         assert_eq!(s, 400, "{url}: {v}");
-        assert_eq!(v["error"], "invalid");
+        assert_eq!(v["code"], "invalid");
         assert_eq!(v["field"], "branch_url", "{url}: {v}");
-        assert!(v["message"].as_str().unwrap().contains(says), "{url}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{url}: {v}");
     }
     let (s, v) = farm
         .post(
@@ -210,7 +210,7 @@ async fn bad_build_requests_are_refused() {
         .post("/api/projects/gone/builds", json!({"release": "r1"}))
         .await;
     assert_eq!(s, 422, "{v}");
-    assert!(v["message"].as_str().unwrap().contains("not found"), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not found"), "{v}");
     let builds: Vec<serde_json::Value> = farm.get("/api/builds?project=gone").await;
     assert!(builds.is_empty());
     let (s, v) = farm
@@ -263,6 +263,95 @@ async fn a_full_disk_on_the_master_fails_the_build_with_that_reason() {
     let _slave = farm.slave("s1").await;
     farm.project("big", &repo.url, "main").await;
     fails_with(&farm, "big", &["No space left on device"]).await;
+    let h: serde_json::Value = farm.get("/api/health").await;
+    assert_eq!(h["status"], "ok", "the master carries on");
+}
+
+/// The master's disk fills while two builds stream their logs: both fail saying "disk full", each
+/// log holds only whole lines, each exactly once and in order (a failed write is cut back to the
+/// last whole line, so no later write tears it), and the master keeps serving.
+#[tokio::test]
+async fn a_full_disk_during_two_builds_keeps_both_logs_whole() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED full-disk test: mounting a small tmpfs needs root !!!!!!!!\n"
+        );
+        return;
+    }
+    let git = GitServer::start();
+    let pad = "p".repeat(100);
+    let repos: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|tag| {
+            let r = git.repo(&format!("chatty-{tag}"));
+            r.script_branch(
+                "main",
+                &format!(
+                    "seq 1 60000 | sed 's/.*/{tag} n=& {pad}/'\necho ok > \"$KILN_OUTPUT_DIR/ok\""
+                ),
+            );
+            r
+        })
+        .collect();
+    let small = kiln_tests::tempdir("kiln-small-");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(small.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _guard = Unmount(small.path().to_path_buf());
+    let farm = Farm::with(kiln_tests::FarmOptions {
+        extra_master_toml: format!("storage_dir = \"{}\"", small.path().display()),
+        ..Default::default()
+    })
+    .await;
+    let _slave = farm.slave_with("s1", &["--capacity", "2"]).await;
+    let mut ids = vec![];
+    for (tag, repo) in ["a", "b"].iter().zip(&repos) {
+        farm.project(&format!("chatty-{tag}"), &repo.url, "main")
+            .await;
+        ids.push((
+            *tag,
+            farm.request_build(&format!("chatty-{tag}"), json!({}))
+                .await
+                .id,
+        ));
+    }
+    for (tag, id) in ids {
+        let b = farm.wait_ended(id, Duration::from_secs(120)).await;
+        assert_eq!(b.state, BuildState::Failed, "{tag}: {:?}", b.reason);
+        let reason = b.reason.unwrap_or_default();
+        assert!(reason.contains("disk full"), "{tag}: {reason}");
+        let log = farm.log(id).await;
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.starts_with('[') && !l.starts_with("+ ") && l.contains(" n="))
+            .collect();
+        assert!(!lines.is_empty(), "{tag}: some of the log was stored");
+        for (i, l) in lines.iter().enumerate() {
+            assert_eq!(
+                *l,
+                format!("{tag} n={} {pad}", i + 1),
+                "{tag}: line {i} whole, once, in order"
+            );
+        }
+        assert_eq!(
+            b.log_lines as usize,
+            log.lines().count(),
+            "{tag}: the index matches the file"
+        );
+    }
     let h: serde_json::Value = farm.get("/api/health").await;
     assert_eq!(h["status"], "ok", "the master carries on");
 }

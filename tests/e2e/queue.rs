@@ -46,7 +46,7 @@ async fn schedules_run_once_per_slot_and_only_when_the_branch_moved() {
     let (s, v) = patch(&farm, "nightly", json!({"schedule": "daily 25:00"})).await;
     assert_eq!((s, v["field"].as_str()), (400, Some("schedule")), "{v}");
     assert!(
-        v["message"].as_str().unwrap().contains("not a time of day"),
+        v["error"].as_str().unwrap().contains("not a time of day"),
         "{v}"
     );
     let (s, v) = patch(&farm, "nightly", json!({"timezone": "Mars/Base"})).await;

@@ -283,3 +283,114 @@ async fn a_new_master_gives_slaves_the_time_out_from_its_start() {
     );
     assert_eq!(farm.build(b.id).await.state, BuildState::Running);
 }
+
+/// The embedded PostgreSQL is killed mid-build, and cannot come back at once (its data dir is
+/// moved away for a while): health says so, the API fails fast with 503, the master restarts the
+/// cluster by itself once it can, and the build completes with its whole log. SIGTERM during an
+/// outage still stops the master.
+#[tokio::test]
+async fn the_embedded_database_killed_is_noticed_restarted_and_loses_nothing() {
+    let git = GitServer::start();
+    let repo = git.repo("numbers");
+    repo.script_branch(
+        "main",
+        "i=1\nwhile [ $i -le 400 ]; do echo \"n=$i\"; i=$((i+1)); [ $((i % 40)) -eq 0 ] && sleep 0.3; done\necho done > \"$KILN_OUTPUT_DIR/out\"",
+    );
+    let mut farm = Farm::with(FarmOptions {
+        embedded_db: true,
+        heartbeat_secs: 1,
+        lost_timeout_secs: 60,
+        ..Default::default()
+    })
+    .await;
+    let _slave = farm.slave("s1").await;
+    farm.project("numbers", &repo.url, "main").await;
+    let b = farm.request_build("numbers", json!({})).await;
+    farm.wait_build(b.id, Duration::from_secs(60), "streaming", |b| {
+        b.log_lines > 40
+    })
+    .await;
+    let pgdata = farm.dir.path().join("postgres");
+    let away = farm.dir.path().join("postgres.away");
+    let kill_db = || {
+        let pid: i32 = std::fs::read_to_string(pgdata.join("postmaster.pid"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: the test's own database server.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        kiln_tests::wait_dead_blocking(pid);
+        std::fs::rename(&pgdata, &away).unwrap();
+    };
+    kill_db();
+    let killed = Instant::now();
+    let health = wait_health(&farm, 503).await;
+    let noticed = killed.elapsed();
+    assert!(
+        noticed < Duration::from_secs(10),
+        "noticed after {noticed:?}"
+    );
+    assert_eq!(health["status"], "unavailable");
+    assert!(
+        health["database"].as_str().unwrap().starts_with("down"),
+        "{health}"
+    );
+    let asked = Instant::now();
+    let r = farm.get_raw("/api/projects").await;
+    assert_eq!(r.status().as_u16(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("database is unavailable"),
+        "{v}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "fails fast: {:?}",
+        asked.elapsed()
+    );
+    // The data dir comes back; the master restarts the cluster by itself.
+    std::fs::rename(&away, &pgdata).unwrap();
+    wait_health(&farm, 200).await;
+    let done = farm.wait_ended(b.id, Duration::from_secs(120)).await;
+    assert_eq!(done.state, BuildState::Succeeded, "{:?}", done.reason);
+    let log = farm.log(b.id).await;
+    let numbers: Vec<&str> = log.lines().filter(|l| l.starts_with("n=")).collect();
+    let want: Vec<String> = (1..=400).map(|i| format!("n={i}")).collect();
+    assert_eq!(numbers, want, "every line once, in order");
+    assert!(
+        farm.master_log().contains("restarted it"),
+        "{}",
+        farm.master_log()
+    );
+
+    // SIGTERM while the database is away still stops the master.
+    kill_db();
+    wait_health(&farm, 503).await;
+    let status = farm.stop_master(Duration::from_secs(60)).await;
+    assert!(
+        status.is_some(),
+        "the master did not stop on SIGTERM during an outage"
+    );
+    std::fs::rename(&away, &pgdata).unwrap();
+}
+
+/// Polls `/api/health` (no login needed) until it answers `status`; its body.
+async fn wait_health(farm: &Farm, status: u16) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = farm.http.get(farm.api("/api/health")).send().await {
+            if r.status().as_u16() == status {
+                return r.json().await.unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "health never answered {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -5,7 +5,7 @@ use crate::Postgres;
 use anyhow::{bail, Context, Result};
 use kiln_shared::api::{Artifact, Build, Project, Slave, SlaveCreated};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,8 +67,11 @@ fn spawn_master(config: &Path, listen: &str, log: &Path) -> Result<(Killed, Stri
     let mut child = c.spawn().context("starting kiln-master")?;
     let stdout = child.stdout.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
+    let mut copy = std::fs::OpenOptions::new().append(true).open(log)?;
     std::thread::spawn(move || {
+        // Everything it prints goes to its log too (tracing writes to stdout).
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = writeln!(copy, "{line}");
             if let Some(addr) = line.strip_prefix("kiln-master ready on ") {
                 let _ = tx.send(addr.to_string());
             }
@@ -202,6 +205,23 @@ impl Farm {
         }
         // Pooled keep-alive connections died with it.
         self.http = reqwest::Client::new();
+    }
+
+    /// SIGTERMs the master and waits for it to exit; its exit status, or `None` if it is still
+    /// running after `timeout` (it is then killed).
+    pub async fn stop_master(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut m = self.master.take()?;
+        m.signal(libc::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = m.0.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Starts the master again on the same address.

@@ -112,3 +112,11 @@ pub async fn wait_gone(p: &std::path::Path, what: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Waits (blocking) until a process we signalled is gone, at most 10 s.
+pub fn wait_dead_blocking(pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

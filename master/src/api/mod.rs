@@ -2,6 +2,7 @@
 
 pub mod artifacts;
 pub mod builds;
+pub mod guard;
 pub mod projects;
 pub mod slaves;
 
@@ -62,10 +63,26 @@ async fn catalog(
     }))
 }
 
-async fn health() -> Json<Health> {
-    Json(Health {
-        status: "ok".into(),
+/// `GET /api/health`: 200 `ok` while the database answers, else 503 with why.
+async fn health(
+    axum::extract::State(st): axum::extract::State<Arc<AppState>>,
+) -> (axum::http::StatusCode, Json<Health>) {
+    let trouble = st.database.trouble();
+    let status = if trouble.is_some() {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        axum::http::StatusCode::OK
+    };
+    let body = Health {
+        status: if trouble.is_some() {
+            "unavailable"
+        } else {
+            "ok"
+        }
+        .into(),
+        database: trouble.map_or_else(|| "up".into(), |t| format!("down: {t}")),
         version: env!("CARGO_PKG_VERSION").into(),
         protocol: kiln_shared::codec::PROTOCOL_VERSION,
-    })
+    };
+    (status, Json(body))
 }

@@ -34,7 +34,7 @@ pub async fn connect(target: Target<'_>, max_connections: u32) -> Result<PgPool>
     .log_statements(tracing::log::LevelFilter::Trace);
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(30))
+        .acquire_timeout(std::time::Duration::from_secs(5))
         .connect_with(opts)
         .await
         .context("cannot connect to PostgreSQL")

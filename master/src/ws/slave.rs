@@ -312,7 +312,14 @@ async fn handle(
                     reason: "the master no longer expects this build".into(),
                 }]);
             }
-            let a = st.storage.append_log(build, first_seq, &lines).await?;
+            let a = match st.storage.append_log(build, first_seq, &lines).await {
+                Ok(a) => a,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    disk_full(st, build).await?;
+                    return Ok(vec![]);
+                }
+                Err(e) => return Err(e.into()),
+            };
             if !a.new_lines.is_empty() {
                 // The index row follows the file at most twice a second (and at the end).
                 if a.index_due {
@@ -380,4 +387,27 @@ async fn holds(st: &AppState, slave: SlaveId, build: BuildId) -> Result<bool, Pr
     Ok(builds::get(&st.db, build)
         .await?
         .is_some_and(|b| b.state().is_active() && b.slave_id == Some(slave.0)))
+}
+
+/// The master's disk filled while storing a build's log: the lines stored so far stay (whole),
+/// and the build fails saying so; its slave is told to stop. Other builds' logs are untouched.
+async fn disk_full(st: &AppState, build: BuildId) -> Result<(), ProtocolError> {
+    let free = st
+        .storage
+        .free_bytes()
+        .map_or_else(|| "unknown".to_string(), |b| b.to_string());
+    tracing::error!(%build, free_bytes = %free, "the master's storage is full; failing the build");
+    let reason = format!(
+        "disk full: the master could not store more of the log ({free} bytes free); the log so far is kept"
+    );
+    st.end_build(
+        build,
+        BuildState::Failed,
+        Some(&reason),
+        EndedBy::Master {
+            stop_on_slave: true,
+        },
+    )
+    .await?;
+    Ok(())
 }

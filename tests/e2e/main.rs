@@ -6,6 +6,7 @@ mod admin;
 mod bad_input;
 mod browser;
 mod builds;
+mod churn;
 mod db;
 mod failures;
 mod images;

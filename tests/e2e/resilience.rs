@@ -394,3 +394,60 @@ async fn wait_health(farm: &Farm, status: u16) -> serde_json::Value {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// An external database (`database.url`) that stops taking the master's connections: health
+/// says so, the API fails fast with 503, and everything resumes when it is back.
+#[tokio::test]
+async fn an_external_database_that_goes_away_fails_fast_and_resumes() {
+    let git = GitServer::start();
+    let repo = git.repo("numbers");
+    repo.script_branch(
+        "main",
+        "i=1\nwhile [ $i -le 300 ]; do echo \"n=$i\"; i=$((i+1)); [ $((i % 30)) -eq 0 ] && sleep 0.3; done\necho done > \"$KILN_OUTPUT_DIR/out\"",
+    );
+    let farm = Farm::with(FarmOptions {
+        lost_timeout_secs: 60,
+        ..Default::default()
+    })
+    .await;
+    let _slave = farm.slave("s1").await;
+    farm.project("numbers", &repo.url, "main").await;
+    let b = farm.request_build("numbers", json!({})).await;
+    farm.wait_build(b.id, Duration::from_secs(60), "streaming", |b| {
+        b.log_lines > 30
+    })
+    .await;
+    let db = farm.database_name().expect("an external database");
+    let pg = kiln_tests::Postgres::shared();
+    assert!(pg.psql(
+        "postgres",
+        &format!(
+            "ALTER DATABASE {db} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+        )
+    ));
+    let health = wait_health(&farm, 503).await;
+    assert!(
+        health["database"].as_str().unwrap().starts_with("down"),
+        "{health}"
+    );
+    let asked = Instant::now();
+    let r = farm.get_raw("/api/builds").await;
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "fails fast: {:?}",
+        asked.elapsed()
+    );
+    assert!(pg.psql(
+        "postgres",
+        &format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")
+    ));
+    wait_health(&farm, 200).await;
+    let done = farm.wait_ended(b.id, Duration::from_secs(120)).await;
+    assert_eq!(done.state, BuildState::Succeeded, "{:?}", done.reason);
+    let log = farm.log(b.id).await;
+    let numbers: Vec<&str> = log.lines().filter(|l| l.starts_with("n=")).collect();
+    let want: Vec<String> = (1..=300).map(|i| format!("n={i}")).collect();
+    assert_eq!(numbers, want, "every line once, in order");
+}

@@ -190,6 +190,14 @@ impl Farm {
         &self.server.as_ref().expect("an in-process farm").state
     }
 
+    /// The name of the farm's database in the shared test cluster (`None`: embedded).
+    pub fn database_name(&self) -> Option<String> {
+        let cfg = std::fs::read_to_string(&self.config).ok()?;
+        let url = cfg.lines().find_map(|l| l.strip_prefix("url = \""))?;
+        let after = url.split_once("localhost/")?.1;
+        Some(after.split(['?', '"']).next()?.to_string())
+    }
+
     pub fn master_log(&self) -> String {
         std::fs::read_to_string(&self.master_log).unwrap_or_default()
     }

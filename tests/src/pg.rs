@@ -144,7 +144,8 @@ impl Postgres {
         pg
     }
 
-    fn psql(&self, db: &str, sql: &str) -> bool {
+    /// Runs `sql` in database `db` as the superuser; true if it succeeded.
+    pub fn psql(&self, db: &str, sql: &str) -> bool {
         Command::new("psql")
             .args(["-X", "-q", "-U", "kiln", "-h"])
             .arg(&self.socket_dir)

@@ -6,7 +6,12 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-pub fn config_text(admin_hash: &str, listen: &str) -> String {
+pub fn config_text(admin_hash: &str, listen: &str, tls: bool) -> String {
+    let tls = if tls {
+        "# HTTPS and WSS on `listen` (re-read on SIGHUP). Slaves verify it with --ca tls/ca.pem or\n# --ca-sha256 <the CA's fingerprint>.\n[master.tls]\ncert = \"tls/server.pem\"\nkey = \"tls/server.key\"\n"
+    } else {
+        "# HTTPS and WSS on `listen`: a certificate chain and its key (PEM). Plain HTTP is refused on\n# anything but loopback unless allow_plain_http = true (behind a TLS proxy).\n# [master.tls]\n# cert = \"tls/server.pem\"\n# key = \"tls/server.key\"\n"
+    };
     format!(
         r#"# Kiln configuration: one file for the master and its slaves.
 # Every relative path below is resolved against data_dir; data_dir itself is relative to this
@@ -40,6 +45,7 @@ retention_interval_secs = 600
 architectures = []
 series = []
 
+{tls}
 [database]
 # Leave url out to run a private PostgreSQL cluster in data_dir/postgres (unix socket only).
 # url = "postgres://kiln@db-host/kiln"
@@ -60,7 +66,21 @@ capacity = 1
     )
 }
 
-pub fn run(data_dir: &Path, listen: &str, force: bool) -> Result<()> {
+/// Writes `content` to a file only its owner may read (0600).
+pub fn write_private(path: &Path, content: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    Ok(())
+}
+
+/// `tls_names`: make a private CA and a server certificate for these names (`--tls-self-signed`).
+pub fn run(data_dir: &Path, listen: &str, force: bool, tls_names: Option<&[String]>) -> Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let cfg_path = data_dir.join("kiln.toml");
@@ -72,19 +92,43 @@ pub fn run(data_dir: &Path, listen: &str, force: bool) -> Result<()> {
         );
     }
     let token = crate::auth::new_token("kiln_a_");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&token_path)
-        .with_context(|| format!("cannot write {}", token_path.display()))?;
-    writeln!(f, "{token}")?;
+    write_private(&token_path, &format!("{token}\n"))?;
     std::fs::write(
         &cfg_path,
-        config_text(&crate::auth::sha256_hex(&token), listen),
+        config_text(
+            &crate::auth::sha256_hex(&token),
+            listen,
+            tls_names.is_some(),
+        ),
     )
     .with_context(|| format!("cannot write {}", cfg_path.display()))?;
     println!("wrote {} and {}", cfg_path.display(), token_path.display());
+    if let Some(names) = tls_names {
+        let s = crate::tls::self_signed(&data_dir.join("tls"), names)?;
+        println!(
+            "wrote {}, {} and {} for {}",
+            s.ca.display(),
+            s.cert.display(),
+            s.key.display(),
+            names.join(", ")
+        );
+        println!("CA sha256 fingerprint: {}", s.ca_sha256);
+    }
     Ok(())
+}
+
+/// Names a self-signed certificate is for when none are given: `localhost` and this host's name.
+pub fn default_tls_names() -> Vec<String> {
+    let mut names = vec!["localhost".to_string()];
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        if let Ok(h) = std::str::from_utf8(&buf[..end]) {
+            if !h.is_empty() && h != "localhost" {
+                names.push(h.to_string());
+            }
+        }
+    }
+    names
 }

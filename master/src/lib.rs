@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod state;
 pub mod storage;
+pub mod tls;
 pub mod web;
 pub mod ws;
 
@@ -38,6 +39,8 @@ use tokio::net::TcpListener;
 pub struct Server {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
+    /// The TLS context when serving HTTPS (re-read with [`Server::reload_tls`]).
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -80,6 +83,23 @@ impl Server {
 
     pub fn shutdown_handle(&self) -> tokio::sync::watch::Sender<bool> {
         self.shutdown.clone()
+    }
+
+    /// `https://addr` or `http://addr`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// A function that re-reads the certificate and key (for SIGHUP); open connections stay.
+    pub fn tls_reloader(&self) -> Option<impl Fn() -> Result<()> + Send + 'static> {
+        let rustls = self.tls.clone()?;
+        let cfg = self.state.cfg.clone();
+        Some(move || {
+            let (cert, key) = tls::files(&cfg).context("no [master.tls] in the config")?;
+            rustls.reload_from_config(tls::server_config(&cert, &key)?);
+            Ok(())
+        })
     }
 }
 
@@ -127,6 +147,16 @@ pub async fn build_with(
     loops: Loops,
 ) -> Result<Server> {
     let default_tz = schedule::default_timezone(&cfg)?;
+    let addr = listener.local_addr()?;
+    let tls = match tls::files(&cfg) {
+        Some((cert, key)) => Some(axum_server::tls_rustls::RustlsConfig::from_config(
+            tls::server_config(&cert, &key)?,
+        )),
+        None => {
+            tls::check_plain_http(&cfg, addr)?;
+            None
+        }
+    };
     db::migrate(&db).await?;
     db::slaves::all_offline(&db).await?;
     let storage_dir = cfg.path(&cfg.master.storage_dir);
@@ -155,20 +185,35 @@ pub async fn build_with(
         background.push(tokio::spawn(scheduler::run(state.clone())));
         background.push(tokio::spawn(retention::run(state.clone())));
     }
-    let addr = listener.local_addr()?;
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let app = router(state.clone());
-    let serve = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
+    let serve = match tls.clone() {
+        Some(rustls) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
                 let _ = rx.wait_for(|v| *v).await;
-            })
-            .await
-    });
-    tracing::info!("kiln-master listening on http://{addr}");
+                stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            });
+            let server = axum_server::from_tcp_rustls(listener.into_std()?, rustls)?.handle(handle);
+            tokio::spawn(async move { server.serve(app.into_make_service()).await })
+        }
+        None => tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                })
+                .await
+        }),
+    };
+    tracing::info!(
+        "kiln-master listening on {}://{addr}",
+        if tls.is_some() { "https" } else { "http" }
+    );
     Ok(Server {
         addr,
         state,
+        tls,
         serve,
         shutdown: tx,
         background,

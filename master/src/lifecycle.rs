@@ -60,7 +60,8 @@ impl AppState {
     /// lost builds always have one) if the state machine allows it. When it does:
     /// 1. a lost build's retry is queued in the same transaction (if the project allows one);
     /// 2. a master's reason goes into the build's log, and the slave is told to stop if asked;
-    /// 3. the log index (`log_lines`, `log_bytes`) is brought up to the log file, which closes;
+    /// 3. the log index (`log_lines`, `log_bytes`) is brought up to the log file in the same
+    ///    transaction (never seen ended with a stale index), and the file closes;
     /// 4. consoles get the build, the end of its log, and the retry; the dispatcher wakes for
     ///    the slot (and the retry).
     ///
@@ -94,37 +95,45 @@ impl AppState {
             tx.commit().await?;
             return Ok(t);
         };
+        let why = reason.unwrap_or("");
+        // Under the row lock, so the ended build is never seen with a log index behind its file.
+        if let (EndedBy::Master { .. }, Some(r)) = (by, reason) {
+            let note = match to {
+                BuildState::Lost => format!("build lost: {r}"),
+                _ => r.to_string(),
+            };
+            if let Err(e) = self.storage.append_master_note(id, &note).await {
+                tracing::warn!(build = %id, "cannot write the master's note to the log: {e}");
+            }
+        }
+        match self.storage.log_size(id).await {
+            Ok((lines, bytes)) => builds::set_log_lines(&mut *tx, id, lines, bytes).await?,
+            Err(e) => tracing::warn!(build = %id, "cannot read the log's size: {e}"),
+        }
         let retry = if to == BuildState::Lost {
             builds::queue_retry(&mut tx, id).await?
         } else {
             None
         };
         tx.commit().await?;
-        let why = reason.unwrap_or("");
         tracing::info!(build = %id, %from, %to, ?retry, "build ended {why}");
-
-        if let EndedBy::Master { stop_on_slave } = by {
-            if let Some(r) = reason {
-                let note = match to {
-                    BuildState::Lost => format!("build lost: {r}"),
-                    _ => r.to_string(),
-                };
-                if let Err(e) = self.storage.append_master_note(id, &note).await {
-                    tracing::warn!(build = %id, "cannot write the master's note to the log: {e}");
-                }
-            }
-            if let (true, true, Some(s)) = (stop_on_slave, from.is_active(), slave) {
-                // A slave away gets it through reconciliation (`Forget`) when it returns.
-                self.hub.send(
-                    s,
-                    MasterFrame::Cancel {
-                        build: id,
-                        reason: why.to_string(),
-                    },
-                );
-            }
+        if let (
+            EndedBy::Master {
+                stop_on_slave: true,
+            },
+            true,
+            Some(s),
+        ) = (by, from.is_active(), slave)
+        {
+            // A slave away gets it through reconciliation (`Forget`) when it returns.
+            self.hub.send(
+                s,
+                MasterFrame::Cancel {
+                    build: id,
+                    reason: why.to_string(),
+                },
+            );
         }
-        self.index_log(id).await;
         self.storage.close_log(id);
         self.build_changed(id).await;
         self.hub.publish(ConsoleEvent::LogEnd { build: id });
@@ -159,17 +168,5 @@ impl AppState {
         .await??;
         builds::delete(&self.db, id).await?;
         Ok(())
-    }
-
-    /// Brings the build's index row up to its log file (the file is the truth).
-    async fn index_log(&self, id: BuildId) {
-        match self.storage.log_size(id).await {
-            Ok((lines, bytes)) => {
-                if let Err(e) = builds::set_log_lines(&self.db, id, lines, bytes).await {
-                    tracing::warn!(build = %id, "cannot update the log index: {e}");
-                }
-            }
-            Err(e) => tracing::warn!(build = %id, "cannot read the log's size: {e}"),
-        }
     }
 }

@@ -29,6 +29,14 @@ enum Cmd {
         data_dir: PathBuf,
         #[arg(long)]
         force: bool,
+        /// Also make a private CA and a server certificate (tls/ca.pem, tls/server.pem,
+        /// tls/server.key) and serve HTTPS with them.
+        #[arg(long)]
+        tls_self_signed: bool,
+        /// A name (host name or IP address) the certificate is for; repeatable. Default:
+        /// localhost and this host's name.
+        #[arg(long = "tls-name", requires = "tls_self_signed")]
+        tls_names: Vec<String>,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -64,9 +72,19 @@ async fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match &cli.cmd {
-        Some(Cmd::Init { data_dir, force }) => {
+        Some(Cmd::Init {
+            data_dir,
+            force,
+            tls_self_signed,
+            tls_names,
+        }) => {
             let listen = cli.listen.as_deref().unwrap_or("127.0.0.1:8080");
-            kiln_master::init::run(data_dir, listen, *force)
+            let names = match (tls_self_signed, tls_names.is_empty()) {
+                (false, _) => None,
+                (true, true) => Some(kiln_master::init::default_tls_names()),
+                (true, false) => Some(tls_names.clone()),
+            };
+            kiln_master::init::run(data_dir, listen, *force, names.as_deref())
         }
         Some(Cmd::Migrate) => {
             let cfg = load(&cli)?;
@@ -81,6 +99,11 @@ async fn main() -> Result<()> {
 
 async fn serve(cfg: Config) -> Result<()> {
     let listen = cfg.master.listen.clone();
+    // Refuse plain HTTP off loopback before touching anything else.
+    if cfg.master.tls.is_none() {
+        let addr: std::net::SocketAddr = listen.parse().context("config key master.listen")?;
+        kiln_master::tls::check_plain_http(&cfg, addr)?;
+    }
     let (pool, pg) = kiln_master::db::open(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -91,7 +114,19 @@ async fn serve(cfg: Config) -> Result<()> {
         server.state.database.supervise(pg);
     }
     // Readiness line, read by scripts and tests.
-    println!("kiln-master ready on http://{}", server.addr);
+    println!("kiln-master ready on {}", server.url());
+    if let Some(reload) = server.tls_reloader() {
+        tokio::spawn(async move {
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .expect("SIGHUP handler");
+            while hup.recv().await.is_some() {
+                match reload() {
+                    Ok(()) => tracing::info!("SIGHUP: re-read the TLS certificate and key"),
+                    Err(e) => tracing::error!("SIGHUP: kept the old certificate: {e:#}"),
+                }
+            }
+        });
+    }
     let stop = server.shutdown_handle();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -61,6 +61,20 @@ pub struct MasterConfig {
     pub architectures: Vec<String>,
     /// Distribution series offered to users.
     pub series: Vec<String>,
+    /// HTTPS and WSS on `listen` with this certificate and key (PEM files, relative to data_dir
+    /// or absolute); re-read on SIGHUP.
+    pub tls: Option<TlsFiles>,
+    /// Serve plain HTTP on an address other than loopback (behind a TLS proxy, say).
+    pub allow_plain_http: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The server's certificate chain (the server's certificate first).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 impl Default for MasterConfig {
@@ -80,6 +94,8 @@ impl Default for MasterConfig {
             retention_interval_secs: 600,
             architectures: vec![],
             series: vec![],
+            tls: None,
+            allow_plain_http: false,
         }
     }
 }

@@ -72,16 +72,19 @@ pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
         .with_context(|| format!("cannot create work dir {}", settings.work_dir.display()))?;
     let _lock = lock_work_dir(&settings)?;
     let mirror = settings.mirror.clone().or_else(crate::machine::apt_mirror);
+    let tls = crate::tls::client_config(&settings.trust)?;
     let env = Arc::new(Env {
         mirror,
         apt_options: crate::machine::apt_options(),
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .use_preconfigured_tls((*tls).clone())
             .build()?,
         outbox: Outbox::default(),
         exe: std::env::current_exe().context("cannot find this program's path")?,
         draining: AtomicBool::new(false),
         lost_timeout_secs: Default::default(),
+        tls,
         settings,
     });
     tracing::info!(
@@ -156,29 +159,43 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
-        .await
-        .map_err(|e| match e {
-            tungstenite::Error::Http(resp) => {
-                let status = resp.status();
-                let body = resp
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                // The master's errors are JSON with the message in `error`.
-                let why = serde_json::from_str::<kiln_shared::api::ErrorBody>(&body)
-                    .map(|e| e.error)
-                    .unwrap_or(body);
-                let msg = format!("HTTP {status}: {why}");
-                if matches!(status.as_u16(), 401 | 403 | 426) {
-                    SessionError::Fatal(msg)
-                } else {
-                    SessionError::Transient(msg)
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let connector = tokio_tungstenite::Connector::Rustls(env.tls.clone());
+    let (ws, _) =
+        tokio_tungstenite::connect_async_tls_with_config(req, Some(config), true, Some(connector))
+            .await
+            .map_err(|e| match e {
+                e if crate::tls::certificate_error(&e).is_some() => {
+                    SessionError::Fatal(crate::tls::refusal(
+                        &host,
+                        &crate::tls::certificate_error(&e).unwrap_or_default(),
+                        &s.trust,
+                    ))
                 }
-            }
-            other => transient(other),
-        })?;
+                tungstenite::Error::Http(resp) => {
+                    let status = resp.status();
+                    let body = resp
+                        .body()
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default();
+                    // The master's errors are JSON with the message in `error`.
+                    let why = serde_json::from_str::<kiln_shared::api::ErrorBody>(&body)
+                        .map(|e| e.error)
+                        .unwrap_or(body);
+                    let msg = format!("HTTP {status}: {why}");
+                    if matches!(status.as_u16(), 401 | 403 | 426) {
+                        SessionError::Fatal(msg)
+                    } else {
+                        SessionError::Transient(msg)
+                    }
+                }
+                other => transient(other),
+            })?;
     let (mut sink, mut stream) = ws.split();
     let send = |f: &SlaveFrame| -> Result<Message, SessionError> {
         codec::encode(f)

@@ -12,6 +12,7 @@
 //! - [`process`]: running a command with its output in the build log
 //! - [`upload`]: artifacts to the master over streaming HTTP
 //! - [`machine`]: what this machine is (architecture, tools, apt mirror)
+//! - [`tls`]: how the master's certificate is verified (system roots, `--ca`, `--ca-sha256`)
 
 pub mod backend;
 pub mod connection;
@@ -24,6 +25,7 @@ pub mod runner;
 pub mod settings;
 pub mod store;
 pub mod supervisor;
+pub mod tls;
 pub mod upload;
 
 pub use connection::run;

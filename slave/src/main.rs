@@ -10,9 +10,17 @@ struct Cli {
     /// The Kiln config file; its [slave] section fills in what flags leave out.
     #[arg(long, env = "KILN_CONFIG")]
     config: Option<PathBuf>,
-    /// Base URL of the master, e.g. http://127.0.0.1:8080.
+    /// Base URL of the master, e.g. https://kiln.example.org:8080.
     #[arg(long)]
     master: Option<String>,
+    /// Trust the master's certificate if this CA (a PEM file, e.g. the master's tls/ca.pem)
+    /// signed it, instead of the system's roots.
+    #[arg(long, conflicts_with = "ca_sha256")]
+    ca: Option<PathBuf>,
+    /// Trust the master's certificate if it is signed by the CA with this sha256 fingerprint
+    /// (printed by `kiln-master init --tls-self-signed`).
+    #[arg(long)]
+    ca_sha256: Option<String>,
     /// The token the master returned when this slave was registered.
     #[arg(long, env = "KILN_SLAVE_TOKEN")]
     token: Option<String>,
@@ -63,7 +71,7 @@ async fn daemon(c: Cli) -> Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let settings = kiln_slave::settings::resolve(
+    let mut settings = kiln_slave::settings::resolve(
         c.config.as_deref(),
         c.master,
         c.token,
@@ -73,5 +81,10 @@ async fn daemon(c: Cli) -> Result<()> {
         c.capacity,
         c.arch,
     )?;
+    settings.trust = match (c.ca, c.ca_sha256) {
+        (Some(f), _) => kiln_slave::tls::Trust::CaFile(std::path::absolute(f)?),
+        (None, Some(pin)) => kiln_slave::tls::Trust::Pin(pin),
+        (None, None) => kiln_slave::tls::Trust::System,
+    };
     kiln_slave::run(settings, c.drain).await
 }

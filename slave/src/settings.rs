@@ -15,6 +15,8 @@ pub struct Settings {
     pub capacity: u32,
     pub arch: String,
     pub mirror: Option<String>,
+    /// How the master's certificate is verified (for https:// masters).
+    pub trust: crate::tls::Trust,
 }
 
 impl Settings {
@@ -109,5 +111,6 @@ pub fn resolve(
         capacity,
         arch,
         mirror: s.mirror.clone(),
+        trust: crate::tls::Trust::System,
     })
 }

@@ -27,6 +27,8 @@ pub struct Env {
     /// never waits more than a quarter of it, so a slave is back well before its builds count as
     /// lost.
     pub lost_timeout_secs: std::sync::atomic::AtomicU32,
+    /// The TLS context for the master (WebSocket and uploads share it).
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// How long a cancelled build gets between SIGTERM and SIGKILL.

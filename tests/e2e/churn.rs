@@ -56,7 +56,7 @@ async fn two_hundred_builds_through_restarts_and_a_partition_each_succeed_once()
         ..Default::default()
     })
     .await;
-    let proxy = Proxy::start(farm.url.trim_start_matches("http://")).await;
+    let proxy = Proxy::start(&farm.url).await;
     let cap = ["--capacity", "2"];
     let mut s1 = farm.slave_with("s1", &cap).await;
     let mut s2 = farm.slave_with("s2", &cap).await;

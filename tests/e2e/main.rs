@@ -15,3 +15,4 @@ mod queue;
 mod readoption;
 mod resilience;
 mod setup;
+mod tls;

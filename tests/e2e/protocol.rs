@@ -18,13 +18,21 @@ async fn connect(
     token: &str,
     protocol: &str,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let url = format!("{}/ws/slave", farm.url.replace("http://", "ws://"));
+    let url = format!(
+        "{}/ws/slave",
+        farm.url
+            .replace("https://", "wss://")
+            .replace("http://", "ws://")
+    );
     let mut req = url.into_client_request().unwrap();
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     req.headers_mut()
         .insert("x-kiln-protocol", protocol.parse().unwrap());
-    tokio_tungstenite::connect_async(req)
+    let connector = farm
+        .tls_client_config()
+        .map(tokio_tungstenite::Connector::Rustls);
+    tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector)
         .await
         .map(|(ws, _)| ws)
 }

@@ -134,7 +134,7 @@ async fn a_partitioned_slave_loses_its_build_to_a_healthy_one_and_nothing_runs_t
             p = farm.dir.path().join("first.pid").display()
         ),
     );
-    let proxy = Proxy::start(farm.url.trim_start_matches("http://")).await;
+    let proxy = Proxy::start(&farm.url).await;
     let cut = farm.slave_through("cut-off", &proxy.url, &[]).await;
     farm.project("cut", &repo.url, "main").await;
     let b = farm.request_build("cut", json!({})).await;

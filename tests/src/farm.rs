@@ -18,6 +18,9 @@ pub struct FarmOptions {
     /// Use the embedded PostgreSQL instead of the shared test cluster.
     pub embedded_db: bool,
     pub extra_master_toml: String,
+    /// Serve HTTPS/WSS with a private CA made the way `kiln-master init --tls-self-signed`
+    /// makes it (default); slaves get `--ca`, the test's clients trust it.
+    pub tls: bool,
 }
 
 impl Default for FarmOptions {
@@ -28,12 +31,16 @@ impl Default for FarmOptions {
             lost_retries: 1,
             embedded_db: false,
             extra_master_toml: String::new(),
+            tls: true,
         }
     }
 }
 
 pub struct Farm {
+    /// `https://127.0.0.1:PORT` (or `http://` without TLS).
     pub url: String,
+    /// The private CA the master's certificate is signed by (`None`: plain HTTP).
+    pub ca: Option<PathBuf>,
     pub token: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
@@ -89,8 +96,22 @@ fn spawn_master(config: &Path, listen: &str, log: &Path) -> Result<(Killed, Stri
 
 /// A farm's data dir and config file: the admin token's hash, the options, a database of its own
 /// in the shared test cluster (or none, for the embedded one).
-fn write_config(o: &FarmOptions, extra: &str) -> (tempfile::TempDir, String, PathBuf) {
+fn write_config(
+    o: &FarmOptions,
+    extra: &str,
+) -> (tempfile::TempDir, String, PathBuf, Option<PathBuf>) {
     let dir = crate::tempdir("kiln-farm-");
+    let (tls, ca) = if o.tls {
+        let names = ["localhost".to_string(), "127.0.0.1".to_string()];
+        let made = kiln_master::tls::self_signed(&dir.path().join("tls"), &names)
+            .expect("a private CA for the farm");
+        (
+            "\n[master.tls]\ncert = \"tls/server.pem\"\nkey = \"tls/server.key\"\n",
+            Some(made.ca),
+        )
+    } else {
+        ("", None)
+    };
     let token = "kiln_a_test_admin_token".to_string();
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
     let db = if o.embedded_db {
@@ -105,12 +126,22 @@ fn write_config(o: &FarmOptions, extra: &str) -> (tempfile::TempDir, String, Pat
     std::fs::write(
         &config,
         format!(
-            "version = 1\n[master]\nadmin_token_sha256 = \"{hash}\"\nheartbeat_secs = {}\nlost_timeout_secs = {}\nlost_retries = {}\n{extra}{}\n{db}",
+            "version = 1\n[master]\nadmin_token_sha256 = \"{hash}\"\nheartbeat_secs = {}\nlost_timeout_secs = {}\nlost_retries = {}\n{extra}{}\n{tls}\n{db}",
             o.heartbeat_secs, o.lost_timeout_secs, o.lost_retries, o.extra_master_toml
         ),
     )
     .expect("writing the farm's config");
-    (dir, token, config)
+    (dir, token, config, ca)
+}
+
+/// An HTTP client that trusts the farm's CA (and nothing else).
+pub fn client(ca: Option<&Path>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder().tls_built_in_root_certs(false);
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).expect("the farm's CA");
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM"));
+    }
+    b.build().expect("an HTTP client")
 }
 
 impl Farm {
@@ -119,13 +150,14 @@ impl Farm {
     }
 
     pub async fn with(o: FarmOptions) -> Farm {
-        let (dir, token, config) = write_config(&o, "");
+        let (dir, token, config, ca) = write_config(&o, "");
         let master_log = dir.path().join("master.log");
         let (master, url) = spawn_master(&config, "127.0.0.1:0", &master_log).expect("master");
         Farm {
             url,
+            http: client(ca.as_deref()),
+            ca,
             token,
-            http: reqwest::Client::new(),
             dir,
             poll: Duration::from_millis(50),
             config,
@@ -142,7 +174,7 @@ impl Farm {
         o: FarmOptions,
         clock: std::sync::Arc<dyn kiln_master::clock::Clock>,
     ) -> Farm {
-        let (dir, token, config) = write_config(&o, "timezone = \"UTC\"\n");
+        let (dir, token, config, ca) = write_config(&o, "timezone = \"UTC\"\n");
         let cfg = kiln_shared::config::Config::load(&config).expect("config");
         let (pool, _) = kiln_master::db::open(&cfg).await.expect("database");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -151,9 +183,10 @@ impl Farm {
                 .await
                 .expect("master");
         Farm {
-            url: format!("http://{}", server.addr),
+            url: server.url(),
+            http: client(ca.as_deref()),
+            ca,
             token,
-            http: reqwest::Client::new(),
             poll: Duration::from_millis(50),
             master_log: dir.path().join("master.log"),
             dir,
@@ -182,7 +215,7 @@ impl Farm {
                 .await
                 .expect("master");
         self.server = Some(server);
-        self.http = reqwest::Client::new();
+        self.http = client(self.ca.as_deref());
     }
 
     /// The in-process master's state.
@@ -212,7 +245,7 @@ impl Farm {
             m.kill_and_wait();
         }
         // Pooled keep-alive connections died with it.
-        self.http = reqwest::Client::new();
+        self.http = client(self.ca.as_deref());
     }
 
     /// SIGTERMs the master and waits for it to exit; its exit status, or `None` if it is still
@@ -235,7 +268,7 @@ impl Farm {
     /// Starts the master again on the same address.
     pub fn restart_master(&mut self) {
         self.kill_master();
-        let listen = self.url.trim_start_matches("http://").to_string();
+        let listen = self.host_port();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             match spawn_master(&self.config, &listen, &self.master_log) {
@@ -250,6 +283,31 @@ impl Farm {
                 Err(e) => panic!("master did not restart: {e:#}"),
             }
         }
+    }
+
+    /// `127.0.0.1:PORT` of the master.
+    pub fn host_port(&self) -> String {
+        self.url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .to_string()
+    }
+
+    /// A rustls client context trusting the farm's CA, for the test's own WebSocket clients.
+    pub fn tls_client_config(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+        use rustls_pki_types::pem::PemObject;
+        let ca = self.ca.as_ref()?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("CA") {
+            roots.add(c.expect("PEM")).expect("a usable CA");
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Some(std::sync::Arc::new(config))
     }
 
     pub fn api(&self, path: &str) -> String {
@@ -387,6 +445,7 @@ impl Farm {
             token,
             work,
             master: master.to_string(),
+            ca: self.ca.clone(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: self.dir.path().join(format!("slave-{name}.log")),
             exe: crate::bin_dir().join("kiln-slave"),
@@ -431,7 +490,10 @@ pub struct SlaveProc {
     pub token: String,
     pub work: PathBuf,
     master: String,
-    extra: Vec<String>,
+    /// Given as `--ca` (the farm's private CA).
+    pub ca: Option<PathBuf>,
+    /// More flags for the daemon.
+    pub extra: Vec<String>,
     pub log: PathBuf,
     /// The kiln-slave binary to run (tests swap it to simulate an upgrade).
     pub exe: PathBuf,
@@ -456,6 +518,11 @@ impl SlaveProc {
         ])
         .arg("--work-dir")
         .arg(&self.work)
+        .args(
+            self.ca
+                .iter()
+                .flat_map(|ca| [std::ffi::OsStr::new("--ca"), ca.as_os_str()]),
+        )
         .args(&self.extra)
         .env("KILN_LOG", "info,kiln_slave=debug")
         .stdout(logf.try_clone().unwrap())

@@ -27,17 +27,20 @@ impl Gate {
 }
 
 pub struct Proxy {
-    /// `http://127.0.0.1:PORT`: give this to the slave instead of the master's URL.
+    /// `https://127.0.0.1:PORT` (the scheme of the URL it forwards to): give this to the slave
+    /// instead of the master's URL.
     pub url: String,
     gate: Arc<Gate>,
     accept: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
-    /// Forwards every connection to `target` (`host:port`).
+    /// Forwards every connection to the host and port of `target` (a URL; TLS passes through).
     pub async fn start(target: &str) -> Proxy {
+        let (scheme, host_port) = target.split_once("://").expect("a URL");
+        let target = host_port.trim_end_matches('/');
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let gate = Arc::new(Gate::default());
         let (g, target) = (gate.clone(), target.to_string());
         let accept = tokio::spawn(async move {

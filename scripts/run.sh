@@ -32,17 +32,23 @@ done
 URL=$(sed -n 's/^kiln-master ready on //p' "$DATA/master.out" | tail -1)
 TOKEN=$(cat "$DATA/admin.token")
 
-# One local slave, registered once; its token is kept next to the admin token.
-if [ ! -s "$DATA/slave.token" ]; then
-  NAME=${KILN_SLAVE_NAME:-$(hostname -s | tr -c 'A-Za-z0-9._\n-' '-')}
-  curl -fsS -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-       -d "{\"name\":\"$NAME\"}" "$URL/api/slaves" \
-    | sed -n 's/.*"token":"\([^"]*\)".*/\1/p' > "$DATA/slave.token"
-  chmod 600 "$DATA/slave.token"
-  echo "$NAME" > "$DATA/slave.name"
+# One local slave, enrolled once with a one-use registration token; its own token stays in its
+# work dir (0600), never on a command line.
+mkdir -p "$DATA/work"
+if [ -s "$DATA/slave.token" ] && [ ! -s "$DATA/work/slave.token" ]; then
+  # Kept next to the admin token by an earlier version of this script.
+  install -m 600 "$DATA/slave.token" "$DATA/work/slave.token"
+  printf '{"name":"%s","tags":[]}\n' "$(cat "$DATA/slave.name")" > "$DATA/work/registration.json"
 fi
-"$BIN/kiln-slave" --master "$URL" --token "$(cat "$DATA/slave.token")" \
-  --name "$(cat "$DATA/slave.name")" --work-dir "$DATA/work" 2> "$DATA/slave.log" &
+if [ ! -s "$DATA/work/slave.token" ]; then
+  NAME=${KILN_SLAVE_NAME:-$(hostname -s | tr -c 'A-Za-z0-9._\n-' '-')}
+  REG=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+       -d "{\"name\":\"$NAME\",\"expires_in_s\":600,\"uses\":1}" "$URL/api/slaves/registration-tokens" \
+    | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+  "$BIN/kiln-slave" register --master "$URL" --registration-token "$REG" --name "$NAME" \
+    --work-dir "$DATA/work"
+fi
+"$BIN/kiln-slave" --master "$URL" --work-dir "$DATA/work" 2> "$DATA/slave.log" &
 SLAVE=$!
 
 cat <<MSG

@@ -91,15 +91,24 @@ pub async fn slave_from_headers(st: &AppState, headers: &HeaderMap) -> Result<Sl
         })
 }
 
-/// Extractor: the request carries a registered slave's token.
-pub struct SlaveAuth(pub SlaveRow);
+/// Extractor: the request carries a valid per-build upload token (see `upload_token`).
+pub struct UploadAuth(pub crate::upload_token::Claims);
 
-impl FromRequestParts<Arc<AppState>> for SlaveAuth {
+impl FromRequestParts<Arc<AppState>> for UploadAuth {
     type Rejection = ApiError;
     async fn from_request_parts(
         parts: &mut Parts,
         st: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        slave_from_headers(st, &parts.headers).await.map(SlaveAuth)
+        let token = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::Unauthorized(
+                "send the build's upload token (from its job) as 'Authorization: Bearer <token>'"
+                    .into(),
+            )
+        })?;
+        st.upload_keys
+            .verify(token)
+            .map(UploadAuth)
+            .map_err(ApiError::Unauthorized)
     }
 }

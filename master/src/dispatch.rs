@@ -110,7 +110,12 @@ pub async fn round(state: &AppState) -> anyhow::Result<usize> {
     let mut handed = 0;
     for (build, si) in chosen {
         let (slave, s, _) = &view.slaves[si];
-        if assign(state, BuildId(build), *slave, &s.name).await? {
+        let timeout = view
+            .candidates
+            .iter()
+            .find(|c| c.id == build)
+            .and_then(|c| c.timeout_minutes);
+        if assign(state, BuildId(build), *slave, &s.name, timeout).await? {
             handed += 1;
         }
     }
@@ -125,17 +130,31 @@ pub async fn round(state: &AppState) -> anyhow::Result<usize> {
 }
 
 /// Claims `build` for `slave` and sends it the job; true if the slave got it.
+/// Builds without a time-out get upload tokens valid this long (minutes).
+const UPLOAD_TOKEN_NO_TIMEOUT_MINUTES: u64 = 7 * 24 * 60;
+/// Past the build's time-out, its upload token stays valid this much longer (minutes).
+const UPLOAD_TOKEN_MARGIN_MINUTES: u64 = 30;
+
 async fn assign(
     state: &AppState,
     build: BuildId,
     slave: SlaveId,
     name: &str,
+    timeout_minutes: Option<i32>,
 ) -> anyhow::Result<bool> {
     let mut tx = state.db.begin().await?;
     let Some(b) = builds::claim(&mut tx, build, slave).await? else {
         return Ok(false);
     };
     tx.commit().await?;
+    let minutes = timeout_minutes
+        .and_then(|m| u64::try_from(m).ok())
+        .unwrap_or(UPLOAD_TOKEN_NO_TIMEOUT_MINUTES)
+        + UPLOAD_TOKEN_MARGIN_MINUTES;
+    let now = u64::try_from(state.clock.now().timestamp()).unwrap_or_default();
+    let upload_token = state
+        .upload_keys
+        .issue(build.0, slave.0, now, minutes * 60)?;
     let job = Job {
         build,
         project: b.project.clone(),
@@ -145,6 +164,7 @@ async fn assign(
         release: b.release.clone(),
         allow_file_urls: state.cfg.master.allow_file_urls,
         upload_path: format!("/api/slave/builds/{build}/artifacts"),
+        upload_token,
     };
     if state.hub.send(slave, MasterFrame::Assign(job)) {
         tracing::info!(%build, slave = %name, "dispatched");

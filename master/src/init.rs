@@ -102,7 +102,13 @@ pub fn run(data_dir: &Path, listen: &str, force: bool, tls_names: Option<&[Strin
         ),
     )
     .with_context(|| format!("cannot write {}", cfg_path.display()))?;
-    println!("wrote {} and {}", cfg_path.display(), token_path.display());
+    crate::upload_token::UploadKeys::load_or_create(data_dir)?;
+    println!(
+        "wrote {}, {} and {}",
+        cfg_path.display(),
+        token_path.display(),
+        data_dir.join(crate::upload_token::FILE).display()
+    );
     if let Some(names) = tls_names {
         let s = crate::tls::self_signed(&data_dir.join("tls"), names)?;
         println!(

@@ -22,6 +22,7 @@ pub mod scheduler;
 pub mod state;
 pub mod storage;
 pub mod tls;
+pub mod upload_token;
 pub mod web;
 pub mod ws;
 
@@ -157,6 +158,8 @@ pub async fn build_with(
             None
         }
     };
+    let upload_keys = upload_token::UploadKeys::load_or_create(cfg.data_dir())
+        .context("the upload signing key (upload-keys in the data dir)")?;
     db::migrate(&db).await?;
     db::slaves::all_offline(&db).await?;
     let storage_dir = cfg.path(&cfg.master.storage_dir);
@@ -175,6 +178,7 @@ pub async fn build_with(
         clock,
         default_tz,
         database: Arc::default(),
+        upload_keys,
     });
     let mut background = vec![
         tokio::spawn(state.database.clone().watch(state.db.clone())),

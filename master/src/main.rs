@@ -40,6 +40,9 @@ enum Cmd {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Make a new upload signing key (the previous one stays valid for tokens already handed
+    /// out); restart the master to use it.
+    RotateUploadKey,
     /// Run the master (the default).
     Serve,
 }
@@ -91,6 +94,12 @@ async fn main() -> Result<()> {
             let (pool, _pg) = kiln_master::db::open(&cfg).await?;
             kiln_master::db::migrate(&pool).await?;
             println!("database is up to date");
+            Ok(())
+        }
+        Some(Cmd::RotateUploadKey) => {
+            let cfg = load(&cli)?;
+            let kid = kiln_master::upload_token::UploadKeys::rotate(cfg.data_dir())?;
+            println!("new upload signing key {kid}; restart the master to sign with it");
             Ok(())
         }
         Some(Cmd::Serve) | None => serve(load(&cli)?).await,

@@ -24,6 +24,8 @@ pub struct AppState {
     pub started_at: DateTime<Utc>,
     /// Whether PostgreSQL answers (and the embedded cluster's keeper).
     pub database: Arc<crate::database::Database>,
+    /// Signs and checks per-build upload tokens.
+    pub upload_keys: crate::upload_token::UploadKeys,
 }
 
 impl AppState {

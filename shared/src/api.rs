@@ -226,6 +226,57 @@ pub struct SlaveCreated {
     pub name: String,
     /// Shown once; only its hash is stored.
     pub token: String,
+    /// Tags the admin gave with the registration token (for `kiln-slave register`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// `POST /api/slaves/registration-tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRegistrationToken {
+    /// The slave name it may register; any when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Seconds it stays valid.
+    pub expires_in_s: i64,
+    /// How many slaves it may register.
+    pub uses: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationToken {
+    pub id: i64,
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+    pub uses_left: i32,
+    pub expires_at: DateTime<Utc>,
+    pub revoked: bool,
+    pub created_at: DateTime<Utc>,
+    /// Only in the answer to its creation (only its hash is stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The command to run on the board, with the token (only at creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+}
+
+/// `POST /api/slaves/register` with `Authorization: Bearer <registration token>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterSlave {
+    pub name: String,
+}
+
+/// `POST /api/slaves/{name}/rotate-token`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRotated {
+    /// The new token (shown once); the connected slave receives it over its connection.
+    pub token: String,
+    /// Until then the previous token still works.
+    pub previous_valid_until: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

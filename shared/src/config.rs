@@ -66,6 +66,8 @@ pub struct MasterConfig {
     pub tls: Option<TlsFiles>,
     /// Serve plain HTTP on an address other than loopback (behind a TLS proxy, say).
     pub allow_plain_http: bool,
+    /// After a slave's token is rotated, the old one keeps working this long (seconds).
+    pub token_grace_secs: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -96,6 +98,7 @@ impl Default for MasterConfig {
             series: vec![],
             tls: None,
             allow_plain_http: false,
+            token_grace_secs: 600,
         }
     }
 }

@@ -116,6 +116,11 @@ pub enum MasterFrame {
     },
     /// Take no new builds, finish the held ones, then exit (the API's "drain").
     Drain,
+    /// The slave's token was rotated: use this one from now on (and keep it where the old one
+    /// was kept); the old one stops working after the master's grace period.
+    TokenRotated {
+        token: String,
+    },
 }
 
 /// Timings and sizes the master imposes on its fleet, sent in the handshake.
@@ -151,6 +156,9 @@ pub struct Job {
     pub allow_file_urls: bool,
     /// Path (on the master's HTTP API) where artifacts are PUT, e.g. `/api/slave/builds/7/artifacts`.
     pub upload_path: String,
+    /// The bearer token for this build's uploads (signed by the master, naming the build and
+    /// this slave, expiring a little after the build's time-out); nothing else is accepted there.
+    pub upload_token: String,
 }
 
 /// Console (browser) → master on `/ws/console`. One socket per browser tab carries any number of

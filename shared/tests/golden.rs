@@ -151,6 +151,7 @@ fn frames_master() -> Vec<(&'static str, MasterFrame)> {
                 release: Some("v1".into()),
                 allow_file_urls: false,
                 upload_path: "/api/slave/builds/42/artifacts".into(),
+                upload_token: "eyJ0eXAiOiJKV1QifQ.e30.c2ln".into(),
             }),
         ),
         (
@@ -172,6 +173,12 @@ fn frames_master() -> Vec<(&'static str, MasterFrame)> {
             MasterFrame::FinishedAck { build: BuildId(42) },
         ),
         ("master_drain", MasterFrame::Drain),
+        (
+            "master_token_rotated",
+            MasterFrame::TokenRotated {
+                token: "kiln_s_new".into(),
+            },
+        ),
         (
             "master_reconcile",
             MasterFrame::Reconcile {

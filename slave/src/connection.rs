@@ -85,6 +85,7 @@ pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
         draining: AtomicBool::new(false),
         lost_timeout_secs: Default::default(),
         tls,
+        token: std::sync::Mutex::new(settings.token.clone()),
         settings,
     });
     tracing::info!(
@@ -151,7 +152,7 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
     let h = req.headers_mut();
     h.insert(
         "authorization",
-        format!("Bearer {}", s.token).parse().map_err(|_| {
+        format!("Bearer {}", env.token()).parse().map_err(|_| {
             SessionError::Fatal("--token contains characters not allowed in a header".into())
         })?,
     );
@@ -296,6 +297,7 @@ fn handle(env: &Arc<Env>, frame: MasterFrame) -> Result<(), SessionError> {
             o.cancel(build, reason);
         }
         MasterFrame::LogAck { build, next_seq } => o.ack_log(build, next_seq),
+        MasterFrame::TokenRotated { token } => env.rotate_token(token),
         MasterFrame::FinishedAck { build } => o.ack_finished(build),
         MasterFrame::Reconcile { builds } => {
             for (build, d) in builds {

@@ -12,6 +12,7 @@
 //! - [`process`]: running a command with its output in the build log
 //! - [`upload`]: artifacts to the master over streaming HTTP
 //! - [`machine`]: what this machine is (architecture, tools, apt mirror)
+//! - [`register`]: `kiln-slave register`, enrolment with a registration token
 //! - [`tls`]: how the master's certificate is verified (system roots, `--ca`, `--ca-sha256`)
 
 pub mod backend;
@@ -21,6 +22,7 @@ pub mod machine;
 pub mod outbox;
 pub mod process;
 pub mod recipe;
+pub mod register;
 pub mod runner;
 pub mod settings;
 pub mod store;

@@ -8,26 +8,30 @@ use std::path::PathBuf;
 #[command(name = "kiln-slave", version, about = "The Kiln build slave")]
 struct Cli {
     /// The Kiln config file; its [slave] section fills in what flags leave out.
-    #[arg(long, env = "KILN_CONFIG")]
+    #[arg(long, env = "KILN_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Base URL of the master, e.g. https://kiln.example.org:8080.
-    #[arg(long)]
+    #[arg(long, global = true)]
     master: Option<String>,
     /// Trust the master's certificate if this CA (a PEM file, e.g. the master's tls/ca.pem)
     /// signed it, instead of the system's roots.
-    #[arg(long, conflicts_with = "ca_sha256")]
+    #[arg(long, conflicts_with = "ca_sha256", global = true)]
     ca: Option<PathBuf>,
     /// Trust the master's certificate if it is signed by the CA with this sha256 fingerprint
     /// (printed by `kiln-master init --tls-self-signed`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     ca_sha256: Option<String>,
-    /// The token the master returned when this slave was registered.
+    /// The slave's token (visible in `ps`: prefer `kiln-slave register` or --token-file).
     #[arg(long, env = "KILN_SLAVE_TOKEN")]
     token: Option<String>,
+    /// A file holding the slave's token (default: slave.token in the work dir).
     #[arg(long)]
+    token_file: Option<PathBuf>,
+    #[arg(long, global = true)]
     name: Option<String>,
-    /// State and scratch space for builds; running builds are re-adopted from here after a restart.
-    #[arg(long)]
+    /// State and scratch space for builds; running builds are re-adopted from here after a
+    /// restart; `kiln-slave register` keeps the slave's token here.
+    #[arg(long, global = true)]
     work_dir: Option<PathBuf>,
     /// Comma-separated tags (board names, kvm, ...).
     #[arg(long, value_delimiter = ',')]
@@ -48,6 +52,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Enrol this machine: exchange a registration token (from an admin) for the slave's own
+    /// token, kept in slave.token (0600) in the work dir. Then start `kiln-slave --master URL
+    /// --work-dir DIR`.
+    Register {
+        #[arg(long)]
+        registration_token: String,
+    },
     /// Internal: runs one build in its directory (started by the daemon, detached).
     #[command(hide = true)]
     RunBuild {
@@ -61,6 +72,28 @@ fn main() -> Result<()> {
     if let Some(Cmd::RunBuild { dir }) = &c.cmd {
         return kiln_slave::runner::main(dir);
     }
+    if let Some(Cmd::Register { registration_token }) = &c.cmd {
+        let trust = trust(&c)?;
+        let master = c
+            .master
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--master URL is required"))?;
+        let name = c
+            .name
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--name is required"))?;
+        let work_dir = c
+            .work_dir
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--work-dir is required"))?;
+        return tokio::runtime::Runtime::new()?.block_on(kiln_slave::register::run(
+            &master,
+            &trust,
+            registration_token,
+            &name,
+            &work_dir,
+        ));
+    }
     tokio::runtime::Runtime::new()?.block_on(daemon(c))
 }
 
@@ -73,18 +106,23 @@ async fn daemon(c: Cli) -> Result<()> {
         .init();
     let mut settings = kiln_slave::settings::resolve(
         c.config.as_deref(),
-        c.master,
-        c.token,
-        c.name,
-        c.work_dir,
-        c.tags,
+        c.master.clone(),
+        c.token.clone(),
+        c.token_file.clone(),
+        c.name.clone(),
+        c.work_dir.clone(),
+        c.tags.clone(),
         c.capacity,
-        c.arch,
+        c.arch.clone(),
     )?;
-    settings.trust = match (c.ca, c.ca_sha256) {
-        (Some(f), _) => kiln_slave::tls::Trust::CaFile(std::path::absolute(f)?),
-        (None, Some(pin)) => kiln_slave::tls::Trust::Pin(pin),
-        (None, None) => kiln_slave::tls::Trust::System,
-    };
+    settings.trust = trust(&c)?;
     kiln_slave::run(settings, c.drain).await
+}
+
+fn trust(c: &Cli) -> Result<kiln_slave::tls::Trust> {
+    Ok(match (&c.ca, &c.ca_sha256) {
+        (Some(f), _) => kiln_slave::tls::Trust::CaFile(std::path::absolute(f)?),
+        (None, Some(pin)) => kiln_slave::tls::Trust::Pin(pin.clone()),
+        (None, None) => kiln_slave::tls::Trust::System,
+    })
 }

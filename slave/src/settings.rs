@@ -9,6 +9,9 @@ pub struct Settings {
     /// Base URL of the master (`http://host:port`).
     pub master: String,
     pub token: String,
+    /// Where the token was read from; a rotated token is written back there (else to
+    /// `slave.token` in the work dir).
+    pub token_file: Option<PathBuf>,
     pub name: String,
     pub work_dir: PathBuf,
     pub tags: Vec<String>,
@@ -37,13 +40,28 @@ impl Settings {
     }
 }
 
+/// What `kiln-slave register` leaves in the work dir besides the token: the name it registered
+/// and the tags the admin gave, used when the command line names none.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Registration {
+    pub name: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+pub const TOKEN_FILE: &str = "slave.token";
+pub const REGISTRATION_FILE: &str = "registration.json";
+
 /// Fills in what flags left out from the config file, then checks everything, naming the flag or
-/// key at fault.
+/// key at fault. The token comes from `--token`, else `--token-file`, else the config
+/// (`slave.token`, `slave.token_file`), else `slave.token` in the work dir (where
+/// `kiln-slave register` puts it).
 #[allow(clippy::too_many_arguments)]
 pub fn resolve(
     config: Option<&std::path::Path>,
     master: Option<String>,
     token: Option<String>,
+    token_file: Option<PathBuf>,
     name: Option<String>,
     work_dir: Option<PathBuf>,
     tags: Option<Vec<String>>,
@@ -61,23 +79,32 @@ pub fn resolve(
     if !(master.starts_with("http://") || master.starts_with("https://")) {
         bail!("--master: '{master}' must start with http:// or https://");
     }
-    let token = match token.or_else(|| s.token.clone()) {
-        Some(t) => t,
+    let work_dir = match work_dir {
+        Some(w) => std::path::absolute(w)?,
+        None => cfg.path(&s.work_dir),
+    };
+    let registration: Option<Registration> =
+        std::fs::read_to_string(work_dir.join(REGISTRATION_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+    let (token, token_file) = match token.or_else(|| s.token.clone()) {
+        Some(t) => (t, None),
         None => {
-            let f = s
-                .token_file
-                .as_ref()
-                .context("--token (or slave.token / slave.token_file in the config) is required")?;
-            let path = cfg.path(f);
-            std::fs::read_to_string(&path)
+            let path = token_file
+                .map(std::path::absolute)
+                .transpose()?
+                .or_else(|| s.token_file.as_ref().map(|f| cfg.path(f)))
+                .unwrap_or_else(|| work_dir.join(TOKEN_FILE));
+            let t = std::fs::read_to_string(&path)
                 .with_context(|| {
                     format!(
-                        "config key slave.token_file: cannot read {}",
+                        "cannot read the slave's token from {} (register the slave with `kiln-slave register`, or give --token-file)",
                         path.display()
                     )
                 })?
                 .trim()
-                .to_string()
+                .to_string();
+            (t, Some(path))
         }
     };
     if token.is_empty() {
@@ -85,13 +112,12 @@ pub fn resolve(
     }
     let name = name
         .or_else(|| s.name.clone())
+        .or_else(|| registration.as_ref().map(|r| r.name.clone()))
         .context("--name (or slave.name in the config) is required")?;
     validate_name("--name", &name).map_err(anyhow::Error::msg)?;
-    let work_dir = match work_dir {
-        Some(w) => std::path::absolute(w)?,
-        None => cfg.path(&s.work_dir),
-    };
-    let tags = tags.unwrap_or_else(|| s.tags.clone());
+    let tags = tags
+        .or_else(|| registration.map(|r| r.tags).filter(|t| !t.is_empty()))
+        .unwrap_or_else(|| s.tags.clone());
     for t in &tags {
         validate_name("--tags entry", t).map_err(anyhow::Error::msg)?;
     }
@@ -105,6 +131,7 @@ pub fn resolve(
     Ok(Settings {
         master,
         token,
+        token_file,
         name,
         work_dir,
         tags,

@@ -29,6 +29,34 @@ pub struct Env {
     pub lost_timeout_secs: std::sync::atomic::AtomicU32,
     /// The TLS context for the master (WebSocket and uploads share it).
     pub tls: Arc<rustls::ClientConfig>,
+    /// The slave's token (replaced when the master rotates it).
+    pub token: std::sync::Mutex<String>,
+}
+
+impl Env {
+    pub fn token(&self) -> String {
+        self.token.lock().expect("token poisoned").clone()
+    }
+
+    /// Takes a rotated token: used from the next connection on, and kept where the old one was
+    /// (or in `slave.token` in the work dir).
+    pub fn rotate_token(&self, token: String) {
+        let path = self
+            .settings
+            .token_file
+            .clone()
+            .unwrap_or_else(|| self.settings.work_dir.join(crate::settings::TOKEN_FILE));
+        match crate::register::write_private(&path, &format!("{token}\n")) {
+            Ok(()) => tracing::info!(
+                "the master rotated this slave's token; kept in {}",
+                path.display()
+            ),
+            Err(e) => tracing::error!(
+                "the master rotated this slave's token but it cannot be kept: {e:#}"
+            ),
+        }
+        *self.token.lock().expect("token poisoned") = token;
+    }
 }
 
 /// How long a cancelled build gets between SIGTERM and SIGKILL.
@@ -247,14 +275,26 @@ async fn upload_all(env: &Arc<Env>, dir: &BuildDir, log: &Log) -> Result<(), Str
         .map_err(|e| format!("reading the output dir: {e}"))?;
     while let Ok(Some(e)) = entries.next_entry().await {
         let name = e.file_name().to_string_lossy().into_owned();
+        // The entry's own type (a symlink is not followed).
         match e.file_type().await {
             Ok(t) if t.is_file() => {
                 kiln_shared::api::validate_artifact_name(&name)?;
                 files.push(name);
             }
-            _ => log.note(&format!(
-                "ignoring '{name}' in the output dir: only plain files become artifacts"
+            Ok(t) if t.is_dir() => log.note(&format!(
+                "ignoring the directory '{name}' in the output dir: only plain files become artifacts"
             )),
+            Ok(t) => {
+                let what = if t.is_symlink() {
+                    "a symbolic link"
+                } else {
+                    "a device, FIFO or socket"
+                };
+                return Err(format!(
+                    "'{name}' in the output dir is {what}: only regular files can be artifacts, and nothing outside the output dir is read"
+                ));
+            }
+            Err(e) => return Err(format!("cannot look at '{name}' in the output dir: {e}")),
         }
     }
     files.sort();
@@ -296,7 +336,7 @@ async fn upload_all(env: &Arc<Env>, dir: &BuildDir, log: &Log) -> Result<(), Str
             .settings
             .http_url(&format!("{}/{}", job.upload_path, name));
         let began = Instant::now();
-        upload::upload(&env.http, &url, &env.settings.token, name, &path, &sha)
+        upload::upload(&env.http, &url, &job.upload_token, name, &path, &sha)
             .await
             .map_err(|e| e.to_string())?;
         let secs = began.elapsed().as_secs_f64();

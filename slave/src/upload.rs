@@ -20,8 +20,28 @@ pub enum UploadError {
     },
 }
 
+/// Opens an artifact without following a symlink, and only if it is a regular file with no other
+/// name (a hard link could point outside the output directory): nothing outside it is read.
+pub async fn open_artifact(path: &Path) -> std::io::Result<tokio::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if m.nlink() != 1 {
+        return Err(std::io::Error::other(
+            "a hard link (it has another name, possibly outside the output directory)",
+        ));
+    }
+    Ok(tokio::fs::File::from_std(f))
+}
+
 pub async fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut f = tokio::fs::File::open(path).await?;
+    let mut f = open_artifact(path).await?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
@@ -47,7 +67,7 @@ pub async fn upload(
     let mut delay = Duration::from_millis(500);
     let mut last = String::new();
     for _ in 0..20 {
-        let file = tokio::fs::File::open(path)
+        let file = open_artifact(path)
             .await
             .map_err(|source| UploadError::Local {
                 name: name.into(),
@@ -98,23 +118,11 @@ pub async fn upload(
     })
 }
 
-/// Pulls `message` out of the master's `{"error":..,"message":..}` body without a JSON crate.
+/// The message of the master's JSON error body (`{"error": "..."}`).
 fn serde_json_message(body: &str) -> Option<String> {
-    let start = body.find("\"message\":\"")? + "\"message\":\"".len();
-    let rest = &body[start..];
-    let mut out = String::new();
-    let mut chars = rest.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => match chars.next()? {
-                'n' => out.push('\n'),
-                other => out.push(other),
-            },
-            c => out.push(c),
-        }
-    }
-    None
+    serde_json::from_str::<kiln_shared::api::ErrorBody>(body)
+        .ok()
+        .map(|e| e.error)
 }
 
 #[cfg(test)]
@@ -122,7 +130,8 @@ mod tests {
     #[test]
     fn message_extraction() {
         assert_eq!(
-            super::serde_json_message(r#"{"error":"x","message":"bad \"sha\""}"#).as_deref(),
+            super::serde_json_message(r#"{"error":"bad \"sha\"","code":"unprocessable"}"#)
+                .as_deref(),
             Some("bad \"sha\"")
         );
         assert_eq!(super::serde_json_message("nope"), None);

@@ -275,13 +275,13 @@ async fn every_api_route_answers_bad_input_with_a_json_4xx() {
             400,
             "name",
         ),
-        // The slaves' upload without a slave token.
+        // The slaves' upload without the build's upload token.
         case(
             M::PUT,
             &format!("/api/slave/builds/{id}/artifacts/a"),
             Some("x"),
             401,
-            "slave token",
+            "upload token",
         ),
     ];
     let mut failures = vec![];

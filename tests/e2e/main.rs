@@ -8,6 +8,7 @@ mod browser;
 mod builds;
 mod churn;
 mod db;
+mod enrol;
 mod failures;
 mod images;
 mod protocol;

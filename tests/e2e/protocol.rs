@@ -194,7 +194,7 @@ async fn an_artifact_whose_sha256_does_not_match_is_rejected_and_fails_the_build
     let r = farm
         .http
         .put(farm.api(&format!("{}/disk.img", job.upload_path)))
-        .bearer_auth(&token)
+        .bearer_auth(&job.upload_token)
         .header("x-kiln-sha256", "ab".repeat(32))
         .body(vec![7u8; 100_000])
         .send()
@@ -211,16 +211,19 @@ async fn an_artifact_whose_sha256_does_not_match_is_rejected_and_fails_the_build
     let arts = farm.artifacts(b.id).await;
     assert!(arts.is_empty(), "the corrupt file is not kept: {arts:?}");
 
-    // Another slave's token cannot upload into this build.
+    // Another slave's token cannot upload into this build (only its upload token can), and
+    // the build's own token takes nothing once the build has ended.
     let other = farm.register_slave("other").await;
-    let r = farm
-        .http
-        .put(farm.api(&format!("{}/x", job.upload_path)))
-        .bearer_auth(&other)
-        .header("x-kiln-sha256", "ab".repeat(32))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409);
+    for (bearer, status) in [(other.as_str(), 401), (job.upload_token.as_str(), 409)] {
+        let r = farm
+            .http
+            .put(farm.api(&format!("{}/x", job.upload_path)))
+            .bearer_auth(bearer)
+            .header("x-kiln-sha256", "ab".repeat(32))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+    }
 }

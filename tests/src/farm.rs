@@ -507,26 +507,33 @@ impl SlaveProc {
             .append(true)
             .open(&self.log)
             .unwrap();
+        // The token lives where `kiln-slave register` keeps it, never on the command line.
+        std::fs::create_dir_all(&self.work).unwrap();
+        let token_file = self.work.join("slave.token");
+        if !token_file.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&token_file)
+                .unwrap();
+            writeln!(f, "{}", self.token).unwrap();
+        }
         let mut c = Command::new(&self.exe);
-        c.args([
-            "--master",
-            &self.master,
-            "--token",
-            &self.token,
-            "--name",
-            &self.name,
-        ])
-        .arg("--work-dir")
-        .arg(&self.work)
-        .args(
-            self.ca
-                .iter()
-                .flat_map(|ca| [std::ffi::OsStr::new("--ca"), ca.as_os_str()]),
-        )
-        .args(&self.extra)
-        .env("KILN_LOG", "info,kiln_slave=debug")
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf);
+        c.args(["--master", &self.master, "--name", &self.name])
+            .arg("--work-dir")
+            .arg(&self.work)
+            .args(
+                self.ca
+                    .iter()
+                    .flat_map(|ca| [std::ffi::OsStr::new("--ca"), ca.as_os_str()]),
+            )
+            .args(&self.extra)
+            .env("KILN_LOG", "info,kiln_slave=debug")
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf);
         die_with_parent(&mut c, libc::SIGKILL);
         self.proc = Some(Killed(c.spawn().expect("kiln-slave")));
     }

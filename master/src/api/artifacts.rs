@@ -1,7 +1,7 @@
 //! Artifacts: uploaded by slaves (streamed, sha256 checked), listed and downloaded (with Range).
 
 use crate::api::builds::find;
-use crate::auth::{Admin, SlaveAuth};
+use crate::auth::{Admin, UploadAuth};
 use crate::db::artifacts::{self, ArtifactRow};
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::EndedBy;
@@ -77,11 +77,13 @@ async fn fail_build(st: &AppState, build: BuildId, reason: &str) {
     }
 }
 
-/// `PUT /api/slave/builds/{id}/artifacts/{name}` with `x-kiln-sha256`: streams the body to disk,
-/// hashing as it goes. A hash mismatch fails the build with that reason.
+/// `PUT /api/slave/builds/{id}/artifacts/{name}` with `x-kiln-sha256` and the build's upload
+/// token: streams the body to disk, hashing as it goes. A hash mismatch fails the build with that
+/// reason. The token must name this build and the slave it runs on, which must still be
+/// registered and enabled, and the build must still be running.
 pub async fn upload(
     State(st): State<Arc<AppState>>,
-    SlaveAuth(slave): SlaveAuth,
+    UploadAuth(claims): UploadAuth,
     Path((id, name)): Path<(i64, String)>,
     headers: HeaderMap,
     body: Body,
@@ -98,11 +100,25 @@ pub async fn upload(
                 format!("send the file's sha256 (64 hex digits) in {SHA256_HEADER}"),
             )
         })?;
+    if claims.build != id {
+        return Err(ApiError::Unauthorized(format!(
+            "this upload token is for build {}, not build {id}",
+            claims.build
+        )));
+    }
+    let slave = crate::db::slaves::get(&st.db, kiln_shared::SlaveId(claims.slave))
+        .await?
+        .filter(|s| s.enabled)
+        .ok_or_else(|| {
+            ApiError::Unauthorized(format!(
+                "the slave this token was given to is revoked or disabled; build {id} takes no uploads from it"
+            ))
+        })?;
     let b = find(&st, id).await?;
     let build = BuildId(id);
     if !(b.state().is_active() && b.slave_id == Some(slave.id)) {
         return Err(ApiError::Conflict(format!(
-            "build {id} is not running on slave '{}' (it is {})",
+            "build {id} is not running on slave '{}' (it is {}); it takes no more uploads",
             slave.name,
             b.state()
         )));

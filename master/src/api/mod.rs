@@ -36,7 +36,21 @@ pub fn router() -> Router<Arc<AppState>> {
             get(artifacts::download),
         )
         .route("/api/slaves", get(slaves::list).post(slaves::create))
+        .route(
+            "/api/slaves/registration-tokens",
+            get(slaves::list_registrations).post(slaves::create_registration),
+        )
+        .route(
+            "/api/slaves/registration-tokens/{id}",
+            axum::routing::delete(slaves::revoke_registration),
+        )
+        .route("/api/slaves/register", post(slaves::register))
         .route("/api/slaves/{name}", axum::routing::delete(slaves::revoke))
+        .route("/api/slaves/{name}/revoke", post(slaves::revoke))
+        .route(
+            "/api/slaves/{name}/rotate-token",
+            post(slaves::rotate_token),
+        )
         .route("/api/slaves/{name}/drain", post(slaves::drain))
         .route("/api/slaves/{name}/disable", post(slaves::disable))
         .route("/api/slaves/{name}/enable", post(slaves::enable))

@@ -7,7 +7,10 @@ use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kiln_shared::api::{validate_name, NewSlave, Slave, SlaveCreated};
+use kiln_shared::api::{
+    validate_name, NewRegistrationToken, NewSlave, RegisterSlave, RegistrationToken, Slave,
+    SlaveCreated, TokenRotated,
+};
 use kiln_shared::frames::MasterFrame;
 use kiln_shared::SlaveId;
 use std::sync::Arc;
@@ -36,13 +39,27 @@ pub async fn drain(
     Ok((StatusCode::ACCEPTED, Json(st.slave_api(row))))
 }
 
+/// Names the routes under /api/slaves/ use, which no slave may take.
+const RESERVED: [&str; 2] = ["register", "registration-tokens"];
+
+fn check_slave_name(name: &str) -> ApiResult<()> {
+    validate_name("slave name", name).map_err(|m| ApiError::invalid("name", m))?;
+    if RESERVED.contains(&name) {
+        return Err(ApiError::invalid(
+            "name",
+            format!("'{name}' is reserved; choose another slave name"),
+        ));
+    }
+    Ok(())
+}
+
 /// Registers a slave and returns its token, once; only the hash is kept.
 pub async fn create(
     State(st): State<Arc<AppState>>,
     _: Admin,
     Json(req): Json<NewSlave>,
 ) -> ApiResult<(StatusCode, Json<SlaveCreated>)> {
-    validate_name("slave name", &req.name).map_err(|m| ApiError::invalid("name", m))?;
+    check_slave_name(&req.name)?;
     let token = auth::new_token("kiln_s_");
     let id = slaves::insert(&st.db, &req.name, &auth::sha256_hex(&token))
         .await?
@@ -56,6 +73,7 @@ pub async fn create(
             id: SlaveId(id),
             name: req.name,
             token,
+            tags: vec![],
         }),
     ))
 }
@@ -93,8 +111,9 @@ pub async fn enable(
     Ok(Json(st.slave_api(find(&st, &name).await?)))
 }
 
-/// `DELETE /api/slaves/{name}`: revokes its token and forgets it; it is disconnected now. Its
-/// builds keep their history; one it was running is lost (and requeued).
+/// `POST /api/slaves/{name}/revoke` (and `DELETE /api/slaves/{name}`): revokes its token and
+/// forgets it; its connection is closed now and its uploads refused at once. Its builds keep
+/// their history; those it was running are lost ("slave revoked") and requeued.
 pub async fn revoke(
     State(st): State<Arc<AppState>>,
     _: Admin,
@@ -104,9 +123,197 @@ pub async fn revoke(
     let id = SlaveId(row.id);
     st.hub.disconnect(id);
     for (b, _) in crate::db::builds::active_for_slave(&st.db, id).await? {
-        st.lose_build(b, &format!("slave '{name}' was revoked"))
+        st.lose_build(b, &format!("slave revoked ('{name}')"))
             .await?;
     }
     slaves::delete(&st.db, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn registration_api(r: slaves::RegistrationRow) -> RegistrationToken {
+    RegistrationToken {
+        id: r.id,
+        name: r.name,
+        tags: r.tags,
+        uses_left: r.uses_left,
+        expires_at: r.expires_at,
+        revoked: r.revoked,
+        created_at: r.created_at,
+        token: None,
+        command: None,
+    }
+}
+
+/// The master's URL as the client reached it (for the command shown with a new token).
+fn master_url(st: &AppState, headers: &axum::http::HeaderMap) -> String {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| st.cfg.master.listen.clone());
+    let scheme = if st.cfg.master.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
+}
+
+/// `POST /api/slaves/registration-tokens`: a token to hand to whoever sets up a board, valid
+/// `expires_in_s` seconds for `uses` registrations; shown once, with the command to run.
+pub async fn create_registration(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    headers: axum::http::HeaderMap,
+    Json(req): Json<NewRegistrationToken>,
+) -> ApiResult<(StatusCode, Json<RegistrationToken>)> {
+    if let Some(n) = &req.name {
+        validate_name("slave name", n).map_err(|m| ApiError::invalid("name", m))?;
+    }
+    let tags = req.tags.clone().unwrap_or_default();
+    for t in &tags {
+        validate_name("tag", t).map_err(|m| ApiError::invalid("tags", m))?;
+    }
+    if !(60..=30 * 24 * 3600).contains(&req.expires_in_s) {
+        return Err(ApiError::invalid(
+            "expires_in_s",
+            "expires_in_s must be between 60 (a minute) and 2592000 (30 days)",
+        ));
+    }
+    if !(1..=1000).contains(&req.uses) {
+        return Err(ApiError::invalid("uses", "uses must be between 1 and 1000"));
+    }
+    let token = auth::new_token("kiln_r_");
+    let expires = st.clock.now() + chrono::Duration::seconds(req.expires_in_s);
+    let row = slaves::insert_registration(
+        &st.db,
+        &auth::sha256_hex(&token),
+        req.name.as_deref(),
+        &tags,
+        req.uses,
+        expires,
+    )
+    .await?;
+    let mut out = registration_api(row);
+    out.command = Some(format!(
+        "kiln-slave register --master {} --registration-token {token} --name {} --work-dir /var/lib/kiln-slave{}",
+        master_url(&st, &headers),
+        req.name.as_deref().unwrap_or("<name>"),
+        if st.cfg.master.tls.is_some() { " --ca-sha256 <the CA's fingerprint>" } else { "" }
+    ));
+    out.token = Some(token);
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// `GET /api/slaves/registration-tokens` (never the tokens themselves).
+pub async fn list_registrations(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+) -> ApiResult<Json<Vec<RegistrationToken>>> {
+    let rows = slaves::list_registrations(&st.db).await?;
+    Ok(Json(rows.into_iter().map(registration_api).collect()))
+}
+
+/// `DELETE /api/slaves/registration-tokens/{id}`: no more registrations with it.
+pub async fn revoke_registration(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    if slaves::revoke_registration(&st.db, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no registration token {id}")))
+    }
+}
+
+/// `POST /api/slaves/register` with a registration token as the bearer: exchanges one use of
+/// it for a new slave and that slave's own token (shown once).
+pub async fn register(
+    State(st): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    Json(req): Json<RegisterSlave>,
+) -> ApiResult<(StatusCode, Json<SlaveCreated>)> {
+    check_slave_name(&req.name)?;
+    let presented = auth::bearer(&headers).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "send the registration token as 'Authorization: Bearer <token>'".into(),
+        )
+    })?;
+    let mut tx = st.db.begin().await?;
+    let reg = match slaves::take_registration(
+        &mut tx,
+        &auth::sha256_hex(presented),
+        &req.name,
+        st.clock.now(),
+    )
+    .await?
+    {
+        Ok(r) => r,
+        Err(why) => {
+            let message = match why {
+                slaves::Unusable::Unknown => {
+                    "unknown registration token; ask an admin for a new one".to_string()
+                }
+                slaves::Unusable::Revoked => {
+                    "this registration token was revoked; ask an admin for a new one".to_string()
+                }
+                slaves::Unusable::Expired(at) => {
+                    format!("this registration token expired at {at}; ask an admin for a new one")
+                }
+                slaves::Unusable::UsedUp => {
+                    "this registration token has been used up; ask an admin for a new one"
+                        .to_string()
+                }
+                slaves::Unusable::OtherName(n) => format!(
+                    "this registration token is for the slave '{n}', not '{}'",
+                    req.name
+                ),
+            };
+            return Err(ApiError::Unauthorized(message));
+        }
+    };
+    let token = auth::new_token("kiln_s_");
+    let id = slaves::insert(&mut *tx, &req.name, &auth::sha256_hex(&token))
+        .await?
+        .ok_or_else(|| {
+            ApiError::Conflict(format!("a slave named '{}' already exists", req.name))
+        })?;
+    tx.commit().await?;
+    tracing::info!(slave = %req.name, registration = reg.id, "slave registered");
+    st.slave_changed(SlaveId(id)).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(SlaveCreated {
+            id: SlaveId(id),
+            name: req.name,
+            token,
+            tags: reg.tags,
+        }),
+    ))
+}
+
+/// `POST /api/slaves/{name}/rotate-token`: a new token; the old one keeps working for
+/// `master.token_grace_secs`, and a connected slave receives the new one over its connection.
+pub async fn rotate_token(
+    State(st): State<Arc<AppState>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TokenRotated>> {
+    let row = find(&st, &name).await?;
+    let id = SlaveId(row.id);
+    let token = auth::new_token("kiln_s_");
+    let until =
+        st.clock.now() + chrono::Duration::seconds(i64::from(st.cfg.master.token_grace_secs));
+    slaves::rotate_token(&st.db, id, &auth::sha256_hex(&token), until).await?;
+    st.hub.send(
+        id,
+        MasterFrame::TokenRotated {
+            token: token.clone(),
+        },
+    );
+    Ok(Json(TokenRotated {
+        token,
+        previous_valid_until: until,
+    }))
 }

@@ -205,6 +205,7 @@ pub struct Candidate {
     pub tags: Vec<String>,
     pub backend: Option<String>,
     pub max_running: Option<i32>,
+    pub timeout_minutes: Option<i32>,
     /// The project's builds dispatched or running now.
     pub running: i64,
     /// The project's queued builds whose waiting reason differs from this one's.
@@ -219,6 +220,7 @@ pub async fn candidates(db: impl PgExecutor<'_>, per_project: i64) -> sqlx::Resu
     sqlx::query_as(
         "SELECT c.id, c.project_id, c.priority, c.waiting_reason, p.last_dispatched_at,
                 p.architecture, p.allow_emulation, p.tags, p.backend, p.max_running,
+                p.timeout_minutes,
                 (SELECT count(*) FROM builds r WHERE r.project_id = p.id
                    AND r.state IN ('dispatched','running')) AS running,
                 (SELECT count(*) FROM builds q WHERE q.project_id = p.id AND q.state = 'queued'

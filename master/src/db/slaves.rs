@@ -87,10 +87,13 @@ pub async fn by_token(
     db: impl PgExecutor<'_>,
     token_sha256: &str,
 ) -> sqlx::Result<Option<SlaveRow>> {
-    sqlx::query_as(&format!("{SELECT} WHERE s.token_sha256 = $1"))
-        .bind(token_sha256)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE s.token_sha256 = $1
+            OR (s.previous_token_sha256 = $1 AND s.previous_token_expires > now())"
+    ))
+    .bind(token_sha256)
+    .fetch_optional(db)
+    .await
 }
 
 /// Records what the slave said about itself in its hello, and marks it online.
@@ -161,4 +164,121 @@ pub async fn delete(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<()> {
         .execute(db)
         .await
         .map(|_| ())
+}
+
+/// Gives the slave a new token; the current one stays valid until `grace_until`.
+pub async fn rotate_token(
+    db: impl PgExecutor<'_>,
+    id: SlaveId,
+    new_sha256: &str,
+    grace_until: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE slaves SET previous_token_sha256 = token_sha256,
+             previous_token_expires = $3, token_sha256 = $2 WHERE id = $1",
+    )
+    .bind(id.0)
+    .bind(new_sha256)
+    .bind(grace_until)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// A registration token as the API lists it.
+#[derive(Debug, Clone, FromRow)]
+pub struct RegistrationRow {
+    pub id: i64,
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+    pub uses_left: i32,
+    pub expires_at: DateTime<Utc>,
+    pub revoked: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn insert_registration(
+    db: impl PgExecutor<'_>,
+    token_sha256: &str,
+    name: Option<&str>,
+    tags: &[String],
+    uses: i32,
+    expires_at: DateTime<Utc>,
+) -> sqlx::Result<RegistrationRow> {
+    sqlx::query_as(
+        "INSERT INTO registration_tokens (token_sha256, name, tags, uses_left, expires_at)
+         VALUES ($1, $2, $3, $4, $5)
+         RETURNING id, name, tags, uses_left, expires_at, revoked, created_at",
+    )
+    .bind(token_sha256)
+    .bind(name)
+    .bind(tags)
+    .bind(uses)
+    .bind(expires_at)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn list_registrations(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<RegistrationRow>> {
+    sqlx::query_as(
+        "SELECT id, name, tags, uses_left, expires_at, revoked, created_at
+         FROM registration_tokens ORDER BY id DESC",
+    )
+    .fetch_all(db)
+    .await
+}
+
+pub async fn revoke_registration(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query("UPDATE registration_tokens SET revoked = true WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Why a registration token cannot be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unusable {
+    Unknown,
+    Revoked,
+    Expired(DateTime<Utc>),
+    UsedUp,
+    OtherName(String),
+}
+
+/// Takes one use of a registration token, in the caller's transaction (row-locked, so two
+/// boards cannot both take the last use); the token's row, or why not.
+pub async fn take_registration(
+    tx: &mut sqlx::PgConnection,
+    token_sha256: &str,
+    name: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Result<RegistrationRow, Unusable>> {
+    let row: Option<RegistrationRow> = sqlx::query_as(
+        "SELECT id, name, tags, uses_left, expires_at, revoked, created_at
+         FROM registration_tokens WHERE token_sha256 = $1 FOR UPDATE",
+    )
+    .bind(token_sha256)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(r) = row else {
+        return Ok(Err(Unusable::Unknown));
+    };
+    if r.revoked {
+        return Ok(Err(Unusable::Revoked));
+    }
+    if r.expires_at <= now {
+        return Ok(Err(Unusable::Expired(r.expires_at)));
+    }
+    if r.uses_left <= 0 {
+        return Ok(Err(Unusable::UsedUp));
+    }
+    if let Some(n) = r.name.as_deref().filter(|n| *n != name) {
+        return Ok(Err(Unusable::OtherName(n.to_string())));
+    }
+    sqlx::query("UPDATE registration_tokens SET uses_left = uses_left - 1 WHERE id = $1")
+        .bind(r.id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(Ok(r))
 }

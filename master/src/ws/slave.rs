@@ -22,6 +22,9 @@ use tokio::sync::mpsc;
 
 pub const PROTOCOL_HEADER: &str = "x-kiln-protocol";
 
+/// A slave that speaks this often about builds that are not its own is disconnected.
+const FOREIGN_LIMIT: u32 = 10;
+
 /// Why a slave session ended abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -35,6 +38,8 @@ pub enum ProtocolError {
     Silent(u32),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("{FOREIGN_LIMIT} frames about builds that are not its own; disconnected")]
+    Abuse,
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -166,6 +171,7 @@ async fn session(
         // it (an `Assign`, say) prove nothing about whether it is still there.
         let silent = Duration::from_secs(u64::from(cfg.lost_timeout_secs));
         let mut deadline = tokio::time::Instant::now() + silent;
+        let mut foreign = 0u32;
         loop {
             tokio::select! {
                 out = rx.recv() => match out {
@@ -200,6 +206,16 @@ async fn session(
                                     return Err(e.into());
                                 }
                             };
+                            if let Some(build) = about(&frame) {
+                                if !was_assigned(&st, id, build).await? {
+                                    foreign += 1;
+                                    tracing::warn!(slave = %name, %build, foreign, "ignored a frame about a build never assigned to this slave");
+                                    if foreign >= FOREIGN_LIMIT {
+                                        return Err(ProtocolError::Abuse);
+                                    }
+                                    continue;
+                                }
+                            }
                             for reply in handle(&st, id, &name, frame).await? {
                                 if sink.send(binary(&reply)).await.is_err() {
                                     return Ok(());
@@ -240,6 +256,10 @@ async fn reconcile(
             },
             Some(b) if b.state().is_active() && b.slave_id == Some(slave.0) => Directive::Keep {
                 next_seq: st.storage.next_seq(h).await?,
+            },
+            // Never a word about another slave's build, not even its state.
+            Some(b) if b.slave_id != Some(slave.0) => Directive::Forget {
+                reason: format!("build {h} is not this slave's"),
             },
             Some(b) if b.state().is_active() => Directive::Forget {
                 reason: format!("build {h} now runs on another slave"),
@@ -380,6 +400,29 @@ async fn handle(
             Ok(vec![MasterFrame::FinishedAck { build }])
         }
     }
+}
+
+/// The build a frame speaks about, if any.
+fn about(frame: &SlaveFrame) -> Option<BuildId> {
+    match frame {
+        SlaveFrame::Started { build, .. }
+        | SlaveFrame::Log { build, .. }
+        | SlaveFrame::Progress { build, .. }
+        | SlaveFrame::Finished { build, .. } => Some(*build),
+        SlaveFrame::Hello(_) | SlaveFrame::Heartbeat { .. } | SlaveFrame::Draining => None,
+    }
+}
+
+/// Whether `build` was ever given to `slave` (it may have ended since: a resend after a
+/// reconnect is not abuse).
+async fn was_assigned(
+    st: &AppState,
+    slave: SlaveId,
+    build: BuildId,
+) -> Result<bool, ProtocolError> {
+    Ok(builds::get(&st.db, build)
+        .await?
+        .is_some_and(|b| b.slave_id == Some(slave.0)))
 }
 
 /// Whether `slave` holds `build` now (dispatched to it or running on it).

@@ -1,5 +1,7 @@
-//! The shell: navigation, the login gate, and the router.
+//! The shell: navigation, the login gate, the router, and the tab's one live connection
+//! (`LiveProvider`), which every page shares.
 
+use crate::live::LiveProvider;
 use crate::pages;
 use crate::routes::Route;
 use yew::prelude::*;
@@ -23,6 +25,7 @@ fn switch(route: Route) -> Html {
 #[function_component(App)]
 pub fn app() -> Html {
     html! {
+        <LiveProvider>
         <BrowserRouter>
             <header class="top">
                 <Link<Route> to={Route::Dashboard} classes="brand">{"Kiln"}</Link<Route>>
@@ -34,5 +37,6 @@ pub fn app() -> Html {
             </header>
             <Switch<Route> render={switch} />
         </BrowserRouter>
+        </LiveProvider>
     }
 }

@@ -3,6 +3,12 @@
 //   KILN_URL, KILN_TOKEN, KILN_REPO_OK, KILN_REPO_SLOW, KILN_REPO_CHATTY, KILN_SLAVE_PID, KILN_OUT
 // Prints `BUDGET name=value` lines; exits non-zero on the first failed step, after saving a
 // screenshot of every page into KILN_OUT.
+//
+// Frame budget while a build streams 50,000 lines: measured with requestAnimationFrame, judged by
+// the 95th percentile of frame intervals and by the share of frames over 50 ms, never by the
+// longest frame (one stall of a loaded 2-core machine is not a regression; a view that renders
+// every line on every chunk makes most frames slow). Override with KILN_FRAME_P95_MS and
+// KILN_FRAME_SLOW_SHARE.
 import { chromium } from 'playwright-core';
 import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -16,7 +22,8 @@ const browser = await chromium.launch({
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
          '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
-const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1280, height: 900 } });
+// The farm's master may serve HTTPS/WSS with a private CA made for the run: the browser takes it.
+const context = await browser.newContext({ acceptDownloads: true, ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
 const page = await context.newPage();
 const errors = [];
 page.on('pageerror', (e) => errors.push(String(e)));
@@ -36,6 +43,49 @@ async function failAll(e) {
   process.exit(1);
 }
 const T = 60_000;
+const FRAME_P95_MS = Number(process.env.KILN_FRAME_P95_MS || 250);
+const FRAME_SLOW_SHARE = Number(process.env.KILN_FRAME_SLOW_SHARE || 0.35);
+
+// The console's WebSockets, seen from outside the page (Chrome DevTools Protocol): which ones are
+// open, and the kind of each request sent. A request frame is varint(protocol version) ++
+// bincode(ConsoleRequest); the version fits one byte, so the second byte is the variant index
+// (shared/src/frames.rs; pinned by shared/tests/golden.rs).
+const REQUESTS = ['SubscribeQueue', 'UnsubscribeQueue', 'SubscribeLog', 'UnsubscribeLog'];
+async function watchConsoleSockets() {
+  const cdp = await context.newCDPSession(page);
+  const sockets = new Map(); // requestId -> 'open' | 'closed'
+  const sent = [];
+  const waiters = [];
+  const changed = () => { for (const w of waiters.splice(0)) w(); };
+  cdp.on('Network.webSocketCreated', ({ requestId, url }) => {
+    if (url.includes('/ws/console')) { sockets.set(requestId, 'open'); changed(); }
+  });
+  cdp.on('Network.webSocketClosed', ({ requestId }) => {
+    if (sockets.has(requestId)) { sockets.set(requestId, 'closed'); changed(); }
+  });
+  cdp.on('Network.webSocketFrameSent', ({ requestId, response }) => {
+    if (!sockets.has(requestId) || response.opcode !== 2) return;
+    const bytes = Buffer.from(response.payloadData, 'base64');
+    sent.push(REQUESTS[bytes[1]] ?? `unknown(${bytes[1]})`);
+    changed();
+  });
+  await cdp.send('Network.enable');
+  return {
+    created: () => sockets.size,
+    open: () => [...sockets.values()].filter((s) => s === 'open').length,
+    sent,
+    // Resolves once `pred()` holds, re-checked on every socket event (no polling, no sleep).
+    async until(pred, what) {
+      const deadline = Date.now() + T;
+      while (!pred()) {
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error(`timed out waiting for ${what}; requests sent: ${sent.join(', ')}`);
+        await new Promise((resolve) => { waiters.push(resolve); setTimeout(resolve, left); });
+      }
+    },
+    detach: () => cdp.detach(),
+  };
+}
 
 try {
   step = 'log in';
@@ -99,6 +149,31 @@ try {
   const actual = createHash('sha256').update(readFileSync(path)).digest('hex');
   if (actual !== shown256) throw new Error(`downloaded sha256 ${actual} != shown ${shown256}`);
 
+  step = 'one WebSocket per tab: dashboard -> build -> dashboard -> build, subscriptions follow the pages';
+  const buildPath = new globalThis.URL(page.url()).pathname; // `URL` here is the farm's
+  const buildLink = `#dashboard a[href="${buildPath}"]`;
+  const ws = await watchConsoleSockets();
+  await page.goto(URL + '/');
+  await page.waitForSelector(buildLink, { timeout: T });
+  await page.click(buildLink);
+  await page.waitForSelector('#build .line', { timeout: T });
+  await page.click('nav a[href="/"]');
+  await page.waitForSelector(buildLink, { timeout: T });
+  // Leaving the build page drops its log subscription (and keeps the queue's: the dashboard shows it).
+  await ws.until(() => ws.sent.includes('UnsubscribeLog'), 'UnsubscribeLog after leaving the build page');
+  await page.click(buildLink);
+  await page.waitForSelector('#build .line', { timeout: T });
+  await ws.until(() => ws.sent.filter((k) => k === 'SubscribeLog').length === 2, 'the second SubscribeLog');
+  console.log(`BUDGET console_sockets_created=${ws.created()} console_sockets_open=${ws.open()} requests=${ws.sent.join(',')}`);
+  if (ws.open() !== 1 || ws.created() !== 1) {
+    throw new Error(`the tab holds ${ws.open()} open WebSocket(s) to /ws/console (${ws.created()} created); want exactly 1`);
+  }
+  const wanted = ['SubscribeQueue', 'SubscribeLog', 'UnsubscribeLog', 'SubscribeLog'];
+  if (ws.sent.join() !== wanted.join()) {
+    throw new Error(`requests sent: ${ws.sent.join(', ')}; want ${wanted.join(', ')}`);
+  }
+  await ws.detach();
+
   await page.goto(URL + '/projects/board');
   await page.waitForSelector('#project table tbody tr', { timeout: T });
   await shoot('project');
@@ -122,20 +197,32 @@ try {
   await page.click('#build-now');
   await page.waitForSelector('#build .line', { timeout: T });
   const frames = await page.evaluate(async () => {
-    let n = 0, slow = 0, last = performance.now(); const start = last;
+    const gaps = []; let last = performance.now(); const start = last;
     await new Promise((done) => {
       function tick(t) {
-        n++; if (t - last > 50) slow++; last = t;
+        gaps.push(t - last); last = t;
         const lines = Number(document.querySelector('.count')?.dataset.lines || 0);
         if (lines >= 50000 || t - start > 60000) done(); else requestAnimationFrame(tick);
       }
       requestAnimationFrame(tick);
     });
-    return { n, slow, secs: (performance.now() - start) / 1000,
+    return { gaps, secs: (performance.now() - start) / 1000,
              lines: Number(document.querySelector('.count')?.dataset.lines || 0) };
   });
-  console.log(`BUDGET stream_lines=${frames.lines} stream_secs=${frames.secs.toFixed(1)} frames=${frames.n} frames_over_50ms=${frames.slow}`);
+  const sorted = [...frames.gaps].sort((a, b) => a - b);
+  const pct = (p) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+  const slow = sorted.filter((g) => g > 50).length;
+  const slowShare = slow / sorted.length;
+  console.log(`BUDGET stream_lines=${frames.lines} stream_secs=${frames.secs.toFixed(1)} frames=${sorted.length} ` +
+    `frames_over_50ms=${slow} frame_p50_ms=${pct(0.5).toFixed(1)} frame_p95_ms=${pct(0.95).toFixed(1)} ` +
+    `frame_longest_ms=${sorted[sorted.length - 1].toFixed(0)}`);
   if (frames.lines < 50000) throw new Error(`only ${frames.lines} of 50000 lines reached the page`);
+  if (pct(0.95) > FRAME_P95_MS) {
+    throw new Error(`95th percentile frame ${pct(0.95).toFixed(0)} ms > budget ${FRAME_P95_MS} ms while the log streamed`);
+  }
+  if (slowShare > FRAME_SLOW_SHARE) {
+    throw new Error(`${(100 * slowShare).toFixed(0)}% of frames over 50 ms > budget ${(100 * FRAME_SLOW_SHARE).toFixed(0)}% while the log streamed`);
+  }
   // Scrolling a 50,000-line log stays possible and renders only what is visible.
   const rendered = await page.evaluate(() => document.querySelectorAll('.log .line').length);
   if (rendered > 500) throw new Error(`${rendered} log lines in the DOM: not virtualized`);

@@ -3,23 +3,12 @@
 //! scrolls up and resumes at the bottom.
 
 use crate::components::ansi;
-use std::cell::RefCell;
-use std::rc::Rc;
+use crate::live::LogBuf;
 use web_sys::HtmlElement;
 use yew::prelude::*;
 
 const LINE_H: f64 = 18.0;
 const OVERSCAN: usize = 40;
-
-/// The log's lines, shared and appended in place (a 100,000-line log is never copied).
-#[derive(Clone, Default)]
-pub struct LogBuf(pub Rc<RefCell<Vec<String>>>);
-
-impl PartialEq for LogBuf {
-    fn eq(&self, other: &Self) -> bool {
-        Rc::ptr_eq(&self.0, &other.0)
-    }
-}
 
 #[derive(Properties, PartialEq)]
 pub struct Props {

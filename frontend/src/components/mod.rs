@@ -1,4 +1,5 @@
 pub mod ansi;
+pub mod live_status;
 pub mod log_view;
 pub mod settings_form;
 pub mod state_badge;

@@ -1,15 +1,14 @@
 //! One build: state, timings, commit, slave, why it failed or waits; the live log; artifacts with
 //! size, sha256 and download; Cancel and Rebuild.
 
-use super::dashboard::use_queue;
 use super::{load, loading_or_error, Loaded};
 use crate::api;
-use crate::components::log_view::{LogBuf, LogView};
+use crate::components::live_status::LiveStatus;
+use crate::components::log_view::LogView;
 use crate::components::{duration, state_badge::StateBadge, when};
-use crate::live::{self, Want};
+use crate::live::{use_log, use_queue};
 use crate::routes::Route;
 use kiln_shared::api::{Artifact, Build};
-use kiln_shared::frames::ConsoleEvent;
 use kiln_shared::BuildId;
 use yew::prelude::*;
 use yew_router::prelude::*;
@@ -24,50 +23,15 @@ pub fn build_page(p: &Props) -> Html {
     let id = BuildId(p.id);
     let build = use_state(|| Loaded::<Build>::Loading);
     let arts = use_state(|| Loaded::<Vec<Artifact>>::Loading);
-    let log = use_memo(p.id, |_| LogBuf::default());
-    let version = use_state(|| 0u64);
-    let ended = use_state(|| false);
     let err = use_state(|| None::<String>);
     let q = use_queue();
+    let log = use_log(id);
     let nav = use_navigator();
     {
-        let (build, arts, log, version, ended) = (
-            build.clone(),
-            arts.clone(),
-            (*log).clone(),
-            version.clone(),
-            ended.clone(),
-        );
+        let (build, arts) = (build.clone(), arts.clone());
         use_effect_with(p.id, move |_| {
             load(format!("/api/builds/{id}"), build);
-            load(format!("/api/builds/{id}/artifacts"), arts.clone());
-            let counter = std::rc::Rc::new(std::cell::Cell::new(0u64));
-            let live = live::subscribe(
-                Want::Log(id),
-                move |ev| match ev {
-                    ConsoleEvent::LogLines {
-                        first_seq, lines, ..
-                    } => {
-                        let mut buf = log.0.borrow_mut();
-                        for (i, l) in lines.into_iter().enumerate() {
-                            // Exactly once, in order, whatever a reconnect resends.
-                            if first_seq + i as u64 == buf.len() as u64 {
-                                buf.push(l);
-                            }
-                        }
-                        drop(buf);
-                        counter.set(counter.get() + 1);
-                        version.set(counter.get());
-                    }
-                    ConsoleEvent::LogEnd { .. } => {
-                        ended.set(true);
-                        load(format!("/api/builds/{id}/artifacts"), arts.clone());
-                    }
-                    _ => {}
-                },
-                |_| {},
-            );
-            move || drop(live)
+            load(format!("/api/builds/{id}/artifacts"), arts);
         });
     }
     // The live state wins over what was loaded.
@@ -76,11 +40,11 @@ pub fn build_page(p: &Props) -> Html {
         _ => None,
     });
     {
-        // Artifacts appear when the build ends.
+        // Artifacts appear when the build ends (its state, or the end of its log, says so).
         let arts = arts.clone();
-        let terminal = b.as_ref().is_some_and(|b| b.state.is_terminal());
-        use_effect_with(terminal, move |t| {
-            if *t {
+        let ended = log.ended || b.as_ref().is_some_and(|b| b.state.is_terminal());
+        use_effect_with(ended, move |ended| {
+            if *ended {
                 load(format!("/api/builds/{id}/artifacts"), arts);
             }
         });
@@ -109,6 +73,7 @@ pub fn build_page(p: &Props) -> Html {
     };
     html! {
         <main id="build">
+            <LiveStatus />
             { loading_or_error(&*build) }
             if let Some(b) = &b {
                 <h1>{format!("Build #{} ", b.id)}<StateBadge state={b.state} /></h1>
@@ -146,8 +111,8 @@ pub fn build_page(p: &Props) -> Html {
                 }
             }
             <h2>{"Log"}</h2>
-            <LogView lines={(*log).clone()} version={*version} raw_href={api::href(&format!("/api/builds/{id}/log"))} />
-            if *ended { <p class="muted">{"End of log."}</p> }
+            <LogView lines={log.lines.clone()} version={log.version} raw_href={api::href(&format!("/api/builds/{id}/log"))} />
+            if log.ended { <p class="muted">{"End of log."}</p> }
         </main>
     }
 }

@@ -1,10 +1,10 @@
 //! One project: its settings, build history, Build now, Release build…, the latest good image.
 
-use super::dashboard::use_queue;
 use super::{load, loading_or_error, Loaded};
 use crate::api;
 use crate::components::settings_form::SettingsForm;
 use crate::components::{duration, short, state_badge::StateBadge, when};
+use crate::live::use_queue;
 use crate::routes::Route;
 use kiln_shared::api::{Artifact, Build, Project, RequestBuild};
 use kiln_shared::BuildState;

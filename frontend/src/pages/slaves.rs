@@ -1,9 +1,9 @@
 //! Slaves: online or not, architecture, tags, current build, last heartbeat; for admins: add a
 //! slave (its token is shown once) and drain one.
 
-use super::dashboard::use_queue;
 use crate::api;
 use crate::components::when;
+use crate::live::use_queue;
 use crate::routes::Route;
 use kiln_shared::api::{NewSlave, Slave, SlaveCreated};
 use web_sys::HtmlInputElement;

@@ -234,6 +234,42 @@ try {
   process.kill(Number(env('KILN_SLAVE_PID')), 'SIGKILL');
   await page.waitForSelector('[data-slave=browser-slave] [data-online=false]', { timeout: T });
 
+  step = 'enrol a board: a bad name is refused next to its field';
+  await page.goto(URL + '/slaves');
+  await page.fill('#r-name', 'not a name!');
+  await page.click('#enrol button[type=submit]');
+  await page.waitForSelector('#name-error', { timeout: T });
+
+  step = 'enrol a board: the one command to run is shown once, and the token is listed';
+  await page.fill('#r-name', 'enrolled-board');
+  await page.fill('#r-tags', 'imx8, lab-2');
+  await page.selectOption('#r-valid', '3600');
+  await page.fill('#r-uses', '2');
+  await page.click('#enrol button[type=submit]');
+  const command = page.locator('#enrol-command');
+  await command.waitFor({ timeout: T });
+  const shownCommand = (await command.textContent()).trim();
+  for (const want of ['kiln-slave register', '--registration-token kiln_r_', '--name enrolled-board']) {
+    if (!shownCommand.includes(want)) throw new Error(`the command shown lacks "${want}": ${shownCommand}`);
+  }
+  if (await page.locator('#name-error').count() !== 0) throw new Error('the name error stayed after a good submit');
+  const listed = page.locator('#registrations tbody tr', { hasText: 'enrolled-board' });
+  await listed.waitFor({ timeout: T });
+  const listedText = await listed.textContent();
+  if (!listedText.includes('imx8, lab-2')) throw new Error(`the listed token lacks its tags: ${listedText}`);
+  if (listedText.includes('kiln_r_')) throw new Error(`the list shows the token itself: ${listedText}`);
+  if (await listed.getAttribute('data-revoked') !== 'false') throw new Error('a new token is listed as revoked');
+  await shoot('slaves-enrol');
+
+  step = 'enrol a board: revoke the registration token, see it marked revoked';
+  await listed.locator('button', { hasText: 'Revoke' }).click();
+  const revoked = page.locator('#registrations tbody tr[data-revoked=true]', { hasText: 'enrolled-board' });
+  await revoked.waitFor({ timeout: T });
+  await revoked.locator('[data-status=revoked]').waitFor({ timeout: T });
+  if (await revoked.locator('button').count() !== 0) throw new Error('a revoked token still offers "Revoke"');
+  // Its command no longer works, so it is no longer shown.
+  await command.waitFor({ state: 'detached', timeout: T });
+
   step = 'works at 360 px';
   await page.setViewportSize({ width: 360, height: 740 });
   await page.goto(URL + '/');

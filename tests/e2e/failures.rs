@@ -225,38 +225,17 @@ async fn bad_build_requests_are_refused() {
 /// The master's storage fills up mid-upload: the build fails saying so, the master carries on.
 #[tokio::test]
 async fn a_full_disk_on_the_master_fails_the_build_with_that_reason() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "\n!!!!!!!! SKIPPED full-disk test: mounting a small tmpfs needs root !!!!!!!!\n"
-        );
+    let Some(small) = kiln_tests::SmallDisk::mount("4m") else {
         return;
-    }
+    };
     let git = GitServer::start();
     let repo = git.repo("big");
     repo.script_branch(
         "main",
         "head -c 8000000 /dev/zero > \"$KILN_OUTPUT_DIR/big.img\"",
     );
-    let small = kiln_tests::tempdir("kiln-small-");
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(small.path())
-        .status()
-        .unwrap();
-    assert!(status.success(), "mount tmpfs");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _guard = Unmount(small.path().to_path_buf());
     let farm = Farm::with(kiln_tests::FarmOptions {
-        extra_master_toml: format!("storage_dir = \"{}\"", small.path().display()),
+        extra_master_toml: format!("storage_dir = \"{}\"", small.dir.path().display()),
         ..Default::default()
     })
     .await;
@@ -272,13 +251,9 @@ async fn a_full_disk_on_the_master_fails_the_build_with_that_reason() {
 /// last whole line, so no later write tears it), and the master keeps serving.
 #[tokio::test]
 async fn a_full_disk_during_two_builds_keeps_both_logs_whole() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "\n!!!!!!!! SKIPPED full-disk test: mounting a small tmpfs needs root !!!!!!!!\n"
-        );
+    let Some(small) = kiln_tests::SmallDisk::mount("3m") else {
         return;
-    }
+    };
     let git = GitServer::start();
     let pad = "p".repeat(100);
     let repos: Vec<_> = ["a", "b"]
@@ -294,25 +269,8 @@ async fn a_full_disk_during_two_builds_keeps_both_logs_whole() {
             r
         })
         .collect();
-    let small = kiln_tests::tempdir("kiln-small-");
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
-        .arg(small.path())
-        .status()
-        .unwrap();
-    assert!(status.success(), "mount tmpfs");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _guard = Unmount(small.path().to_path_buf());
     let farm = Farm::with(kiln_tests::FarmOptions {
-        extra_master_toml: format!("storage_dir = \"{}\"", small.path().display()),
+        extra_master_toml: format!("storage_dir = \"{}\"", small.dir.path().display()),
         ..Default::default()
     })
     .await;

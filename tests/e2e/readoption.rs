@@ -1,28 +1,11 @@
 //! Builds outlive the slave daemon: restarts, upgrades, cut links and drains.
 
 use kiln_shared::BuildState;
-use kiln_tests::{alive, Farm, FarmOptions, GitServer, Repo};
+use kiln_tests::{alive, Farm, FarmOptions, GitServer};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 /// A build that prints numbered lines slowly, then leaves an artifact.
-fn numbered(repo: &Repo, lines: u32) {
-    repo.script_branch(
-        "main",
-        &format!(
-            "i=1\nwhile [ $i -le {lines} ]; do echo \"n=$i\"; i=$((i+1)); [ $((i % 40)) -eq 0 ] && sleep 0.2; done\necho done > \"$KILN_OUTPUT_DIR/out\""
-        ),
-    );
-}
-
-async fn assert_numbered(farm: &Farm, id: kiln_shared::BuildId, lines: u32) {
-    let log = farm.log(id).await;
-    let got: Vec<&str> = log.lines().filter(|l| l.starts_with("n=")).collect();
-    let want: Vec<String> = (1..=lines).map(|i| format!("n={i}")).collect();
-    assert_eq!(got, want, "every line once, in order");
-    assert_eq!(farm.download(id, "out").await, b"done\n");
-}
-
 fn slow_farm() -> FarmOptions {
     // Long enough that a restart of the slave is not mistaken for a lost slave.
     FarmOptions {
@@ -36,7 +19,7 @@ fn slow_farm() -> FarmOptions {
 async fn sigkilled_slave_restarts_and_the_build_finishes_with_every_line_once() {
     let git = GitServer::start();
     let repo = git.repo("numbers");
-    numbered(&repo, 800);
+    repo.numbered_branch(800);
     let farm = Farm::with(slow_farm()).await;
     let mut slave = farm.slave("s1").await;
     farm.project("numbers", &repo.url, "main").await;
@@ -56,7 +39,7 @@ async fn sigkilled_slave_restarts_and_the_build_finishes_with_every_line_once() 
     slave.start();
     let done = farm.wait_ended(b.id, Duration::from_secs(90)).await;
     assert_eq!(done.state, BuildState::Succeeded, "{:?}", done.reason);
-    assert_numbered(&farm, b.id, 800).await;
+    farm.assert_numbered(b.id, 800).await;
     assert!(
         slave.log_text().contains("re-adopted build"),
         "{}",
@@ -68,7 +51,7 @@ async fn sigkilled_slave_restarts_and_the_build_finishes_with_every_line_once() 
 async fn upgrading_the_slave_binary_mid_build_keeps_the_build() {
     let git = GitServer::start();
     let repo = git.repo("upgrade");
-    numbered(&repo, 600);
+    repo.numbered_branch(600);
     let farm = Farm::with(slow_farm()).await;
     // Run the slave from a copy of the binary, as an installed package would be.
     let v1 = farm.dir.path().join("v1/kiln-slave");
@@ -95,7 +78,7 @@ async fn upgrading_the_slave_binary_mid_build_keeps_the_build() {
     slave.start();
     let done = farm.wait_ended(b.id, Duration::from_secs(90)).await;
     assert_eq!(done.state, BuildState::Succeeded, "{:?}", done.reason);
-    assert_numbered(&farm, b.id, 600).await;
+    farm.assert_numbered(b.id, 600).await;
 }
 
 #[tokio::test]
@@ -232,7 +215,7 @@ async fn a_cancel_sent_while_the_slave_is_away_takes_effect_on_return() {
 async fn drain_finishes_running_builds_takes_no_new_ones_and_exits() {
     let git = GitServer::start();
     let repo = git.repo("drain");
-    numbered(&repo, 200);
+    repo.numbered_branch(200);
     let farm = Farm::with(slow_farm()).await;
     let mut slave = farm.slave_with("s1", &["--drain"]).await;
     farm.project("drain", &repo.url, "main").await;
@@ -263,7 +246,7 @@ async fn drain_finishes_running_builds_takes_no_new_ones_and_exits() {
     assert!(status.success(), "{status:?}");
     let b1 = farm.build(b1.id).await;
     assert_eq!(b1.state, BuildState::Succeeded, "{:?}", b1.reason);
-    assert_numbered(&farm, b1.id, 200).await;
+    farm.assert_numbered(b1.id, 200).await;
     assert_eq!(
         farm.build(b2.id).await.state,
         BuildState::Queued,

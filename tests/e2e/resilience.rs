@@ -74,10 +74,7 @@ async fn a_killed_slave_loses_its_build_with_a_reason_and_it_is_requeued_once() 
 async fn a_master_down_longer_than_the_lost_timeout_loses_no_build() {
     let git = GitServer::start();
     let repo = git.repo("numbers");
-    repo.script_branch(
-        "main",
-        "i=1\nwhile [ $i -le 600 ]; do echo \"n=$i\"; i=$((i+1)); [ $((i % 50)) -eq 0 ] && sleep 0.3; done\necho done > \"$KILN_OUTPUT_DIR/out\"",
-    );
+    repo.numbered_branch(600);
     let lost_timeout = 3;
     let mut farm = Farm::with(FarmOptions {
         heartbeat_secs: 1,
@@ -101,11 +98,8 @@ async fn a_master_down_longer_than_the_lost_timeout_loses_no_build() {
     farm.restart_master();
     let done = farm.wait_ended(b.id, Duration::from_secs(90)).await;
     assert_eq!(done.state, BuildState::Succeeded, "{:?}", done.reason);
+    farm.assert_numbered(b.id, 600).await;
     let log = farm.log(b.id).await;
-    let numbers: Vec<&str> = log.lines().filter(|l| l.starts_with("n=")).collect();
-    let want: Vec<String> = (1..=600).map(|i| format!("n={i}")).collect();
-    assert_eq!(numbers, want, "every line once, in order");
-    assert_eq!(farm.download(b.id, "out").await, b"done\n");
     let all: Vec<Build> = farm.get("/api/builds?project=numbers").await;
     assert_eq!(all.len(), 1, "nothing was lost or retried: {all:?}");
     assert_eq!(
@@ -292,10 +286,7 @@ async fn a_new_master_gives_slaves_the_time_out_from_its_start() {
 async fn the_embedded_database_killed_is_noticed_restarted_and_loses_nothing() {
     let git = GitServer::start();
     let repo = git.repo("numbers");
-    repo.script_branch(
-        "main",
-        "i=1\nwhile [ $i -le 400 ]; do echo \"n=$i\"; i=$((i+1)); [ $((i % 40)) -eq 0 ] && sleep 0.3; done\necho done > \"$KILN_OUTPUT_DIR/out\"",
-    );
+    repo.numbered_branch(400);
     let mut farm = Farm::with(FarmOptions {
         embedded_db: true,
         heartbeat_secs: 1,
@@ -360,10 +351,7 @@ async fn the_embedded_database_killed_is_noticed_restarted_and_loses_nothing() {
     wait_health(&farm, 200).await;
     let done = farm.wait_ended(b.id, Duration::from_secs(120)).await;
     assert_eq!(done.state, BuildState::Succeeded, "{:?}", done.reason);
-    let log = farm.log(b.id).await;
-    let numbers: Vec<&str> = log.lines().filter(|l| l.starts_with("n=")).collect();
-    let want: Vec<String> = (1..=400).map(|i| format!("n={i}")).collect();
-    assert_eq!(numbers, want, "every line once, in order");
+    farm.assert_numbered(b.id, 400).await;
     assert!(
         farm.master_log().contains("restarted it"),
         "{}",
@@ -401,10 +389,7 @@ async fn wait_health(farm: &Farm, status: u16) -> serde_json::Value {
 async fn an_external_database_that_goes_away_fails_fast_and_resumes() {
     let git = GitServer::start();
     let repo = git.repo("numbers");
-    repo.script_branch(
-        "main",
-        "i=1\nwhile [ $i -le 300 ]; do echo \"n=$i\"; i=$((i+1)); [ $((i % 30)) -eq 0 ] && sleep 0.3; done\necho done > \"$KILN_OUTPUT_DIR/out\"",
-    );
+    repo.numbered_branch(300);
     let farm = Farm::with(FarmOptions {
         lost_timeout_secs: 60,
         ..Default::default()
@@ -446,8 +431,5 @@ async fn an_external_database_that_goes_away_fails_fast_and_resumes() {
     wait_health(&farm, 200).await;
     let done = farm.wait_ended(b.id, Duration::from_secs(120)).await;
     assert_eq!(done.state, BuildState::Succeeded, "{:?}", done.reason);
-    let log = farm.log(b.id).await;
-    let numbers: Vec<&str> = log.lines().filter(|l| l.starts_with("n=")).collect();
-    let want: Vec<String> = (1..=300).map(|i| format!("n={i}")).collect();
-    assert_eq!(numbers, want, "every line once, in order");
+    farm.assert_numbered(b.id, 300).await;
 }

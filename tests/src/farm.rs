@@ -408,6 +408,15 @@ impl Farm {
             .unwrap_or_default()
     }
 
+    /// The build of a `Repo::numbered_branch` has every line once, in order, and its artifact.
+    pub async fn assert_numbered(&self, id: kiln_shared::BuildId, lines: u32) {
+        let log = self.log(id).await;
+        let got: Vec<&str> = log.lines().filter(|l| l.starts_with("n=")).collect();
+        let want: Vec<String> = (1..=lines).map(|i| format!("n={i}")).collect();
+        assert_eq!(got, want, "every line once, in order");
+        assert_eq!(self.download(id, "out").await, b"done\n");
+    }
+
     pub async fn artifacts(&self, id: kiln_shared::BuildId) -> Vec<Artifact> {
         self.get(&format!("/api/builds/{id}/artifacts")).await
     }

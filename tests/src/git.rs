@@ -136,6 +136,17 @@ impl Repo {
     }
 
     /// A `script` backend branch whose build.sh is `body`.
+    /// A branch whose build prints `n=1` … `n=lines`, pausing 0.2 s every 40 lines, then writes
+    /// `done` to the artifact `out` (see `Farm::assert_numbered`).
+    pub fn numbered_branch(&self, lines: u32) -> String {
+        self.script_branch(
+            "main",
+            &format!(
+                "i=1\nwhile [ $i -le {lines} ]; do echo \"n=$i\"; i=$((i+1)); [ $((i % 40)) -eq 0 ] && sleep 0.2; done\necho done > \"$KILN_OUTPUT_DIR/out\""
+            ),
+        )
+    }
+
     pub fn script_branch(&self, branch: &str, body: &str) -> String {
         self.file(
             "kiln.toml",

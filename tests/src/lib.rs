@@ -120,3 +120,36 @@ pub fn wait_dead_blocking(pid: i32) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// A small tmpfs of its own (root only), to fill a disk on purpose; unmounted on drop.
+pub struct SmallDisk {
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` when not root (mounting needs it): the caller skips, saying so.
+    pub fn mount(size: &str) -> Option<SmallDisk> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("\n!!!!!!!! SKIPPED: mounting a small tmpfs needs root !!!!!!!!\n");
+            return None;
+        }
+        let dir = tempdir("kiln-small-");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount tmpfs");
+        Some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}

@@ -60,22 +60,27 @@ pub async fn create(
     Json(req): Json<NewSlave>,
 ) -> ApiResult<(StatusCode, Json<SlaveCreated>)> {
     check_slave_name(&req.name)?;
+    let created = insert_slave(&st.db, req.name, vec![]).await?;
+    st.slave_changed(created.id).await;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// A new slave row with a fresh token (only its hash is stored); the token is in the answer.
+async fn insert_slave(
+    db: impl sqlx::PgExecutor<'_>,
+    name: String,
+    tags: Vec<String>,
+) -> ApiResult<SlaveCreated> {
     let token = auth::new_token("kiln_s_");
-    let id = slaves::insert(&st.db, &req.name, &auth::sha256_hex(&token))
+    let id = slaves::insert(db, &name, &auth::sha256_hex(&token))
         .await?
-        .ok_or_else(|| {
-            ApiError::Conflict(format!("a slave named '{}' already exists", req.name))
-        })?;
-    st.slave_changed(SlaveId(id)).await;
-    Ok((
-        StatusCode::CREATED,
-        Json(SlaveCreated {
-            id: SlaveId(id),
-            name: req.name,
-            token,
-            tags: vec![],
-        }),
-    ))
+        .ok_or_else(|| ApiError::Conflict(format!("a slave named '{name}' already exists")))?;
+    Ok(SlaveCreated {
+        id: SlaveId(id),
+        name,
+        token,
+        tags,
+    })
 }
 
 async fn find(st: &AppState, name: &str) -> ApiResult<slaves::SlaveRow> {
@@ -273,24 +278,11 @@ pub async fn register(
             return Err(ApiError::Unauthorized(message));
         }
     };
-    let token = auth::new_token("kiln_s_");
-    let id = slaves::insert(&mut *tx, &req.name, &auth::sha256_hex(&token))
-        .await?
-        .ok_or_else(|| {
-            ApiError::Conflict(format!("a slave named '{}' already exists", req.name))
-        })?;
+    let created = insert_slave(&mut *tx, req.name, reg.tags).await?;
     tx.commit().await?;
-    tracing::info!(slave = %req.name, registration = reg.id, "slave registered");
-    st.slave_changed(SlaveId(id)).await;
-    Ok((
-        StatusCode::CREATED,
-        Json(SlaveCreated {
-            id: SlaveId(id),
-            name: req.name,
-            token,
-            tags: reg.tags,
-        }),
-    ))
+    tracing::info!(slave = %created.name, registration = reg.id, "slave registered");
+    st.slave_changed(created.id).await;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// `POST /api/slaves/{name}/rotate-token`: a new token; the old one keeps working for

@@ -253,6 +253,7 @@ try {
     if (!shownCommand.includes(want)) throw new Error(`the command shown lacks "${want}": ${shownCommand}`);
   }
   if (await page.locator('#name-error').count() !== 0) throw new Error('the name error stayed after a good submit');
+  if (await page.inputValue('#r-uses') !== '2') throw new Error('the form lost what was typed in "Uses"');
   const listed = page.locator('#registrations tbody tr', { hasText: 'enrolled-board' });
   await listed.waitFor({ timeout: T });
   const listedText = await listed.textContent();

@@ -107,6 +107,13 @@ impl Server {
 pub fn router(state: Arc<AppState>) -> Router {
     use api::guard;
     use axum::middleware::{from_fn, from_fn_with_state};
+    let index = state
+        .cfg
+        .master
+        .console_dir
+        .as_ref()
+        .and_then(|d| std::fs::read_to_string(state.cfg.path(d).join("index.html")).ok());
+    let csp = Arc::new(web::console_csp(index.as_deref()));
     api::router()
         .route("/ws/slave", get(ws::slave::upgrade))
         .route("/ws/console", get(ws::console::upgrade))
@@ -119,7 +126,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(from_fn_with_state(state.clone(), guard::database_gate))
         .layer(from_fn(guard::json_errors))
         .layer(from_fn(guard::refuse_bad_input))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(from_fn(move |req, next| {
+            web::security_headers(csp.clone(), req, next)
+        }))
+        // Requests are traced by method and path only: a query string may hold a token.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
         .with_state(state)
 }
 

@@ -39,7 +39,7 @@ async fn cache_headers(req: Request, next: Next) -> Response {
 const PLACEHOLDER: &str = r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Kiln</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body style="font-family:sans-serif;max-width:40em;margin:2em auto">
+<body>
 <h1>Kiln master</h1>
 <p>The master is running. The web console is not built into this installation yet;
 use the REST API under <code>/api</code> with the admin token (see <code>docs/api.md</code>).</p>
@@ -57,6 +57,54 @@ pub fn router(cfg: &Config) -> Router<Arc<AppState>> {
         }
         _ => Router::new().fallback(get(|| async { Html(PLACEHOLDER) })),
     }
+}
+
+/// The Content-Security-Policy of the console's pages: everything from this origin only; the
+/// one inline module Trunk writes into `index.html` allowed by its sha256; WebAssembly allowed
+/// to compile; inline style attributes (the virtual log positions its lines with them); never
+/// framed.
+pub fn console_csp(index_html: Option<&str>) -> String {
+    use base64::Engine;
+    let inline: Vec<String> = index_html
+        .into_iter()
+        .flat_map(|html| html.split("<script type=\"module\">").skip(1))
+        .filter_map(|rest| rest.split_once("</script>").map(|(body, _)| body))
+        .map(|body| {
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(body.as_bytes());
+            format!(
+                " 'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            )
+        })
+        .collect();
+    format!(
+        "default-src 'self'; script-src 'self'{} 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        inline.concat()
+    )
+}
+
+/// Security headers on every response: a CSP (the console's, or none at all for the API),
+/// `nosniff`, no framing, no referrer.
+pub async fn security_headers(csp: Arc<String>, req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api") || req.uri().path().starts_with("/ws");
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    let policy = if api {
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'")
+    } else {
+        HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static("default-src 'self'"))
+    };
+    h.insert(header::CONTENT_SECURITY_POLICY, policy);
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
 }
 
 #[cfg(test)]

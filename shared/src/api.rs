@@ -354,15 +354,38 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
 }
 
 /// Artifact file names: one path component, no leading dot, at most 200 bytes.
+/// Percent-encodes everything but RFC 3986's unreserved characters (a path segment, or the
+/// `filename*` of a `Content-Disposition`).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Characters that reorder text on screen (bidi controls): a name could show as another.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// An artifact's name: one file name, checked on the slave before upload and on the master on
+/// arrival. No path separators, no leading `.`, no `"`, `%`, `?` or `#` (they would change the
+/// meaning of a URL or a header), no control or bidi characters.
 pub fn validate_artifact_name(name: &str) -> Result<(), String> {
     if name.is_empty()
         || name.len() > 200
         || name.starts_with('.')
-        || name.contains(['/', '\\', '\0'])
-        || name.chars().any(|c| c.is_control())
+        || name.contains(['/', '\\', '\0', '"', '%', '?', '#'])
+        || name.chars().any(|c| c.is_control() || is_bidi_control(c))
     {
         return Err(format!(
-            "artifact name '{name}' is not valid: one file name, no '/', not starting with '.'"
+            "artifact name '{}' is not valid: one file name, not starting with '.', without '/', '\\', '\"', '%', '?', '#', control or bidi characters",
+            name.escape_debug()
         ));
     }
     Ok(())
@@ -383,9 +406,22 @@ mod tests {
     #[test]
     fn artifact_names() {
         assert!(validate_artifact_name("disk.img.zst").is_ok());
-        for bad in ["", "../x", ".hidden", "a/b", "a\nb"] {
+        assert!(validate_artifact_name("Ünïcode board image.img").is_ok());
+        for bad in [
+            "",
+            "../x",
+            ".hidden",
+            "a/b",
+            "a\nb",
+            "a?b.txt",
+            "ok\"; filename=\"evil.exe",
+            "100%.img",
+            "a#b",
+            "evil\u{202e}gmi.exe",
+        ] {
             assert!(validate_artifact_name(bad).is_err(), "{bad}");
         }
+        assert_eq!(percent_encode("a b/ü?"), "a%20b%2F%C3%BC%3F");
     }
 
     #[test]

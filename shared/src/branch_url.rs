@@ -68,6 +68,11 @@ pub fn validate_branch_url(url: &str, policy: UrlPolicy) -> Result<(), String> {
         if host.is_empty() || host.starts_with(':') {
             return Err(format!("branch URL '{url}' has no host"));
         }
+        if host.starts_with('-') || host.starts_with("[-") {
+            return Err(format!(
+                "branch URL '{url}' has a host starting with '-'; ssh would read it as an option"
+            ));
+        }
         if rest.len() <= authority.len() + 1 {
             return Err(format!("branch URL '{url}' has no repository path"));
         }
@@ -87,6 +92,11 @@ pub fn validate_branch_url(url: &str, policy: UrlPolicy) -> Result<(), String> {
             let hostname = host.rsplit('@').next().unwrap_or("");
             if hostname.is_empty() {
                 return Err(format!("branch URL '{url}' has no host"));
+            }
+            if hostname.starts_with('-') || hostname.starts_with("[-") {
+                return Err(format!(
+                    "branch URL '{url}' has a host starting with '-'; ssh would read it as an option"
+                ));
             }
             return Ok(());
         }
@@ -164,6 +174,9 @@ mod tests {
             ("/tmp/repo", "disabled"),
             ("ftp://host/repo", "scheme 'ftp'"),
             ("https:///repo", "no host"),
+            ("ssh://-oProxyCommand=x/repo", "starting with '-'"),
+            ("ssh://git@[-oProxyCommand=x]/repo", "starting with '-'"),
+            ("git@-oProxyCommand=x:repo", "starting with '-'"),
             ("https://host", "no repository path"),
             ("not a url", "whitespace"),
             ("justaword", "not a URL git can fetch"),

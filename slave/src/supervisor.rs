@@ -332,9 +332,11 @@ async fn upload_all(env: &Arc<Env>, dir: &BuildDir, log: &Log) -> Result<(), Str
             .await
             .map_err(|e| format!("reading artifact '{name}': {e}"))?;
         log.note(&format!("uploading {name} ({size} bytes, sha256 {sha})"));
-        let url = env
-            .settings
-            .http_url(&format!("{}/{}", job.upload_path, name));
+        let url = env.settings.http_url(&format!(
+            "{}/{}",
+            job.upload_path,
+            kiln_shared::api::percent_encode(name)
+        ));
         let began = Instant::now();
         upload::upload(&env.http, &url, &job.upload_token, name, &path, &sha)
             .await

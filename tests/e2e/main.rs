@@ -10,6 +10,7 @@ mod churn;
 mod db;
 mod enrol;
 mod failures;
+mod hardening;
 mod images;
 mod protocol;
 mod queue;

@@ -75,7 +75,13 @@ fn check_settings(
     patch: &PatchProject,
 ) -> ApiResult<Option<Option<chrono::DateTime<chrono::Utc>>>> {
     if let Some(Some(text)) = &patch.schedule {
-        Schedule::parse(text).map_err(|m| ApiError::invalid("schedule", m))?;
+        let s = Schedule::parse(text).map_err(|m| ApiError::invalid("schedule", m))?;
+        if s.next_after(chrono_tz::UTC, st.clock.now()).is_none() {
+            return Err(ApiError::invalid(
+                "schedule",
+                format!("schedule '{text}' never fires (no such date in any year)"),
+            ));
+        }
     }
     if let Some(Some(tz)) = &patch.timezone {
         parse_timezone(tz).map_err(|m| ApiError::invalid("timezone", m))?;

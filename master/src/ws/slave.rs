@@ -34,6 +34,8 @@ pub enum ProtocolError {
     Unexpected(&'static str),
     #[error("no hello within 10 s")]
     NoHello,
+    #[error("refused its hello: {0}")]
+    BadHello(String),
     #[error("silent for {0} s")]
     Silent(u32),
     #[error("database: {0}")]
@@ -123,6 +125,14 @@ async fn session(
         },
         _ => return Err(ProtocolError::Unexpected("message before hello")),
     };
+    if let Err(why) = check_hello(&hello) {
+        let _ = sink
+            .send(binary(&MasterFrame::Refused {
+                reason: why.clone(),
+            }))
+            .await;
+        return Err(ProtocolError::BadHello(why));
+    }
     st.hub.heard(id, st.clock.now());
     slaves::came_online(&st.db, id, &hello).await?;
     let cfg = &st.cfg.master;
@@ -297,6 +307,13 @@ async fn handle(
         }
         SlaveFrame::Started { build, commit } => {
             slaves::seen(&st.db, slave).await?;
+            if kiln_shared::branch_url::validate_commit(&commit).is_err() || commit.len() < 40 {
+                tracing::warn!(slave = %name, %build, "ignored a start with a malformed commit id");
+                return Ok(vec![MasterFrame::Cancel {
+                    build,
+                    reason: "the commit id reported is not a full hex commit id".into(),
+                }]);
+            }
             let t = builds::transition(
                 &st.db,
                 build,
@@ -400,6 +417,41 @@ async fn handle(
             Ok(vec![MasterFrame::FinishedAck { build }])
         }
     }
+}
+
+/// What a slave says about itself is checked where it enters: names and words of the right shape,
+/// a capacity of 1 to 64 (stored without wrapping).
+fn check_hello(h: &kiln_shared::frames::Hello) -> Result<(), String> {
+    let word = |what: &str, v: &str| {
+        let ok = !v.is_empty()
+            && v.len() <= 32
+            && !v.starts_with('-')
+            && v.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{what} '{}' is not a valid name", v.escape_debug()))
+        }
+    };
+    if !(1..=64).contains(&h.capacity) {
+        return Err(format!("capacity {} is not between 1 and 64", h.capacity));
+    }
+    word("architecture", &h.arch)?;
+    for a in &h.emulates {
+        word("emulated architecture", a)?;
+    }
+    for b in &h.backends {
+        word("backend", b)?;
+    }
+    for t in &h.tags {
+        kiln_shared::api::validate_name("tag", t)?;
+    }
+    if h.tags.len() > 64 || h.backends.len() > 64 || h.emulates.len() > 64 || h.builds.len() > 4096
+    {
+        return Err("too many tags, backends, architectures or builds".into());
+    }
+    Ok(())
 }
 
 /// The build a frame speaks about, if any.

@@ -3,6 +3,7 @@
 //! The slow tier (real image builds) is `#[ignore]`d here and run by `scripts/test.sh`.
 
 mod admin;
+mod authz;
 mod bad_input;
 mod browser;
 mod builds;

@@ -63,10 +63,42 @@ impl Env {
 const GRACE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 
+/// The only variables of the daemon's environment a build inherits: what tools need to run
+/// (paths, locale, time zone, temp dir, proxies). Never the daemon's own (`KILN_SLAVE_TOKEN`,
+/// `KILN_CONFIG`, …); the job's own `KILN_*` variables are set by the backend.
+pub const BUILD_ENV_ALLOWED: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "TZ",
+    "TERM",
+    "TMPDIR",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+];
+
+/// The build's environment: the allowed variables of the daemon's, nothing else.
+pub fn build_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| BUILD_ENV_ALLOWED.contains(&k.as_str()) || k.starts_with("LC_"))
+        .collect()
+}
+
 fn spawn_runner(env: &Env, dir: &BuildDir) -> std::io::Result<tokio::process::Child> {
     let out = std::fs::File::create(dir.path.join("runner.out"))?;
     let mut c = tokio::process::Command::new(&env.exe);
-    c.arg("run-build")
+    c.env_clear()
+        .envs(build_env())
+        .arg("run-build")
         .arg("--dir")
         .arg(&dir.path)
         .stdin(std::process::Stdio::null())

@@ -171,3 +171,37 @@ async fn every_response_carries_the_security_headers() {
     assert!(csp.starts_with("default-src 'self'"), "{csp}");
     assert!(csp.contains(&format!("'sha256-{want}'")), "{csp}");
 }
+
+/// A build sees an environment built from an allow-list, never the daemon's: no slave token,
+/// no other secret the daemon was started with.
+#[tokio::test]
+async fn a_build_never_sees_the_daemons_environment() {
+    let git = GitServer::start();
+    let repo = git.repo("nosy");
+    repo.script_branch("main", "env > \"$KILN_OUTPUT_DIR/env\"");
+    let farm = Farm::start().await;
+    let mut slave = farm.slave("s1").await;
+    slave.stop();
+    farm.wait_slave_online("s1", false).await;
+    slave.envs = vec![
+        ("KILN_SLAVE_TOKEN".into(), slave.token.clone()),
+        ("SITE_SECRET".into(), "hunter2".into()),
+    ];
+    slave.start();
+    farm.wait_slave_online("s1", true).await;
+    farm.project("nosy", &repo.url, "main").await;
+    let b = farm.request_build("nosy", json!({})).await;
+    let b = farm.wait_ended(b.id, Duration::from_secs(60)).await;
+    assert_eq!(b.state, BuildState::Succeeded, "{:?}", b.reason);
+    let env = String::from_utf8(farm.download(b.id, "env").await).unwrap();
+    assert!(
+        !env.contains(&slave.token),
+        "the slave token leaked:\n{env}"
+    );
+    assert!(
+        !env.contains("hunter2") && !env.contains("KILN_SLAVE_TOKEN"),
+        "{env}"
+    );
+    assert!(env.contains(&format!("KILN_BUILD_ID={}", b.id)), "{env}");
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+}

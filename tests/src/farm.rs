@@ -455,6 +455,7 @@ impl Farm {
             work,
             master: master.to_string(),
             ca: self.ca.clone(),
+            envs: vec![],
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: self.dir.path().join(format!("slave-{name}.log")),
             exe: crate::bin_dir().join("kiln-slave"),
@@ -503,6 +504,8 @@ pub struct SlaveProc {
     pub ca: Option<PathBuf>,
     /// More flags for the daemon.
     pub extra: Vec<String>,
+    /// More environment variables for the daemon.
+    pub envs: Vec<(String, String)>,
     pub log: PathBuf,
     /// The kiln-slave binary to run (tests swap it to simulate an upgrade).
     pub exe: PathBuf,
@@ -541,6 +544,7 @@ impl SlaveProc {
             )
             .args(&self.extra)
             .env("KILN_LOG", "info,kiln_slave=debug")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(logf.try_clone().unwrap())
             .stderr(logf);
         die_with_parent(&mut c, libc::SIGKILL);

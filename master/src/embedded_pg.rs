@@ -122,6 +122,9 @@ impl EmbeddedPostgres {
     pub fn start(&mut self) -> Result<()> {
         std::fs::create_dir_all(&self.socket_dir)?;
         self.chown(&self.socket_dir)?;
+        // The socket is the master's alone: no other local user may even reach it (the cluster
+        // trusts whoever connects through it).
+        std::fs::set_permissions(&self.socket_dir, std::fs::Permissions::from_mode(0o700))?;
         if !self.pgdata.join("PG_VERSION").exists() {
             std::fs::create_dir_all(&self.pgdata)?;
             std::fs::set_permissions(&self.pgdata, std::fs::Permissions::from_mode(0o700))?;
@@ -170,7 +173,7 @@ impl EmbeddedPostgres {
             .arg(self.pgdata.join("server.log"))
             .arg("-o")
             .arg(format!(
-                "-c listen_addresses='' -k {} -c max_connections=100",
+                "-c listen_addresses='' -k {} -c unix_socket_permissions=0700 -c max_connections=100",
                 self.socket_dir.display()
             ))
             .args(["-w", "-t", "60", "start"]);

@@ -9,6 +9,7 @@
 use kiln_shared::BuildId;
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
@@ -46,6 +47,9 @@ pub struct Appended {
 impl Storage {
     pub fn new(root: PathBuf) -> io::Result<Self> {
         std::fs::create_dir_all(root.join("builds"))?;
+        for d in [root.clone(), root.join("builds")] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+        }
         Ok(Storage {
             root,
             open_logs: Mutex::new(HashMap::new()),
@@ -74,9 +78,10 @@ impl Storage {
             return Ok(f.clone());
         }
         let path = self.log_path(id);
-        tokio::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).await?;
+        private_dir(path.parent().unwrap_or(Path::new("."))).await?;
         let (next_seq, bytes) = recover_line_count(&path).await?;
         let file = tokio::fs::OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .append(true)
             .open(&path)
@@ -198,6 +203,27 @@ impl Storage {
             .expect("log table poisoned")
             .remove(&id);
     }
+}
+
+/// Creates a directory (and its parents) readable by the master only: logs and images are
+/// served through the API, never straight from the disk to other local users.
+pub async fn private_dir(dir: &Path) -> io::Result<()> {
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .await
+}
+
+/// A new file readable by the master only.
+pub async fn private_file(path: &Path) -> io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .await
 }
 
 /// Counts complete lines (and their bytes), cutting off a partial last line left by a crash

@@ -97,6 +97,17 @@ async fn artifact_names_are_checked_and_downloads_name_them_safely() {
         .to_str()
         .unwrap()
         .to_string();
+    // On the master's disk, logs and artifacts are its own: 0600 files in 0700 directories.
+    let mode = |p: std::path::PathBuf| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&p).unwrap().permissions())
+            & 0o777
+    };
+    let dir = farm.dir.path().join(format!("storage/builds/{}", b.id));
+    assert_eq!(mode(farm.dir.path().join("storage")), 0o700);
+    assert_eq!(mode(dir.clone()), 0o700);
+    assert_eq!(mode(dir.join("log")), 0o600);
+    assert_eq!(mode(dir.join("artifacts")), 0o700);
+    assert_eq!(mode(dir.join("artifacts/Ünïcode image.img")), 0o600);
     assert_eq!(
         cd,
         "attachment; filename=\"_n_code image.img\"; filename*=UTF-8''%C3%9Cn%C3%AFcode%20image.img"

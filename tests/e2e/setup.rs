@@ -88,6 +88,22 @@ async fn master_runs_its_own_postgres_when_no_url_is_configured() {
         farm.dir.path().join("run/.s.PGSQL.5432").exists(),
         "the embedded cluster listens on a unix socket in the data dir"
     );
+    // No other local user can reach it (it would be a superuser there).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let out = Command::new("runuser")
+            .args(["-u", "nobody", "--", "psql", "-X", "-h"])
+            .arg(farm.dir.path().join("run"))
+            .args(["-U", "kiln", "-d", "kiln", "-c", "SELECT 1"])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "another local user reached the embedded database"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("Permission denied"), "{err}");
+    }
     let (s, v) = farm
         .post("/api/slaves", serde_json::json!({"name": "s"}))
         .await;

@@ -140,10 +140,10 @@ pub async fn upload(
         )));
     }
     let dir = st.storage.artifact_dir(build);
-    tokio::fs::create_dir_all(&dir).await?;
+    crate::storage::private_dir(&dir).await?;
     let partial = dir.join(format!(".{name}.partial"));
     let result = async {
-        let mut file = tokio::fs::File::create(&partial).await?;
+        let mut file = crate::storage::private_file(&partial).await?;
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let mut stream = body.into_data_stream();

@@ -308,8 +308,9 @@ async fn another_slave_cannot_speak_for_or_upload_into_a_build_it_does_not_hold(
         name: "b".into(),
         arch: "amd64".into(),
         tags: vec![],
+        // A valid hello (a capacity of 0 would be refused); nothing else is queued for it.
         backends: vec![],
-        capacity: 0,
+        capacity: 1,
         version: "test".into(),
         builds: vec![],
         emulates: vec![],

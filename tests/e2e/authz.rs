@@ -289,7 +289,6 @@ async fn every_route_times_every_credential() {
     }
     // The WebSockets, through real handshakes: the console's takes the admin token as ?token=
     // (a browser cannot set headers there), the slaves' only a slave token.
-    let wss = farm.url.replace("https://", "wss://");
     let slave_token = farm.register_slave("ws-check").await;
     for (path, token, want) in [
         ("/ws/console", None, 401),
@@ -299,34 +298,17 @@ async fn every_route_times_every_credential() {
         ("/ws/slave", Some(farm.token.as_str()), 401),
         ("/ws/slave", Some(slave_token.as_str()), 101),
     ] {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let url = match (path, token) {
-            ("/ws/console", Some(t)) => format!("{wss}{path}?token={t}"),
-            _ => format!("{wss}{path}"),
+        // The console's token rides the query; the slaves' the Authorization header.
+        let (path, bearer) = match (path, token) {
+            ("/ws/console", Some(t)) => (format!("{path}?token={t}"), None),
+            _ => (path.to_string(), token),
         };
-        let mut req = url.into_client_request().unwrap();
-        if let (true, Some(t)) = (path == "/ws/slave", token) {
-            req.headers_mut()
-                .insert("authorization", format!("Bearer {t}").parse().unwrap());
-        }
-        req.headers_mut().insert(
-            "x-kiln-protocol",
-            kiln_shared::codec::PROTOCOL_VERSION
-                .to_string()
-                .parse()
-                .unwrap(),
-        );
-        let connector = farm
-            .tls_client_config()
-            .map(tokio_tungstenite::Connector::Rustls);
-        let got =
-            match tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector)
-                .await
-            {
-                Ok(_) => 101,
-                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
-                Err(e) => panic!("{path}: {e}"),
-            };
+        let version = kiln_shared::codec::PROTOCOL_VERSION.to_string();
+        let got = match farm.ws(&path, bearer, &version).await {
+            Ok(_) => 101,
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+            Err(e) => panic!("{path}: {e}"),
+        };
         if got != want {
             wrong.push(format!("{path} with {token:?}: {got} (wanted {want})"));
         }

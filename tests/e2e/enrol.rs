@@ -10,7 +10,6 @@ use kiln_tests::{bin_dir, Farm, FarmOptions, GitServer};
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 async fn registration(farm: &Farm, body: serde_json::Value) -> RegistrationToken {
@@ -223,7 +222,7 @@ async fn a_rotated_token_reaches_the_slave_and_the_old_one_works_for_the_grace_o
     let ws_status = |token: String| {
         let farm = &farm;
         async move {
-            match connect(farm, &token).await {
+            match farm.slave_ws(&token).await {
                 Ok(_) => 101,
                 Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
                 Err(e) => panic!("{e}"),
@@ -261,29 +260,6 @@ async fn a_rotated_token_reaches_the_slave_and_the_old_one_works_for_the_grace_o
     );
 }
 
-async fn connect(
-    farm: &Farm,
-    token: &str,
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    tokio_tungstenite::tungstenite::Error,
-> {
-    let url = format!("{}/ws/slave", farm.url.replace("https://", "wss://"));
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    req.headers_mut().insert(
-        "x-kiln-protocol",
-        codec::PROTOCOL_VERSION.to_string().parse().unwrap(),
-    );
-    let connector = farm
-        .tls_client_config()
-        .map(tokio_tungstenite::Connector::Rustls);
-    tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector)
-        .await
-        .map(|(ws, _)| ws)
-}
-
 #[tokio::test]
 async fn another_slave_cannot_speak_for_or_upload_into_a_build_it_does_not_hold() {
     let git = GitServer::start();
@@ -302,7 +278,7 @@ async fn another_slave_cannot_speak_for_or_upload_into_a_build_it_does_not_hold(
     .await;
     // Slave B: a registered slave speaking the real protocol, about A's build.
     let token_b = farm.register_slave("b").await;
-    let mut ws = connect(&farm, &token_b).await.expect("b connects");
+    let mut ws = farm.slave_ws(&token_b).await.expect("b connects");
     let send = |f: SlaveFrame| Message::Binary(codec::encode(&f).unwrap().into());
     ws.send(send(SlaveFrame::Hello(Hello {
         name: "b".into(),

@@ -9,7 +9,6 @@ use kiln_shared::BuildState;
 use kiln_tests::{Farm, FarmOptions, GitServer};
 use serde_json::json;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -23,21 +22,7 @@ async fn a_hello_out_of_bounds_is_refused_with_the_reason() {
         let token = farm
             .register_slave(&format!("greedy-{capacity}-{}", tags.len()))
             .await;
-        let url = format!("{}/ws/slave", farm.url.replace("https://", "wss://"));
-        let mut req = url.into_client_request().unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        req.headers_mut().insert(
-            "x-kiln-protocol",
-            codec::PROTOCOL_VERSION.to_string().parse().unwrap(),
-        );
-        let connector = farm
-            .tls_client_config()
-            .map(tokio_tungstenite::Connector::Rustls);
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector)
-                .await
-                .unwrap();
+        let mut ws = farm.slave_ws(&token).await.unwrap();
         let hello = SlaveFrame::Hello(Hello {
             name: "greedy".into(),
             arch: "amd64".into(),

@@ -4,37 +4,18 @@ use futures_util::{SinkExt, StreamExt};
 use kiln_shared::codec::{self, PROTOCOL_VERSION};
 use kiln_shared::frames::{Hello, MasterFrame, SlaveFrame};
 use kiln_shared::BuildState;
+use kiln_tests::farm::Ws;
 use kiln_tests::{Farm, GitServer};
 use serde_json::json;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(
     farm: &Farm,
     token: &str,
     protocol: &str,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let url = format!(
-        "{}/ws/slave",
-        farm.url
-            .replace("https://", "wss://")
-            .replace("http://", "ws://")
-    );
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    req.headers_mut()
-        .insert("x-kiln-protocol", protocol.parse().unwrap());
-    let connector = farm
-        .tls_client_config()
-        .map(tokio_tungstenite::Connector::Rustls);
-    tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector)
-        .await
-        .map(|(ws, _)| ws)
+    farm.ws("/ws/slave", Some(token), protocol).await
 }
 
 async fn hello(ws: &mut Ws, name: &str) {

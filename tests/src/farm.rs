@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A test's own WebSocket to the master.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 #[derive(Clone)]
 pub struct FarmOptions {
     pub heartbeat_secs: u32,
@@ -291,6 +295,40 @@ impl Farm {
             .trim_start_matches("https://")
             .trim_start_matches("http://")
             .to_string()
+    }
+
+    /// Opens one of the master's WebSockets as a hand-made client would: `path` (with any query),
+    /// an optional bearer token, the given `x-kiln-protocol`, over the farm's TLS.
+    pub async fn ws(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+        protocol: &str,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let base = self
+            .url
+            .replace("https://", "wss://")
+            .replace("http://", "ws://");
+        let mut req = format!("{base}{path}").into_client_request()?;
+        if let Some(t) = bearer {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        req.headers_mut()
+            .insert("x-kiln-protocol", protocol.parse().unwrap());
+        let connector = self
+            .tls_client_config()
+            .map(tokio_tungstenite::Connector::Rustls);
+        tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector)
+            .await
+            .map(|(ws, _)| ws)
+    }
+
+    /// `/ws/slave` with a slave's token, speaking this build's protocol version.
+    pub async fn slave_ws(&self, token: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let version = kiln_shared::codec::PROTOCOL_VERSION.to_string();
+        self.ws("/ws/slave", Some(token), &version).await
     }
 
     /// A rustls client context trusting the farm's CA, for the test's own WebSocket clients.

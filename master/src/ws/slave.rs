@@ -216,17 +216,22 @@ async fn session(
                                     return Err(e.into());
                                 }
                             };
-                            if let Some(build) = about(&frame) {
-                                if !was_assigned(&st, id, build).await? {
-                                    foreign += 1;
-                                    tracing::warn!(slave = %name, %build, foreign, "ignored a frame about a build never assigned to this slave");
-                                    if foreign >= FOREIGN_LIMIT {
-                                        return Err(ProtocolError::Abuse);
+                            let holds = match about(&frame) {
+                                None => false,
+                                Some(build) => match standing(&st, id, build).await? {
+                                    Standing::Foreign => {
+                                        foreign += 1;
+                                        tracing::warn!(slave = %name, %build, foreign, "ignored a frame about a build never assigned to this slave");
+                                        if foreign >= FOREIGN_LIMIT {
+                                            return Err(ProtocolError::Abuse);
+                                        }
+                                        continue;
                                     }
-                                    continue;
-                                }
-                            }
-                            for reply in handle(&st, id, &name, frame).await? {
+                                    Standing::Ended => false,
+                                    Standing::Holds => true,
+                                },
+                            };
+                            for reply in handle(&st, id, &name, frame, holds).await? {
                                 if sink.send(binary(&reply)).await.is_err() {
                                     return Ok(());
                                 }
@@ -287,11 +292,14 @@ async fn reconcile(
     Ok(Some(MasterFrame::Reconcile { builds: out }))
 }
 
+/// Answers one frame; `holds`: the slave holds the build the frame is about (dispatched to it or
+/// running on it), read once by the caller.
 async fn handle(
     st: &AppState,
     slave: SlaveId,
     name: &str,
     frame: SlaveFrame,
+    holds: bool,
 ) -> Result<Vec<MasterFrame>, ProtocolError> {
     match frame {
         SlaveFrame::Hello(_) => Err(ProtocolError::Unexpected("second hello")),
@@ -343,7 +351,7 @@ async fn handle(
             first_seq,
             lines,
         } => {
-            if !holds(st, slave, build).await? {
+            if !holds {
                 return Ok(vec![MasterFrame::Cancel {
                     build,
                     reason: "the master no longer expects this build".into(),
@@ -378,7 +386,7 @@ async fn handle(
             phase,
             percent,
         } => {
-            if !holds(st, slave, build).await? {
+            if !holds {
                 tracing::warn!(slave = %name, %build, "ignored progress about a build it does not hold");
                 return Ok(vec![]);
             }
@@ -395,7 +403,7 @@ async fn handle(
             outcome,
             log_lines,
         } => {
-            if !holds(st, slave, build).await? {
+            if !holds {
                 // Already recorded (a resend after a reconnect) or not this slave's: nothing to
                 // change; the acknowledgement lets the slave drop it.
                 return Ok(vec![MasterFrame::FinishedAck { build }]);
@@ -465,23 +473,27 @@ fn about(frame: &SlaveFrame) -> Option<BuildId> {
     }
 }
 
-/// Whether `build` was ever given to `slave` (it may have ended since: a resend after a
-/// reconnect is not abuse).
-async fn was_assigned(
+/// Where a slave stands with a build it speaks about.
+enum Standing {
+    /// Never given to it (or unknown): not its business.
+    Foreign,
+    /// Given to it, ended since: a resend after a reconnect, not abuse.
+    Ended,
+    /// Dispatched to it or running on it now.
+    Holds,
+}
+
+/// One read of the build decides both whether a frame is foreign and whether the slave holds it.
+async fn standing(
     st: &AppState,
     slave: SlaveId,
     build: BuildId,
-) -> Result<bool, ProtocolError> {
-    Ok(builds::get(&st.db, build)
-        .await?
-        .is_some_and(|b| b.slave_id == Some(slave.0)))
-}
-
-/// Whether `slave` holds `build` now (dispatched to it or running on it).
-async fn holds(st: &AppState, slave: SlaveId, build: BuildId) -> Result<bool, ProtocolError> {
-    Ok(builds::get(&st.db, build)
-        .await?
-        .is_some_and(|b| b.state().is_active() && b.slave_id == Some(slave.0)))
+) -> Result<Standing, ProtocolError> {
+    Ok(match builds::get(&st.db, build).await? {
+        Some(b) if b.slave_id == Some(slave.0) && b.state().is_active() => Standing::Holds,
+        Some(b) if b.slave_id == Some(slave.0) => Standing::Ended,
+        _ => Standing::Foreign,
+    })
 }
 
 /// The master's disk filled while storing a build's log: the lines stored so far stay (whole),

@@ -354,6 +354,16 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
 }
 
 /// Artifact file names: one path component, no leading dot, at most 200 bytes.
+/// Architecture and backend names: 1–32 of `a-z 0-9 -`, not starting with `-`. Checked where a
+/// project names them and where a slave reports them.
+pub fn is_word(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 32
+        && !v.starts_with('-')
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Percent-encodes everything but RFC 3986's unreserved characters (a path segment, or the
 /// `filename*` of a `Content-Disposition`).
 pub fn percent_encode(s: &str) -> String {

@@ -16,12 +16,7 @@ pub const DEFAULT_BRANCH: &str = "main";
 
 /// A short lower-case word (`-` allowed inside), as architecture and backend names are.
 fn check_word(field: &'static str, v: &str, what: &str) -> ApiResult<()> {
-    let ok = !v.is_empty()
-        && v.len() <= 32
-        && !v.starts_with('-')
-        && v.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
+    if kiln_shared::api::is_word(v) {
         Ok(())
     } else {
         Err(ApiError::invalid(

@@ -431,12 +431,7 @@ async fn handle(
 /// a capacity of 1 to 64 (stored without wrapping).
 fn check_hello(h: &kiln_shared::frames::Hello) -> Result<(), String> {
     let word = |what: &str, v: &str| {
-        let ok = !v.is_empty()
-            && v.len() <= 32
-            && !v.starts_with('-')
-            && v.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if ok {
+        if kiln_shared::api::is_word(v) {
             Ok(())
         } else {
             Err(format!("{what} '{}' is not a valid name", v.escape_debug()))

@@ -14,6 +14,7 @@ pub mod git;
 pub mod hub;
 pub mod init;
 pub mod lifecycle;
+pub mod listener;
 pub mod liveness;
 pub mod matching;
 pub mod retention;
@@ -40,8 +41,8 @@ use tokio::net::TcpListener;
 pub struct Server {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
-    /// The TLS context when serving HTTPS (re-read with [`Server::reload_tls`]).
-    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    /// The TLS context when serving HTTPS (re-read with [`Server::tls_reloader`]).
+    tls: Option<listener::Tls>,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -94,11 +95,11 @@ impl Server {
 
     /// A function that re-reads the certificate and key (for SIGHUP); open connections stay.
     pub fn tls_reloader(&self) -> Option<impl Fn() -> Result<()> + Send + 'static> {
-        let rustls = self.tls.clone()?;
+        let current = self.tls.clone()?;
         let cfg = self.state.cfg.clone();
         Some(move || {
             let (cert, key) = tls::files(&cfg).context("no [master.tls] in the config")?;
-            rustls.reload_from_config(tls::server_config(&cert, &key)?);
+            current.reload(tls::server_config(&cert, &key)?);
             Ok(())
         })
     }
@@ -167,9 +168,7 @@ pub async fn build_with(
     let default_tz = schedule::default_timezone(&cfg)?;
     let addr = listener.local_addr()?;
     let tls = match tls::files(&cfg) {
-        Some((cert, key)) => Some(axum_server::tls_rustls::RustlsConfig::from_config(
-            tls::server_config(&cert, &key)?,
-        )),
+        Some((cert, key)) => Some(listener::Tls::new(tls::server_config(&cert, &key)?)),
         None => {
             tls::check_plain_http(&cfg, addr)?;
             None
@@ -206,27 +205,16 @@ pub async fn build_with(
         background.push(tokio::spawn(scheduler::run(state.clone())));
         background.push(tokio::spawn(retention::run(state.clone())));
     }
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let (tx, rx) = tokio::sync::watch::channel(false);
     let app = router(state.clone());
-    let serve = match tls.clone() {
-        Some(rustls) => {
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                let _ = rx.wait_for(|v| *v).await;
-                stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-            });
-            let server = axum_server::from_tcp_rustls(listener.into_std()?, rustls)?.handle(handle);
-            tokio::spawn(async move { server.serve(app.into_make_service()).await })
-        }
-        None => tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|v| *v).await;
-                })
-                .await
-        }),
-    };
+    // One accept loop for HTTP and HTTPS: connection limits, header and idle time-outs.
+    let serve = tokio::spawn(listener::serve(
+        listener,
+        app,
+        tls.clone(),
+        state.cfg.master.connections.clone(),
+        rx,
+    ));
     tracing::info!(
         "kiln-master listening on {}://{addr}",
         if tls.is_some() { "https" } else { "http" }

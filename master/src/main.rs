@@ -108,6 +108,11 @@ async fn main() -> Result<()> {
 
 async fn serve(cfg: Config) -> Result<()> {
     let listen = cfg.master.listen.clone();
+    // Every connection is a file descriptor: take all the system allows this process.
+    match kiln_master::listener::raise_open_file_limit() {
+        Ok(n) => tracing::info!("open-file limit: {n}"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     // Refuse plain HTTP off loopback before touching anything else.
     if cfg.master.tls.is_none() {
         let addr: std::net::SocketAddr = listen.parse().context("config key master.listen")?;

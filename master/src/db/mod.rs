@@ -8,7 +8,6 @@ pub mod slaves;
 use anyhow::{Context, Result};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
-use std::path::Path;
 use std::str::FromStr;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -16,19 +15,16 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// Where the database is.
 pub enum Target<'a> {
     Url(&'a str),
-    /// The embedded cluster's socket directory.
-    Socket(&'a Path),
+    /// The embedded cluster (started): its socket, superuser and password.
+    Embedded(&'a crate::embedded_pg::EmbeddedPostgres),
 }
 
 pub async fn connect(target: Target<'_>, max_connections: u32) -> Result<PgPool> {
     let opts = match target {
         Target::Url(url) => PgConnectOptions::from_str(url).context("config key database.url")?,
-        Target::Socket(dir) => {
-            ensure_database(dir).await?;
-            PgConnectOptions::new()
-                .socket(dir)
-                .username("kiln")
-                .database("kiln")
+        Target::Embedded(pg) => {
+            ensure_database(pg.connect_options("postgres")?).await?;
+            pg.connect_options("kiln")?
         }
     }
     .log_statements(tracing::log::LevelFilter::Trace);
@@ -56,19 +52,14 @@ pub async fn open(
                 &cfg.database.embedded_user,
             )?;
             pg.start().context("starting the embedded PostgreSQL")?;
-            let pool =
-                connect(Target::Socket(&pg.socket_dir), cfg.database.max_connections).await?;
+            let pool = connect(Target::Embedded(&pg), cfg.database.max_connections).await?;
             Ok((pool, Some(pg)))
         }
     }
 }
 
 /// The embedded cluster starts with only the `postgres` database; create `kiln` once.
-async fn ensure_database(dir: &Path) -> Result<()> {
-    let opts = PgConnectOptions::new()
-        .socket(dir)
-        .username("kiln")
-        .database("postgres");
+async fn ensure_database(opts: PgConnectOptions) -> Result<()> {
     let mut conn = sqlx::PgConnection::connect_with(&opts)
         .await
         .context("cannot connect to the embedded PostgreSQL")?;

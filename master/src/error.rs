@@ -28,6 +28,9 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     InsufficientStorage(String),
+    /// Over a configured limit (`master.limits`): 413, the message names the limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// The database is away (503); the master is reconnecting.
     #[error("{0}")]
     Unavailable(String),
@@ -100,6 +103,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, None),
             ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, None),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
             ApiError::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error while serving a request");

@@ -5,6 +5,14 @@
 //! names/sizes/hashes). A log file is the truth for "which lines do we have": its line count is the
 //! next sequence number expected, so a master restarted mid-build resumes exactly where the file
 //! ends and stores every line once.
+//!
+//! Next to each log, `builds/{id}/log.idx` is a sparse index of line offsets (`log_index`), so a
+//! line, or the last N lines, is found without reading the log: consoles read any log in bounded
+//! chunks ([`LogReader`]), and learn that a log grew from [`Storage::follow_logs`].
+
+mod log_index;
+
+pub use log_index::{LogReader, ReadFrom};
 
 use kiln_shared::BuildId;
 use std::collections::HashMap;
@@ -13,14 +21,23 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::broadcast;
 
 pub struct Storage {
     root: PathBuf,
     open_logs: Mutex<HashMap<BuildId, Arc<tokio::sync::Mutex<LogFile>>>>,
+    /// The id of every build whose log grew, as it grows (small items: a console that falls
+    /// behind reads on from its own position in the file, so nothing is lost with them).
+    grew: broadcast::Sender<BuildId>,
+    /// Bytes of artifact uploads in flight, per build and per project (see [`Reservation`]).
+    uploading: Mutex<HashMap<Holder, u64>>,
 }
 
 struct LogFile {
     file: tokio::fs::File,
+    /// The sparse index (`log.idx`), appended after the lines it points into.
+    index: tokio::fs::File,
+    index_len: u64,
     next_seq: u64,
     bytes: u64,
     /// When the database's index row was last brought up to date.
@@ -31,6 +48,7 @@ struct LogFile {
 const INDEX_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Result of appending a chunk of log lines.
+#[derive(Debug)]
 pub struct Appended {
     /// The next sequence number the master expects.
     pub next_seq: u64,
@@ -39,10 +57,91 @@ pub struct Appended {
     /// New lines were written and the index row was last updated over `INDEX_EVERY` ago (the
     /// caller updates it now).
     pub index_due: bool,
-    /// Sequence number of the first line actually written (lines already stored are skipped).
-    pub first_new: u64,
-    pub new_lines: Vec<String>,
+    /// How many new lines were written (lines already stored are skipped).
+    pub written: u64,
+    /// Some new lines were not written because the log would have grown past the byte limit
+    /// given; the log holds the whole lines before them.
+    pub limited: bool,
 }
+
+/// A limit an artifact upload would go over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Over {
+    Build,
+    Project,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Holder {
+    Build(BuildId),
+    Project(i64),
+}
+
+/// The bytes one artifact upload in flight holds against its build's and its project's limits,
+/// so that uploads running side by side cannot together go over them; released when dropped.
+pub struct Reservation<'a> {
+    storage: &'a Storage,
+    build: BuildId,
+    project: i64,
+    held: u64,
+}
+
+impl Reservation<'_> {
+    /// Holds `total` bytes for this upload (what it declared or has received so far) if, with
+    /// every other upload of the same build and project in flight, the build keeps within
+    /// `build_room` and the project within `project_room` (what their stored artifacts leave).
+    pub fn hold(&mut self, total: u64, build_room: u64, project_room: u64) -> Result<(), Over> {
+        if total <= self.held {
+            return Ok(());
+        }
+        let mut table = self
+            .storage
+            .uploading
+            .lock()
+            .expect("upload table poisoned");
+        let more = total - self.held;
+        let b = table.get(&Holder::Build(self.build)).copied().unwrap_or(0);
+        let p = table
+            .get(&Holder::Project(self.project))
+            .copied()
+            .unwrap_or(0);
+        if b.saturating_add(more) > build_room {
+            return Err(Over::Build);
+        }
+        if p.saturating_add(more) > project_room {
+            return Err(Over::Project);
+        }
+        *table.entry(Holder::Build(self.build)).or_default() += more;
+        *table.entry(Holder::Project(self.project)).or_default() += more;
+        self.held = total;
+        Ok(())
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut table = self
+            .storage
+            .uploading
+            .lock()
+            .expect("upload table poisoned");
+        for h in [Holder::Build(self.build), Holder::Project(self.project)] {
+            if let Some(v) = table.get_mut(&h) {
+                *v = v.saturating_sub(self.held);
+                if *v == 0 {
+                    table.remove(&h);
+                }
+            }
+        }
+    }
+}
+
+/// What the master's note `note` takes in a log (its line and newline).
+pub fn note_bytes(note: &str) -> u64 {
+    (NOTE_PREFIX.len() + note.len() + 1) as u64
+}
+
+const NOTE_PREFIX: &str = "[kiln-master] ";
 
 impl Storage {
     pub fn new(root: PathBuf) -> io::Result<Self> {
@@ -53,7 +152,48 @@ impl Storage {
         Ok(Storage {
             root,
             open_logs: Mutex::new(HashMap::new()),
+            grew: broadcast::channel(1024).0,
+            uploading: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Tells, for every log that grows from now on, its build's id (a receiver that lags must
+    /// assume every log it follows grew).
+    pub fn follow_logs(&self) -> broadcast::Receiver<BuildId> {
+        self.grew.subscribe()
+    }
+
+    /// A reader of the stored log of `id` from `from`, following it as it grows; opens the
+    /// file on its first read (there may be no log yet).
+    pub fn log_reader(&self, id: BuildId, from: ReadFrom) -> LogReader {
+        LogReader::new(self.log_path(id), from)
+    }
+
+    /// Up to `max_lines` stored lines just before line `before` (the nearest ones, within about
+    /// `max_bytes` of text), as `(first_seq, lines)`; read without reading the whole log.
+    pub async fn lines_before(
+        &self,
+        id: BuildId,
+        before: u64,
+        max_lines: u64,
+        max_bytes: usize,
+    ) -> io::Result<(u64, Vec<String>)> {
+        let path = self.log_path(id);
+        tokio::task::spawn_blocking(move || {
+            log_index::lines_before(&path, before, max_lines, max_bytes)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// An empty reservation for an artifact upload of `build` (of project `project`).
+    pub fn reserve_upload(&self, build: BuildId, project: i64) -> Reservation<'_> {
+        Reservation {
+            storage: self,
+            build,
+            project,
+            held: 0,
+        }
     }
 
     pub fn build_dir(&self, id: BuildId) -> PathBuf {
@@ -79,15 +219,27 @@ impl Storage {
         }
         let path = self.log_path(id);
         private_dir(path.parent().unwrap_or(Path::new("."))).await?;
-        let (next_seq, bytes) = recover_line_count(&path).await?;
+        let p = path.clone();
+        let (next_seq, bytes) = tokio::task::spawn_blocking(move || log_index::recover(&p))
+            .await
+            .map_err(io::Error::other)??;
         let file = tokio::fs::OpenOptions::new()
             .mode(0o600)
             .create(true)
             .append(true)
             .open(&path)
             .await?;
+        let index = tokio::fs::OpenOptions::new()
+            .mode(0o600)
+            .create(true)
+            .append(true)
+            .open(log_index::index_path(&path))
+            .await?;
+        let index_len = index.metadata().await?.len();
         let entry = Arc::new(tokio::sync::Mutex::new(LogFile {
             file,
+            index,
+            index_len,
             next_seq,
             bytes,
             indexed_at: None,
@@ -96,46 +248,50 @@ impl Storage {
         Ok(table.entry(id).or_insert(entry).clone())
     }
 
-    /// Appends the lines numbered `first_seq..` that are not stored yet. A chunk that starts past
-    /// the end (a gap) writes nothing; the returned `next_seq` tells the slave where to resend from.
+    /// Appends the lines numbered `first_seq..` that are not stored yet, as long as the log
+    /// stays within `max_bytes` (whole lines: the first line that would not fit and every one
+    /// after it are dropped, and `limited` says so). A chunk that starts past the end (a gap)
+    /// writes nothing; the returned `next_seq` tells the slave where to resend from.
     pub async fn append_log(
         &self,
         id: BuildId,
         first_seq: u64,
         lines: &[String],
+        max_bytes: u64,
     ) -> io::Result<Appended> {
         let log = self.open_log(id).await?;
         let mut log = log.lock().await;
         let next = log.next_seq;
+        let mut out = Appended {
+            bytes: log.bytes,
+            index_due: false,
+            next_seq: next,
+            written: 0,
+            limited: false,
+        };
         if first_seq > next {
-            return Ok(Appended {
-                bytes: log.bytes,
-                index_due: false,
-                next_seq: next,
-                first_new: next,
-                new_lines: vec![],
-            });
+            return Ok(out);
         }
         let skip = (next - first_seq) as usize;
-        let new_lines: Vec<String> = lines
-            .iter()
-            .skip(skip)
-            .map(|l| l.replace(['\n', '\r'], " "))
-            .collect();
-        if new_lines.is_empty() {
-            return Ok(Appended {
-                bytes: log.bytes,
-                index_due: false,
-                next_seq: next,
-                first_new: next,
-                new_lines,
-            });
-        }
-        let mut buf = String::with_capacity(new_lines.iter().map(|l| l.len() + 1).sum());
-        for l in &new_lines {
-            buf.push_str(l);
+        let mut buf = String::new();
+        let mut starts = vec![];
+        for l in lines.iter().skip(skip) {
+            if log.bytes + (buf.len() + l.len() + 1) as u64 > max_bytes {
+                out.limited = true;
+                break;
+            }
+            starts.push(log.bytes + buf.len() as u64);
+            // One line per line: a line break inside would shift every number after it.
+            buf.extend(
+                l.chars()
+                    .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
+            );
             buf.push('\n');
         }
+        if starts.is_empty() {
+            return Ok(out);
+        }
+        let count = starts.len() as u64;
         let written = async {
             log.file.write_all(buf.as_bytes()).await?;
             log.file.flush().await
@@ -147,29 +303,47 @@ impl Storage {
             let _ = log.file.set_len(log.bytes).await;
             return Err(e);
         }
-        log.next_seq = next + new_lines.len() as u64;
+        let records = log_index::records_for(next, starts.into_iter());
+        if !records.is_empty() {
+            let indexed = async {
+                log.index.write_all(&records).await?;
+                log.index.flush().await
+            }
+            .await;
+            match indexed {
+                Ok(()) => log.index_len += records.len() as u64,
+                Err(e) => {
+                    // Only slower reads later: a missing record means a longer scan.
+                    tracing::warn!(build = %id, "cannot extend the log's index: {e}");
+                    let len = log.index_len;
+                    let _ = log.index.set_len(len).await;
+                }
+            }
+        }
+        out.written = count;
+        log.next_seq = next + out.written;
         log.bytes += buf.len() as u64;
         let now = std::time::Instant::now();
-        let index_due = log
+        out.index_due = log
             .indexed_at
             .is_none_or(|t| now.duration_since(t) >= INDEX_EVERY);
-        if index_due {
+        if out.index_due {
             log.indexed_at = Some(now);
         }
-        Ok(Appended {
-            bytes: log.bytes,
-            index_due,
-            next_seq: log.next_seq,
-            first_new: next,
-            new_lines,
-        })
+        out.next_seq = log.next_seq;
+        out.bytes = log.bytes;
+        drop(log);
+        let _ = self.grew.send(id);
+        Ok(out)
     }
 
     /// Appends a line written by the master itself (e.g. why a build failed before it started).
+    /// It is never refused for the log limit: callers that enforce the limit keep room for it
+    /// ([`note_bytes`]).
     pub async fn append_master_note(&self, id: BuildId, note: &str) -> io::Result<u64> {
         let next = self.next_seq(id).await?;
         let a = self
-            .append_log(id, next, &[format!("[kiln-master] {note}")])
+            .append_log(id, next, &[format!("{NOTE_PREFIX}{note}")], u64::MAX)
             .await?;
         Ok(a.next_seq)
     }
@@ -183,6 +357,18 @@ impl Storage {
         let log = self.open_log(id).await?;
         let l = log.lock().await;
         Ok((l.next_seq, l.bytes))
+    }
+
+    /// (lines, bytes) of a log open for writing now, without opening it.
+    pub async fn open_log_size(&self, id: BuildId) -> Option<(u64, u64)> {
+        let log = self
+            .open_logs
+            .lock()
+            .expect("log table poisoned")
+            .get(&id)
+            .cloned()?;
+        let l = log.lock().await;
+        Some((l.next_seq, l.bytes))
     }
 
     /// Bytes free for the master's storage (what a full disk is reported with).
@@ -226,25 +412,6 @@ pub async fn private_file(path: &Path) -> io::Result<tokio::fs::File> {
         .await
 }
 
-/// Counts complete lines (and their bytes), cutting off a partial last line left by a crash
-/// mid-write.
-async fn recover_line_count(path: &Path) -> io::Result<(u64, u64)> {
-    let data = match tokio::fs::read(path).await {
-        Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
-        Err(e) => return Err(e),
-    };
-    let complete = data.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-    if complete != data.len() {
-        let f = tokio::fs::OpenOptions::new().write(true).open(path).await?;
-        f.set_len(complete as u64).await?;
-    }
-    Ok((
-        data[..complete].iter().filter(|&&b| b == b'\n').count() as u64,
-        complete as u64,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,13 +425,23 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kiln-storage-{}", std::process::id()));
         let s = Storage::new(dir.clone()).unwrap();
         let id = BuildId(1);
-        assert_eq!(s.append_log(id, 0, &lines(0..3)).await.unwrap().next_seq, 3);
+        let max = u64::MAX;
+        assert_eq!(
+            s.append_log(id, 0, &lines(0..3), max)
+                .await
+                .unwrap()
+                .next_seq,
+            3
+        );
         // resend overlapping 1..5: only 3 and 4 are new
-        let a = s.append_log(id, 1, &lines(1..5)).await.unwrap();
-        assert_eq!((a.next_seq, a.first_new, a.new_lines.len()), (5, 3, 2));
+        let a = s.append_log(id, 1, &lines(1..5), max).await.unwrap();
+        assert_eq!((a.next_seq, a.written), (5, 2));
         // a gap writes nothing
         assert_eq!(
-            s.append_log(id, 9, &lines(9..10)).await.unwrap().next_seq,
+            s.append_log(id, 9, &lines(9..10), max)
+                .await
+                .unwrap()
+                .next_seq,
             5
         );
         s.close_log(id);
@@ -277,6 +454,70 @@ mod tests {
         assert_eq!(s.next_seq(id).await.unwrap(), 5);
         let text = std::fs::read_to_string(s.log_path(id)).unwrap();
         assert_eq!(text, lines(0..5).join("\n") + "\n");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_byte_limit_keeps_whole_lines_and_the_index_follows_the_log() {
+        let dir = std::env::temp_dir().join(format!("kiln-storage-limit-{}", std::process::id()));
+        let s = Storage::new(dir.clone()).unwrap();
+        let id = BuildId(2);
+        let mut grew = s.follow_logs();
+        // "line N\n" is 7 to 12 bytes: 10 lines of 7 bytes fit in 75, the 11th does not.
+        let a = s.append_log(id, 0, &lines(0..20), 75).await.unwrap();
+        assert_eq!(
+            (a.written, a.next_seq, a.bytes, a.limited),
+            (10, 10, 70, true)
+        );
+        assert_eq!(grew.try_recv().unwrap(), id);
+        let a = s.append_log(id, 10, &lines(10..11), 75).await.unwrap();
+        assert_eq!((a.written, a.limited), (0, true), "still over");
+        assert!(grew.try_recv().is_err(), "nothing written, nothing told");
+        s.append_master_note(id, "log limit of 75 bytes exceeded")
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(s.log_path(id)).unwrap();
+        assert!(text.ends_with("line 9\n[kiln-master] log limit of 75 bytes exceeded\n"));
+        assert_eq!(
+            text.len() as u64,
+            70 + note_bytes("log limit of 75 bytes exceeded")
+        );
+        // Enough lines for index records; a reopened log finds the same end.
+        let many: Vec<String> = (11..20_000).map(|i| format!("l{i}")).collect();
+        s.append_log(id, 11, &many, u64::MAX).await.unwrap();
+        let (lines_now, bytes_now) = s.log_size(id).await.unwrap();
+        s.close_log(id);
+        assert_eq!(s.log_size(id).await.unwrap(), (lines_now, bytes_now));
+        let idx = std::fs::metadata(s.log_path(id).with_extension("idx")).unwrap();
+        assert_eq!(idx.len(), 4 * 16, "a record every 4096 lines");
+        let mut r = s.log_reader(id, ReadFrom::Tail(2));
+        let (first, got) = r.next_chunk(10, 1 << 20).unwrap().unwrap();
+        assert_eq!(
+            (first, got),
+            (19_998, vec!["l19998".to_string(), "l19999".to_string()])
+        );
+        let (first, got) = s.lines_before(id, 8193, 2, 1 << 20).await.unwrap();
+        assert_eq!(
+            (first, got),
+            (8191, vec!["l8191".to_string(), "l8192".to_string()])
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn uploads_in_flight_count_against_the_same_limits() {
+        let dir = std::env::temp_dir().join(format!("kiln-storage-res-{}", std::process::id()));
+        let s = Storage::new(dir.clone()).unwrap();
+        let mut a = s.reserve_upload(BuildId(1), 7);
+        let mut b = s.reserve_upload(BuildId(2), 7);
+        assert_eq!(a.hold(60, 100, 100), Ok(()));
+        assert_eq!(a.hold(50, 100, 100), Ok(()), "holding less is a no-op");
+        assert_eq!(b.hold(50, 100, 100), Err(Over::Project), "60 + 50 > 100");
+        assert_eq!(a.hold(101, 100, 1000), Err(Over::Build));
+        drop(a);
+        assert_eq!(b.hold(100, 100, 100), Ok(()), "released on drop");
+        drop(b);
+        assert!(s.uploading.lock().unwrap().is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -168,13 +168,28 @@ pub enum ConsoleRequest {
     /// Snapshot of the queue and slaves, then changes as they happen.
     SubscribeQueue,
     UnsubscribeQueue,
-    /// Log lines of one build from `from_seq` on, then live lines until it ends.
+    /// Log lines of one build from `from_seq` on, then live lines until it ends. The stored
+    /// lines come in bounded chunks (see [`ConsoleEvent::LogLines`]).
     SubscribeLog {
         build: BuildId,
         from_seq: u64,
     },
     UnsubscribeLog {
         build: BuildId,
+    },
+    /// Like `SubscribeLog`, starting at the last `lines` lines stored now (the whole log when it
+    /// has fewer): a huge log opens at its end at once. The first `LogLines` says where it starts.
+    SubscribeLogTail {
+        build: BuildId,
+        lines: u32,
+    },
+    /// A one-off read of up to `lines` lines just before line `before_seq` (the master serves at
+    /// most 10,000 lines and about 1 MiB of text at a time, the lines nearest `before_seq`),
+    /// answered with one [`ConsoleEvent::EarlierLines`]; changes no subscription.
+    EarlierLog {
+        build: BuildId,
+        before_seq: u64,
+        lines: u32,
     },
 }
 
@@ -185,6 +200,10 @@ pub enum ConsoleEvent {
     Build(crate::api::Build),
     /// A slave was added or changed.
     Slave(crate::api::Slave),
+    /// Lines `first_seq, first_seq + 1, ...` of a followed log, in order and without gaps after
+    /// the subscription's start. At most 5,000 lines and about 1 MiB of text per event (a line
+    /// over 1 MiB is cut for the console; the raw log keeps it whole), so every event stays far
+    /// below the frame limit however big the log is.
     LogLines {
         build: BuildId,
         first_seq: u64,
@@ -203,5 +222,12 @@ pub enum ConsoleEvent {
         build: BuildId,
         phase: String,
         percent: Option<u8>,
+    },
+    /// The answer to `EarlierLog`: lines `first_seq..before_seq` (empty when there are none).
+    EarlierLines {
+        build: BuildId,
+        first_seq: u64,
+        before_seq: u64,
+        lines: Vec<String>,
     },
 }

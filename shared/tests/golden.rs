@@ -300,6 +300,15 @@ fn console_frames_are_stable() {
             },
         ),
         ("console_resync", ConsoleEvent::Resync),
+        (
+            "console_earlier_lines",
+            ConsoleEvent::EarlierLines {
+                build: BuildId(42),
+                first_seq: 90,
+                before_seq: 92,
+                lines: vec!["a".into(), "b".into()],
+            },
+        ),
     ];
     let mut all = vec![];
     for (name, e) in events {
@@ -326,6 +335,21 @@ fn console_frames_are_stable() {
         (
             "console_unsubscribe_log",
             ConsoleRequest::UnsubscribeLog { build: BuildId(42) },
+        ),
+        (
+            "console_subscribe_log_tail",
+            ConsoleRequest::SubscribeLogTail {
+                build: BuildId(42),
+                lines: 2000,
+            },
+        ),
+        (
+            "console_earlier_log",
+            ConsoleRequest::EarlierLog {
+                build: BuildId(42),
+                before_seq: 5000,
+                lines: 2000,
+            },
         ),
     ] {
         let bytes = codec::encode(&r).unwrap();

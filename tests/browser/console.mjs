@@ -50,7 +50,8 @@ const FRAME_SLOW_SHARE = Number(process.env.KILN_FRAME_SLOW_SHARE || 0.35);
 // open, and the kind of each request sent. A request frame is varint(protocol version) ++
 // bincode(ConsoleRequest); the version fits one byte, so the second byte is the variant index
 // (shared/src/frames.rs; pinned by shared/tests/golden.rs).
-const REQUESTS = ['SubscribeQueue', 'UnsubscribeQueue', 'SubscribeLog', 'UnsubscribeLog'];
+const REQUESTS = ['SubscribeQueue', 'UnsubscribeQueue', 'SubscribeLog', 'UnsubscribeLog',
+  'SubscribeLogTail', 'EarlierLog'];
 async function watchConsoleSockets() {
   const cdp = await context.newCDPSession(page);
   const sockets = new Map(); // requestId -> 'open' | 'closed'
@@ -163,12 +164,13 @@ try {
   await ws.until(() => ws.sent.includes('UnsubscribeLog'), 'UnsubscribeLog after leaving the build page');
   await page.click(buildLink);
   await page.waitForSelector('#build .line', { timeout: T });
-  await ws.until(() => ws.sent.filter((k) => k === 'SubscribeLog').length === 2, 'the second SubscribeLog');
+  // A build page opens its log at the tail.
+  await ws.until(() => ws.sent.filter((k) => k === 'SubscribeLogTail').length === 2, 'the second SubscribeLogTail');
   console.log(`BUDGET console_sockets_created=${ws.created()} console_sockets_open=${ws.open()} requests=${ws.sent.join(',')}`);
   if (ws.open() !== 1 || ws.created() !== 1) {
     throw new Error(`the tab holds ${ws.open()} open WebSocket(s) to /ws/console (${ws.created()} created); want exactly 1`);
   }
-  const wanted = ['SubscribeQueue', 'SubscribeLog', 'UnsubscribeLog', 'SubscribeLog'];
+  const wanted = ['SubscribeQueue', 'SubscribeLogTail', 'UnsubscribeLog', 'SubscribeLogTail'];
   if (ws.sent.join() !== wanted.join()) {
     throw new Error(`requests sent: ${ws.sent.join(', ')}; want ${wanted.join(', ')}`);
   }

@@ -5,7 +5,7 @@
 
 use super::log::{FollowedLog, LiveLog, LogChange};
 use super::queue::Queue;
-use super::topics::{Registry, Topic};
+use super::topics::{LogStart, Registry, Topic};
 use kiln_shared::frames::{ConsoleEvent, ConsoleRequest};
 use kiln_shared::BuildId;
 use std::collections::BTreeMap;
@@ -53,17 +53,45 @@ impl Hub {
         self.connection.clone()
     }
 
-    /// A subscriber takes `topic`: the first one subscribes (a log from its first line).
+    /// A subscriber takes `topic`: the first one subscribes (a log at its last `TAIL_LINES`
+    /// lines). Pages say where a log starts ([`Hub::follow_at`]); tests use the default.
+    #[cfg(test)]
     pub fn follow(&mut self, topic: Topic) -> Reaction {
+        self.follow_at(topic, LogStart::Tail(super::log::TAIL_LINES))
+    }
+
+    /// A subscriber takes `topic`; the first one subscribes, a log from `start` (the later ones
+    /// share what it holds).
+    pub fn follow_at(&mut self, topic: Topic, start: LogStart) -> Reaction {
         if !self.registry.acquire(topic) {
             return Reaction::default();
         }
-        let from_seq = match topic {
-            Topic::Queue => 0,
-            Topic::Log(build) => self.logs.entry(build).or_default().asked(),
+        let start = match topic {
+            Topic::Queue => LogStart::At(0),
+            Topic::Log(build) => {
+                self.logs.insert(build, FollowedLog::starting(start));
+                self.logs.get_mut(&build).expect("just inserted").asked()
+            }
         };
         Reaction {
-            send: vec![topic.subscribe(from_seq)],
+            send: vec![topic.subscribe_at(start)],
+            ..Reaction::default()
+        }
+    }
+
+    /// Asks for the lines before the first one a followed log holds ("load earlier lines");
+    /// nothing when there are none or a request is on its way.
+    pub fn earlier(&mut self, build: BuildId) -> Reaction {
+        let Some(request) = self
+            .logs
+            .get_mut(&build)
+            .and_then(|l| l.request_earlier(build))
+        else {
+            return Reaction::default();
+        };
+        Reaction {
+            send: vec![request],
+            changed: vec![Topic::Log(build)],
             ..Reaction::default()
         }
     }
@@ -137,7 +165,7 @@ impl Hub {
         let changed = match topic {
             Topic::Queue => Rc::make_mut(&mut self.queue).apply(event),
             Topic::Log(build) => match self.logs.entry(build).or_default().apply(event) {
-                LogChange::Appended | LogChange::Ended => true,
+                LogChange::Appended | LogChange::Ended | LogChange::Prepended(_) => true,
                 LogChange::Unchanged => false,
                 LogChange::AskFrom(from_seq) => {
                     reaction.send.push(topic.subscribe(from_seq));
@@ -162,7 +190,7 @@ impl Hub {
                 Topic::Log(build) => {
                     let log = self.logs.entry(build).or_default();
                     if !log.view.ended {
-                        send.push(topic.subscribe(log.asked()));
+                        send.push(topic.subscribe_at(log.asked()));
                     }
                 }
             }
@@ -183,6 +211,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::live::log::TAIL_LINES;
     use crate::live::queue::tests::{build, slave};
     use kiln_shared::BuildState;
 
@@ -199,6 +228,13 @@ mod tests {
 
     fn log_text(hub: &Hub) -> Vec<String> {
         hub.log(B).expect("followed").lines.0.borrow().clone()
+    }
+
+    fn tail(build: BuildId) -> ConsoleRequest {
+        ConsoleRequest::SubscribeLogTail {
+            build,
+            lines: TAIL_LINES,
+        }
     }
 
     fn sub_log(from_seq: u64) -> ConsoleRequest {
@@ -220,7 +256,7 @@ mod tests {
     #[test]
     fn the_last_subscriber_going_unsubscribes_and_frees_the_log() {
         let mut hub = Hub::default();
-        assert_eq!(hub.follow(LOG).send, [sub_log(0)]);
+        assert_eq!(hub.follow(LOG).send, [tail(B)]);
         hub.receive(lines(0, 3));
         hub.unfollow(LOG);
         assert!(hub.log(B).is_some(), "kept until the sweep");
@@ -230,8 +266,8 @@ mod tests {
         );
         assert_eq!(hub.log(B), None, "the buffer is dropped");
         assert!(hub.sweep().send.is_empty(), "unsubscribed once");
-        // Coming back to the build page starts the log from its first line again.
-        assert_eq!(hub.follow(LOG).send, [sub_log(0)]);
+        // Coming back to the build page opens the log at its tail again.
+        assert_eq!(hub.follow(LOG).send, [tail(B)]);
         assert_eq!(log_text(&hub), Vec::<String>::new());
     }
 
@@ -259,14 +295,7 @@ mod tests {
         assert!(hub.connection().connected);
         assert_eq!(
             again.send,
-            [
-                ConsoleRequest::SubscribeQueue,
-                sub_log(5),
-                ConsoleRequest::SubscribeLog {
-                    build: BuildId(8),
-                    from_seq: 0
-                },
-            ]
+            [ConsoleRequest::SubscribeQueue, sub_log(5), tail(BuildId(8)),]
         );
         // The master resends from its chunk boundary: the overlap is trimmed.
         let r = hub.receive(lines(3, 8));
@@ -375,11 +404,60 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_log_opens_at_its_tail_and_loads_earlier_lines_on_demand() {
+        let mut hub = Hub::default();
+        assert_eq!(hub.follow(LOG).send, [tail(B)]);
+        hub.opened();
+        assert!(hub.earlier(B).send.is_empty(), "nothing held yet");
+        // The master answers the tail of a 1,000,000-line log in chunks, then live lines.
+        hub.receive(lines(998_000, 999_000));
+        hub.receive(lines(999_000, 1_000_000));
+        assert_eq!(hub.receive(lines(1_000_000, 1_000_001)).changed, [LOG]);
+        let log = hub.log(B).unwrap();
+        assert_eq!((log.start, log.next_seq()), (998_000, 1_000_001));
+        let r = hub.earlier(B);
+        assert_eq!(
+            r.send,
+            [ConsoleRequest::EarlierLog {
+                build: B,
+                before_seq: 998_000,
+                lines: crate::live::log::EARLIER_LINES
+            }]
+        );
+        assert_eq!(r.changed, [LOG], "the page shows it is loading");
+        assert!(hub.log(B).unwrap().loading_earlier);
+        let r = hub.receive(ConsoleEvent::EarlierLines {
+            build: B,
+            first_seq: 996_000,
+            before_seq: 998_000,
+            lines: (996_000..998_000).map(|i| format!("line {i}")).collect(),
+        });
+        assert_eq!(r.changed, [LOG]);
+        let log = hub.log(B).unwrap();
+        assert_eq!((log.start, log.next_seq()), (996_000, 1_000_001));
+        assert_eq!(log_text(&hub)[0], "line 996000");
+        assert_eq!(log_text(&hub)[2_000], "line 998000");
+        // A reconnect resubscribes from the line it lacks, not from the tail.
+        hub.closed();
+        assert_eq!(hub.opened().send, [sub_log(1_000_001)]);
+    }
+
+    #[test]
+    fn a_log_can_be_opened_at_a_line() {
+        let mut hub = Hub::default();
+        assert_eq!(hub.follow_at(LOG, LogStart::At(40)).send, [sub_log(40)]);
+        hub.receive(lines(40, 45));
+        assert_eq!(hub.log(B).unwrap().start, 40);
+        // A second page on the same log shares it: nothing is sent.
+        assert!(hub.follow(LOG).send.is_empty());
+    }
+
+    #[test]
     fn a_subscription_made_while_disconnected_is_sent_when_the_socket_opens() {
         let mut hub = Hub::default();
         // The request in this reaction is dropped by the glue (the socket is not open yet)...
         hub.follow(LOG);
         // ...and sent when it opens.
-        assert_eq!(hub.opened().send, [sub_log(0)]);
+        assert_eq!(hub.opened().send, [tail(B)]);
     }
 }

@@ -7,7 +7,8 @@
 //!   the last one unsubscribes
 //! - `dedup`: which lines of a log chunk are new (trims what a resubscription resends, spots gaps)
 //! - `queue`: the live queue, a pure reducer of events
-//! - `log`: one followed log: its lines and its end
+//! - `log`: one followed log: its lines (opened at its tail; earlier lines loaded on demand and
+//!   put before the first one) and its end
 //! - `hub`: the above put together without I/O: subscriptions and socket events in, requests and
 //!   changed topics out; resubscribes everything after a reconnect or a `Resync`
 //! - `provider`: `LiveProvider` at the app root, and the hooks `use_queue`, `use_log`,
@@ -23,5 +24,6 @@ mod queue;
 mod socket;
 mod topics;
 
-pub use log::LogBuf;
+pub use log::{LogBuf, EARLIER_LINES, TAIL_LINES};
 pub use provider::{use_connection, use_log, use_queue, LiveProvider};
+pub use topics::LogStart;

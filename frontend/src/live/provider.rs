@@ -8,7 +8,7 @@ use super::hub::{Connection, Hub, Reaction};
 use super::log::LiveLog;
 use super::queue::Queue;
 use super::socket::{Socket, SocketEvent};
-use super::topics::Topic;
+use super::topics::{LogStart, Topic};
 use gloo_timers::callback::Timeout;
 use kiln_shared::BuildId;
 use std::cell::{Cell, RefCell};
@@ -103,14 +103,20 @@ impl Live {
         self.0.hub.borrow().connection()
     }
 
-    /// Follows `topic` until the returned handle is dropped; `on_change` runs whenever the
-    /// topic's data changed.
-    pub fn follow(&self, topic: Topic, on_change: Callback<()>) -> Subscription {
-        let reaction = self.0.hub.borrow_mut().follow(topic);
+    /// Follows `topic` until the returned handle is dropped (a log from `start`, if this is its
+    /// first subscriber); `on_change` runs whenever the topic's data changed.
+    pub fn follow(&self, topic: Topic, start: LogStart, on_change: Callback<()>) -> Subscription {
+        let reaction = self.0.hub.borrow_mut().follow_at(topic, start);
         let subscription = self.listen(Interest::Topic(topic), on_change);
         self.0.socket.ensure_connected();
         self.carry_out(reaction);
         subscription
+    }
+
+    /// Asks for the lines before the first one held of a followed log.
+    pub fn earlier(&self, build: BuildId) {
+        let reaction = self.0.hub.borrow_mut().earlier(build);
+        self.carry_out(reaction);
     }
 
     /// Calls `on_change` whenever the connection comes, goes or reports an error.
@@ -221,14 +227,14 @@ fn use_live() -> Live {
 /// Follows `topic` while the component lives (or until `topic` changes) and renders the
 /// component again when the topic's data changes.
 #[hook]
-fn use_topic(live: &Live, topic: Topic) {
+fn use_topic(live: &Live, topic: Topic, start: LogStart) {
     let update = use_force_update();
     use_effect_with((live.clone(), topic), move |(live, topic)| {
         let on_change = {
             let update = update.clone();
             Callback::from(move |()| update.force_update())
         };
-        let subscription = live.follow(*topic, on_change);
+        let subscription = live.follow(*topic, start, on_change);
         // The first render ran before the topic existed (a log's buffer is made by `follow`).
         update.force_update();
         move || drop(subscription)
@@ -239,16 +245,31 @@ fn use_topic(live: &Live, topic: Topic) {
 #[hook]
 pub fn use_queue() -> Rc<Queue> {
     let live = use_live();
-    use_topic(&live, Topic::Queue);
+    use_topic(&live, Topic::Queue, LogStart::At(0));
     live.queue()
 }
 
-/// The live log of `build`: its lines so far, then new ones as they come, and its end.
+/// A followed log as a page uses it.
+pub struct LogHandle {
+    pub log: LiveLog,
+    /// Asks for the lines before the first one held ("load earlier lines").
+    pub load_earlier: Callback<()>,
+}
+
+/// The live log of `build`, opened at `start` (its tail, or a linked line): the lines from
+/// there, then new ones as they come, and its end; earlier lines on demand.
 #[hook]
-pub fn use_log(build: BuildId) -> LiveLog {
+pub fn use_log(build: BuildId, start: LogStart) -> LogHandle {
     let live = use_live();
-    use_topic(&live, Topic::Log(build));
-    live.log(build).unwrap_or_default()
+    use_topic(&live, Topic::Log(build), start);
+    let load_earlier = {
+        let live = live.clone();
+        Callback::from(move |()| live.earlier(build))
+    };
+    LogHandle {
+        log: live.log(build).unwrap_or_default(),
+        load_earlier,
+    }
 }
 
 /// Whether the live connection is up, and the last error, for a "connecting…" notice.

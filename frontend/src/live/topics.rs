@@ -25,9 +25,9 @@ impl Topic {
             ConsoleEvent::Build(_) | ConsoleEvent::Slave(_) | ConsoleEvent::Progress { .. } => {
                 Some(Topic::Queue)
             }
-            ConsoleEvent::LogLines { build, .. } | ConsoleEvent::LogEnd { build } => {
-                Some(Topic::Log(*build))
-            }
+            ConsoleEvent::LogLines { build, .. }
+            | ConsoleEvent::LogEnd { build }
+            | ConsoleEvent::EarlierLines { build, .. } => Some(Topic::Log(*build)),
             ConsoleEvent::Error { .. } | ConsoleEvent::Resync => None,
         }
     }
@@ -35,9 +35,19 @@ impl Topic {
     /// The request that subscribes to this topic; a log from line `from_seq` on (the queue
     /// always starts with a snapshot).
     pub fn subscribe(self, from_seq: u64) -> ConsoleRequest {
-        match self {
-            Topic::Queue => ConsoleRequest::SubscribeQueue,
-            Topic::Log(build) => ConsoleRequest::SubscribeLog { build, from_seq },
+        self.subscribe_at(LogStart::At(from_seq))
+    }
+
+    /// The request that subscribes to this topic, a log from `start`.
+    pub fn subscribe_at(self, start: LogStart) -> ConsoleRequest {
+        match (self, start) {
+            (Topic::Queue, _) => ConsoleRequest::SubscribeQueue,
+            (Topic::Log(build), LogStart::At(from_seq)) => {
+                ConsoleRequest::SubscribeLog { build, from_seq }
+            }
+            (Topic::Log(build), LogStart::Tail(lines)) => {
+                ConsoleRequest::SubscribeLogTail { build, lines }
+            }
         }
     }
 
@@ -47,6 +57,15 @@ impl Topic {
             Topic::Log(build) => ConsoleRequest::UnsubscribeLog { build },
         }
     }
+}
+
+/// Where a log subscription starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogStart {
+    /// At this line (numbered from 0).
+    At(u64),
+    /// At the last this many lines stored when the master gets the request.
+    Tail(u32),
 }
 
 /// Subscriber counts by topic. A topic whose count fell to zero stays until the next sweep.
@@ -175,6 +194,13 @@ mod tests {
         };
         assert_eq!(Topic::of(&progress), Some(Topic::Queue));
         assert_eq!(Topic::of(&ConsoleEvent::Resync), None);
+        let earlier = ConsoleEvent::EarlierLines {
+            build: BuildId(7),
+            first_seq: 0,
+            before_seq: 3,
+            lines: vec![],
+        };
+        assert_eq!(Topic::of(&earlier), Some(LOG_7));
         assert_eq!(
             Topic::of(&ConsoleEvent::Error {
                 message: "m".into()
@@ -195,6 +221,13 @@ mod tests {
         assert_eq!(
             LOG_7.unsubscribe(),
             ConsoleRequest::UnsubscribeLog { build: BuildId(7) }
+        );
+        assert_eq!(
+            LOG_7.subscribe_at(LogStart::Tail(2000)),
+            ConsoleRequest::SubscribeLogTail {
+                build: BuildId(7),
+                lines: 2000
+            }
         );
         assert_eq!(Topic::Queue.subscribe(42), ConsoleRequest::SubscribeQueue);
         assert_eq!(Topic::Queue.unsubscribe(), ConsoleRequest::UnsubscribeQueue);

@@ -4,9 +4,9 @@
 use super::{load, loading_or_error, Loaded};
 use crate::api;
 use crate::components::live_status::LiveStatus;
-use crate::components::log_view::LogView;
+use crate::components::log_view::{target_line, LogView};
 use crate::components::{duration, state_badge::StateBadge, when};
-use crate::live::{use_log, use_queue};
+use crate::live::{use_log, use_queue, LogStart, TAIL_LINES};
 use crate::routes::Route;
 use kiln_shared::api::{Artifact, Build};
 use kiln_shared::BuildId;
@@ -25,7 +25,13 @@ pub fn build_page(p: &Props) -> Html {
     let arts = use_state(|| Loaded::<Vec<Artifact>>::Loading);
     let err = use_state(|| None::<String>);
     let q = use_queue();
-    let log = use_log(id);
+    // The log opens at its tail; a link to a line (`#L42`) opens it a little before that line.
+    let start = match target_line() {
+        Some(line) => LogStart::At((line as u64).saturating_sub(1 + u64::from(TAIL_LINES) / 2)),
+        None => LogStart::Tail(TAIL_LINES),
+    };
+    let handle = use_log(id, start);
+    let log = handle.log;
     let nav = use_navigator();
     {
         let (build, arts) = (build.clone(), arts.clone());
@@ -111,7 +117,9 @@ pub fn build_page(p: &Props) -> Html {
                 }
             }
             <h2>{"Log"}</h2>
-            <LogView lines={log.lines.clone()} version={log.version} raw_href={api::href(&format!("/api/builds/{id}/log"))} />
+            <LogView lines={log.lines.clone()} version={log.version} start={log.start}
+                loading_earlier={log.loading_earlier} on_earlier={handle.load_earlier.clone()}
+                raw_href={api::href(&format!("/api/builds/{id}/log"))} />
             if log.ended { <p class="muted">{"End of log."}</p> }
         </main>
     }

@@ -3,9 +3,11 @@
 use crate::api::builds::find;
 use crate::auth::{Admin, UploadAuth};
 use crate::db::artifacts::{self, ArtifactRow};
+use crate::db::builds::BuildRow;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::EndedBy;
 use crate::state::AppState;
+use crate::storage::Over;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -13,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
 use kiln_shared::api::{validate_artifact_name, Artifact};
+use kiln_shared::config::human_bytes;
 use kiln_shared::{BuildId, BuildState};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -96,8 +99,31 @@ async fn fail_build(st: &AppState, build: BuildId, reason: &str) {
 /// `PUT /api/slave/builds/{id}/artifacts/{name}` with `x-kiln-sha256` and the build's upload
 /// token: streams the body to disk, hashing as it goes. A hash mismatch fails the build with that
 /// reason. The token must name this build and the slave it runs on, which must still be
-/// registered and enabled, and the build must still be running.
+/// registered and enabled, and the build must still be running. An upload that would take the
+/// build past `master.limits.artifact_bytes` or its project past
+/// `master.limits.project_storage_bytes` is refused with 413 naming the limit (as soon as the
+/// declared length or the bytes received show it), nothing of it is kept, and the build fails.
 pub async fn upload(
+    st: State<Arc<AppState>>,
+    auth: UploadAuth,
+    path: Path<(i64, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match store(st, auth, path, headers, body).await {
+        Ok(status) => status.into_response(),
+        Err(e) => {
+            // A refusal may come before the body was read (a limit seen in `Content-Length`):
+            // the connection cannot carry another request, and the client must not try.
+            let mut r = e.into_response();
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    }
+}
+
+async fn store(
     State(st): State<Arc<AppState>>,
     UploadAuth(claims): UploadAuth,
     Path((id, name)): Path<(i64, String)>,
@@ -139,6 +165,25 @@ pub async fn upload(
             b.state()
         )));
     }
+    // Quotas (`master.limits`): this build's artifacts and the project's kept ones. Checked as
+    // the bytes come (with the other uploads of the build and the project in flight) and once
+    // more, against the database, before the file is kept.
+    let limits = &st.cfg.master.limits;
+    let (build_used, project_used) = artifacts::usage(&st.db, build, b.project_id, &name).await?;
+    let build_room = limits.artifact_bytes.saturating_sub(build_used);
+    let project_room = limits.project_storage_bytes.saturating_sub(project_used);
+    let mut reservation = st.storage.reserve_upload(build, b.project_id);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared {
+        // Too big as declared: refused before a byte is stored.
+        if let Err(over) = reservation.hold(len, build_room, project_room) {
+            drop(reservation);
+            return Err(over_limit(&st, &b, over, project_used).await);
+        }
+    }
     let dir = st.storage.artifact_dir(build);
     crate::storage::private_dir(&dir).await?;
     let partial = dir.join(format!(".{name}.partial"));
@@ -150,17 +195,25 @@ pub async fn upload(
         while let Some(chunk) = stream.next().await {
             let chunk =
                 chunk.map_err(|e| ApiError::invalid("body", format!("upload interrupted: {e}")))?;
-            hasher.update(&chunk);
             size += chunk.len() as u64;
+            if let Err(over) = reservation.hold(size, build_room, project_room) {
+                return Ok(Err(over));
+            }
+            hasher.update(&chunk);
             file.write_all(&chunk).await?;
         }
         file.flush().await?;
         file.sync_all().await?;
-        Ok::<_, ApiError>((hex::encode(hasher.finalize()), size))
+        Ok::<_, ApiError>(Ok((hex::encode(hasher.finalize()), size)))
     }
     .await;
     let (actual, size) = match result {
-        Ok(r) => r,
+        Ok(Ok(r)) => r,
+        Ok(Err(over)) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            drop(reservation);
+            return Err(over_limit(&st, &b, over, project_used).await);
+        }
         Err(e) => {
             let _ = tokio::fs::remove_file(&partial).await;
             if let ApiError::InsufficientStorage(m) = &e {
@@ -182,7 +235,77 @@ pub async fn upload(
         fail_build(&st, build, &reason).await;
         return Err(ApiError::Unprocessable(reason));
     }
+    // The last word, under the project's lock: what is stored now (uploads that finished
+    // meanwhile included), and the build still running.
+    let mut tx = st.db.begin().await?;
+    artifacts::lock_project_usage(&mut tx, b.project_id).await?;
+    let (build_used, project_used) = artifacts::usage(&mut *tx, build, b.project_id, &name).await?;
+    let over = if build_used + size > limits.artifact_bytes {
+        Some(Over::Build)
+    } else if project_used + size > limits.project_storage_bytes {
+        Some(Over::Project)
+    } else {
+        None
+    };
+    let running = crate::db::builds::get(&mut *tx, build)
+        .await?
+        .is_some_and(|now| now.state().is_active() && now.slave_id == Some(slave.id));
+    if over.is_some() || !running {
+        drop(tx);
+        let _ = tokio::fs::remove_file(&partial).await;
+        drop(reservation);
+        return Err(match over {
+            Some(over) => over_limit(&st, &b, over, project_used).await,
+            None => ApiError::Conflict(format!(
+                "build {id} ended during the upload of '{name}'; it takes no more uploads"
+            )),
+        });
+    }
     tokio::fs::rename(&partial, st.storage.artifact_path(build, &name)).await?;
-    artifacts::upsert(&st.db, build, &name, size as i64, &actual).await?;
+    artifacts::upsert(&mut *tx, build, &name, size as i64, &actual).await?;
+    tx.commit().await?;
+    drop(reservation);
     Ok(StatusCode::CREATED)
+}
+
+/// An upload would take a build or a project over its limit: nothing of the build's artifacts
+/// is kept (what it uploaded before goes too, so a failed build holds no storage), the build
+/// fails naming the limit, and the slave gets the same words with a 413.
+async fn over_limit(st: &AppState, b: &BuildRow, over: Over, holding: u64) -> ApiError {
+    let limits = &st.cfg.master.limits;
+    let reason = match over {
+        Over::Build => format!(
+            "artifact limit of {} exceeded for build {}",
+            human_bytes(limits.artifact_bytes),
+            b.id
+        ),
+        Over::Project => format!(
+            "storage limit of {} for project '{}' exceeded (holding {})",
+            human_bytes(limits.project_storage_bytes),
+            b.project,
+            human_bytes(holding)
+        ),
+    };
+    let build = BuildId(b.id);
+    tracing::warn!(%build, "{reason}; refusing the upload and failing the build");
+    fail_build(st, build, &reason).await;
+    if let Err(e) = drop_artifacts(st, build, b.project_id).await {
+        tracing::warn!(%build, "removing the artifacts of a build over its limit: {e:#}");
+    }
+    ApiError::TooLarge(reason)
+}
+
+/// Removes a build's stored artifacts (rows and files), under its project's upload lock so an
+/// upload finishing at the same time is either removed too or refused (the build has ended).
+async fn drop_artifacts(st: &AppState, build: BuildId, project: i64) -> anyhow::Result<()> {
+    let mut tx = st.db.begin().await?;
+    artifacts::lock_project_usage(&mut tx, project).await?;
+    for name in artifacts::delete_for_build(&mut *tx, build).await? {
+        match tokio::fs::remove_file(st.storage.artifact_path(build, &name)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    tx.commit().await?;
+    Ok(())
 }

@@ -58,3 +58,47 @@ pub async fn get(
         .fetch_optional(db)
         .await
 }
+
+/// Serialises the final step of artifact uploads of one project (checking its limits, storing
+/// the file and its row), for the rest of the transaction `tx`.
+pub async fn lock_project_usage(tx: &mut sqlx::PgConnection, project: i64) -> sqlx::Result<()> {
+    // An advisory lock in a class of its own ('kiln' as a number), keyed by the project id.
+    sqlx::query("SELECT pg_advisory_xact_lock(1802071150, hashint8($1))")
+        .bind(project)
+        .execute(tx)
+        .await
+        .map(|_| ())
+}
+
+/// Bytes of stored artifacts: `(of the build, of every build of the project)`, not counting the
+/// build's artifact `except` (which an upload of the same name replaces).
+pub async fn usage(
+    db: impl PgExecutor<'_>,
+    build: BuildId,
+    project: i64,
+    except: &str,
+) -> sqlx::Result<(u64, u64)> {
+    let (b, p): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(a.size) FILTER (WHERE a.build_id = $1), 0)::BIGINT,
+                COALESCE(SUM(a.size), 0)::BIGINT
+         FROM artifacts a JOIN builds b ON b.id = a.build_id
+         WHERE b.project_id = $2 AND NOT (a.build_id = $1 AND a.name = $3)",
+    )
+    .bind(build.0)
+    .bind(project)
+    .bind(except)
+    .fetch_one(db)
+    .await?;
+    Ok((b.max(0) as u64, p.max(0) as u64))
+}
+
+/// Removes every artifact row of a build; returns the names removed (their files go next).
+pub async fn delete_for_build(
+    db: impl PgExecutor<'_>,
+    build: BuildId,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("DELETE FROM artifacts WHERE build_id = $1 RETURNING name")
+        .bind(build.0)
+        .fetch_all(db)
+        .await
+}

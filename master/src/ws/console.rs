@@ -5,6 +5,7 @@
 use crate::auth;
 use crate::db::{builds, slaves};
 use crate::state::AppState;
+use crate::storage::{LogReader, ReadFrom};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -13,9 +14,9 @@ use futures_util::{SinkExt, StreamExt};
 use kiln_shared::codec;
 use kiln_shared::frames::{ConsoleEvent, ConsoleRequest};
 use kiln_shared::BuildId;
-use std::collections::HashSet;
+use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::Arc;
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::broadcast::error::RecvError;
 
 #[derive(serde::Deserialize)]
@@ -43,12 +44,46 @@ fn frame(ev: &ConsoleEvent) -> Option<Message> {
     codec::encode(ev).ok().map(|b| Message::Binary(b.into()))
 }
 
+/// Largest `LogLines` event: lines, and bytes of text (a single longer line travels alone, cut at
+/// `LINE_CAP`). Both far below the frame limit, so no event is ever too big to send.
+const CHUNK_LINES: usize = 5_000;
+const CHUNK_BYTES: usize = 1024 * 1024;
+/// Most lines one `EarlierLog` request is answered with.
+const EARLIER_MAX_LINES: u32 = 10_000;
+
+/// One log this console follows. Everything it is sent comes from the log file, read from the
+/// subscription's start in bounded chunks, as fast as the socket takes them: the stored lines,
+/// then each new line as the log grows (the file is written before anyone is told it grew), so
+/// the lines arrive in order, without gaps or duplicates, and memory stays bounded whatever the
+/// log's size or the console's speed.
+struct Follow {
+    reader: Option<LogReader>,
+    /// The file may hold lines not sent yet.
+    dirty: bool,
+    /// The build ended: once the file is read to its end, `LogEnd`.
+    ended: bool,
+}
+
+impl Follow {
+    fn new(st: &AppState, build: BuildId, from: ReadFrom) -> Follow {
+        Follow {
+            reader: Some(st.storage.log_reader(build, from)),
+            dirty: true,
+            ended: false,
+        }
+    }
+}
+
 async fn session(st: Arc<AppState>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let mut events = st.hub.events.subscribe();
+    let mut grew = st.storage.follow_logs();
     let mut queue = false;
-    let mut logs: HashSet<BuildId> = HashSet::new();
+    let mut logs: BTreeMap<BuildId, Follow> = BTreeMap::new();
+    // Round-robin over the logs with lines to send.
+    let mut turn = BuildId(i64::MIN);
     loop {
+        let pending = logs.values().any(|f| f.dirty);
         tokio::select! {
             msg = stream.next() => {
                 let Some(Ok(Message::Binary(b))) = msg else {
@@ -68,10 +103,17 @@ async fn session(st: Arc<AppState>, socket: WebSocket) {
                     ConsoleRequest::SubscribeQueue => { queue = true; snapshot(&st).await }
                     ConsoleRequest::UnsubscribeQueue => { queue = false; vec![] }
                     ConsoleRequest::SubscribeLog { build, from_seq } => {
-                        logs.insert(build);
-                        backlog(&st, build, from_seq).await
+                        subscribe(&st, &mut logs, build, ReadFrom::Seq(from_seq)).await;
+                        vec![]
+                    }
+                    ConsoleRequest::SubscribeLogTail { build, lines } => {
+                        subscribe(&st, &mut logs, build, ReadFrom::Tail(u64::from(lines))).await;
+                        vec![]
                     }
                     ConsoleRequest::UnsubscribeLog { build } => { logs.remove(&build); vec![] }
+                    ConsoleRequest::EarlierLog { build, before_seq, lines } => {
+                        vec![earlier(&st, build, before_seq, lines).await]
+                    }
                 };
                 for r in replies {
                     if let Some(m) = frame(&r) {
@@ -89,7 +131,16 @@ async fn session(st: Arc<AppState>, socket: WebSocket) {
                 };
                 let wanted = match &ev {
                     ConsoleEvent::Build(_) | ConsoleEvent::Slave(_) => queue,
-                    ConsoleEvent::LogLines { build, .. } | ConsoleEvent::LogEnd { build } => logs.contains(build),
+                    // Log lines come from the file (above); the end is sent once the file is read
+                    // to it.
+                    ConsoleEvent::LogLines { .. } | ConsoleEvent::EarlierLines { .. } => false,
+                    ConsoleEvent::LogEnd { build } => {
+                        if let Some(f) = logs.get_mut(build) {
+                            f.ended = true;
+                            f.dirty = true;
+                        }
+                        false
+                    }
                     ConsoleEvent::Progress { .. } => queue,
                     ConsoleEvent::Error { .. } | ConsoleEvent::Resync => true,
                 };
@@ -99,7 +150,113 @@ async fn session(st: Arc<AppState>, socket: WebSocket) {
                     }
                 }
             }
+            g = grew.recv() => match g {
+                Ok(build) => {
+                    if let Some(f) = logs.get_mut(&build) { f.dirty = true; }
+                }
+                // Missed some: any followed log may have grown.
+                Err(RecvError::Lagged(_)) => logs.values_mut().for_each(|f| f.dirty = true),
+                Err(RecvError::Closed) => {}
+            },
+            () = std::future::ready(()), if pending => {
+                let next = logs
+                    .range((Excluded(turn), Unbounded))
+                    .chain(logs.iter())
+                    .find(|(_, f)| f.dirty)
+                    .map(|(b, _)| *b);
+                let Some(build) = next else { continue };
+                turn = build;
+                let f = logs.get_mut(&build).expect("found above");
+                let Some(ev) = next_event(build, f).await else { continue };
+                if let Some(m) = frame(&ev) {
+                    if sink.send(m).await.is_err() { return; }
+                }
+            }
         }
+    }
+}
+
+/// Follows `build`'s log from `from` (again, if it was followed: from the new start).
+async fn subscribe(
+    st: &AppState,
+    logs: &mut BTreeMap<BuildId, Follow>,
+    build: BuildId,
+    from: ReadFrom,
+) {
+    let mut f = Follow::new(st, build, from);
+    // Ended before now (its `LogEnd` was published before this console listened): the stored
+    // log is all there is. Ending later is heard from the event feed.
+    if let Ok(Some(b)) = builds::get(&st.db, build).await {
+        f.ended = b.state().is_terminal();
+    }
+    logs.insert(build, f);
+}
+
+/// The next event of a followed log: its next chunk of stored lines; at the end of the file,
+/// `LogEnd` if the build ended (then the file is closed), else nothing until it grows.
+async fn next_event(build: BuildId, f: &mut Follow) -> Option<ConsoleEvent> {
+    let Some(mut reader) = f.reader.take() else {
+        f.dirty = false;
+        return None;
+    };
+    let (reader, chunk) = match tokio::task::spawn_blocking(move || {
+        let c = reader.next_chunk(CHUNK_LINES, CHUNK_BYTES);
+        (reader, c)
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(%build, "reading the log for a console: {e}");
+            f.dirty = false;
+            return None;
+        }
+    };
+    match chunk {
+        Ok(Some((first_seq, lines))) => {
+            f.reader = Some(reader);
+            Some(ConsoleEvent::LogLines {
+                build,
+                first_seq,
+                lines,
+            })
+        }
+        Ok(None) if f.ended => {
+            f.dirty = false;
+            Some(ConsoleEvent::LogEnd { build })
+        }
+        Ok(None) => {
+            f.reader = Some(reader);
+            f.dirty = false;
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%build, "reading the log for a console: {e}");
+            f.reader = Some(reader);
+            f.dirty = false;
+            None
+        }
+    }
+}
+
+/// The answer to `EarlierLog`: up to `lines` lines just before `before_seq`.
+async fn earlier(st: &AppState, build: BuildId, before_seq: u64, lines: u32) -> ConsoleEvent {
+    let max = u64::from(lines.min(EARLIER_MAX_LINES));
+    let (first_seq, lines) = st
+        .storage
+        .lines_before(build, before_seq, max, CHUNK_BYTES)
+        .await
+        .unwrap_or_else(|e| {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%build, "reading earlier log lines for a console: {e}");
+            }
+            (before_seq, vec![])
+        });
+    ConsoleEvent::EarlierLines {
+        build,
+        first_seq,
+        before_seq,
+        lines,
     }
 }
 
@@ -113,42 +270,6 @@ async fn snapshot(st: &AppState) -> Vec<ConsoleEvent> {
     }
     if let Ok(rows) = builds::list(&st.db, None, None, 100).await {
         out.extend(rows.into_iter().map(|b| ConsoleEvent::Build(b.into_api())));
-    }
-    out
-}
-
-/// Stored lines from `from_seq`, in frames of at most 1000 lines; then `LogEnd` if the build ended.
-async fn backlog(st: &AppState, build: BuildId, from_seq: u64) -> Vec<ConsoleEvent> {
-    let mut out = vec![];
-    if let Ok(f) = tokio::fs::File::open(st.storage.log_path(build)).await {
-        let mut lines = tokio::io::BufReader::new(f).lines();
-        let (mut seq, mut chunk, mut first) = (0u64, vec![], from_seq);
-        while let Ok(Some(l)) = lines.next_line().await {
-            if seq >= from_seq {
-                chunk.push(l);
-                if chunk.len() == 1000 {
-                    out.push(ConsoleEvent::LogLines {
-                        build,
-                        first_seq: first,
-                        lines: std::mem::take(&mut chunk),
-                    });
-                    first = seq + 1;
-                }
-            }
-            seq += 1;
-        }
-        if !chunk.is_empty() {
-            out.push(ConsoleEvent::LogLines {
-                build,
-                first_seq: first,
-                lines: chunk,
-            });
-        }
-    }
-    if let Ok(Some(b)) = builds::get(&st.db, build).await {
-        if b.state().is_terminal() {
-            out.push(ConsoleEvent::LogEnd { build });
-        }
     }
     out
 }

@@ -45,6 +45,25 @@ retention_interval_secs = 600
 architectures = []
 series = []
 
+# Connections held at once (in all, and from one IP address; WebSockets count) and how long the
+# master waits for the TLS handshake and a request's headers, and on a keep-alive connection with
+# no request. Connections over a limit are closed as soon as they are accepted. The master raises
+# its open-file limit to the hard limit at start: keep max_total below that.
+[master.connections]
+max_total = 4096
+max_per_address = 256
+header_read_secs = 10
+idle_secs = 120
+
+# Quotas, in bytes (whole numbers; none may be 0, there is no "unlimited"). A build whose log
+# would pass log_bytes keeps its log so far and fails ("log limit of 1 GiB exceeded"), stopped on
+# its slave; an artifact upload that would take the build past artifact_bytes, or the project's
+# kept artifacts past project_storage_bytes, is refused (HTTP 413) and the build fails naming it.
+[master.limits]
+log_bytes = 1073741824               # 1 GiB
+artifact_bytes = 68719476736         # 64 GiB
+project_storage_bytes = 274877906944 # 256 GiB
+
 {tls}
 [database]
 # Leave url out to run a private PostgreSQL cluster in data_dir/postgres (unix socket only).

@@ -74,7 +74,15 @@ async fn handle_slot(
 ) -> anyhow::Result<Option<Decision>> {
     let next = next_run(p.schedule.as_deref(), project_tz(state, p), now);
     let slot = p.next_run.unwrap_or(now);
-    let runs = runs_now(slot, now, state.cfg.master.catch_up_missed);
+    let mut runs = runs_now(slot, now, state.cfg.master.catch_up_missed);
+    if let Err(why) =
+        kiln_shared::branch_url::check_branch_host(&p.branch_url, &state.cfg.master.branch_hosts)
+    {
+        if runs {
+            tracing::warn!(project = %p.name, "scheduled build skipped: {why}");
+        }
+        runs = false;
+    }
     // The slow part first, with no lock held.
     let head = if runs && p.only_if_changed {
         crate::git::branch_head(&p.branch_url, &p.branch, state.cfg.master.allow_file_urls)

@@ -218,6 +218,9 @@ pub struct Artifact {
 #[serde(deny_unknown_fields)]
 pub struct NewSlave {
     pub name: String,
+    /// The tags this slave may have: it can declare fewer, never others.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

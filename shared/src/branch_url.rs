@@ -107,6 +107,45 @@ pub fn validate_branch_url(url: &str, policy: UrlPolicy) -> Result<(), String> {
 }
 
 /// Branch names follow `git check-ref-format`'s rules, and may not look like an option.
+/// The host a network branch URL names (lower case, without user or port); `None` for local
+/// paths and `file:` URLs.
+pub fn host_of(url: &str) -> Option<String> {
+    let strip = |h: &str| -> String {
+        let h = h.rsplit('@').next().unwrap_or("");
+        let h = if let Some(rest) = h.strip_prefix('[') {
+            rest.split(']').next().unwrap_or("")
+        } else {
+            h.split(':').next().unwrap_or("")
+        };
+        h.to_ascii_lowercase()
+    };
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if scheme.eq_ignore_ascii_case("file") {
+            return None;
+        }
+        return Some(strip(rest.split('/').next().unwrap_or("")));
+    }
+    let (host, _) = url.split_once(':')?;
+    (!host.contains('/') && !host.is_empty())
+        .then(|| host.rsplit('@').next().unwrap_or("").to_ascii_lowercase())
+}
+
+/// Checks a branch URL's host against the site's allow-list (`master.branch_hosts`; empty:
+/// any host).
+pub fn check_branch_host(url: &str, allowed: &[String]) -> Result<(), String> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    match host_of(url) {
+        Some(h) if allowed.iter().any(|a| a.eq_ignore_ascii_case(&h)) => Ok(()),
+        Some(h) => Err(format!(
+            "branch URL host '{h}' is not one this master fetches from (master.branch_hosts: {})",
+            allowed.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn validate_branch_name(branch: &str) -> Result<(), String> {
     let bad = branch.is_empty()
         || branch.len() > 255
@@ -149,6 +188,25 @@ mod tests {
     use super::*;
     const STRICT: UrlPolicy = UrlPolicy { allow_file: false };
     const LAX: UrlPolicy = UrlPolicy { allow_file: true };
+
+    #[test]
+    fn hosts_and_the_allow_list() {
+        assert_eq!(
+            host_of("https://user@Git.Example.org:8443/r.git").as_deref(),
+            Some("git.example.org")
+        );
+        assert_eq!(host_of("git@host:team/repo.git").as_deref(), Some("host"));
+        assert_eq!(host_of("ssh://[::1]:22/r.git").as_deref(), Some("::1"));
+        assert_eq!(host_of("file:///tmp/r"), None);
+        let allowed = vec!["git.example.org".to_string()];
+        assert!(check_branch_host("https://git.example.org/r.git", &allowed).is_ok());
+        let e = check_branch_host("https://evil.example/r.git", &allowed).unwrap_err();
+        assert!(
+            e.contains("'evil.example'") && e.contains("master.branch_hosts"),
+            "{e}"
+        );
+        assert!(check_branch_host("https://evil.example/r.git", &[]).is_ok());
+    }
 
     #[test]
     fn accepts_ordinary_urls() {

@@ -64,10 +64,45 @@ pub struct MasterConfig {
     /// HTTPS and WSS on `listen` with this certificate and key (PEM files, relative to data_dir
     /// or absolute); re-read on SIGHUP.
     pub tls: Option<TlsFiles>,
+    /// Hosts branch URLs may name (`git.example.org`); empty: any host. Checked when a project
+    /// is created or its URL changed, and before each build is queued.
+    pub branch_hosts: Vec<String>,
     /// Serve plain HTTP on an address other than loopback (behind a TLS proxy, say).
     pub allow_plain_http: bool,
     /// After a slave's token is rotated, the old one keeps working this long (seconds).
     pub token_grace_secs: u32,
+    /// Limits and time-outs of the connections the master accepts (`[master.connections]`).
+    pub connections: ConnectionLimits,
+    /// Quotas: log, artifacts per build, storage per project (`[master.limits]`).
+    pub limits: Limits,
+}
+
+/// How many connections the master holds and how long it waits for them: what keeps a rude
+/// network (connections that never finish their request, a flood from one address) from
+/// exhausting its file descriptors and memory.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionLimits {
+    /// Connections open at once, WebSockets included; more are closed as soon as accepted.
+    pub max_total: u32,
+    /// Connections open at once from one IP address, WebSockets included.
+    pub max_per_address: u32,
+    /// Seconds a connection has to complete its TLS handshake and the headers of a request.
+    pub header_read_secs: u32,
+    /// Seconds a connection may sit with no request and no traffic (keep-alive) before it is
+    /// closed; WebSockets are not affected.
+    pub idle_secs: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_total: 4096,
+            max_per_address: 256,
+            header_read_secs: 10,
+            idle_secs: 120,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -97,9 +132,89 @@ impl Default for MasterConfig {
             architectures: vec![],
             series: vec![],
             tls: None,
+            branch_hosts: vec![],
             allow_plain_http: false,
             token_grace_secs: 600,
+            connections: ConnectionLimits::default(),
+            limits: Limits::default(),
         }
+    }
+}
+
+/// `[master.limits]`: quotas, each in bytes (integers), each finite (there is no "unlimited": a
+/// slave and a branch are untrusted, so every one of them has a ceiling). A build that goes over
+/// one fails naming it; see `docs/configuration.md`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The largest stored log of one build. Lines past it are dropped and the build fails with
+    /// "log limit of N exceeded"; the log so far is kept (whole lines).
+    pub log_bytes: u64,
+    /// The largest total of one build's artifacts.
+    pub artifact_bytes: u64,
+    /// The largest total of the artifacts a project keeps (over all its builds not yet removed
+    /// by retention).
+    pub project_storage_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            log_bytes: 1 << 30,
+            artifact_bytes: 64 << 30,
+            project_storage_bytes: 256 << 30,
+        }
+    }
+}
+
+impl Limits {
+    /// The smallest log limit: room for the master's note that says the limit was reached.
+    pub const MIN_LOG_BYTES: u64 = 4096;
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let at_least = |key: &'static str, v: u64, min: u64| {
+            if v < min {
+                Err(ConfigError::Invalid {
+                    key,
+                    message: format!(
+                        "is {v}, must be at least {min} (bytes; every limit is finite, there is no unlimited)"
+                    ),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        at_least(
+            "master.limits.log_bytes",
+            self.log_bytes,
+            Self::MIN_LOG_BYTES,
+        )?;
+        at_least("master.limits.artifact_bytes", self.artifact_bytes, 1)?;
+        at_least(
+            "master.limits.project_storage_bytes",
+            self.project_storage_bytes,
+            1,
+        )
+    }
+}
+
+/// A byte count the way a person writes a limit: `1 GiB`, `64 MiB`, `512 KiB` when it is a whole
+/// number of that unit, else `1500000 bytes` (exact, never rounded).
+pub fn human_bytes(n: u64) -> String {
+    for (unit, name) in [
+        (1u64 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ] {
+        if n >= unit && n.is_multiple_of(unit) {
+            return format!("{} {name}", n / unit);
+        }
+    }
+    if n == 1 {
+        "1 byte".into()
+    } else {
+        format!("{n} bytes")
     }
 }
 
@@ -145,7 +260,29 @@ pub struct SlaveConfig {
     pub arch: Option<String>,
     /// Debian mirror for mmdebstrap; default: the first one the slave's own apt uses.
     pub mirror: Option<String>,
+    /// How builds are confined (see docs/security.md): `user-namespace` (default: each build is
+    /// root only inside a user namespace of its own, an unprivileged user id on the host) or
+    /// `host-root` (builds run as the host's root inside their own mount, PID, IPC and UTS
+    /// namespaces; needed by live-build, whose debootstrap makes device nodes; only for slaves
+    /// dedicated to branches trusted with the machine).
+    pub sandbox: SandboxMode,
+    /// With `user-namespace` on a slave running as root: build N of those running at once is
+    /// host user ids `sandbox_uid_base + N*65536` … `+65535` (the same for groups). Keep the
+    /// range free of real users.
+    pub sandbox_uid_base: u32,
 }
+
+/// How a slave confines its builds (`slave.sandbox`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    UserNamespace,
+    HostRoot,
+}
+
+/// The first host user id of build sandboxes (2^30: far above the ids distributions give to
+/// users and to `/etc/subuid` ranges).
+pub const DEFAULT_SANDBOX_UID_BASE: u32 = 1 << 30;
 
 impl Default for SlaveConfig {
     fn default() -> Self {
@@ -159,6 +296,8 @@ impl Default for SlaveConfig {
             capacity: 1,
             arch: None,
             mirror: None,
+            sandbox: SandboxMode::UserNamespace,
+            sandbox_uid_base: DEFAULT_SANDBOX_UID_BASE,
         }
     }
 }
@@ -268,6 +407,27 @@ impl Config {
         if m.retention_interval_secs == 0 {
             return invalid("master.retention_interval_secs", "must be at least 1");
         }
+        let c = &m.connections;
+        for (key, value) in [
+            ("master.connections.max_total", c.max_total),
+            ("master.connections.max_per_address", c.max_per_address),
+            ("master.connections.header_read_secs", c.header_read_secs),
+            ("master.connections.idle_secs", c.idle_secs),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if c.max_per_address > c.max_total {
+            return invalid(
+                "master.connections.max_per_address",
+                &format!(
+                    "must be at most master.connections.max_total ({})",
+                    c.max_total
+                ),
+            );
+        }
+        m.limits.check()?;
         if let Some(h) = &m.admin_token_sha256 {
             if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
                 return invalid(
@@ -275,6 +435,14 @@ impl Config {
                     "must be 64 hex digits (the sha256 of the token)",
                 );
             }
+        }
+        if self.slave.sandbox_uid_base < 65536
+            || u64::from(self.slave.sandbox_uid_base) + 64 * 65536 > u64::from(u32::MAX)
+        {
+            return invalid(
+                "slave.sandbox_uid_base",
+                "must leave room for 64 ranges of 65536 ids above 65535",
+            );
         }
         if let Some(url) = &self.database.url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -355,6 +523,85 @@ mod tests {
         assert!(e.to_string().contains("slave.capacity"), "{e}");
         let e = Config::parse("[master]\nlisten = \"nowhere\"", Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("master.listen"), "{e}");
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_refuse_zero() {
+        let c = Config::parse("", Path::new("/")).unwrap();
+        assert_eq!(c.master.connections.max_total, 4096);
+        assert_eq!(c.master.connections.idle_secs, 120);
+        let c = Config::parse(
+            "[master.connections]\nheader_read_secs = 2\nmax_per_address = 10",
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(c.master.connections.header_read_secs, 2);
+        assert_eq!(c.master.connections.max_per_address, 10);
+        assert_eq!(c.master.connections.max_total, 4096);
+        for key in [
+            "max_total",
+            "max_per_address",
+            "header_read_secs",
+            "idle_secs",
+        ] {
+            let e = Config::parse(&format!("[master.connections]\n{key} = 0"), Path::new("/"))
+                .unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("master.connections.{key}")),
+                "{e}"
+            );
+        }
+        let e = Config::parse(
+            "[master.connections]\nmax_total = 10\nmax_per_address = 11",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("master.connections.max_per_address"),
+            "{e}"
+        );
+        let e = Config::parse("[master.connections]\nmax = 1", Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("max"), "{e}");
+    }
+
+    #[test]
+    fn limits_default_finite_and_zero_is_refused_naming_the_key() {
+        let c = Config::parse("", Path::new("/")).unwrap();
+        assert_eq!(c.master.limits.log_bytes, 1 << 30);
+        assert_eq!(c.master.limits.artifact_bytes, 64 << 30);
+        assert_eq!(c.master.limits.project_storage_bytes, 256 << 30);
+        let c = Config::parse(
+            "[master.limits]\nlog_bytes = 4194304\nproject_storage_bytes = 1000",
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(c.master.limits.log_bytes, 4 << 20);
+        assert_eq!(c.master.limits.project_storage_bytes, 1000);
+        assert_eq!(c.master.limits.artifact_bytes, 64 << 30, "default kept");
+        for key in ["log_bytes", "artifact_bytes", "project_storage_bytes"] {
+            let e =
+                Config::parse(&format!("[master.limits]\n{key} = 0"), Path::new("/")).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("master.limits.{key}")),
+                "{e}"
+            );
+        }
+        let e = Config::parse("[master.limits]\nlog_bytes = -1", Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("log_bytes"), "{e}");
+        let e = Config::parse("[master.limits]\nlogs = 1", Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("logs"), "{e}");
+    }
+
+    #[test]
+    fn byte_counts_read_like_a_person_wrote_them() {
+        assert_eq!(human_bytes(1 << 30), "1 GiB");
+        assert_eq!(human_bytes(64 << 30), "64 GiB");
+        assert_eq!(human_bytes(4 << 20), "4 MiB");
+        assert_eq!(human_bytes(1536 << 20), "1536 MiB");
+        assert_eq!(human_bytes(4096), "4 KiB");
+        assert_eq!(human_bytes(1_500_000), "1500000 bytes");
+        assert_eq!(human_bytes(0), "0 bytes");
+        assert_eq!(human_bytes(1), "1 byte");
     }
 
     #[test]

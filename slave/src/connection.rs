@@ -86,11 +86,17 @@ pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
         lost_timeout_secs: Default::default(),
         tls,
         token: std::sync::Mutex::new(settings.token.clone()),
+        cgroups: crate::cgroup::own_dir(),
         settings,
     });
     tracing::info!(
+        sandbox = ?env.settings.sandbox,
+        cgroup = ?env.cgroups,
+        "builds run in sandboxes"
+    );
+    tracing::info!(
         name = %env.settings.name, arch = %env.settings.arch, mirror = ?env.mirror,
-        backends = ?crate::machine::backends(), "kiln-slave starting"
+        backends = ?crate::machine::backends(env.settings.sandbox), "kiln-slave starting"
     );
     supervisor::adopt_all(&env);
     {
@@ -209,7 +215,7 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
         name: s.name.clone(),
         arch: s.arch.clone(),
         tags: s.tags.clone(),
-        backends: crate::machine::backends(),
+        backends: crate::machine::backends(s.sandbox),
         capacity: s.capacity,
         version: env!("CARGO_PKG_VERSION").into(),
         builds: env.outbox.held(),

@@ -5,6 +5,8 @@
 //! - [`supervisor`]: the daemon's side of a build: start its runner, watch, stop, upload, report,
 //!   and re-adopt builds after a restart
 //! - [`runner`]: `kiln-slave run-build`, the detached process that fetches and runs the backend
+//! - [`sandbox`]: each build's own user, files and processes (namespaces, ids, mounts)
+//! - [`cgroup`]: a cgroup v2 directory per build, killed as a whole at its end
 //! - [`store`]: the build's directory in the work dir (the local store that outlives the daemon)
 //! - [`fetch`]: shallow git fetch of the configuration branch
 //! - [`recipe`]: the branch's `kiln.toml`
@@ -16,6 +18,7 @@
 //! - [`tls`]: how the master's certificate is verified (system roots, `--ca`, `--ca-sha256`)
 
 pub mod backend;
+pub mod cgroup;
 pub mod connection;
 pub mod fetch;
 pub mod machine;
@@ -24,6 +27,7 @@ pub mod process;
 pub mod recipe;
 pub mod register;
 pub mod runner;
+pub mod sandbox;
 pub mod settings;
 pub mod store;
 pub mod supervisor;

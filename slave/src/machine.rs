@@ -33,16 +33,25 @@ pub fn have_tool(name: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Backends this machine can run.
-pub fn backends() -> Vec<String> {
+/// Backends this machine can run in its sandbox: live-build needs the host's root (its
+/// debootstrap makes device nodes), so only a `host-root` slave offers it.
+pub fn backends(sandbox: kiln_shared::config::SandboxMode) -> Vec<String> {
     let mut v = vec!["script".to_string()];
     if have_tool("mmdebstrap") {
         v.push("mmdebstrap".into());
     }
-    if have_tool("lb") {
+    if have_tool("lb") && sandbox == kiln_shared::config::SandboxMode::HostRoot {
         v.push("live-build".into());
     }
     v
+}
+
+/// Whether this process is in a user namespace other than the host's (its root is not the
+/// host's root).
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+        .unwrap_or(false)
 }
 
 /// The first Debian archive (not security, not updates) in the machine's apt sources.

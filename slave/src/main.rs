@@ -21,10 +21,9 @@ struct Cli {
     /// (printed by `kiln-master init --tls-self-signed`).
     #[arg(long, global = true)]
     ca_sha256: Option<String>,
-    /// The slave's token (visible in `ps`: prefer `kiln-slave register` or --token-file).
-    #[arg(long, env = "KILN_SLAVE_TOKEN")]
-    token: Option<String>,
-    /// A file holding the slave's token (default: slave.token in the work dir).
+    /// A file holding the slave's token, 0600 (default: slave.token in the work dir, where
+    /// `kiln-slave register` puts it). There is no --token: a command line is readable by any
+    /// local user.
     #[arg(long)]
     token_file: Option<PathBuf>,
     #[arg(long, global = true)]
@@ -42,6 +41,10 @@ struct Cli {
     /// Overrides the architecture read from the machine.
     #[arg(long)]
     arch: Option<String>,
+    /// How builds are confined: user-namespace (the default) or host-root (for live-build, on a
+    /// slave dedicated to trusted branches); overrides slave.sandbox. See docs/security.md.
+    #[arg(long, value_parser = ["user-namespace", "host-root"])]
+    sandbox: Option<String>,
     /// On SIGTERM take no new builds, let running ones finish and be reported, then exit.
     /// Without it SIGTERM exits at once and running builds are re-adopted by the next start.
     #[arg(long)]
@@ -56,6 +59,7 @@ enum Cmd {
     /// token, kept in slave.token (0600) in the work dir. Then start `kiln-slave --master URL
     /// --work-dir DIR`.
     Register {
+        /// The registration token; `-` reads it from stdin (keeps it out of `ps`).
         #[arg(long)]
         registration_token: String,
     },
@@ -73,6 +77,13 @@ fn main() -> Result<()> {
         return kiln_slave::runner::main(dir);
     }
     if let Some(Cmd::Register { registration_token }) = &c.cmd {
+        let registration_token = &if registration_token == "-" {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim().to_string()
+        } else {
+            registration_token.clone()
+        };
         let trust = trust(&c)?;
         let master = c
             .master
@@ -107,7 +118,7 @@ async fn daemon(c: Cli) -> Result<()> {
     let mut settings = kiln_slave::settings::resolve(
         c.config.as_deref(),
         c.master.clone(),
-        c.token.clone(),
+        std::env::var("KILN_SLAVE_TOKEN").ok(),
         c.token_file.clone(),
         c.name.clone(),
         c.work_dir.clone(),
@@ -116,6 +127,11 @@ async fn daemon(c: Cli) -> Result<()> {
         c.arch.clone(),
     )?;
     settings.trust = trust(&c)?;
+    match c.sandbox.as_deref() {
+        Some("host-root") => settings.sandbox = kiln_shared::config::SandboxMode::HostRoot,
+        Some(_) => settings.sandbox = kiln_shared::config::SandboxMode::UserNamespace,
+        None => {}
+    }
     kiln_slave::run(settings, c.drain).await
 }
 

@@ -64,15 +64,24 @@ pub fn split_long(line: &str) -> Vec<&str> {
 }
 
 impl Log {
+    /// Opens (or creates) the log file; a symbolic link there is refused.
     pub fn open(path: &Path) -> std::io::Result<Log> {
+        use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
-        Ok(Log {
+        Ok(Log::from_file(file))
+    }
+
+    /// A log written to a file already open (the runner's stdout).
+    pub fn from_file(file: std::fs::File) -> Log {
+        Log {
             file: Arc::new(Mutex::new(file)),
             first_error: Default::default(),
-        })
+        }
     }
 
     pub fn line(&self, s: &str) {

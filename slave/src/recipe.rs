@@ -281,19 +281,59 @@ impl Recipe {
     }
 
     pub fn load(branch_root: &Path) -> Result<Recipe, String> {
-        let path = branch_root.join(FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let path = match branch_file(branch_root, FILE) {
+            Ok(p) => p,
+            Err(BranchFileError::Missing) => {
                 return Err(format!(
                     "no {FILE} at the root of the branch; add one that names a backend ({})",
                     BACKENDS.join(", ")
                 ))
             }
+            Err(e) => return Err(format!("{FILE}: {e}")),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
             Err(e) => return Err(format!("cannot read {FILE}: {e}")),
         };
         Recipe::parse(&text)
     }
+}
+
+/// Why a file the recipe names cannot be used.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BranchFileError {
+    #[error("does not exist in the branch")]
+    Missing,
+    #[error(
+        "is a symbolic link to something outside the branch; only the branch's own files are read"
+    )]
+    Outside,
+    #[error("is not a regular file")]
+    NotAFile,
+}
+
+/// The real path of a file of the branch, `rel` to its root: symbolic links are followed only
+/// while they stay inside the checkout, so a branch cannot make Kiln read (and echo in an error)
+/// a file of the slave's. Error messages never quote what such a link points to.
+pub fn branch_file(root: &Path, rel: &str) -> Result<std::path::PathBuf, BranchFileError> {
+    let root = root.canonicalize().map_err(|_| BranchFileError::Missing)?;
+    let joined = root.join(rel);
+    if std::fs::symlink_metadata(&joined).is_err() {
+        return Err(BranchFileError::Missing);
+    }
+    let real = joined
+        .canonicalize()
+        .map_err(|_| BranchFileError::Outside)?;
+    if !real.starts_with(&root) {
+        return Err(BranchFileError::Outside);
+    }
+    if !std::fs::metadata(&real)
+        .map(|m| m.is_file())
+        .unwrap_or(false)
+    {
+        return Err(BranchFileError::NotAFile);
+    }
+    Ok(real)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The build runner: `kiln-slave run-build --dir DIR`, started by the daemon as the leader of a
 //! new session and process group, so the build outlives the daemon (a restart, an upgrade, a
 //! crash). It fetches the branch, reads `kiln.toml` and runs the backend, writing the log to
-//! `DIR/log` and its progress and result to `DIR/state.json`. Uploading and reporting are the
+//! its stdout (the daemon's `DIR/log`) and its progress and result to `DIR/sandbox/state.json`.
+//! It starts inside the build's sandbox (`sandbox.rs`): it sees only `DIR/sandbox/`. Uploading and reporting are the
 //! daemon's job (`supervisor.rs`), so a runner never needs the master or its token.
 
 use crate::backend::{self, BackendError, Context};
@@ -22,8 +23,13 @@ pub fn main(dir: &Path) -> Result<()> {
         id,
         path: dir.to_path_buf(),
     };
-    let input = bd.read_input()?.context("input.json is missing")?;
-    let log = Log::open(&bd.log())?;
+    let input = bd
+        .read_runner_input()?
+        .context("sandbox/input.json is missing")?;
+    // The daemon hands the log over as stdout: the file itself is out of the build's reach.
+    let log = Log::from_file(std::fs::File::from(
+        std::os::fd::AsFd::as_fd(&std::io::stdout()).try_clone_to_owned()?,
+    ));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

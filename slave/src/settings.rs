@@ -20,6 +20,11 @@ pub struct Settings {
     pub mirror: Option<String>,
     /// How the master's certificate is verified (for https:// masters).
     pub trust: crate::tls::Trust,
+    /// How builds are confined (`slave.sandbox`).
+    pub sandbox: kiln_shared::config::SandboxMode,
+    pub sandbox_uid_base: u32,
+    /// The config file read, if any (hidden from builds: it may hold the token).
+    pub config_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -53,9 +58,10 @@ pub const TOKEN_FILE: &str = "slave.token";
 pub const REGISTRATION_FILE: &str = "registration.json";
 
 /// Fills in what flags left out from the config file, then checks everything, naming the flag or
-/// key at fault. The token comes from `--token`, else `--token-file`, else the config
-/// (`slave.token`, `slave.token_file`), else `slave.token` in the work dir (where
-/// `kiln-slave register` puts it).
+/// key at fault. The token comes from `KILN_SLAVE_TOKEN` (for containers), else `--token-file`,
+/// else the config (`slave.token`, `slave.token_file`), else `slave.token` in the work dir (where
+/// `kiln-slave register` puts it). It is never taken from the command line, where any local
+/// user could read it.
 #[allow(clippy::too_many_arguments)]
 pub fn resolve(
     config: Option<&std::path::Path>,
@@ -108,7 +114,7 @@ pub fn resolve(
         }
     };
     if token.is_empty() {
-        bail!("--token is empty");
+        bail!("the slave's token is empty");
     }
     let name = name
         .or_else(|| s.name.clone())
@@ -139,5 +145,8 @@ pub fn resolve(
         arch,
         mirror: s.mirror.clone(),
         trust: crate::tls::Trust::System,
+        sandbox: s.sandbox,
+        sandbox_uid_base: s.sandbox_uid_base,
+        config_file: config.map(std::path::absolute).transpose()?,
     })
 }

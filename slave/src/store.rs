@@ -5,12 +5,18 @@
 //! |---|---|---|
 //! | `input.json` | daemon, before the runner starts | the job and what the runner needs (arch, mirror, apt options) |
 //! | `runner.json` | daemon, after spawning | the runner's pid (= its process group and session) |
-//! | `state.json` | runner | phase, commit, and at the end its result |
+//! | `sandbox.json` | daemon, before spawning | the build's sandbox: its host ids and cgroup |
 //! | `daemon.json` | daemon | log lines acknowledged by the master (and the byte offset), the cancel reason, artifacts uploaded, the final outcome |
-//! | `log` | runner, then daemon | the build log, one line per line, `\n`-terminated |
-//! | `src/`, `output/`, `scratch/` | runner | the branch, the artifacts, scratch space |
+//! | `log` | runner (an inherited descriptor), then daemon | the build log, one line per line, `\n`-terminated |
+//! | `sandbox/` | the build (0700, its own host user) | the only part of the work dir a build sees |
+//! | `sandbox/input.json` | daemon | the runner's copy of the input, without the upload token |
+//! | `sandbox/state.json` | runner | phase, commit, and at the end its result |
+//! | `sandbox/src/`, `output/`, `scratch/`, `home/`, `tmp/` | runner | the branch, the artifacts, scratch space, `$HOME`, `/tmp` |
 //!
-//! JSON files are replaced atomically (write to a temp file, then rename).
+//! The build dir itself is the daemon's (0700): what the daemon trusts (its record, the log it
+//! ships) is out of the build's reach; what is in `sandbox/` is the build's word and is read
+//! without following links. JSON files are replaced atomically (write to a temp file, then
+//! rename).
 
 use kiln_shared::frames::{Job, Outcome};
 use kiln_shared::BuildId;
@@ -72,13 +78,32 @@ pub struct BuildDir {
 }
 
 fn read_json<T: DeserializeOwned>(p: &Path) -> io::Result<Option<T>> {
-    match std::fs::read(p) {
+    match read_no_follow(p) {
         Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
             io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", p.display()))
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Reads a file that is not a symbolic link (files in `sandbox/` are the build's to replace).
+pub fn read_no_follow(p: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            p.display()
+        )));
+    }
+    let mut v = vec![];
+    f.by_ref().take(16 << 20).read_to_end(&mut v)?;
+    Ok(v)
 }
 
 fn write_json<T: Serialize>(p: &Path, v: &T) -> io::Result<()> {
@@ -119,14 +144,21 @@ impl BuildDir {
     pub fn log(&self) -> PathBuf {
         self.path.join("log")
     }
+    /// The build's own directory, the only part of the work dir it sees.
+    pub fn sandbox(&self) -> PathBuf {
+        self.path.join("sandbox")
+    }
     pub fn src(&self) -> PathBuf {
-        self.path.join("src")
+        self.sandbox().join("src")
     }
     pub fn output(&self) -> PathBuf {
-        self.path.join("output")
+        self.sandbox().join("output")
     }
     pub fn scratch(&self) -> PathBuf {
-        self.path.join("scratch")
+        self.sandbox().join("scratch")
+    }
+    pub fn home(&self) -> PathBuf {
+        self.sandbox().join("home")
     }
 
     pub fn read_input(&self) -> io::Result<Option<RunnerInput>> {
@@ -135,6 +167,19 @@ impl BuildDir {
     pub fn write_input(&self, v: &RunnerInput) -> io::Result<()> {
         write_json(&self.path.join("input.json"), v)
     }
+    /// The runner's copy of the input (inside the sandbox; no upload token).
+    pub fn read_runner_input(&self) -> io::Result<Option<RunnerInput>> {
+        read_json(&self.sandbox().join("input.json"))
+    }
+    pub fn write_runner_input(&self, v: &RunnerInput) -> io::Result<()> {
+        write_json(&self.sandbox().join("input.json"), v)
+    }
+    pub fn read_sandbox(&self) -> io::Result<Option<crate::sandbox::Record>> {
+        read_json(&self.path.join("sandbox.json"))
+    }
+    pub fn write_sandbox(&self, v: &crate::sandbox::Record) -> io::Result<()> {
+        write_json(&self.path.join("sandbox.json"), v)
+    }
     pub fn read_pid(&self) -> io::Result<Option<i32>> {
         read_json(&self.path.join("runner.json"))
     }
@@ -142,10 +187,10 @@ impl BuildDir {
         write_json(&self.path.join("runner.json"), &pid)
     }
     pub fn read_state(&self) -> io::Result<Option<RunnerState>> {
-        read_json(&self.path.join("state.json"))
+        read_json(&self.sandbox().join("state.json"))
     }
     pub fn write_state(&self, v: &RunnerState) -> io::Result<()> {
-        write_json(&self.path.join("state.json"), v)
+        write_json(&self.sandbox().join("state.json"), v)
     }
     pub fn read_record(&self) -> io::Result<DaemonRecord> {
         Ok(read_json(&self.path.join("daemon.json"))?.unwrap_or_default())

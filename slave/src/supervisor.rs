@@ -2,8 +2,10 @@
 //! it when the master says so, upload what it produced, and record the outcome — and, after a
 //! restart of the daemon, re-adopt every build left in the work dir and carry on.
 
+use crate::cgroup;
 use crate::outbox::Outbox;
 use crate::process::Log;
+use crate::sandbox::{self, Record};
 use crate::settings::Settings;
 use crate::store::{self, BuildDir, DaemonRecord, RunnerInput, RunnerResult};
 use crate::upload;
@@ -31,6 +33,8 @@ pub struct Env {
     pub tls: Arc<rustls::ClientConfig>,
     /// The slave's token (replaced when the master rotates it).
     pub token: std::sync::Mutex<String>,
+    /// The daemon's own cgroup (v2), under which each build gets one; none: PID namespaces only.
+    pub cgroups: Option<PathBuf>,
 }
 
 impl Env {
@@ -86,35 +90,121 @@ pub const BUILD_ENV_ALLOWED: &[&str] = &[
     "NO_PROXY",
 ];
 
-/// The build's environment: the allowed variables of the daemon's, nothing else.
-pub fn build_env() -> Vec<(String, String)> {
-    std::env::vars()
+/// The build's environment: the allowed variables of the daemon's, nothing else; `HOME` is the
+/// build's own and temp files go to its private `/tmp`.
+pub fn build_env(dir: &BuildDir) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| BUILD_ENV_ALLOWED.contains(&k.as_str()) || k.starts_with("LC_"))
-        .collect()
+        .filter(|(k, _)| k != "HOME" && k != "TMPDIR")
+        .collect();
+    env.push(("HOME".into(), dir.home().to_string_lossy().into_owned()));
+    env.push(("TMPDIR".into(), "/tmp".into()));
+    env
 }
 
-fn spawn_runner(env: &Env, dir: &BuildDir) -> std::io::Result<tokio::process::Child> {
-    let out = std::fs::File::create(dir.path.join("runner.out"))?;
-    let mut c = tokio::process::Command::new(&env.exe);
+/// Sets up the build's sandbox (ids, cgroup, its own dir) and records it for later restarts.
+fn prepare_sandbox(env: &Env, dir: &BuildDir, input: &RunnerInput) -> std::io::Result<Record> {
+    let taken: Vec<u32> = BuildDir::all(&env.settings.work_dir)
+        .iter()
+        .filter(|d| d.id != dir.id)
+        .filter_map(|d| d.read_sandbox().ok().flatten()?.slot)
+        .collect();
+    let (ids, slot) =
+        sandbox::choose_ids(env.settings.sandbox, env.settings.sandbox_uid_base, &taken);
+    let cgroup = env.cgroups.as_ref().and_then(|parent| {
+        // Unique per work dir: two daemons on one machine (or two farms' build 1) never share.
+        let name = format!("kiln-build-{}-{:016x}", dir.id, fnv1a(dir.path.as_os_str().as_encoded_bytes()));
+        cgroup::create(parent, &name)
+            .map_err(|e| tracing::warn!(build = %dir.id, "no cgroup for the build ({e}); its PID namespace still ends it"))
+            .ok()
+    });
+    let record = Record { ids, slot, cgroup };
+    dir.write_sandbox(&record)?;
+    sandbox::prepare_dir(&dir.sandbox(), None)?;
+    // The runner's copy of the input, without what only the daemon needs.
+    let mut theirs = input.clone();
+    theirs.job.upload_token = String::new();
+    dir.write_runner_input(&theirs)?;
+    if let Some((uid, gid)) = record.owner() {
+        sandbox::prepare_dir(&dir.sandbox(), Some((uid, gid)))?;
+    }
+    Ok(record)
+}
+
+/// A stable 64-bit hash (FNV-1a) for names.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn spawn_runner(
+    env: &Env,
+    dir: &BuildDir,
+    record: &Record,
+) -> std::io::Result<tokio::process::Child> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.log())?;
+    // This program, opened now: in the sandbox its path may be hidden (a work dir or an install
+    // below /tmp), so the runner is started from the open file.
+    let exe = std::fs::File::open(&env.exe)?;
+    let mut c = tokio::process::Command::new(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&exe)
+    ));
     c.env_clear()
-        .envs(build_env())
+        .envs(build_env(dir))
         .arg("run-build")
         .arg("--dir")
         .arg(&dir.path)
         .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
+        .stdout(log.try_clone()?)
+        .stderr(log)
         .kill_on_drop(false);
-    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        c.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    let mut hide = vec![];
+    if let Some(t) = &env.settings.token_file {
+        hide.push(t.clone());
     }
-    c.spawn()
+    if let Some(c) = &env.settings.config_file {
+        hide.push(c.clone());
+    }
+    let layout = sandbox::Layout {
+        work_dir: env.settings.work_dir.clone(),
+        sandbox_dir: dir.sandbox(),
+        hide,
+    };
+    let confined = sandbox::confine(&mut c, record, &layout)?;
+    let spawned = c.spawn();
+    // The command holds the child's ends of the id-map handshake: drop it before waiting on it.
+    drop(c);
+    drop(exe);
+    let handshake = confined.finish();
+    let child = spawned?;
+    handshake?;
+    Ok(child)
+}
+
+/// Ends every process of a build: its cgroup if it has one, else its process group (the PID
+/// namespace takes the rest with its first process). Waits until they are gone.
+fn end_processes(dir: &BuildDir, pid: Option<i32>) {
+    if let Some(p) = pid {
+        store::kill_group(p, libc::SIGKILL);
+    }
+    if let Some(cg) = dir.read_sandbox().ok().flatten().and_then(|r| r.cgroup) {
+        if !cgroup::kill_all(&cg, Duration::from_secs(30)) {
+            tracing::error!(build = %dir.id, "processes of the build are still in {} after 30 s", cg.display());
+        }
+    } else if let Some(p) = pid {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store::group_alive(p) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// Takes a new job from the master.
@@ -126,18 +216,24 @@ pub fn start(env: &Arc<Env>, job: Job) {
     }
     let dir = BuildDir::new(&env.settings.work_dir, build);
     let _ = dir.remove();
-    let prepared = std::fs::create_dir_all(&dir.path).and_then(|_| {
-        dir.write_input(&RunnerInput {
-            job: job.clone(),
-            arch: env.settings.arch.clone(),
-            slave: env.settings.name.clone(),
-            mirror: env.mirror.clone(),
-            apt_options: env.apt_options.clone(),
-        })
-    });
+    let input = RunnerInput {
+        job: job.clone(),
+        arch: env.settings.arch.clone(),
+        slave: env.settings.name.clone(),
+        mirror: env.mirror.clone(),
+        apt_options: env.apt_options.clone(),
+    };
+    let prepared = private_dir(&dir.path)
+        .and_then(|_| dir.write_input(&input))
+        .and_then(|_| prepare_sandbox(env, &dir, &input));
     env.outbox.add(dir.clone(), DaemonRecord::default(), None);
     env.outbox.progress(build, "fetching", None);
-    let spawned = prepared.and_then(|_| spawn_runner(env, &dir));
+    let spawned = prepared.and_then(|record| {
+        if let Ok(log) = Log::open(&dir.log()) {
+            log.note(&format!("sandbox: {}", sandbox::describe(&record.ids)));
+        }
+        spawn_runner(env, &dir, &record)
+    });
     match spawned {
         Ok(child) => {
             let pid = child.id().map(|p| p as i32);
@@ -151,15 +247,25 @@ pub fn start(env: &Arc<Env>, job: Job) {
         }
         Err(e) => {
             let reason = format!(
-                "the slave cannot start the build in {}: {e}",
+                "the slave cannot start the build's sandbox in {}: {e} (see slave.sandbox in docs/security.md)",
                 dir.path.display()
             );
             if let Ok(log) = Log::open(&dir.log()) {
                 log.note(&reason);
             }
+            if let Some(cg) = dir.read_sandbox().ok().flatten().and_then(|r| r.cgroup) {
+                cgroup::kill_all(&cg, Duration::from_secs(5));
+            }
             env.outbox.finished(build, Outcome::Failed { reason });
         }
     }
+}
+
+/// The daemon's own directories: 0700, whoever else is on the machine.
+fn private_dir(p: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(p)?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Re-adopts the builds a previous daemon left in the work dir.
@@ -231,10 +337,9 @@ async fn watch(
         // New log lines need no wake-up here: the connection reads the files on its own tick.
         tokio::time::sleep(POLL).await;
     }
-    // Whatever the build left running in its group goes with it.
-    if let Some(p) = pid {
-        store::kill_group(p, libc::SIGKILL);
-    }
+    // Whatever the build left running goes with it, before anything of it is read.
+    let d = dir.clone();
+    let _ = tokio::task::spawn_blocking(move || end_processes(&d, pid)).await;
     o.changed.notify_one();
     settle(&env, &dir, pid).await;
 }
@@ -292,6 +397,8 @@ async fn settle(env: &Arc<Env>, dir: &BuildDir, pid: Option<i32>) {
 }
 
 /// Uploads every file the backend left in `output/` that is not uploaded yet, then SHA256SUMS.
+/// Runs only once every process of the build has ended; each file is opened once, relative to
+/// the output dir opened without following links, checked, hashed and streamed from there.
 async fn upload_all(env: &Arc<Env>, dir: &BuildDir, log: &Log) -> Result<(), String> {
     let build = dir.id;
     let o = &env.outbox;
@@ -301,76 +408,74 @@ async fn upload_all(env: &Arc<Env>, dir: &BuildDir, log: &Log) -> Result<(), Str
         .flatten()
         .ok_or("the build's input.json vanished")?
         .job;
-    let mut files = vec![];
-    let mut entries = tokio::fs::read_dir(dir.output())
-        .await
-        .map_err(|e| format!("reading the output dir: {e}"))?;
-    while let Ok(Some(e)) = entries.next_entry().await {
-        let name = e.file_name().to_string_lossy().into_owned();
-        // The entry's own type (a symlink is not followed).
-        match e.file_type().await {
-            Ok(t) if t.is_file() => {
+    let out = upload::OutputDir::open(&dir.output())
+        .map_err(|e| format!("the output dir cannot be opened as a directory: {e}"))?;
+    let mut artifacts = vec![];
+    for e in out
+        .entries()
+        .map_err(|e| format!("reading the output dir: {e}"))?
+    {
+        match e {
+            upload::Entry::File(name) => {
                 kiln_shared::api::validate_artifact_name(&name)?;
-                files.push(name);
+                let a = out
+                    .artifact(&name)
+                    .map_err(|e| format!("artifact '{name}' cannot be read: {e}"))?;
+                artifacts.push(a);
             }
-            Ok(t) if t.is_dir() => log.note(&format!(
+            upload::Entry::Dir(name) => log.note(&format!(
                 "ignoring the directory '{name}' in the output dir: only plain files become artifacts"
             )),
-            Ok(t) => {
-                let what = if t.is_symlink() {
-                    "a symbolic link"
-                } else {
-                    "a device, FIFO or socket"
-                };
+            upload::Entry::Other(name, what) => {
                 return Err(format!(
                     "'{name}' in the output dir is {what}: only regular files can be artifacts, and nothing outside the output dir is read"
                 ));
             }
-            Err(e) => return Err(format!("cannot look at '{name}' in the output dir: {e}")),
         }
     }
-    files.sort();
-    if files.is_empty() {
+    if artifacts.is_empty() {
         return Err("the backend finished but left no files in the output dir".into());
     }
-    if !files.iter().any(|f| f == "SHA256SUMS") {
+    if !artifacts.iter().any(|a| a.name == "SHA256SUMS") {
         let mut sums = String::new();
-        for name in &files {
-            let (sha, _) = upload::sha256_file(&dir.output().join(name))
-                .await
-                .map_err(|e| format!("reading artifact '{name}': {e}"))?;
-            sums.push_str(&format!("{sha}  {name}\n"));
+        for a in &artifacts {
+            sums.push_str(&format!("{}  {}\n", a.sha256, a.name));
         }
-        tokio::fs::write(dir.output().join("SHA256SUMS"), sums)
-            .await
-            .map_err(|e| format!("writing SHA256SUMS: {e}"))?;
-        files.push("SHA256SUMS".into());
+        // Kept in the daemon's own part of the build dir, not in the build's output dir.
+        let path = dir.path.join("SHA256SUMS");
+        std::fs::write(&path, sums).map_err(|e| format!("writing SHA256SUMS: {e}"))?;
+        artifacts.push(
+            upload::Artifact::from_own_file("SHA256SUMS", &path)
+                .map_err(|e| format!("reading SHA256SUMS: {e}"))?,
+        );
     }
     let done = o.uploaded(build);
-    for (n, name) in files.iter().enumerate() {
+    let count = artifacts.len();
+    for (n, a) in artifacts.iter().enumerate() {
         if o.cancel_requested(build) {
             return Err("cancelled during upload".into());
         }
-        if done.contains(name) {
+        if done.contains(&a.name) {
             continue;
         }
+        let name = &a.name;
         o.progress(
             build,
             &format!("uploading {name}"),
-            Some((n * 100 / files.len()) as u8),
+            Some((n * 100 / count) as u8),
         );
-        let path = dir.output().join(name);
-        let (sha, size) = upload::sha256_file(&path)
-            .await
-            .map_err(|e| format!("reading artifact '{name}': {e}"))?;
-        log.note(&format!("uploading {name} ({size} bytes, sha256 {sha})"));
+        let size = a.size;
+        log.note(&format!(
+            "uploading {name} ({size} bytes, sha256 {})",
+            a.sha256
+        ));
         let url = env.settings.http_url(&format!(
             "{}/{}",
             job.upload_path,
             kiln_shared::api::percent_encode(name)
         ));
         let began = Instant::now();
-        upload::upload(&env.http, &url, &job.upload_token, name, &path, &sha)
+        upload::upload(&env.http, &url, &job.upload_token, a)
             .await
             .map_err(|e| e.to_string())?;
         let secs = began.elapsed().as_secs_f64();

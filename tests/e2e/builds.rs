@@ -168,14 +168,7 @@ async fn cancelling_a_running_build_kills_its_processes() {
     let git = GitServer::start();
     let repo = git.repo("long");
     let farm = Farm::start().await;
-    let pidfile = farm.dir.path().join("child.pid");
-    repo.script_branch(
-        "main",
-        &format!(
-            "sleep 300 &\necho $! > {}\necho started\nwait",
-            pidfile.display()
-        ),
-    );
+    repo.script_branch("main", "sleep 30206 &\necho started\nwait");
     let _slave = farm.slave("s1").await;
     farm.project("long", &repo.url, "main").await;
     let b = farm.request_build("long", json!({})).await;
@@ -183,7 +176,7 @@ async fn cancelling_a_running_build_kills_its_processes() {
         b.state == BuildState::Running && b.log_lines > 0
     })
     .await;
-    let child = kiln_tests::wait_pid_file(&pidfile).await;
+    let child = kiln_tests::wait_process("sleep 30206").await;
     let (s, v) = farm
         .post(&format!("/api/builds/{}/cancel", b.id), json!({}))
         .await;

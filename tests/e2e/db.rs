@@ -64,7 +64,7 @@ async fn queue(pool: &PgPool, project_id: i64, priority: i32) -> BuildId {
 
 async fn slave(pool: &PgPool, name: &str) -> SlaveId {
     SlaveId(
-        slaves::insert(pool, name, &format!("hash-of-{name}"))
+        slaves::insert(pool, name, &format!("hash-of-{name}"), &[])
             .await
             .unwrap()
             .unwrap(),
@@ -376,7 +376,7 @@ async fn slaves_are_found_by_token_hash_and_report_what_they_hold() {
     let pool = fresh().await;
     let p = project(&pool, "p").await;
     let s = slave(&pool, "board-1").await;
-    assert!(slaves::insert(&pool, "board-1", "other")
+    assert!(slaves::insert(&pool, "board-1", "other", &[])
         .await
         .unwrap()
         .is_none());

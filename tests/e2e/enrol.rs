@@ -18,14 +18,16 @@ async fn registration(farm: &Farm, body: serde_json::Value) -> RegistrationToken
     serde_json::from_value(v).unwrap()
 }
 
+/// `kiln-slave register`, the token on stdin (as the master's printed command does).
 fn register(farm: &Farm, token: &str, name: &str, work: &std::path::Path) -> std::process::Output {
-    Command::new(bin_dir().join("kiln-slave"))
+    use std::io::Write;
+    let mut child = Command::new(bin_dir().join("kiln-slave"))
         .args([
             "register",
             "--master",
             &farm.url,
             "--registration-token",
-            token,
+            "-",
             "--name",
             name,
         ])
@@ -33,8 +35,13 @@ fn register(farm: &Farm, token: &str, name: &str, work: &std::path::Path) -> std
         .arg(work)
         .arg("--ca")
         .arg(farm.ca.as_ref().unwrap())
-        .output()
-        .unwrap()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{token}").unwrap();
+    child.wait_with_output().unwrap()
 }
 
 #[tokio::test]
@@ -51,7 +58,9 @@ async fn a_board_is_enrolled_with_one_command_and_a_token_works_only_as_long_as_
     let token = reg.token.clone().expect("shown once");
     let command = reg.command.clone().unwrap();
     assert!(
-        command.contains("kiln-slave register") && command.contains(&token),
+        command.contains("kiln-slave register")
+            && command.starts_with(&format!("echo {token} | "))
+            && command.contains("--registration-token - "),
         "{command}"
     );
     let listed: Vec<RegistrationToken> = farm.get("/api/slaves/registration-tokens").await;
@@ -168,18 +177,19 @@ async fn revoking_a_slave_mid_build_closes_it_and_requeues_the_build_elsewhere()
         ..Default::default()
     })
     .await;
-    let pidfile = farm.dir.path().join("first.pid");
+    let drop = kiln_tests::drop_dir();
+    let pidfile = drop.path().join("first");
     repo.script_branch(
         "main",
         &format!(
-            "if [ ! -e {p} ]; then echo $$ > {p}; sleep 300; fi\necho again > \"$KILN_OUTPUT_DIR/out\"",
+            "if [ ! -e {p} ]; then touch {p}; sleep 30201; fi\necho again > \"$KILN_OUTPUT_DIR/out\"",
             p = pidfile.display()
         ),
     );
     let mut doomed = farm.slave("doomed").await;
     farm.project("revoke", &repo.url, "main").await;
     let b = farm.request_build("revoke", json!({})).await;
-    kiln_tests::wait_pid_file(&pidfile).await;
+    kiln_tests::wait_process("sleep 30201").await;
     let _other = farm.slave("other").await;
     let asked = Instant::now();
     let (s, v) = farm.post("/api/slaves/doomed/revoke", json!({})).await;
@@ -371,4 +381,79 @@ async fn another_slave_cannot_speak_for_or_upload_into_a_build_it_does_not_hold(
     assert!(!log.contains("forged"), "{log}");
     let numbers: Vec<&str> = log.lines().filter(|l| l.starts_with("n=")).collect();
     assert_eq!(numbers.len(), 30);
+}
+
+/// A slave's own build: a start with a commit id that is not hex is refused (the build stays
+/// queued for the master to decide, nothing stored), and once the slave is disabled its upload
+/// token is worth nothing.
+#[tokio::test]
+async fn a_bad_commit_id_is_refused_and_a_disabled_slave_cannot_upload() {
+    let farm = Farm::start().await;
+    farm.project("p", "https://git.example.org/p.git", "main")
+        .await;
+    let token = farm.register_slave("raw").await;
+    let mut ws = farm.slave_ws(&token).await.expect("connects");
+    let send = |f: SlaveFrame| Message::Binary(codec::encode(&f).unwrap().into());
+    ws.send(send(SlaveFrame::Hello(Hello {
+        name: "raw".into(),
+        arch: "amd64".into(),
+        tags: vec![],
+        backends: vec!["script".into()],
+        capacity: 1,
+        version: "test".into(),
+        builds: vec![],
+        emulates: vec![],
+    })))
+    .await
+    .unwrap();
+    let b = farm.request_build("p", json!({})).await;
+    let job = loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(bytes))) => {
+                if let MasterFrame::Assign(job) = codec::decode::<MasterFrame>(&bytes).unwrap() {
+                    break job;
+                }
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected the job, got {other:?}"),
+        }
+    };
+    assert_eq!(job.build, b.id);
+    ws.send(send(SlaveFrame::Started {
+        build: b.id,
+        commit: "$(touch /tmp/x)".into(),
+    }))
+    .await
+    .unwrap();
+    let reason = loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(bytes))) => match codec::decode::<MasterFrame>(&bytes).unwrap()
+            {
+                MasterFrame::Cancel { reason, .. } => break reason,
+                _ => continue,
+            },
+            Some(Ok(_)) => continue,
+            other => panic!("expected a cancel, got {other:?}"),
+        }
+    };
+    assert!(reason.contains("not a full hex commit id"), "{reason}");
+    assert_ne!(
+        farm.build(b.id).await.commit.as_deref(),
+        Some("$(touch /tmp/x)")
+    );
+
+    let (s, v) = farm.post("/api/slaves/raw/disable", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let r = kiln_tests::farm::client(farm.ca.as_deref())
+        .put(format!("{}{}/out", farm.url, job.upload_path))
+        .bearer_auth(&job.upload_token)
+        .header("x-kiln-sha256", "0".repeat(64))
+        .body("trojan")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert!(status == 401 || status == 403, "{status}: {body}");
+    assert!(farm.artifacts(b.id).await.is_empty());
 }

@@ -130,6 +130,42 @@ async fn options_disguised_as_hosts_and_schedules_that_never_fire_are_refused() 
     assert!(v["error"].as_str().unwrap().contains("never fires"), "{v}");
 }
 
+/// A site can name the only hosts branches come from.
+#[tokio::test]
+async fn branch_urls_outside_the_host_allow_list_are_refused() {
+    let farm = Farm::with(kiln_tests::farm::FarmOptions {
+        extra_master_toml: "branch_hosts = [\"git.example.org\", \"127.0.0.1\"]\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let (s, v) = farm
+        .post(
+            "/api/projects",
+            json!({"name": "evil", "branch_url": "https://evil.example/r.git"}),
+        )
+        .await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("branch_url")), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("'evil.example'")
+            && v["error"].as_str().unwrap().contains("master.branch_hosts"),
+        "{v}"
+    );
+    let (s, v) = farm
+        .post(
+            "/api/projects",
+            json!({"name": "good", "branch_url": "https://GIT.example.org/r.git"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = farm
+        .post(
+            "/api/projects",
+            json!({"name": "scp", "branch_url": "git@evil.example:r.git"}),
+        )
+        .await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("branch_url")), "{v}");
+}
+
 #[tokio::test]
 async fn every_response_carries_the_security_headers() {
     let dist = kiln_tests::tempdir("kiln-console-");

@@ -238,7 +238,10 @@ async fn live_build_minimal_image() {
         ..Default::default()
     })
     .await;
-    let _slave = farm.slave("builder").await;
+    // live-build needs the host's root: only a host-root slave offers it (docs/security.md).
+    let _slave = farm
+        .slave_with("builder", &["--sandbox", "host-root"])
+        .await;
     farm.project("live", &repo.url, "main").await;
     let b = farm.request_build("live", json!({})).await;
     let b = farm.wait_ended(b.id, Duration::from_secs(2400)).await;

@@ -130,7 +130,8 @@ async fn three_slaves_racing_for_200_builds_run_each_exactly_once() {
     let git = GitServer::start();
     let repo = git.repo("race");
     let farm = Farm::start().await;
-    let ledger = farm.dir.path().join("ledger");
+    let drop = kiln_tests::drop_dir();
+    let ledger = drop.path().join("ledger");
     repo.script_branch(
         "main",
         &format!(
@@ -262,11 +263,7 @@ async fn a_build_past_its_timeout_is_stopped_and_says_timed_out() {
     let repo = git.repo("slow");
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let farm = Farm::in_process(FarmOptions::default(), clock.clone()).await;
-    let pidfile = farm.dir.path().join("child.pid");
-    repo.script_branch(
-        "main",
-        &format!("sleep 300 &\necho $! > {}\nwait", pidfile.display()),
-    );
+    repo.script_branch("main", "sleep 30202 &\nwait");
     let _slave = farm.slave("s1").await;
     farm.project("slow", &repo.url, "main").await;
     let (s, v) = patch(&farm, "slow", json!({"timeout_minutes": 5})).await;
@@ -276,7 +273,7 @@ async fn a_build_past_its_timeout_is_stopped_and_says_timed_out() {
         b.state == BuildState::Running
     })
     .await;
-    let child = kiln_tests::wait_pid_file(&pidfile).await;
+    let child = kiln_tests::wait_process("sleep 30202").await;
     assert_eq!(
         kiln_master::liveness::time_out(farm.state()).await.unwrap(),
         0,

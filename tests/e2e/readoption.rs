@@ -130,19 +130,20 @@ async fn a_slave_cut_off_past_the_timeout_has_its_copy_stopped_and_never_reporte
         ..Default::default()
     })
     .await;
-    let pidfile = farm.dir.path().join("first.pid");
-    // The first attempt hangs; once lost and requeued, the retry (KILN_BUILD_ID differs) is quick.
+    let drop = kiln_tests::drop_dir();
+    let mark = drop.path().join("first");
+    // The first attempt hangs; once lost and requeued, the retry (the mark exists) is quick.
     repo.script_branch(
         "main",
         &format!(
-            "if [ ! -e {p} ]; then echo $$ > {p}; echo first; sleep 300; fi\necho retry > \"$KILN_OUTPUT_DIR/out\"",
-            p = pidfile.display()
+            "if [ ! -e {p} ]; then touch {p}; echo first; sleep 30203; fi\necho retry > \"$KILN_OUTPUT_DIR/out\"",
+            p = mark.display()
         ),
     );
     let slave = farm.slave("s1").await;
     farm.project("cut", &repo.url, "main").await;
     let b = farm.request_build("cut", json!({})).await;
-    let first = kiln_tests::wait_pid_file(&pidfile).await;
+    let first = kiln_tests::wait_process("sleep 30203").await;
     farm.wait_build(b.id, Duration::from_secs(30), "running", |b| {
         b.state == BuildState::Running
     })
@@ -187,18 +188,11 @@ async fn a_cancel_sent_while_the_slave_is_away_takes_effect_on_return() {
     let git = GitServer::start();
     let repo = git.repo("away");
     let farm = Farm::with(slow_farm()).await;
-    let pidfile = farm.dir.path().join("child.pid");
-    repo.script_branch(
-        "main",
-        &format!(
-            "sleep 300 &\necho $! > {}\necho started\nwait",
-            pidfile.display()
-        ),
-    );
+    repo.script_branch("main", "sleep 30204 &\necho started\nwait");
     let mut slave = farm.slave("s1").await;
     farm.project("away", &repo.url, "main").await;
     let b = farm.request_build("away", json!({})).await;
-    let child = kiln_tests::wait_pid_file(&pidfile).await;
+    let child = kiln_tests::wait_process("sleep 30204").await;
     slave.kill9();
     let (s, v) = farm
         .post(&format!("/api/builds/{}/cancel", b.id), json!({}))

@@ -119,20 +119,21 @@ async fn a_partitioned_slave_loses_its_build_to_a_healthy_one_and_nothing_runs_t
         ..Default::default()
     })
     .await;
-    let pidfile = farm.dir.path().join("first.pid");
-    // The first attempt hangs; the retry (the pid file exists by then) is quick.
+    let drop = kiln_tests::drop_dir();
+    let mark = drop.path().join("first");
+    // The first attempt hangs; the retry (the mark exists by then) is quick.
     repo.script_branch(
         "main",
         &format!(
-            "if [ ! -e {p} ]; then echo $$ > {p}; echo first; sleep 300; fi\necho retry > \"$KILN_OUTPUT_DIR/out\"",
-            p = farm.dir.path().join("first.pid").display()
+            "if [ ! -e {p} ]; then touch {p}; echo first; sleep 30205; fi\necho retry > \"$KILN_OUTPUT_DIR/out\"",
+            p = mark.display()
         ),
     );
     let proxy = Proxy::start(&farm.url).await;
     let cut = farm.slave_through("cut-off", &proxy.url, &[]).await;
     farm.project("cut", &repo.url, "main").await;
     let b = farm.request_build("cut", json!({})).await;
-    let first = kiln_tests::wait_pid_file(&pidfile).await;
+    let first = kiln_tests::wait_process("sleep 30205").await;
     farm.wait_build(b.id, Duration::from_secs(30), "running", |b| {
         b.state == BuildState::Running
     })

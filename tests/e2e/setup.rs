@@ -67,11 +67,34 @@ fn config_errors_name_the_key() {
         );
     }
     let out = Command::new(bin_dir().join("kiln-slave"))
-        .args(["--master", "ftp://x", "--token", "t", "--name", "n"])
+        .args(["--master", "ftp://x", "--name", "n"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--master"));
+    // A token is never taken from the command line, where every local user can read it.
+    let mut child = Command::new(bin_dir().join("kiln-slave"))
+        .args(["--master", "https://x", "--token", "t", "--name", "n"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Refused at once; a slave that took the flag would try to connect forever.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kiln-slave accepted --token and ran");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--token'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]

@@ -77,10 +77,15 @@ async fn init_makes_a_ca_and_prints_its_fingerprint() {
 async fn refused_slave(farm: &Farm, name: &str, flags: &[&str]) -> String {
     let token = farm.register_slave(name).await;
     let work = farm.dir.path().join(format!("slave-{name}"));
+    std::fs::create_dir_all(&work).unwrap();
+    let token_file = work.join("slave.token");
+    std::fs::write(&token_file, &token).unwrap();
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(bin_dir().join("kiln-slave"))
-            .args(["--master", &farm.url, "--token", &token, "--name", name])
+            .args(["--master", &farm.url, "--name", name])
+            .arg("--token-file")
+            .arg(&token_file)
             .arg("--work-dir")
             .arg(&work)
             .args(flags)

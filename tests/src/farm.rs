@@ -469,7 +469,14 @@ impl Farm {
 
     /// Registers a slave; returns its token.
     pub async fn register_slave(&self, name: &str) -> String {
-        let (s, v) = self.post("/api/slaves", json!({"name": name})).await;
+        self.register_slave_tagged(name, &[]).await
+    }
+
+    /// Registers a slave with the tags an admin approves for it; returns its token.
+    pub async fn register_slave_tagged(&self, name: &str, tags: &[&str]) -> String {
+        let (s, v) = self
+            .post("/api/slaves", json!({"name": name, "tags": tags}))
+            .await;
         assert_eq!(s, 201, "register slave: {v}");
         serde_json::from_value::<SlaveCreated>(v).unwrap().token
     }
@@ -484,8 +491,15 @@ impl Farm {
     }
 
     /// A slave that reaches the master at `master` (a [`crate::Proxy`], say).
+    /// The tags it declares (`--tags`) are the ones the admin approved at registration.
     pub async fn slave_through(&self, name: &str, master: &str, extra: &[&str]) -> SlaveProc {
-        let token = self.register_slave(name).await;
+        let tags: Vec<&str> = extra
+            .iter()
+            .position(|f| *f == "--tags")
+            .and_then(|i| extra.get(i + 1))
+            .map(|t| t.split(',').collect())
+            .unwrap_or_default();
+        let token = self.register_slave_tagged(name, &tags).await;
         let work = self.dir.path().join(format!("slave-{name}"));
         let mut s = SlaveProc {
             name: name.into(),

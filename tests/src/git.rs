@@ -111,6 +111,14 @@ impl Repo {
         self
     }
 
+    /// Makes `path` a symbolic link to `target` (committed as a link).
+    pub fn symlink(&self, path: &str, target: &str) -> &Self {
+        let p = self.work.join(path);
+        let _ = std::fs::remove_file(&p);
+        std::os::unix::fs::symlink(target, &p).unwrap();
+        self
+    }
+
     /// Commits everything to `branch` and pushes it; returns the commit SHA.
     pub fn commit(&self, branch: &str, message: &str) -> String {
         let _ = Command::new("git")

@@ -69,25 +69,6 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
-/// Waits for a file holding a pid (a test build writes it), and returns the pid.
-pub async fn wait_pid_file(p: &std::path::Path) -> i32 {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        if let Some(pid) = std::fs::read_to_string(p)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            return pid;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} never appeared",
-            p.display()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits until a process is gone; fails the test naming `what` after 30 s.
 pub async fn wait_dead(pid: i32, what: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -152,4 +133,73 @@ impl Drop for SmallDisk {
             .arg(self.dir.path())
             .status();
     }
+}
+
+/// Pids of the live processes whose command line contains `needle` (as the host sees them).
+pub fn processes_with(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .filter(|pid| alive(*pid))
+        .collect()
+}
+
+/// Waits until a process whose command line contains `needle` runs; returns its pid.
+pub async fn wait_process(needle: &str) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(p) = processes_with(needle).first() {
+            return *p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no process with '{needle}' in its command line after 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until no process has `needle` in its command line.
+pub async fn wait_no_process(needle: &str, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = processes_with(needle);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes with '{needle}' still run after {timeout:?}: {left:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A directory every build may write to (1777), outside the temp dirs (a build's `/tmp` and
+/// `/var/tmp` are its own) and outside any slave's work dir: builds run as unprivileged host users
+/// in sandboxes of their own, and tests use it to leave marks across attempts. Removed on drop.
+pub fn drop_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::var_os("KILN_TEST_DROP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/kiln-tests"));
+    std::fs::create_dir_all(&base).expect("drop base");
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let d = tempfile::Builder::new()
+        .prefix("drop-")
+        .tempdir_in(&base)
+        .expect("drop dir");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    d
 }

@@ -35,6 +35,7 @@ pub fn slaves() -> Html {
                     "/api/slaves",
                     &NewSlave {
                         name: n.trim().into(),
+                        tags: vec![],
                     },
                 )
                 .await
@@ -129,7 +130,7 @@ pub fn slaves() -> Html {
                 <div class="token" role="status">
                     <p>{format!("Slave '{}' registered. Its token, shown only now:", c.name)}</p>
                     <pre class="mono">{&c.token}</pre>
-                    <p class="muted">{format!("kiln-slave --master {} --token <token> --name {} --work-dir /var/tmp/kiln",
+                    <p class="muted">{format!("Put it in slave.token (mode 0600) in the slave's work dir, then run: kiln-slave --master {} --name {} --work-dir DIR",
                         web_sys::window().and_then(|w| w.location().origin().ok()).unwrap_or_default(), c.name)}</p>
                 </div>
             }

@@ -30,6 +30,8 @@ pub async fn request(
 ) -> ApiResult<(StatusCode, Json<Build>)> {
     let req = body.map(|Json(b)| b).unwrap_or_default();
     let p = projects::find(&st, &name).await?;
+    kiln_shared::branch_url::check_branch_host(&p.branch_url, &st.cfg.master.branch_hosts)
+        .map_err(|m| ApiError::invalid("branch_url", m))?;
     if let Some(r) = &req.release {
         validate_name("release name", r).map_err(|m| ApiError::invalid("release", m))?;
     }
@@ -141,19 +143,46 @@ pub async fn cancel(
     }
 }
 
-/// The stored log as plain text; works while the build runs.
+/// The stored log as plain text; works while the build runs. Streamed from the file in blocks
+/// (never held in memory, whatever its size); for a running build it ends at the last whole line
+/// stored when the request came.
 pub async fn log(
     State(st): State<Arc<AppState>>,
     _: Admin,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
-    find(&st, id).await?;
-    let body = match tokio::fs::File::open(st.storage.log_path(BuildId(id))).await {
-        Ok(f) => Body::from_stream(tokio_util::io::ReaderStream::new(f)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Body::empty(),
+    let b = find(&st, id).await?;
+    let file = match tokio::fs::File::open(st.storage.log_path(BuildId(id))).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                Body::empty(),
+            )
+                .into_response())
+        }
         Err(e) => return Err(e.into()),
     };
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+    // A log being written: its whole lines only (a write may be under way).
+    let len = match st.storage.open_log_size(BuildId(id)).await {
+        Some((_, bytes)) if b.state().is_active() => bytes,
+        _ => file.metadata().await?.len(),
+    };
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        tokio::io::AsyncReadExt::take(file, len),
+        64 * 1024,
+    ));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// `POST /api/builds/{id}/rebuild`: a new build of exactly the commit that build built.

@@ -9,7 +9,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use kiln_shared::api::{validate_name, CreateProject, PatchProject, Project};
-use kiln_shared::branch_url::{validate_branch_name, validate_branch_url, UrlPolicy};
+use kiln_shared::branch_url::{
+    check_branch_host, validate_branch_name, validate_branch_url, UrlPolicy,
+};
 use std::sync::Arc;
 
 pub const DEFAULT_BRANCH: &str = "main";
@@ -139,6 +141,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Project>)> {
     validate_name("project name", &req.name).map_err(|m| ApiError::invalid("name", m))?;
     validate_branch_url(&req.branch_url, url_policy(&st))
+        .and_then(|_| check_branch_host(&req.branch_url, &st.cfg.master.branch_hosts))
         .map_err(|m| ApiError::invalid("branch_url", m))?;
     let branch = req.branch.as_deref().unwrap_or(DEFAULT_BRANCH);
     validate_branch_name(branch).map_err(|m| ApiError::invalid("branch", m))?;
@@ -196,7 +199,9 @@ pub async fn update(
 ) -> ApiResult<Json<Project>> {
     let p = find(&st, &name).await?;
     if let Some(u) = &patch.branch_url {
-        validate_branch_url(u, url_policy(&st)).map_err(|m| ApiError::invalid("branch_url", m))?;
+        validate_branch_url(u, url_policy(&st))
+            .and_then(|_| check_branch_host(u, &st.cfg.master.branch_hosts))
+            .map_err(|m| ApiError::invalid("branch_url", m))?;
     }
     if let Some(b) = &patch.branch {
         validate_branch_name(b).map_err(|m| ApiError::invalid("branch", m))?;

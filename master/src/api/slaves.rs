@@ -60,7 +60,10 @@ pub async fn create(
     Json(req): Json<NewSlave>,
 ) -> ApiResult<(StatusCode, Json<SlaveCreated>)> {
     check_slave_name(&req.name)?;
-    let created = insert_slave(&st.db, req.name, vec![]).await?;
+    for t in &req.tags {
+        validate_name("tag", t).map_err(|m| ApiError::invalid("tags", m))?;
+    }
+    let created = insert_slave(&st.db, req.name, req.tags).await?;
     st.slave_changed(created.id).await;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -72,7 +75,7 @@ async fn insert_slave(
     tags: Vec<String>,
 ) -> ApiResult<SlaveCreated> {
     let token = auth::new_token("kiln_s_");
-    let id = slaves::insert(db, &name, &auth::sha256_hex(&token))
+    let id = slaves::insert(db, &name, &auth::sha256_hex(&token), &tags)
         .await?
         .ok_or_else(|| ApiError::Conflict(format!("a slave named '{name}' already exists")))?;
     Ok(SlaveCreated {
@@ -201,7 +204,7 @@ pub async fn create_registration(
     .await?;
     let mut out = registration_api(row);
     out.command = Some(format!(
-        "kiln-slave register --master {} --registration-token {token} --name {} --work-dir /var/lib/kiln-slave{}",
+        "echo {token} | kiln-slave register --master {} --registration-token - --name {} --work-dir /var/lib/kiln-slave{}",
         master_url(&st, &headers),
         req.name.as_deref().unwrap_or("<name>"),
         if st.cfg.master.tls.is_some() { " --ca-sha256 <the CA's fingerprint>" } else { "" }

@@ -48,17 +48,20 @@ const SELECT: &str = "SELECT s.id, s.name, s.enabled, s.online, s.arch, s.tags, 
     FROM slaves s";
 
 /// Registers a slave; `None` when the name is taken.
+/// A new slave with the tags an admin allowed it (`approved_tags`).
 pub async fn insert(
     db: impl PgExecutor<'_>,
     name: &str,
     token_sha256: &str,
+    approved_tags: &[String],
 ) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar(
-        "INSERT INTO slaves (name, token_sha256) VALUES ($1, $2)
+        "INSERT INTO slaves (name, token_sha256, approved_tags) VALUES ($1, $2, $3)
          ON CONFLICT (name) DO NOTHING RETURNING id",
     )
     .bind(name)
     .bind(token_sha256)
+    .bind(approved_tags)
     .fetch_optional(db)
     .await
 }
@@ -96,15 +99,58 @@ pub async fn by_token(
     .await
 }
 
-/// Records what the slave said about itself in its hello, and marks it online.
-pub async fn came_online(db: impl PgExecutor<'_>, id: SlaveId, h: &Hello) -> sqlx::Result<()> {
+/// What a hello may claim: the tags an admin approved (the others are dropped, and named), and
+/// the architecture of the slave's first connection (another one is refused).
+#[derive(Debug)]
+pub enum Admitted {
+    Yes {
+        tags: Vec<String>,
+        unapproved: Vec<String>,
+    },
+    Refused(String),
+}
+
+pub async fn admit(
+    db: impl PgExecutor<'_>,
+    id: SlaveId,
+    name: &str,
+    h: &Hello,
+) -> sqlx::Result<Admitted> {
+    let (approved_tags, approved_arch): (Vec<String>, Option<String>) =
+        sqlx::query_as("SELECT approved_tags, approved_arch FROM slaves WHERE id = $1")
+            .bind(id.0)
+            .fetch_one(db)
+            .await?;
+    if let Some(a) = approved_arch.filter(|a| *a != h.arch) {
+        return Ok(Admitted::Refused(format!(
+            "slave '{name}' is registered as {a} but says it is {}; an admin must register it again to change its architecture",
+            h.arch
+        )));
+    }
+    let (tags, unapproved) = h
+        .tags
+        .iter()
+        .cloned()
+        .partition(|t| approved_tags.contains(t));
+    Ok(Admitted::Yes { tags, unapproved })
+}
+
+/// Records what the slave said about itself in its hello (with only its approved `tags`), pins
+/// its architecture on the first connection, and marks it online.
+pub async fn came_online(
+    db: impl PgExecutor<'_>,
+    id: SlaveId,
+    h: &Hello,
+    tags: &[String],
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE slaves SET online = true, last_seen = now(), arch = $2, tags = $3,
-             backends = $4, capacity = $5, version = $6, emulates = $7 WHERE id = $1",
+             backends = $4, capacity = $5, version = $6, emulates = $7,
+             approved_arch = COALESCE(approved_arch, $2) WHERE id = $1",
     )
     .bind(id.0)
     .bind(&h.arch)
-    .bind(&h.tags)
+    .bind(tags)
     .bind(&h.backends)
     .bind(h.capacity as i32)
     .bind(&h.version)

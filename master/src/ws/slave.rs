@@ -133,8 +133,24 @@ async fn session(
             .await;
         return Err(ProtocolError::BadHello(why));
     }
+    let tags = match slaves::admit(&st.db, id, &name, &hello).await? {
+        slaves::Admitted::Yes { tags, unapproved } => {
+            if !unapproved.is_empty() {
+                tracing::warn!(slave = %name, ?unapproved, "ignoring tags no admin approved for this slave");
+            }
+            tags
+        }
+        slaves::Admitted::Refused(why) => {
+            let _ = sink
+                .send(binary(&MasterFrame::Refused {
+                    reason: why.clone(),
+                }))
+                .await;
+            return Err(ProtocolError::BadHello(why));
+        }
+    };
     st.hub.heard(id, st.clock.now());
-    slaves::came_online(&st.db, id, &hello).await?;
+    slaves::came_online(&st.db, id, &hello, &tags).await?;
     let cfg = &st.cfg.master;
     let cadence = Cadence {
         heartbeat_secs: cfg.heartbeat_secs,
@@ -152,7 +168,7 @@ async fn session(
             name: name.clone(),
             arch: hello.arch.clone(),
             emulates: hello.emulates.clone(),
-            tags: hello.tags.clone(),
+            tags,
             backends: hello.backends.clone(),
             capacity: hello.capacity,
         },
@@ -357,7 +373,12 @@ async fn handle(
                     reason: "the master no longer expects this build".into(),
                 }]);
             }
-            let a = match st.storage.append_log(build, first_seq, &lines).await {
+            // The log limit is enforced here, where a log enters the master (the slave and the
+            // branch are untrusted), keeping room for the master's note that says so.
+            let limit = st.cfg.master.limits.log_bytes;
+            let over = log_limit_reason(limit);
+            let room = limit.saturating_sub(crate::storage::note_bytes(&over));
+            let a = match st.storage.append_log(build, first_seq, &lines, room).await {
                 Ok(a) => a,
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                     disk_full(st, build).await?;
@@ -365,16 +386,13 @@ async fn handle(
                 }
                 Err(e) => return Err(e.into()),
             };
-            if !a.new_lines.is_empty() {
-                // The index row follows the file at most twice a second (and at the end).
-                if a.index_due {
-                    builds::set_log_lines(&st.db, build, a.next_seq, a.bytes).await?;
-                }
-                st.hub.publish(kiln_shared::frames::ConsoleEvent::LogLines {
-                    build,
-                    first_seq: a.first_new,
-                    lines: a.new_lines,
-                });
+            // The index row follows the file at most twice a second (and at the end). Consoles
+            // follow the file itself (`Storage::follow_logs`).
+            if a.written > 0 && a.index_due {
+                builds::set_log_lines(&st.db, build, a.next_seq, a.bytes).await?;
+            }
+            if a.limited {
+                log_limit_reached(st, build, &over).await?;
             }
             Ok(vec![MasterFrame::LogAck {
                 build,
@@ -506,6 +524,35 @@ async fn disk_full(st: &AppState, build: BuildId) -> Result<(), ProtocolError> {
         build,
         BuildState::Failed,
         Some(&reason),
+        EndedBy::Master {
+            stop_on_slave: true,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The reason a build fails with when its log reaches `master.limits.log_bytes`.
+fn log_limit_reason(limit: u64) -> String {
+    format!(
+        "log limit of {} exceeded",
+        kiln_shared::config::human_bytes(limit)
+    )
+}
+
+/// A build's log reached the limit: the lines stored so far stay (whole), later ones are dropped
+/// (the build is over, so its frames are answered with `Cancel`), and the build fails with the
+/// reason; its slave is told to stop it.
+async fn log_limit_reached(
+    st: &AppState,
+    build: BuildId,
+    reason: &str,
+) -> Result<(), ProtocolError> {
+    tracing::warn!(%build, "{reason}; failing the build and stopping it on its slave");
+    st.end_build(
+        build,
+        BuildState::Failed,
+        Some(reason),
         EndedBy::Master {
             stop_on_slave: true,
         },

@@ -35,6 +35,11 @@ impl Backend for LiveBuild {
                     "live-build is not installed on this slave (apt-get install live-build)".into(),
                 ));
             }
+            if crate::machine::in_user_namespace() {
+                return Err(BackendError::Failed(
+                    "live-build needs the host's root (debootstrap makes device nodes) and this slave runs builds in a user namespace; run live-build projects on a slave with slave.sandbox = \"host-root\" (see docs/security.md)".into(),
+                ));
+            }
             let dir = ctx.scratch.join("lb");
             let mut cp = Command::new("cp");
             cp.arg("-a").arg(&ctx.src).arg(&dir);

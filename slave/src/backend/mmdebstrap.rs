@@ -76,12 +76,8 @@ impl Backend for Mmdebstrap {
                 ("--customize-hook", &o.customize_hooks),
             ] {
                 for h in hooks {
-                    let path = ctx.src.join(h);
-                    if !path.is_file() {
-                        return Err(failed(format!(
-                            "kiln.toml: hook \"{h}\" does not exist in the branch"
-                        )));
-                    }
+                    let path = crate::recipe::branch_file(&ctx.src, h)
+                        .map_err(|e| failed(format!("kiln.toml: hook \"{h}\" {e}")))?;
                     cmd.arg(format!("{flag}={}", path.display()));
                 }
             }

@@ -16,13 +16,14 @@ impl Backend for Script {
 
     fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
-            let path = ctx.src.join(&self.0.command);
-            let meta = std::fs::metadata(&path).map_err(|_| {
+            let path = crate::recipe::branch_file(&ctx.src, &self.0.command).map_err(|e| {
                 BackendError::Failed(format!(
-                    "kiln.toml: script.command \"{}\" does not exist in the branch",
+                    "kiln.toml: script.command \"{}\" {e}",
                     self.0.command
                 ))
             })?;
+            let meta = std::fs::metadata(&path)
+                .map_err(|e| BackendError::Failed(format!("kiln.toml: script.command: {e}")))?;
             if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
                 return Err(BackendError::Failed(format!(
                     "kiln.toml: script.command \"{}\" is not an executable file (chmod +x it and commit)",

@@ -290,16 +290,10 @@ async fn another_slave_cannot_speak_for_or_upload_into_a_build_it_does_not_hold(
     let token_b = farm.register_slave("b").await;
     let mut ws = farm.slave_ws(&token_b).await.expect("b connects");
     let send = |f: SlaveFrame| Message::Binary(codec::encode(&f).unwrap().into());
+    // A valid hello offering no backend: nothing is queued for it.
     ws.send(send(SlaveFrame::Hello(Hello {
-        name: "b".into(),
-        arch: "amd64".into(),
-        tags: vec![],
-        // A valid hello (a capacity of 0 would be refused); nothing else is queued for it.
         backends: vec![],
-        capacity: 1,
-        version: "test".into(),
-        builds: vec![],
-        emulates: vec![],
+        ..kiln_tests::farm::test_hello("b")
     })))
     .await
     .unwrap();
@@ -394,18 +388,9 @@ async fn a_bad_commit_id_is_refused_and_a_disabled_slave_cannot_upload() {
     let token = farm.register_slave("raw").await;
     let mut ws = farm.slave_ws(&token).await.expect("connects");
     let send = |f: SlaveFrame| Message::Binary(codec::encode(&f).unwrap().into());
-    ws.send(send(SlaveFrame::Hello(Hello {
-        name: "raw".into(),
-        arch: "amd64".into(),
-        tags: vec![],
-        backends: vec!["script".into()],
-        capacity: 1,
-        version: "test".into(),
-        builds: vec![],
-        emulates: vec![],
-    })))
-    .await
-    .unwrap();
+    ws.send(send(SlaveFrame::Hello(kiln_tests::farm::test_hello("raw"))))
+        .await
+        .unwrap();
     let b = farm.request_build("p", json!({})).await;
     let job = loop {
         match ws.next().await {

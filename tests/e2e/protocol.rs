@@ -2,7 +2,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use kiln_shared::codec::{self, PROTOCOL_VERSION};
-use kiln_shared::frames::{Hello, MasterFrame, SlaveFrame};
+use kiln_shared::frames::{MasterFrame, SlaveFrame};
 use kiln_shared::BuildState;
 use kiln_tests::farm::Ws;
 use kiln_tests::{Farm, GitServer};
@@ -19,16 +19,7 @@ async fn connect(
 }
 
 async fn hello(ws: &mut Ws, name: &str) {
-    let h = SlaveFrame::Hello(Hello {
-        name: name.into(),
-        arch: "amd64".into(),
-        tags: vec![],
-        backends: vec!["script".into()],
-        capacity: 1,
-        version: "test".into(),
-        builds: vec![],
-        emulates: vec![],
-    });
+    let h = SlaveFrame::Hello(kiln_tests::farm::test_hello(name));
     ws.send(Message::Binary(codec::encode(&h).unwrap().into()))
         .await
         .unwrap();

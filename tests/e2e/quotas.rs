@@ -4,7 +4,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use kiln_shared::codec::{self, MAX_FRAME_BYTES, PROTOCOL_VERSION};
-use kiln_shared::frames::{ConsoleEvent, ConsoleRequest, Hello, MasterFrame, SlaveFrame};
+use kiln_shared::frames::{ConsoleEvent, ConsoleRequest, MasterFrame, SlaveFrame};
 use kiln_shared::{BuildId, BuildState};
 use kiln_tests::farm::Ws;
 use kiln_tests::{Farm, FarmOptions, GitServer};
@@ -248,16 +248,7 @@ async fn an_upload_over_the_limit_is_a_413_naming_it() {
     let mut ws = farm.slave_ws(&token).await.unwrap();
     send_frame(
         &mut ws,
-        &SlaveFrame::Hello(Hello {
-            name: "hand".into(),
-            arch: "amd64".into(),
-            tags: vec![],
-            backends: vec!["script".into()],
-            capacity: 1,
-            version: "test".into(),
-            builds: vec![],
-            emulates: vec![],
-        }),
+        &SlaveFrame::Hello(kiln_tests::farm::test_hello("hand")),
     )
     .await;
     let b = farm.request_build("p", json!({})).await;

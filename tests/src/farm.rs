@@ -694,3 +694,18 @@ impl Drop for SlaveProc {
         }
     }
 }
+
+/// The hello of a hand-driven slave in protocol tests: amd64, the script backend, capacity 1,
+/// holding nothing.
+pub fn test_hello(name: &str) -> kiln_shared::frames::Hello {
+    kiln_shared::frames::Hello {
+        name: name.into(),
+        arch: "amd64".into(),
+        tags: vec![],
+        backends: vec!["script".into()],
+        capacity: 1,
+        version: "test".into(),
+        builds: vec![],
+        emulates: vec![],
+    }
+}

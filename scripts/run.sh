@@ -42,11 +42,12 @@ if [ -s "$DATA/slave.token" ] && [ ! -s "$DATA/work/slave.token" ]; then
 fi
 if [ ! -s "$DATA/work/slave.token" ]; then
   NAME=${KILN_SLAVE_NAME:-$(hostname -s | tr -c 'A-Za-z0-9._\n-' '-')}
-  REG=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  # The admin token goes to curl through a file descriptor, never its command line (ps shows it).
+  REG=$(curl -fsS -H @<(printf 'Authorization: Bearer %s\n' "$TOKEN") -H 'content-type: application/json' \
        -d "{\"name\":\"$NAME\",\"expires_in_s\":600,\"uses\":1}" "$URL/api/slaves/registration-tokens" \
     | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
-  "$BIN/kiln-slave" register --master "$URL" --registration-token "$REG" --name "$NAME" \
-    --work-dir "$DATA/work"
+  printf '%s\n' "$REG" | "$BIN/kiln-slave" register --master "$URL" --registration-token - \
+    --name "$NAME" --work-dir "$DATA/work"
 fi
 "$BIN/kiln-slave" --master "$URL" --work-dir "$DATA/work" 2> "$DATA/slave.log" &
 SLAVE=$!

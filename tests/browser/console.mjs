@@ -251,7 +251,8 @@ try {
   const command = page.locator('#enrol-command');
   await command.waitFor({ timeout: T });
   const shownCommand = (await command.textContent()).trim();
-  for (const want of ['kiln-slave register', '--registration-token kiln_r_', '--name enrolled-board']) {
+  // The registration token goes on stdin: never on the board's command line, where ps shows it.
+  for (const want of ['echo kiln_r_', '| kiln-slave register', '--registration-token - ', '--name enrolled-board']) {
     if (!shownCommand.includes(want)) throw new Error(`the command shown lacks "${want}": ${shownCommand}`);
   }
   if (await page.locator('#name-error').count() !== 0) throw new Error('the name error stayed after a good submit');

@@ -108,6 +108,7 @@ async fn run(
         log: log.clone(),
         mirror: input.mirror.clone(),
         apt_options: input.apt_options.clone(),
+        emulates: input.emulates.clone(),
     };
     backend.run(&ctx).await?;
     // Free the space of sources and scratch now; only the outputs are still needed.

@@ -31,6 +31,9 @@ pub struct RunnerInput {
     pub slave: String,
     pub mirror: Option<String>,
     pub apt_options: Vec<String>,
+    /// What the host runs through binfmt, as the daemon saw it.
+    #[serde(default)]
+    pub emulates: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

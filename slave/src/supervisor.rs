@@ -222,6 +222,7 @@ pub fn start(env: &Arc<Env>, job: Job) {
         slave: env.settings.name.clone(),
         mirror: env.mirror.clone(),
         apt_options: env.apt_options.clone(),
+        emulates: crate::machine::emulated_arches(),
     };
     let prepared = private_dir(&dir.path)
         .and_then(|_| dir.write_input(&input))

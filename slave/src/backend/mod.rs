@@ -32,6 +32,9 @@ pub struct Context {
     pub mirror: Option<String>,
     /// apt options the host's apt uses that builds must share.
     pub apt_options: Vec<String>,
+    /// Architectures the host runs through binfmt (read by the daemon: the sandbox's own /proc
+    /// has no binfmt_misc to look at).
+    pub emulates: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -168,7 +168,7 @@ async fn cancelling_a_running_build_kills_its_processes() {
     let git = GitServer::start();
     let repo = git.repo("long");
     let farm = Farm::start().await;
-    repo.script_branch("main", "sleep 30206 &\necho started\nwait");
+    repo.script_branch("main", "sleep 296 &\necho started\nwait");
     let _slave = farm.slave("s1").await;
     farm.project("long", &repo.url, "main").await;
     let b = farm.request_build("long", json!({})).await;
@@ -176,7 +176,7 @@ async fn cancelling_a_running_build_kills_its_processes() {
         b.state == BuildState::Running && b.log_lines > 0
     })
     .await;
-    let child = kiln_tests::wait_process("sleep 30206").await;
+    let child = kiln_tests::wait_process("sleep 296").await;
     let (s, v) = farm
         .post(&format!("/api/builds/{}/cancel", b.id), json!({}))
         .await;

@@ -182,14 +182,14 @@ async fn revoking_a_slave_mid_build_closes_it_and_requeues_the_build_elsewhere()
     repo.script_branch(
         "main",
         &format!(
-            "if [ ! -e {p} ]; then touch {p}; sleep 30201; fi\necho again > \"$KILN_OUTPUT_DIR/out\"",
+            "if [ ! -e {p} ]; then touch {p}; sleep 291; fi\necho again > \"$KILN_OUTPUT_DIR/out\"",
             p = pidfile.display()
         ),
     );
     let mut doomed = farm.slave("doomed").await;
     farm.project("revoke", &repo.url, "main").await;
     let b = farm.request_build("revoke", json!({})).await;
-    kiln_tests::wait_process("sleep 30201").await;
+    kiln_tests::wait_process("sleep 291").await;
     let _other = farm.slave("other").await;
     let asked = Instant::now();
     let (s, v) = farm.post("/api/slaves/doomed/revoke", json!({})).await;

@@ -263,7 +263,7 @@ async fn a_build_past_its_timeout_is_stopped_and_says_timed_out() {
     let repo = git.repo("slow");
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let farm = Farm::in_process(FarmOptions::default(), clock.clone()).await;
-    repo.script_branch("main", "sleep 30202 &\nwait");
+    repo.script_branch("main", "sleep 292 &\nwait");
     let _slave = farm.slave("s1").await;
     farm.project("slow", &repo.url, "main").await;
     let (s, v) = patch(&farm, "slow", json!({"timeout_minutes": 5})).await;
@@ -273,7 +273,7 @@ async fn a_build_past_its_timeout_is_stopped_and_says_timed_out() {
         b.state == BuildState::Running
     })
     .await;
-    let child = kiln_tests::wait_process("sleep 30202").await;
+    let child = kiln_tests::wait_process("sleep 292").await;
     assert_eq!(
         kiln_master::liveness::time_out(farm.state()).await.unwrap(),
         0,

@@ -136,14 +136,14 @@ async fn a_slave_cut_off_past_the_timeout_has_its_copy_stopped_and_never_reporte
     repo.script_branch(
         "main",
         &format!(
-            "if [ ! -e {p} ]; then touch {p}; echo first; sleep 30203; fi\necho retry > \"$KILN_OUTPUT_DIR/out\"",
+            "if [ ! -e {p} ]; then touch {p}; echo first; sleep 293; fi\necho retry > \"$KILN_OUTPUT_DIR/out\"",
             p = mark.display()
         ),
     );
     let slave = farm.slave("s1").await;
     farm.project("cut", &repo.url, "main").await;
     let b = farm.request_build("cut", json!({})).await;
-    let first = kiln_tests::wait_process("sleep 30203").await;
+    let first = kiln_tests::wait_process("sleep 293").await;
     farm.wait_build(b.id, Duration::from_secs(30), "running", |b| {
         b.state == BuildState::Running
     })
@@ -188,11 +188,11 @@ async fn a_cancel_sent_while_the_slave_is_away_takes_effect_on_return() {
     let git = GitServer::start();
     let repo = git.repo("away");
     let farm = Farm::with(slow_farm()).await;
-    repo.script_branch("main", "sleep 30204 &\necho started\nwait");
+    repo.script_branch("main", "sleep 294 &\necho started\nwait");
     let mut slave = farm.slave("s1").await;
     farm.project("away", &repo.url, "main").await;
     let b = farm.request_build("away", json!({})).await;
-    let child = kiln_tests::wait_process("sleep 30204").await;
+    let child = kiln_tests::wait_process("sleep 294").await;
     slave.kill9();
     let (s, v) = farm
         .post(&format!("/api/builds/{}/cancel", b.id), json!({}))

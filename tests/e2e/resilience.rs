@@ -125,7 +125,7 @@ async fn a_partitioned_slave_loses_its_build_to_a_healthy_one_and_nothing_runs_t
     repo.script_branch(
         "main",
         &format!(
-            "if [ ! -e {p} ]; then touch {p}; echo first; sleep 30205; fi\necho retry > \"$KILN_OUTPUT_DIR/out\"",
+            "if [ ! -e {p} ]; then touch {p}; echo first; sleep 295; fi\necho retry > \"$KILN_OUTPUT_DIR/out\"",
             p = mark.display()
         ),
     );
@@ -133,7 +133,7 @@ async fn a_partitioned_slave_loses_its_build_to_a_healthy_one_and_nothing_runs_t
     let cut = farm.slave_through("cut-off", &proxy.url, &[]).await;
     farm.project("cut", &repo.url, "main").await;
     let b = farm.request_build("cut", json!({})).await;
-    let first = kiln_tests::wait_process("sleep 30205").await;
+    let first = kiln_tests::wait_process("sleep 295").await;
     farm.wait_build(b.id, Duration::from_secs(30), "running", |b| {
         b.state == BuildState::Running
     })

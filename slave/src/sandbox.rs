@@ -160,6 +160,29 @@ fn write_file(path: &CString, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens the directory `path` (no link followed) on the reserved descriptor number `at`.
+/// Async-signal-safe.
+unsafe fn open_at(path: &CString, at: &OwnedFd) -> io::Result<()> {
+    let fd = libc::open(
+        path.as_ptr(),
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+    );
+    check(fd)?;
+    let r = check(libc::dup3(fd, at.as_raw_fd(), libc::O_CLOEXEC));
+    libc::close(fd);
+    r
+}
+
+/// Makes each directory (0755) that does not exist yet, in order. Async-signal-safe.
+unsafe fn make_dirs(dirs: &[CString]) -> io::Result<()> {
+    for d in dirs {
+        if libc::mkdir(d.as_ptr(), 0o755) < 0 && *libc::__errno_location() != libc::EEXIST {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 fn null() -> *const libc::c_char {
     std::ptr::null()
 }
@@ -275,23 +298,11 @@ impl Setup {
             libc::MS_REC | libc::MS_PRIVATE,
             std::ptr::null(),
         ))?;
-        // The build's dir, opened in this namespace (a mount of another namespace cannot be
-        // bound) before the work dir is covered.
-        let fd = libc::open(
-            self.sandbox_dir.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        );
-        check(fd)?;
-        check(libc::dup3(fd, self.sandbox_fd.as_raw_fd(), libc::O_CLOEXEC))?;
-        libc::close(fd);
+        // The build's dir and its temp dirs, opened in this namespace (a mount of another
+        // namespace cannot be bound) before anything is covered.
+        open_at(&self.sandbox_dir, &self.sandbox_fd)?;
         for (_, from, reserved, _) in &self.private_tmp {
-            let fd = libc::open(
-                from.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            );
-            check(fd)?;
-            check(libc::dup3(fd, reserved.as_raw_fd(), libc::O_CLOEXEC))?;
-            libc::close(fd);
+            open_at(from, reserved)?;
         }
         // The temp dirs first: the work dir may be below one of them (/var/tmp/kiln).
         for (at, _, _, fd_path) in &self.private_tmp {
@@ -308,11 +319,7 @@ impl Setup {
         }
         // The way down to the work dir (made again if a temp dir now hides it), the work dir
         // covered, and the way down to the build's dir in the cover.
-        for d in &self.work_ancestors {
-            if libc::mkdir(d.as_ptr(), 0o755) < 0 && *libc::__errno_location() != libc::EEXIST {
-                return Err(io::Error::last_os_error());
-            }
-        }
+        make_dirs(&self.work_ancestors)?;
         check(libc::mount(
             self.tmpfs.as_ptr(),
             self.work_dir.as_ptr(),
@@ -320,11 +327,7 @@ impl Setup {
             libc::MS_NOSUID | libc::MS_NODEV,
             self.tmpfs_opts.as_ptr().cast(),
         ))?;
-        for d in &self.sandbox_dirs {
-            if libc::mkdir(d.as_ptr(), 0o755) < 0 && *libc::__errno_location() != libc::EEXIST {
-                return Err(io::Error::last_os_error());
-            }
-        }
+        make_dirs(&self.sandbox_dirs)?;
         check(libc::mount(
             self.sandbox_fd_path.as_ptr(),
             self.sandbox_dir.as_ptr(),
@@ -354,8 +357,8 @@ pub const PRIVATE_TMP: [(&str, &str); 3] = [
     ("/dev/shm", "shm"),
 ];
 
-/// Creates the sandbox dir (0700, owned by the build's host user) and its temp dirs.
-pub fn prepare_dir(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+/// Creates the sandbox dir (0700) and its temp dirs.
+pub fn prepare_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
@@ -364,10 +367,15 @@ pub fn prepare_dir(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
         std::fs::create_dir_all(&d)?;
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
     }
-    if let Some((uid, gid)) = owner {
-        chown_tree(dir, uid, gid)?;
-    }
     Ok(())
+}
+
+/// Gives the sandbox dir and all in it to the build's host user (if it has one of its own).
+pub fn hand_over(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+    match owner {
+        Some((uid, gid)) => chown_tree(dir, uid, gid),
+        None => Ok(()),
+    }
 }
 
 fn chown_tree(p: &Path, uid: u32, gid: u32) -> io::Result<()> {

@@ -120,14 +120,12 @@ fn prepare_sandbox(env: &Env, dir: &BuildDir, input: &RunnerInput) -> std::io::R
     });
     let record = Record { ids, slot, cgroup };
     dir.write_sandbox(&record)?;
-    sandbox::prepare_dir(&dir.sandbox(), None)?;
+    sandbox::prepare_dir(&dir.sandbox())?;
     // The runner's copy of the input, without what only the daemon needs.
     let mut theirs = input.clone();
     theirs.job.upload_token = String::new();
     dir.write_runner_input(&theirs)?;
-    if let Some((uid, gid)) = record.owner() {
-        sandbox::prepare_dir(&dir.sandbox(), Some((uid, gid)))?;
-    }
+    sandbox::hand_over(&dir.sandbox(), record.owner())?;
     Ok(record)
 }
 

@@ -93,7 +93,7 @@ impl OutputDir {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: fd was just opened and is owned by nobody else.
-        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        let file = unsafe { std::fs::File::from_raw_fd(fd) };
         let m = file.metadata()?;
         if !m.is_file() {
             return Err(std::io::Error::other("not a regular file"));
@@ -103,13 +103,7 @@ impl OutputDir {
                 "a hard link (it has another name, possibly outside the output directory)",
             ));
         }
-        let (sha256, size) = sha256_of(&mut file)?;
-        Ok(Artifact {
-            name: name.to_string(),
-            file,
-            size,
-            sha256,
-        })
+        Artifact::hashed(name, file)
     }
 }
 
@@ -148,7 +142,11 @@ impl Artifact {
 
     /// An artifact the daemon made itself (SHA256SUMS), from a file of its own.
     pub fn from_own_file(name: &str, path: &Path) -> std::io::Result<Artifact> {
-        let mut file = std::fs::File::open(path)?;
+        Artifact::hashed(name, std::fs::File::open(path)?)
+    }
+
+    /// An artifact from a file already open and checked: hashed once, here.
+    fn hashed(name: &str, mut file: std::fs::File) -> std::io::Result<Artifact> {
         let (sha256, size) = sha256_of(&mut file)?;
         Ok(Artifact {
             name: name.to_string(),

@@ -645,22 +645,7 @@ impl SlaveProc {
 
     /// Pids of build runners working in this slave's work dir (they outlive the daemon).
     pub fn runner_pids(&self) -> Vec<i32> {
-        let needle = self.work.to_string_lossy().into_owned();
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|c| {
-                        let c = String::from_utf8_lossy(&c);
-                        c.contains("run-build") && c.contains(&needle)
-                    })
-                    .unwrap_or(false)
-            })
-            .filter(|pid| crate::alive(*pid))
-            .collect()
+        crate::processes_with(&format!("run-build --dir {}", self.work.display()))
     }
 
     pub fn log_text(&self) -> String {

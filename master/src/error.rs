@@ -24,6 +24,13 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// Signed in, may see the thing, but may not do this (403). Things a person may not see are
+    /// `NotFound`, never this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many failed sign-ins (429); the message says how long to wait.
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("{0}")]
     Unprocessable(String),
     #[error("{0}")]
@@ -77,6 +84,7 @@ pub fn code_for(status: StatusCode) -> &'static str {
         StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
         StatusCode::INSUFFICIENT_STORAGE => "insufficient_storage",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
         s if s.is_server_error() => "internal",
         _ => "invalid",
     }
@@ -101,6 +109,8 @@ impl IntoResponse for ApiError {
             ApiError::Invalid { field, .. } => (StatusCode::BAD_REQUEST, *field),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, None),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, None),
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, None),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, None),
             ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, None),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),

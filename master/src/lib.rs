@@ -3,6 +3,7 @@
 //! [`build`]; what happens to a build is in [`lifecycle`], the shared parts in [`state`].
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod database;
@@ -16,6 +17,7 @@ pub mod init;
 pub mod lifecycle;
 pub mod listener;
 pub mod liveness;
+pub mod login;
 pub mod matching;
 pub mod retention;
 pub mod schedule;
@@ -116,6 +118,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .and_then(|d| std::fs::read_to_string(state.cfg.path(d).join("index.html")).ok());
     let csp = Arc::new(web::console_csp(index.as_deref()));
     api::router()
+        .merge(login::router())
         .route("/ws/slave", get(ws::slave::upgrade))
         .route("/ws/console", get(ws::console::upgrade))
         // The console's HTML is served only outside /api/ and /ws/.
@@ -174,6 +177,8 @@ pub async fn build_with(
             None
         }
     };
+    let oidc = login::oidc::discover(&cfg).await?;
+    let secure_cookies = auth::secure_cookies(&cfg, tls.is_some(), addr);
     let upload_keys = upload_token::UploadKeys::load_or_create(cfg.data_dir())
         .context("the upload signing key (upload-keys in the data dir)")?;
     db::migrate(&db).await?;
@@ -195,7 +200,13 @@ pub async fn build_with(
         default_tz,
         database: Arc::default(),
         upload_keys,
+        auth: auth::AuthState {
+            secure_cookies,
+            limiter: Default::default(),
+            oidc,
+        },
     });
+    auth::adopt_admin_token(&state).await?;
     let mut background = vec![
         tokio::spawn(state.database.clone().watch(state.db.clone())),
         tokio::spawn(dispatch::run(state.clone())),
@@ -204,6 +215,9 @@ pub async fn build_with(
         background.push(tokio::spawn(liveness::run(state.clone())));
         background.push(tokio::spawn(scheduler::run(state.clone())));
         background.push(tokio::spawn(retention::run(state.clone())));
+        if state.cfg.auth.launchpad.is_some() {
+            background.push(tokio::spawn(login::launchpad::refresh_loop(state.clone())));
+        }
     }
     let (tx, rx) = tokio::sync::watch::channel(false);
     let app = router(state.clone());

@@ -43,8 +43,26 @@ enum Cmd {
     /// Make a new upload signing key (the previous one stays valid for tokens already handed
     /// out); restart the master to use it.
     RotateUploadKey,
+    /// Local accounts.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
     /// Run the master (the default).
     Serve,
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a local account and print its one-time password (to be changed at first sign-in).
+    Add {
+        name: String,
+        /// A site admin (users, teams, slaves, every project).
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        email: Option<String>,
+    },
 }
 
 fn load(cli: &Cli) -> Result<Config> {
@@ -100,6 +118,39 @@ async fn main() -> Result<()> {
             let cfg = load(&cli)?;
             let kid = kiln_master::upload_token::UploadKeys::rotate(cfg.data_dir())?;
             println!("new upload signing key {kid}; restart the master to sign with it");
+            Ok(())
+        }
+        Some(Cmd::User {
+            cmd: UserCmd::Add { name, admin, email },
+        }) => {
+            let cfg = load(&cli)?;
+            let (pool, _pg) = kiln_master::db::open(&cfg).await?;
+            kiln_master::db::migrate(&pool).await?;
+            let req = kiln_shared::api::NewUser {
+                username: name.clone(),
+                password: None,
+                email: email.clone(),
+                admin: Some(*admin),
+            };
+            let (_, password) = kiln_master::api::accounts::create_user_in(&pool, &req)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            kiln_master::db::accounts::audit(
+                &pool,
+                kiln_master::db::accounts::Audit {
+                    actor: None,
+                    action: "user_created",
+                    target: Some(format!("user {name}")),
+                    address: None,
+                    detail: serde_json::json!({ "admin": admin, "via": "kiln-master user add" }),
+                },
+            )
+            .await?;
+            println!(
+                "user '{name}'{} created; one-time password (shown only now, change it after signing in):",
+                if *admin { " (admin)" } else { "" }
+            );
+            println!("{}", password.unwrap_or_default());
             Ok(())
         }
         Some(Cmd::Serve) | None => serve(load(&cli)?).await,

@@ -1,6 +1,6 @@
 //! Retention: in the background, deletes ended builds (rows, logs, artifacts) that their project
 //! no longer keeps (`keep_builds`, `keep_days`). Release builds are always kept; running builds
-//! are never touched. Files go first, on a blocking thread, so no request or build waits on it.
+//! are never touched. Ended sessions and stale sign-in flows go too. Files go first, on a blocking thread, so no request or build waits on it.
 
 use crate::db::builds;
 use crate::state::AppState;
@@ -11,6 +11,16 @@ pub async fn run(state: Arc<AppState>) {
     let every = Duration::from_secs(u64::from(state.cfg.master.retention_interval_secs));
     loop {
         tokio::time::sleep(every).await;
+        let a = &state.cfg.auth;
+        let ended = crate::db::accounts::sweep(
+            &state.db,
+            state.clock.now(),
+            a.session_idle_secs,
+            a.session_max_secs,
+        );
+        if let Err(e) = ended.await {
+            tracing::warn!("removing ended sessions failed: {e}");
+        }
         match sweep(&state).await {
             Ok(0) => {}
             Ok(n) => tracing::info!("retention removed {n} build(s)"),

@@ -26,6 +26,8 @@ pub struct AppState {
     pub database: Arc<crate::database::Database>,
     /// Signs and checks per-build upload tokens.
     pub upload_keys: crate::upload_token::UploadKeys,
+    /// Cookies, failed sign-ins, OpenID Connect providers.
+    pub auth: crate::auth::AuthState,
 }
 
 impl AppState {

@@ -41,6 +41,13 @@ pub struct CreateProject {
     pub allow_emulation: Option<bool>,
     #[serde(default)]
     pub backend: Option<String>,
+    /// The team that owns the project; its members hold their role on it. Admins may leave
+    /// it out (only admins then reach a private project).
+    #[serde(default)]
+    pub team: Option<String>,
+    /// `private` (the default: only the team sees it) or `public` (everyone signed in).
+    #[serde(default)]
+    pub visibility: Option<Visibility>,
 }
 
 impl CreateProject {
@@ -62,6 +69,8 @@ impl CreateProject {
             max_running: self.max_running.map(Some),
             allow_emulation: self.allow_emulation,
             backend: self.backend.clone().map(Some),
+            team: None,
+            visibility: None,
         }
     }
 }
@@ -111,6 +120,12 @@ pub struct PatchProject {
     /// take the project's builds; `null`: any slave.
     #[serde(default, with = "double_option")]
     pub backend: Option<Option<String>>,
+    /// Moves the project to another team (a maintainer of both, or an admin); `null`: no team
+    /// (admins only).
+    #[serde(default, with = "double_option")]
+    pub team: Option<Option<String>>,
+    #[serde(default)]
+    pub visibility: Option<Visibility>,
 }
 
 /// Distinguishes "absent" (`None`) from "null" (`Some(None)`).
@@ -160,6 +175,14 @@ pub struct Project {
     /// The newest build of the project, if any.
     pub last_build: Option<BuildId>,
     pub last_state: Option<BuildState>,
+    /// The team that owns the project.
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub visibility: Visibility,
+    /// What the person asking may do with it (absent in contexts without a person).
+    #[serde(default)]
+    pub role: Option<Role>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -447,4 +470,256 @@ mod tests {
         assert_eq!(p.architecture, None);
         assert!(serde_json::from_str::<PatchProject>(r#"{"nope":1}"#).is_err());
     }
+}
+
+// ---- People, teams, roles, sessions and tokens -------------------------------------------
+
+/// What someone may do with a project, from least to most. `Admin` is site-wide (an account
+/// flag); on a team, members are viewers, builders or maintainers.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Sees projects, builds, logs and artifacts.
+    #[default]
+    Viewer,
+    /// Also starts, cancels and rebuilds builds, and starts release builds.
+    Builder,
+    /// Also edits the project's settings.
+    Maintainer,
+    /// Everything: users, teams, slaves, every project.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Builder => "builder",
+            Role::Maintainer => "maintainer",
+            Role::Admin => "admin",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "viewer" => Role::Viewer,
+            "builder" => Role::Builder,
+            "maintainer" => Role::Maintainer,
+            "admin" => Role::Admin,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Only the project's team (and admins); everyone else gets 404.
+    #[default]
+    Private,
+    /// Everyone signed in may view it.
+    Public,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Private => "private",
+            Visibility::Public => "public",
+        }
+    }
+}
+
+/// `GET /auth/providers`: the ways to sign in on this master.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Providers {
+    /// Whether `POST /auth/local/login` is on.
+    pub local: bool,
+    pub providers: Vec<ProviderInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    /// `oidc:NAME` or `launchpad` (as in group mappings).
+    pub id: String,
+    /// Shown on the login page.
+    pub display_name: String,
+    /// Where the browser goes to sign in (`/auth/oidc/NAME/login`, `/auth/launchpad/login`).
+    pub login_url: String,
+}
+
+/// `POST /auth/local/login`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalLogin {
+    pub username: String,
+    pub password: String,
+}
+
+/// A team someone belongs to, and their role on its projects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamRole {
+    pub team: String,
+    pub role: Role,
+}
+
+/// `GET /api/me`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    pub username: String,
+    pub admin: bool,
+    pub email: Option<String>,
+    pub teams: Vec<TeamRole>,
+    /// Send it as `X-CSRF-Token` with every state-changing request made with the session
+    /// cookie; absent when signed in with an API token.
+    pub csrf_token: Option<String>,
+    /// How this request was signed in: `session` or `token`.
+    pub via: String,
+    /// The password was set by an admin and should be changed.
+    #[serde(default)]
+    pub must_change_password: bool,
+    /// The highest role an API token carries (tokens only).
+    #[serde(default)]
+    pub token_role: Option<Role>,
+}
+
+/// `POST /api/me/password`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub current: String,
+    pub new: String,
+}
+
+/// `GET /api/users` items.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub username: String,
+    pub email: Option<String>,
+    pub admin: bool,
+    /// Sign-in methods linked to the account: `local`, `oidc:NAME`, `launchpad`.
+    pub logins: Vec<String>,
+    pub teams: Vec<TeamRole>,
+    pub created_at: DateTime<Utc>,
+    pub last_login: Option<DateTime<Utc>>,
+}
+
+/// `POST /api/users`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub username: String,
+    /// Left out: a one-time password is made and returned once.
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub admin: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserCreated {
+    pub user: User,
+    /// The one-time password, when the request gave none; shown only now.
+    pub password: Option<String>,
+}
+
+/// `GET /api/teams` items.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Team {
+    pub name: String,
+    pub members: Vec<Member>,
+    pub projects: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub username: String,
+    pub role: Role,
+    /// `manual` (set by an admin) or the provider whose group mapping made it (`oidc:NAME`,
+    /// `launchpad`).
+    pub source: String,
+}
+
+/// `POST /api/teams`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTeam {
+    pub name: String,
+}
+
+/// `PUT /api/teams/{name}/members/{user}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetMember {
+    pub role: Role,
+}
+
+/// `GET/POST /api/teams/{name}/mappings`: members of `group` at `provider` get `role` on the
+/// team at sign-in (and, for Launchpad, at each refresh).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mapping {
+    pub id: i64,
+    pub team: String,
+    pub provider: String,
+    pub group: String,
+    pub role: Role,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMapping {
+    /// `launchpad` or `oidc:NAME`.
+    pub provider: String,
+    pub group: String,
+    pub role: Role,
+}
+
+/// `GET /api/tokens` items (the token itself is never shown again).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used: Option<DateTime<Utc>>,
+}
+
+/// `POST /api/tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiToken {
+    pub name: String,
+    /// At most the owner's own role; default: the owner's.
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenCreated {
+    pub token: ApiToken,
+    /// `Authorization: Bearer <secret>`; shown only now.
+    pub secret: String,
+}
+
+/// `GET /api/audit` items, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// Who did it (a user name), when known.
+    pub actor: Option<String>,
+    /// `login`, `login_refused`, `logout`, `build_requested`, `build_cancelled`, ...
+    pub action: String,
+    /// What it was done to (`project board-a`, `build 12`, `team boards`, ...).
+    pub target: Option<String>,
+    /// The client's address.
+    pub address: Option<String>,
+    pub detail: serde_json::Value,
 }

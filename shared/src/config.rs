@@ -24,6 +24,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub slave: SlaveConfig,
+    /// Who may sign in and how (`[auth]`).
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 fn one() -> u32 {
@@ -75,6 +78,110 @@ pub struct MasterConfig {
     pub connections: ConnectionLimits,
     /// Quotas: log, artifacts per build, storage per project (`[master.limits]`).
     pub limits: Limits,
+    /// The URL people reach the console at (`https://kiln.example.org`): sign-in providers
+    /// return there, and it is an allowed `Origin`. Required when a sign-in provider is set.
+    pub public_url: Option<String>,
+}
+
+/// `[auth]`: sign-in methods, sessions and login rate limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accounts with a password kept by Kiln (`kiln-master user add`).
+    pub local_accounts: bool,
+    /// A session ends after this long without a request (seconds).
+    pub session_idle_secs: u64,
+    /// A session ends this long after sign-in whatever happens (seconds).
+    pub session_max_secs: u64,
+    /// Origins (`https://host[:port]`) besides `master.public_url` (or, without it, the
+    /// request's own host) that may send state-changing requests with the session cookie.
+    pub allowed_origins: Vec<String>,
+    /// Failed sign-ins allowed per account, and per client address, in `login_window_secs`.
+    pub login_attempts_per_account: u32,
+    pub login_attempts_per_address: u32,
+    pub login_window_secs: u64,
+    /// OpenID Connect providers (`[[auth.oidc]]`), any number.
+    pub oidc: Vec<OidcProvider>,
+    /// Launchpad (OpenID 2.0 with the teams extension), when the section is present.
+    pub launchpad: Option<LaunchpadConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            local_accounts: true,
+            session_idle_secs: 8 * 3600,
+            session_max_secs: 7 * 24 * 3600,
+            allowed_origins: Vec::new(),
+            login_attempts_per_account: 5,
+            login_attempts_per_address: 20,
+            login_window_secs: 900,
+            oidc: Vec::new(),
+            launchpad: None,
+        }
+    }
+}
+
+/// One OpenID Connect provider.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProvider {
+    /// Short name used in routes (`/auth/oidc/{name}/login`) and mappings (`oidc:{name}`).
+    pub name: String,
+    /// Shown on the login page ("Sign in with …"); default: `name`.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Issuer URL; `{issuer}/.well-known/openid-configuration` is read at start-up.
+    pub issuer: String,
+    pub client_id: String,
+    /// File holding the client secret (relative to data_dir); never the secret itself.
+    pub client_secret_file: PathBuf,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// ID-token or userinfo claim that lists the person's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Claim used as the Kiln user name.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email"].map(String::from).to_vec()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_username_claim() -> String {
+    "preferred_username".into()
+}
+
+/// `[auth.launchpad]`: one OpenID 2.0 endpoint (default Ubuntu's), pinned.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LaunchpadConfig {
+    /// Shown on the login page.
+    pub display_name: String,
+    /// The OpenID 2.0 endpoint requests go to and assertions must name as `openid.op_endpoint`.
+    pub endpoint: String,
+    /// Claimed identifiers must start with this.
+    pub claimed_id_prefix: String,
+    /// Launchpad's REST API, for team membership refreshes (`{api_url}/~{name}/super_teams`).
+    pub api_url: String,
+    /// How often memberships are refreshed (seconds).
+    pub refresh_secs: u64,
+}
+
+impl Default for LaunchpadConfig {
+    fn default() -> Self {
+        LaunchpadConfig {
+            display_name: "Launchpad".into(),
+            endpoint: "https://login.ubuntu.com/+openid".into(),
+            claimed_id_prefix: "https://login.ubuntu.com/+id/".into(),
+            api_url: "https://api.launchpad.net/devel".into(),
+            refresh_secs: 3600,
+        }
+    }
 }
 
 /// How many connections the master holds and how long it waits for them: what keeps a rude
@@ -137,6 +244,7 @@ impl Default for MasterConfig {
             token_grace_secs: 600,
             connections: ConnectionLimits::default(),
             limits: Limits::default(),
+            public_url: None,
         }
     }
 }
@@ -360,6 +468,7 @@ impl Config {
             master: MasterConfig::default(),
             database: DatabaseConfig::default(),
             slave: SlaveConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 
@@ -436,6 +545,7 @@ impl Config {
                 );
             }
         }
+        self.check_auth()?;
         if self.slave.sandbox_uid_base < 65536
             || u64::from(self.slave.sandbox_uid_base) + 64 * 65536 > u64::from(u32::MAX)
         {
@@ -469,6 +579,99 @@ impl Config {
         }
         if let Some(name) = &s.name {
             crate::api::validate_name("slave name", name).or_else(|m| invalid("slave.name", &m))?;
+        }
+        Ok(())
+    }
+
+    fn check_auth(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        let a = &self.auth;
+        let is_origin = |u: &str| {
+            (u.starts_with("http://") || u.starts_with("https://"))
+                && !u
+                    .trim_start_matches("https://")
+                    .trim_start_matches("http://")
+                    .is_empty()
+        };
+        if let Some(u) = &self.master.public_url {
+            if !is_origin(u) || u.contains('?') || u.contains('#') {
+                return invalid(
+                    "master.public_url",
+                    format!("'{u}' must be an http:// or https:// URL without query"),
+                );
+            }
+        }
+        for o in &a.allowed_origins {
+            if !is_origin(o)
+                || o.trim_start_matches("https://")
+                    .trim_start_matches("http://")
+                    .contains('/')
+            {
+                return invalid(
+                    "auth.allowed_origins",
+                    format!("'{o}' is not an origin like https://kiln.example.org"),
+                );
+            }
+        }
+        if a.session_idle_secs == 0 || a.session_max_secs < a.session_idle_secs {
+            return invalid(
+                "auth.session_max_secs",
+                "sessions need session_idle_secs ≥ 1 and session_max_secs ≥ session_idle_secs"
+                    .into(),
+            );
+        }
+        if a.login_attempts_per_account == 0
+            || a.login_attempts_per_address == 0
+            || a.login_window_secs == 0
+        {
+            return invalid(
+                "auth.login_window_secs",
+                "login limits must be at least 1".into(),
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &a.oidc {
+            crate::api::validate_name("provider name", &p.name)
+                .or_else(|m| invalid("auth.oidc.name", m))?;
+            if !seen.insert(p.name.as_str()) {
+                return invalid("auth.oidc.name", format!("'{}' is named twice", p.name));
+            }
+            if !(p.issuer.starts_with("https://") || p.issuer.starts_with("http://")) {
+                return invalid(
+                    "auth.oidc.issuer",
+                    format!(
+                        "provider '{}': '{}' is not an http(s) URL",
+                        p.name, p.issuer
+                    ),
+                );
+            }
+            if !p.scopes.iter().any(|s| s == "openid") {
+                return invalid(
+                    "auth.oidc.scopes",
+                    format!("provider '{}': the scopes must include openid", p.name),
+                );
+            }
+        }
+        if let Some(lp) = &a.launchpad {
+            for (key, u) in [
+                ("auth.launchpad.endpoint", &lp.endpoint),
+                ("auth.launchpad.claimed_id_prefix", &lp.claimed_id_prefix),
+                ("auth.launchpad.api_url", &lp.api_url),
+            ] {
+                if !(u.starts_with("https://") || u.starts_with("http://")) {
+                    return invalid(key, format!("'{u}' is not an http(s) URL"));
+                }
+            }
+            if lp.refresh_secs == 0 {
+                return invalid("auth.launchpad.refresh_secs", "must be at least 1".into());
+            }
+        }
+        if (!a.oidc.is_empty() || a.launchpad.is_some()) && self.master.public_url.is_none() {
+            return invalid(
+                "master.public_url",
+                "is needed when a sign-in provider is configured (providers send people back there)"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -1,317 +1,294 @@
-//! The authorization matrix: every route of `docs/api.md` without a token, with a wrong token, and
-//! with the admin token; the expected answer of each cell is in the table. (Until the login issue
-//! there is one role, the admin; slaves and enrolling boards have tokens of their own.)
+//! The authorization matrix: every route of `docs/api.md` as nobody, as a member of another
+//! team, as a viewer, builder and maintainer of the project's team, and as a site admin, each
+//! signed in through a real session (cookie, CSRF token, Origin); the expected status of each
+//! cell is written in the table. Private projects are 404 for people outside their team, never
+//! 403. Slaves, enrolling boards and uploads have tokens of their own, which no person has.
 
-use kiln_tests::{Farm, GitServer};
+use kiln_tests::{free_port, Farm, FarmOptions, GitServer, Session};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
+use std::time::Duration;
 
-/// What a cell expects.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Want {
-    /// 401 with a JSON error.
-    Refused,
-    /// Anything but 401/403 (the route ran; its own checks may still answer 4xx).
-    Allowed,
+/// Who asks, in the order the columns are tried (state changes made by one column are what the
+/// next one finds: the builder cancels a build, so the maintainer finds it ended).
+const WHO: [&str; 6] = [
+    "nobody",
+    "outsider",
+    "viewer",
+    "builder",
+    "maintainer",
+    "admin",
+];
+
+/// A farm with two teams (`boards` owns the private project `p`, `others` the public `pub`), a
+/// person in each role, and a Launchpad provider configured (never contacted) so that group
+/// mappings can be made.
+pub async fn people_farm() -> Farm {
+    let port = free_port();
+    let farm = Farm::with(FarmOptions {
+        listen: Some(format!("127.0.0.1:{port}")),
+        extra_master_toml: format!("public_url = \"https://127.0.0.1:{port}\"\n"),
+        extra_toml: "[auth.launchpad]\nendpoint = \"http://127.0.0.1:9/+openid\"\n\
+                     claimed_id_prefix = \"http://127.0.0.1:9/+id/\"\n\
+                     api_url = \"http://127.0.0.1:9/api\"\nrefresh_secs = 3600\n"
+            .into(),
+        ..Default::default()
+    })
+    .await;
+    farm.add_team("boards").await;
+    farm.add_team("others").await;
+    for (who, team) in [
+        ("viewer", Some(("boards", "viewer"))),
+        ("builder", Some(("boards", "builder"))),
+        ("maintainer", Some(("boards", "maintainer"))),
+        ("outsider", Some(("others", "maintainer"))),
+        ("extra", None),
+    ] {
+        farm.add_user(who, false, team).await;
+    }
+    farm.add_user("admin-user", true, None).await;
+    farm
 }
 
-#[tokio::test]
-async fn every_route_times_every_credential() {
-    use Want::*;
-    let git = GitServer::start();
-    let repo = git.repo("authz");
-    repo.script_branch("main", "echo ok > \"$KILN_OUTPUT_DIR/ok\"");
-    let farm = Farm::start().await;
-    farm.project("p", &repo.url, "main").await;
-    let b = farm.request_build("p", json!({})).await;
-    farm.register_slave("s").await;
-    let id = b.id.to_string();
-    let m = |s: &str| Method::from_bytes(s.as_bytes()).unwrap();
-    // (method, path, body, without a token, with a wrong token, with the admin token)
-    let routes: Vec<(Method, String, Option<serde_json::Value>, Want, Want, Want)> = vec![
-        (
-            m("GET"),
-            "/api/health".into(),
-            None,
-            Allowed,
-            Allowed,
-            Allowed,
-        ),
-        (
-            m("GET"),
-            "/api/projects".into(),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("POST"),
-            "/api/projects".into(),
-            Some(json!({"name": "q", "branch_url": repo.url})),
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("GET"),
-            "/api/projects/p".into(),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("PATCH"),
-            "/api/projects/p".into(),
-            Some(json!({"priority": 1})),
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("POST"),
-            "/api/projects/p/builds".into(),
-            Some(json!({})),
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("GET"),
-            "/api/builds".into(),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("GET"),
-            format!("/api/builds/{id}"),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("GET"),
-            format!("/api/builds/{id}/log"),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("GET"),
-            format!("/api/builds/{id}/artifacts"),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("GET"),
-            format!("/api/builds/{id}/artifacts/ok"),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("POST"),
-            format!("/api/builds/{id}/rebuild"),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("POST"),
-            format!("/api/builds/{id}/cancel"),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("GET"),
-            "/api/catalog".into(),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("GET"),
-            "/api/slaves".into(),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("POST"),
-            "/api/slaves".into(),
-            Some(json!({"name": "t"})),
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("POST"),
-            "/api/slaves/s/drain".into(),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("POST"),
-            "/api/slaves/s/disable".into(),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("POST"),
-            "/api/slaves/s/enable".into(),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("POST"),
-            "/api/slaves/s/rotate-token".into(),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("GET"),
-            "/api/slaves/registration-tokens".into(),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("POST"),
-            "/api/slaves/registration-tokens".into(),
-            Some(json!({"expires_in_s": 600, "uses": 1})),
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("DELETE"),
-            "/api/slaves/registration-tokens/1".into(),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        // Enrolling takes a registration token, which neither a wrong nor the admin token is.
-        (
-            m("POST"),
-            "/api/slaves/register".into(),
-            Some(json!({"name": "u"})),
-            Refused,
-            Refused,
-            Refused,
-        ),
-        // Uploads take the build's upload token only.
-        (
-            m("PUT"),
-            format!("/api/slave/builds/{id}/artifacts/x"),
-            None,
-            Refused,
-            Refused,
-            Refused,
-        ),
-        (
-            m("POST"),
-            "/api/slaves/t/revoke".into(),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("DELETE"),
-            "/api/slaves/s".into(),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-        (
-            m("DELETE"),
-            "/api/projects/q".into(),
-            None,
-            Refused,
-            Refused,
-            Allowed,
-        ),
-    ];
-    let mut wrong = vec![];
-    for (method, path, body, none, bad, admin) in &routes {
-        for (who, token, want) in [
-            ("nobody", None, none),
-            ("a wrong token", Some("kiln_a_wrong"), bad),
-            ("the admin", Some(farm.token.as_str()), admin),
-        ] {
+pub async fn sign_in(farm: &Farm, who: &str) -> Option<Session> {
+    match who {
+        "nobody" => None,
+        "admin" => Some(Session::login(farm, "admin-user", "admin-user-password-123").await),
+        w => Some(Session::login(farm, w, &format!("{w}-password-123")).await),
+    }
+}
+
+async fn project(farm: &Farm, name: &str, url: &str, team: &str, more: Value) {
+    let mut body = json!({ "name": name, "branch_url": url, "team": team });
+    body.as_object_mut()
+        .unwrap()
+        .extend(more.as_object().unwrap().clone());
+    let (status, v) = farm.post("/api/projects", body).await;
+    assert_eq!(status, 201, "creating project {name}: {v}");
+}
+
+async fn call(
+    farm: &Farm,
+    s: Option<&Session>,
+    method: &Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    match s {
+        Some(s) => s.send(method.clone(), path, body).await,
+        None => {
             let mut req = farm.http.request(method.clone(), farm.api(path));
-            if let Some(t) = token {
-                req = req.bearer_auth(t);
-            }
             if let Some(b) = body {
                 req = req.json(b);
             }
             let r = req.send().await.expect("request");
             let status = r.status().as_u16();
-            let json = r
-                .headers()
-                .get("content-type")
-                .is_some_and(|v| v.to_str().unwrap_or("").starts_with("application/json"));
-            let ok = match want {
-                Refused => status == 401 && json,
-                Allowed => status != 401 && status != 403,
-            };
-            if !ok {
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_route_times_every_role() {
+    let git = GitServer::start();
+    let repo = git.repo("authz");
+    repo.script_branch("main", "echo ok > \"$KILN_OUTPUT_DIR/ok\"");
+    let farm = people_farm().await;
+    let url = repo.url.as_str();
+    project(&farm, "p", url, "boards", json!({})).await;
+    // Its builds wait for a slave tagged `nowhere`: one stays queued to be cancelled.
+    project(&farm, "held", url, "boards", json!({ "tags": ["nowhere"] })).await;
+    project(
+        &farm,
+        "pub",
+        url,
+        "others",
+        json!({ "visibility": "public" }),
+    )
+    .await;
+    for who in WHO {
+        project(&farm, &format!("d-{who}"), url, "boards", json!({})).await;
+    }
+    let _slave = farm.slave("s").await;
+    let done = farm.request_build("p", json!({})).await;
+    let done = farm.wait_ended(done.id, Duration::from_secs(120)).await;
+    assert_eq!(
+        done.state,
+        kiln_shared::BuildState::Succeeded,
+        "{:?}",
+        done.reason
+    );
+    let held = farm.request_build("held", json!({})).await;
+    farm.register_slave("idle").await;
+    let sessions: Vec<Option<Session>> = {
+        let mut v = vec![];
+        for who in WHO {
+            v.push(sign_in(&farm, who).await);
+        }
+        v
+    };
+    let viewer = sessions[2].as_ref().unwrap();
+    let (_, t) = viewer
+        .send(Method::POST, "/api/tokens", Some(&json!({"name": "mine"})))
+        .await;
+    let viewer_token = t["token"]["id"].as_i64().expect("a token id");
+    let (b, h) = (done.id.to_string(), held.id.to_string());
+    let m = |s: &str| Method::from_bytes(s.as_bytes()).unwrap();
+    let pw = json!({"current": "not the password", "new": "a-new-long-password"});
+    // (method, path ({who} is the column's name), body, [nobody, outsider, viewer, builder,
+    // maintainer, admin])
+    #[rustfmt::skip]
+    let routes: Vec<(Method, String, Option<Value>, [u16; 6])> = vec![
+        (m("GET"), "/api/health".into(), None, [200, 200, 200, 200, 200, 200]),
+        (m("GET"), "/auth/providers".into(), None, [200, 200, 200, 200, 200, 200]),
+        (m("GET"), "/api/me".into(), None, [401, 200, 200, 200, 200, 200]),
+        (m("POST"), "/api/me/password".into(), Some(pw), [401, 400, 400, 400, 400, 400]),
+        // Projects: `p` is private to `boards`; `pub` belongs to `others` and is public.
+        (m("GET"), "/api/projects".into(), None, [401, 200, 200, 200, 200, 200]),
+        (m("POST"), "/api/projects".into(), Some(json!({"name": "q-{who}", "branch_url": url, "team": "boards"})), [401, 400, 403, 403, 201, 201]),
+        (m("GET"), "/api/projects/p".into(), None, [401, 404, 200, 200, 200, 200]),
+        (m("GET"), "/api/projects/pub".into(), None, [401, 200, 200, 200, 200, 200]),
+        (m("PATCH"), "/api/projects/p".into(), Some(json!({"priority": 1})), [401, 404, 403, 403, 200, 200]),
+        (m("PATCH"), "/api/projects/pub".into(), Some(json!({"priority": 1})), [401, 200, 403, 403, 403, 200]),
+        (m("POST"), "/api/projects/p/builds".into(), Some(json!({})), [401, 404, 403, 201, 201, 201]),
+        (m("POST"), "/api/projects/p/builds".into(), Some(json!({"release": "r-{who}"})), [401, 404, 403, 201, 201, 201]),
+        (m("POST"), "/api/projects/pub/builds".into(), Some(json!({})), [401, 201, 403, 403, 403, 201]),
+        (m("DELETE"), "/api/projects/d-{who}".into(), None, [401, 404, 403, 403, 204, 204]),
+        // Builds of `p`.
+        (m("GET"), "/api/builds".into(), None, [401, 200, 200, 200, 200, 200]),
+        (m("GET"), format!("/api/builds/{b}"), None, [401, 404, 200, 200, 200, 200]),
+        (m("GET"), format!("/api/builds/{b}/log"), None, [401, 404, 200, 200, 200, 200]),
+        (m("GET"), format!("/api/builds/{b}/artifacts"), None, [401, 404, 200, 200, 200, 200]),
+        (m("GET"), format!("/api/builds/{b}/artifacts/ok"), None, [401, 404, 200, 200, 200, 200]),
+        (m("POST"), format!("/api/builds/{b}/rebuild"), None, [401, 404, 403, 201, 201, 201]),
+        // The builder cancels it; after that it has ended.
+        (m("POST"), format!("/api/builds/{h}/cancel"), None, [401, 404, 403, 200, 409, 409]),
+        (m("GET"), "/api/catalog".into(), None, [401, 200, 200, 200, 200, 200]),
+        // Slaves: everyone sees them, only admins change them.
+        (m("GET"), "/api/slaves".into(), None, [401, 200, 200, 200, 200, 200]),
+        (m("POST"), "/api/slaves".into(), Some(json!({"name": "t-{who}"})), [401, 403, 403, 403, 403, 201]),
+        (m("POST"), "/api/slaves/idle/drain".into(), None, [401, 403, 403, 403, 403, 409]),
+        (m("POST"), "/api/slaves/idle/disable".into(), None, [401, 403, 403, 403, 403, 200]),
+        (m("POST"), "/api/slaves/idle/enable".into(), None, [401, 403, 403, 403, 403, 200]),
+        (m("POST"), "/api/slaves/idle/rotate-token".into(), None, [401, 403, 403, 403, 403, 200]),
+        (m("GET"), "/api/slaves/registration-tokens".into(), None, [401, 403, 403, 403, 403, 200]),
+        (m("POST"), "/api/slaves/registration-tokens".into(), Some(json!({"expires_in_s": 600, "uses": 1})), [401, 403, 403, 403, 403, 201]),
+        (m("DELETE"), "/api/slaves/registration-tokens/1".into(), None, [401, 403, 403, 403, 403, 204]),
+        // Enrolling takes a registration token and uploads the build's upload token: no
+        // person's session is either.
+        (m("POST"), "/api/slaves/register".into(), Some(json!({"name": "u"})), [401, 401, 401, 401, 401, 401]),
+        (m("PUT"), format!("/api/slave/builds/{b}/artifacts/x"), None, [401, 401, 401, 401, 401, 401]),
+        (m("POST"), "/api/slaves/t-admin/revoke".into(), None, [401, 403, 403, 403, 403, 204]),
+        (m("DELETE"), "/api/slaves/idle".into(), None, [401, 403, 403, 403, 403, 204]),
+        // People and teams: admins only, except one's own tokens and the teams one is in.
+        (m("GET"), "/api/users".into(), None, [401, 403, 403, 403, 403, 200]),
+        (m("POST"), "/api/users".into(), Some(json!({"username": "n-{who}", "password": "long-enough-pw"})), [401, 403, 403, 403, 403, 201]),
+        (m("GET"), "/api/teams".into(), None, [401, 200, 200, 200, 200, 200]),
+        (m("POST"), "/api/teams".into(), Some(json!({"name": "t-{who}"})), [401, 403, 403, 403, 403, 201]),
+        (m("PUT"), "/api/teams/boards/members/extra".into(), Some(json!({"role": "viewer"})), [401, 403, 403, 403, 403, 200]),
+        (m("DELETE"), "/api/teams/boards/members/extra".into(), None, [401, 403, 403, 403, 403, 204]),
+        (m("GET"), "/api/teams/boards/mappings".into(), None, [401, 403, 403, 403, 403, 200]),
+        (m("POST"), "/api/teams/boards/mappings".into(), Some(json!({"provider": "launchpad", "group": "lp-boards", "role": "builder"})), [401, 403, 403, 403, 403, 201]),
+        (m("DELETE"), "/api/teams/boards/mappings/1".into(), None, [401, 403, 403, 403, 403, 204]),
+        (m("GET"), "/api/tokens".into(), None, [401, 200, 200, 200, 200, 200]),
+        (m("POST"), "/api/tokens".into(), Some(json!({"name": "t"})), [401, 201, 201, 201, 201, 201]),
+        // The viewer's own token: theirs to revoke; no one else's (an admin's may, but by then
+        // it is gone).
+        (m("DELETE"), format!("/api/tokens/{viewer_token}"), None, [401, 404, 204, 404, 404, 404]),
+        (m("GET"), "/api/audit".into(), None, [401, 403, 403, 403, 403, 200]),
+    ];
+    let mut wrong = vec![];
+    for (method, path, body, want) in &routes {
+        for (i, who) in WHO.iter().enumerate() {
+            let path = path.replace("{who}", who);
+            let body = body
+                .as_ref()
+                .map(|b| serde_json::from_str(&b.to_string().replace("{who}", who)).unwrap());
+            let (status, v) = call(&farm, sessions[i].as_ref(), method, &path, body.as_ref()).await;
+            if status != want[i] {
                 wrong.push(format!(
-                    "{method} {path} as {who}: {status} (wanted {want:?})"
+                    "{method} {path} as {who}: {status} (wanted {}) {v}",
+                    want[i]
+                ));
+            }
+            if status >= 400 && v.get("error").is_none() {
+                wrong.push(format!(
+                    "{method} {path} as {who}: {status} without a JSON error"
                 ));
             }
         }
     }
-    // The WebSockets, through real handshakes: the console's takes the admin token as ?token=
-    // (a browser cannot set headers there), the slaves' only a slave token.
-    let slave_token = farm.register_slave("ws-check").await;
-    for (path, token, want) in [
-        ("/ws/console", None, 401),
-        ("/ws/console", Some("kiln_a_wrong"), 401),
-        ("/ws/console", Some(farm.token.as_str()), 101),
-        ("/ws/slave", None, 401),
-        ("/ws/slave", Some(farm.token.as_str()), 401),
-        ("/ws/slave", Some(slave_token.as_str()), 101),
-    ] {
-        // The console's token rides the query; the slaves' the Authorization header.
-        let (path, bearer) = match (path, token) {
-            ("/ws/console", Some(t)) => (format!("{path}?token={t}"), None),
-            _ => (path.to_string(), token),
-        };
-        let version = kiln_shared::codec::PROTOCOL_VERSION.to_string();
-        let got = match farm.ws(&path, bearer, &version).await {
-            Ok(_) => 101,
-            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
-            Err(e) => panic!("{path}: {e}"),
-        };
-        if got != want {
-            wrong.push(format!("{path} with {token:?}: {got} (wanted {want})"));
-        }
-    }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Lists never show what someone may not see: the outsider's projects, builds and console queue
+/// hold nothing of the private project `p`.
+#[tokio::test]
+async fn private_projects_are_absent_from_lists_and_the_console() {
+    let git = GitServer::start();
+    let repo = git.repo("lists");
+    repo.script_branch("main", "true");
+    let farm = people_farm().await;
+    project(
+        &farm,
+        "p",
+        &repo.url,
+        "boards",
+        json!({ "tags": ["nowhere"] }),
+    )
+    .await;
+    project(
+        &farm,
+        "pub",
+        &repo.url,
+        "others",
+        json!({ "visibility": "public", "tags": ["nowhere"] }),
+    )
+    .await;
+    let hidden = farm.request_build("p", json!({})).await;
+    let shown = farm.request_build("pub", json!({})).await;
+    let outsider = Session::login(&farm, "outsider", "outsider-password-123").await;
+    let (_, projects) = outsider.get("/api/projects").await;
+    let names: Vec<&str> = projects
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["pub"]);
+    assert_eq!(projects[0]["role"], "maintainer");
+    let (_, builds) = outsider.get("/api/builds").await;
+    let ids: Vec<i64> = builds
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["id"].as_i64())
+        .collect();
+    assert_eq!(ids, [shown.id.0]);
+    let (_, builds) = outsider.get("/api/builds?project=p").await;
+    assert_eq!(builds, json!([]));
+    let viewer = Session::login(&farm, "viewer", "viewer-password-123").await;
+    let (_, projects) = viewer.get("/api/projects").await;
+    let roles: Vec<(String, String)> = projects
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().into(),
+                p["role"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("p".into(), "viewer".into()),
+            ("pub".into(), "viewer".into())
+        ]
+    );
+    // The outsider's console: the queue snapshot holds `pub`'s build only.
+    let seen = kiln_tests::session::console_snapshot(&farm, &outsider, shown.id).await;
+    assert!(seen.contains(&shown.id), "{seen:?}");
+    assert!(!seen.contains(&hidden.id), "{seen:?}");
 }

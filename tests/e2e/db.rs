@@ -29,6 +29,8 @@ async fn project(pool: &PgPool, name: &str) -> i64 {
             architecture: None,
             tags: &[],
             lost_retries: 1,
+            team_id: None,
+            visibility: Default::default(),
         },
     )
     .await
@@ -38,7 +40,7 @@ async fn project(pool: &PgPool, name: &str) -> i64 {
 }
 
 async fn patch(pool: &PgPool, id: i64, p: PatchProject) {
-    projects::update(pool, id, &p, None).await.unwrap();
+    projects::update(pool, id, &p, None, None).await.unwrap();
 }
 
 async fn queue(pool: &PgPool, project_id: i64, priority: i32) -> BuildId {

@@ -244,7 +244,7 @@ async fn an_idle_keep_alive_connection_is_closed_and_a_websocket_is_not() {
     farm.register_slave("idle-check").await;
     let version = codec::PROTOCOL_VERSION.to_string();
     let mut console = farm
-        .ws(&format!("/ws/console?token={}", farm.token), None, &version)
+        .ws("/ws/console", Some(&farm.token), &version)
         .await
         .expect("the console's WebSocket");
 

@@ -295,11 +295,14 @@ struct Console(Ws);
 
 impl Console {
     async fn open(farm: &Farm) -> Console {
-        let path = format!("/ws/console?token={}", farm.token);
         Console(
-            farm.ws(&path, None, &PROTOCOL_VERSION.to_string())
-                .await
-                .expect("console socket"),
+            farm.ws(
+                "/ws/console",
+                Some(&farm.token),
+                &PROTOCOL_VERSION.to_string(),
+            )
+            .await
+            .expect("console socket"),
         )
     }
 

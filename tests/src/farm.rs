@@ -25,6 +25,12 @@ pub struct FarmOptions {
     /// Serve HTTPS/WSS with a private CA made the way `kiln-master init --tls-self-signed`
     /// makes it (default); slaves get `--ca`, the test's clients trust it.
     pub tls: bool,
+    /// Appended to the config after every section (`[auth]`, `[[auth.oidc]]`, ...).
+    pub extra_toml: String,
+    /// The master's listen address (default `127.0.0.1:0`); a test that must know its URL
+    /// before start (`master.public_url` for sign-in providers) picks a port with
+    /// [`crate::free_port`].
+    pub listen: Option<String>,
 }
 
 impl Default for FarmOptions {
@@ -36,6 +42,8 @@ impl Default for FarmOptions {
             embedded_db: false,
             extra_master_toml: String::new(),
             tls: true,
+            extra_toml: String::new(),
+            listen: None,
         }
     }
 }
@@ -130,8 +138,8 @@ fn write_config(
     std::fs::write(
         &config,
         format!(
-            "version = 1\n[master]\nadmin_token_sha256 = \"{hash}\"\nheartbeat_secs = {}\nlost_timeout_secs = {}\nlost_retries = {}\n{extra}{}\n{tls}\n{db}",
-            o.heartbeat_secs, o.lost_timeout_secs, o.lost_retries, o.extra_master_toml
+            "version = 1\n[master]\nadmin_token_sha256 = \"{hash}\"\nheartbeat_secs = {}\nlost_timeout_secs = {}\nlost_retries = {}\n{extra}{}\n{tls}\n{db}\n{}\n",
+            o.heartbeat_secs, o.lost_timeout_secs, o.lost_retries, o.extra_master_toml, o.extra_toml
         ),
     )
     .expect("writing the farm's config");
@@ -156,7 +164,8 @@ impl Farm {
     pub async fn with(o: FarmOptions) -> Farm {
         let (dir, token, config, ca) = write_config(&o, "");
         let master_log = dir.path().join("master.log");
-        let (master, url) = spawn_master(&config, "127.0.0.1:0", &master_log).expect("master");
+        let listen = o.listen.as_deref().unwrap_or("127.0.0.1:0");
+        let (master, url) = spawn_master(&config, listen, &master_log).expect("master");
         Farm {
             url,
             http: client(ca.as_deref()),
@@ -332,6 +341,11 @@ impl Farm {
     }
 
     /// A rustls client context trusting the farm's CA, for the test's own WebSocket clients.
+    /// The farm's config file (for running `kiln-master` subcommands against it).
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
     pub fn tls_client_config(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
         use rustls_pki_types::pem::PemObject;
         let ca = self.ca.as_ref()?;

@@ -12,11 +12,13 @@ pub mod git;
 pub mod pg;
 pub mod proc;
 pub mod proxy;
+pub mod session;
 
 pub use farm::{Farm, FarmOptions, SlaveProc};
 pub use git::{GitServer, Repo};
 pub use pg::Postgres;
 pub use proxy::Proxy;
+pub use session::Session;
 
 use std::path::PathBuf;
 
@@ -202,4 +204,13 @@ pub fn drop_dir() -> tempfile::TempDir {
         .expect("drop dir");
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
     d
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a master whose URL must be known
+/// before it starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

@@ -1,7 +1,6 @@
 //! Artifacts: uploaded by slaves (streamed, sha256 checked), listed and downloaded (with Range).
 
-use crate::api::builds::find;
-use crate::auth::{Admin, UploadAuth};
+use crate::auth::{access, Principal, UploadAuth};
 use crate::db::artifacts::{self, ArtifactRow};
 use crate::db::builds::BuildRow;
 use crate::error::{ApiError, ApiResult};
@@ -14,6 +13,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
+use kiln_shared::api::Role;
 use kiln_shared::api::{validate_artifact_name, Artifact};
 use kiln_shared::config::human_bytes;
 use kiln_shared::{BuildId, BuildState};
@@ -24,22 +24,26 @@ use tower::ServiceExt;
 
 pub const SHA256_HEADER: &str = "x-kiln-sha256";
 
+/// `GET /api/builds/{id}/artifacts`: viewers of the build's project.
 pub async fn list(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    who: Principal,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Vec<Artifact>>> {
-    find(&st, id).await?;
+    access::build(&st, &who, id, Role::Viewer, "listing artifacts").await?;
     let rows = artifacts::list(&st.db, BuildId(id)).await?;
     Ok(Json(rows.into_iter().map(ArtifactRow::into_api).collect()))
 }
 
+/// `GET /api/builds/{id}/artifacts/{name}`: viewers of the build's project (the session cookie
+/// works for a download link; scripts send their bearer token).
 pub async fn download(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    who: Principal,
     Path((id, name)): Path<(i64, String)>,
     req: Request,
 ) -> ApiResult<Response> {
+    access::build(&st, &who, id, Role::Viewer, "downloading an artifact").await?;
     let a = artifacts::get(&st.db, BuildId(id), &name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("build {id} has no artifact '{name}'")))?;
@@ -156,7 +160,7 @@ async fn store(
                 "the slave this token was given to is revoked or disabled; build {id} takes no uploads from it"
             ))
         })?;
-    let b = find(&st, id).await?;
+    let b = crate::api::builds::find(&st, id).await?;
     let build = BuildId(id);
     if !(b.state().is_active() && b.slave_id == Some(slave.id)) {
         return Err(ApiError::Conflict(format!(

@@ -1,7 +1,6 @@
 //! `/api/builds` and `/api/projects/{name}/builds`: asking for builds, watching and cancelling them.
 
-use crate::api::projects;
-use crate::auth::Admin;
+use crate::auth::{access, Principal};
 use crate::db::builds::{self, NewBuild, Transition};
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::EndedBy;
@@ -11,9 +10,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kiln_shared::api::Role;
 use kiln_shared::api::{validate_name, Build, RequestBuild};
 use kiln_shared::branch_url::validate_commit;
 use kiln_shared::{BuildId, BuildState};
+use serde_json::json;
 use std::sync::Arc;
 
 pub async fn find(st: &AppState, id: i64) -> ApiResult<builds::BuildRow> {
@@ -22,14 +23,22 @@ pub async fn find(st: &AppState, id: i64) -> ApiResult<builds::BuildRow> {
         .ok_or_else(|| ApiError::NotFound(format!("no build {id}")))
 }
 
+/// `POST /api/projects/{name}/builds`: builders of the project.
 pub async fn request(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    who: Principal,
     Path(name): Path<String>,
     body: Option<Json<RequestBuild>>,
 ) -> ApiResult<(StatusCode, Json<Build>)> {
     let req = body.map(|Json(b)| b).unwrap_or_default();
-    let p = projects::find(&st, &name).await?;
+    let doing = if req.release.is_some() {
+        "starting a release build"
+    } else {
+        "starting a build"
+    };
+    let p = access::project(&st, &who, &name, Role::Builder, doing)
+        .await?
+        .project;
     kiln_shared::branch_url::check_branch_host(&p.branch_url, &st.cfg.master.branch_hosts)
         .map_err(|m| ApiError::invalid("branch_url", m))?;
     if let Some(r) = &req.release {
@@ -69,6 +78,18 @@ pub async fn request(
             },
         )
         .await?;
+    let action = if req.release.is_some() {
+        "release_requested"
+    } else {
+        "build_requested"
+    };
+    who.audit(
+        &st,
+        action,
+        Some(format!("build {}", created.id)),
+        json!({ "project": name, "release": req.release, "commit": commit }),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(created.into_api())))
 }
 
@@ -79,9 +100,10 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
+/// `GET /api/builds`: anyone signed in; only builds of projects they may see.
 pub async fn list(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    who: Principal,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<Build>>> {
     let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
@@ -93,15 +115,18 @@ pub async fn list(
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let project = q.project.as_deref().filter(|s| !s.is_empty());
-    let rows = builds::list(&st.db, project, state, limit).await?;
+    let visible = access::visible_projects(&st, &who).await?;
+    let rows = builds::list_visible(&st.db, project, state, limit, visible.as_deref()).await?;
     Ok(Json(rows.into_iter().map(|b| b.into_api()).collect()))
 }
 
+/// `GET /api/builds/{id}`: viewers of its project.
 pub async fn show(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    who: Principal,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Build>> {
+    access::build(&st, &who, id, Role::Viewer, "viewing a build").await?;
     let mut b = find(&st, id).await?.into_api();
     if b.state.is_active() {
         // The index row is updated at most twice a second; the open log file is exact.
@@ -112,11 +137,13 @@ pub async fn show(
     Ok(Json(b))
 }
 
+/// `POST /api/builds/{id}/cancel`: builders of its project.
 pub async fn cancel(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    who: Principal,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Build>> {
+    access::build(&st, &who, id, Role::Builder, "cancelling a build").await?;
     let b = find(&st, id).await?;
     let build = BuildId(id);
     let reason = if b.state() == BuildState::Queued {
@@ -135,7 +162,16 @@ pub async fn cancel(
         )
         .await?;
     match t {
-        Transition::Done { .. } => Ok(Json(find(&st, id).await?.into_api())),
+        Transition::Done { .. } => {
+            who.audit(
+                &st,
+                "build_cancelled",
+                Some(format!("build {id}")),
+                json!({}),
+            )
+            .await;
+            Ok(Json(find(&st, id).await?.into_api()))
+        }
         Transition::Refused { current } => Err(ApiError::Conflict(format!(
             "build {id} already ended ({current})"
         ))),
@@ -148,9 +184,10 @@ pub async fn cancel(
 /// stored when the request came.
 pub async fn log(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    who: Principal,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
+    access::build(&st, &who, id, Role::Viewer, "reading a log").await?;
     let b = find(&st, id).await?;
     let file = match tokio::fs::File::open(st.storage.log_path(BuildId(id))).await {
         Ok(f) => f,
@@ -185,12 +222,14 @@ pub async fn log(
         .into_response())
 }
 
-/// `POST /api/builds/{id}/rebuild`: a new build of exactly the commit that build built.
+/// `POST /api/builds/{id}/rebuild`: a new build of exactly the commit that build built;
+/// builders of its project.
 pub async fn rebuild(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    who: Principal,
     Path(id): Path<i64>,
 ) -> ApiResult<(StatusCode, Json<Build>)> {
+    access::build(&st, &who, id, Role::Builder, "rebuilding").await?;
     let old = find(&st, id).await?;
     let commit = old.commit_sha.clone().or(old.requested_commit.clone()).ok_or_else(|| {
         ApiError::Conflict(format!(
@@ -214,5 +253,12 @@ pub async fn rebuild(
             },
         )
         .await?;
+    who.audit(
+        &st,
+        "build_requested",
+        Some(format!("build {}", created.id)),
+        json!({ "rebuild_of": id, "commit": commit }),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(created.into_api())))
 }

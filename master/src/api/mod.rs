@@ -1,5 +1,6 @@
 //! The REST API (JSON), split by resource. `docs/api.md` documents every route.
 
+pub mod accounts;
 pub mod artifacts;
 pub mod builds;
 pub mod guard;
@@ -35,6 +36,37 @@ pub fn router() -> Router<Arc<AppState>> {
             "/api/builds/{id}/artifacts/{name}",
             get(artifacts::download),
         )
+        .route("/api/me", get(accounts::me))
+        .route("/api/me/password", post(accounts::change_password))
+        .route(
+            "/api/users",
+            get(accounts::list_users).post(accounts::add_user),
+        )
+        .route(
+            "/api/teams",
+            get(accounts::list_teams).post(accounts::add_team),
+        )
+        .route(
+            "/api/teams/{name}/members/{user}",
+            put(accounts::set_member).delete(accounts::remove_member),
+        )
+        .route(
+            "/api/teams/{name}/mappings",
+            get(accounts::list_mappings).post(accounts::add_mapping),
+        )
+        .route(
+            "/api/teams/{name}/mappings/{id}",
+            axum::routing::delete(accounts::delete_mapping),
+        )
+        .route(
+            "/api/tokens",
+            get(accounts::list_tokens).post(accounts::add_token),
+        )
+        .route(
+            "/api/tokens/{id}",
+            axum::routing::delete(accounts::revoke_token),
+        )
+        .route("/api/audit", get(accounts::audit))
         .route("/api/slaves", get(slaves::list).post(slaves::create))
         .route(
             "/api/slaves/registration-tokens",
@@ -63,7 +95,7 @@ pub fn router() -> Router<Arc<AppState>> {
 /// What users may pick from: the configured lists, else what the slaves offer.
 async fn catalog(
     axum::extract::State(st): axum::extract::State<Arc<AppState>>,
-    _: crate::auth::Admin,
+    _: crate::auth::Principal,
 ) -> crate::error::ApiResult<Json<kiln_shared::api::Catalog>> {
     let m = &st.cfg.master;
     let architectures = if m.architectures.is_empty() {

@@ -1,6 +1,7 @@
 //! `/api/projects`: configuration branches that can be built.
 
-use crate::auth::Admin;
+use crate::auth::{access, Principal};
+use crate::db::accounts;
 use crate::db::projects::{self, NewProject, ProjectRow};
 use crate::error::{ApiError, ApiResult};
 use crate::schedule::{parse_timezone, Schedule};
@@ -8,10 +9,12 @@ use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use kiln_shared::api::Role;
 use kiln_shared::api::{validate_name, CreateProject, PatchProject, Project};
 use kiln_shared::branch_url::{
     check_branch_host, validate_branch_name, validate_branch_url, UrlPolicy,
 };
+use serde_json::json;
 use std::sync::Arc;
 
 pub const DEFAULT_BRANCH: &str = "main";
@@ -134,12 +137,49 @@ pub async fn find(st: &AppState, name: &str) -> ApiResult<ProjectRow> {
         .ok_or_else(|| ApiError::NotFound(format!("no project named '{name}'")))
 }
 
+/// The id of team `name` for a project of `who`: an admin may name any team (or none); anyone
+/// else must be a maintainer of it.
+async fn team_for(st: &AppState, who: &Principal, name: Option<&str>) -> ApiResult<Option<i64>> {
+    let Some(name) = name else {
+        if who.is_admin() {
+            return Ok(None);
+        }
+        return Err(ApiError::invalid(
+            "team",
+            "name the team that owns the project (only admins may keep a project outside a team)",
+        ));
+    };
+    let missing = || ApiError::invalid("team", format!("no team named '{name}'"));
+    let team = accounts::team_by_name(&st.db, name)
+        .await?
+        .ok_or_else(missing)?;
+    if who.is_admin() {
+        return Ok(Some(team.id));
+    }
+    match accounts::role_in_team(&st.db, who.user.id, team.id).await? {
+        None => Err(missing()),
+        Some(r) if r.min(who.cap) >= Role::Maintainer => Ok(Some(team.id)),
+        Some(r) => Err(ApiError::Forbidden(format!(
+            "putting a project in team '{name}' needs the maintainer role there; you have {}",
+            r.min(who.cap).as_str()
+        ))),
+    }
+}
+
+fn with_role(row: ProjectRow, role: Role) -> Project {
+    let mut p = row.into_api();
+    p.role = Some(role);
+    p
+}
+
+/// `POST /api/projects`: admins, and maintainers of the team named in `team`.
 pub async fn create(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    who: Principal,
     Json(req): Json<CreateProject>,
 ) -> ApiResult<(StatusCode, Json<Project>)> {
     validate_name("project name", &req.name).map_err(|m| ApiError::invalid("name", m))?;
+    let team_id = team_for(&st, &who, req.team.as_deref()).await?;
     validate_branch_url(&req.branch_url, url_policy(&st))
         .and_then(|_| check_branch_host(&req.branch_url, &st.cfg.master.branch_hosts))
         .map_err(|m| ApiError::invalid("branch_url", m))?;
@@ -163,6 +203,8 @@ pub async fn create(
             architecture: req.architecture.as_deref(),
             tags: &tags,
             lost_retries,
+            team_id,
+            visibility: req.visibility.unwrap_or_default(),
         },
     )
     .await?;
@@ -173,31 +215,57 @@ pub async fn create(
         )));
     }
     let p = find(&st, &req.name).await?;
-    projects::update(&st.db, p.id, &settings, next_run).await?;
+    projects::update(&st.db, p.id, &settings, next_run, None).await?;
     let p = find(&st, &req.name).await?;
-    Ok((StatusCode::CREATED, Json(p.into_api())))
+    who.audit(
+        &st,
+        "project_created",
+        Some(format!("project {}", req.name)),
+        json!({ "team": req.team, "visibility": p.visibility, "branch_url": p.branch_url }),
+    )
+    .await;
+    let role = access::role_on(&st, &who, &p)
+        .await?
+        .unwrap_or(Role::Viewer);
+    Ok((StatusCode::CREATED, Json(with_role(p, role))))
 }
 
-pub async fn list(State(st): State<Arc<AppState>>, _: Admin) -> ApiResult<Json<Vec<Project>>> {
-    let rows = projects::list(&st.db).await?;
-    Ok(Json(rows.into_iter().map(ProjectRow::into_api).collect()))
+/// `GET /api/projects`: anyone signed in; the projects they may see, each with their role.
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    who: Principal,
+) -> ApiResult<Json<Vec<Project>>> {
+    let rows = access::roles(&st, &who).await?;
+    Ok(Json(
+        rows.into_iter().map(|(p, r)| with_role(p, r)).collect(),
+    ))
 }
 
+/// `GET /api/projects/{name}`: viewers.
 pub async fn show(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    who: Principal,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Project>> {
-    Ok(Json(find(&st, &name).await?.into_api()))
+    let a = access::project(&st, &who, &name, Role::Viewer, "viewing").await?;
+    Ok(Json(with_role(a.project, a.role)))
 }
 
+/// `PATCH /api/projects/{name}`: maintainers (moving it to another team: a maintainer there
+/// too; out of every team: admins).
 pub async fn update(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    who: Principal,
     Path(name): Path<String>,
     Json(patch): Json<PatchProject>,
 ) -> ApiResult<Json<Project>> {
-    let p = find(&st, &name).await?;
+    let p = access::project(&st, &who, &name, Role::Maintainer, "changing settings")
+        .await?
+        .project;
+    let team = match &patch.team {
+        Some(t) => Some(team_for(&st, &who, t.as_deref()).await?),
+        None => None,
+    };
     if let Some(u) = &patch.branch_url {
         validate_branch_url(u, url_policy(&st))
             .and_then(|_| check_branch_host(u, &st.cfg.master.branch_hosts))
@@ -216,17 +284,32 @@ pub async fn update(
         check_retries(n)?;
     }
     let next_run = check_settings(&st, Some(&p), &patch)?;
-    projects::update(&st.db, p.id, &patch, next_run).await?;
-    Ok(Json(find(&st, &name).await?.into_api()))
+    projects::update(&st.db, p.id, &patch, next_run, team).await?;
+    who.audit(
+        &st,
+        "project_changed",
+        Some(format!("project {name}")),
+        serde_json::to_value(&patch).unwrap_or_default(),
+    )
+    .await;
+    let a = access::project(&st, &who, &name, Role::Viewer, "viewing").await;
+    match a {
+        Ok(a) => Ok(Json(with_role(a.project, a.role))),
+        // Moved to a team the person is not in, and private: gone from their view.
+        Err(_) => Ok(Json(find(&st, &name).await?.into_api())),
+    }
 }
 
 /// Deletes a project with its builds, logs and artifacts. Refused while a build is active.
+/// Maintainers.
 pub async fn delete(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    who: Principal,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let p = find(&st, &name).await?;
+    let p = access::project(&st, &who, &name, Role::Maintainer, "deleting a project")
+        .await?
+        .project;
     let rows = crate::db::builds::list(&st.db, Some(&name), None, i64::MAX).await?;
     if rows.iter().any(|b| b.state().is_active()) {
         return Err(ApiError::Conflict(format!(
@@ -234,6 +317,13 @@ pub async fn delete(
         )));
     }
     projects::delete(&st.db, p.id).await?;
+    who.audit(
+        &st,
+        "project_deleted",
+        Some(format!("project {name}")),
+        json!({}),
+    )
+    .await;
     for b in rows {
         let dir = st.storage.build_dir(kiln_shared::BuildId(b.id));
         if let Err(e) = tokio::fs::remove_dir_all(&dir).await {

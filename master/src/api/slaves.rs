@@ -1,6 +1,6 @@
 //! `/api/slaves`: registering build machines and seeing them.
 
-use crate::auth::{self, Admin};
+use crate::auth::{self, AdminUser, Principal};
 use crate::db::slaves;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -13,9 +13,11 @@ use kiln_shared::api::{
 };
 use kiln_shared::frames::MasterFrame;
 use kiln_shared::SlaveId;
+use serde_json::json;
 use std::sync::Arc;
 
-pub async fn list(State(st): State<Arc<AppState>>, _: Admin) -> ApiResult<Json<Vec<Slave>>> {
+/// `GET /api/slaves`: anyone signed in (the console shows where builds run).
+pub async fn list(State(st): State<Arc<AppState>>, _: Principal) -> ApiResult<Json<Vec<Slave>>> {
     let rows = slaves::list(&st.db).await?;
     Ok(Json(rows.into_iter().map(|r| st.slave_api(r)).collect()))
 }
@@ -24,7 +26,7 @@ pub async fn list(State(st): State<Arc<AppState>>, _: Admin) -> ApiResult<Json<V
 /// then its daemon exits.
 pub async fn drain(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    AdminUser(who): AdminUser,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Slave>)> {
     let row = find(&st, &name).await?;
@@ -36,6 +38,13 @@ pub async fn drain(
     }
     st.hub.set_draining(id);
     st.slave_changed(id).await;
+    who.audit(
+        &st,
+        "slave_drained",
+        Some(format!("slave {name}")),
+        json!({}),
+    )
+    .await;
     Ok((StatusCode::ACCEPTED, Json(st.slave_api(row))))
 }
 
@@ -56,7 +65,7 @@ fn check_slave_name(name: &str) -> ApiResult<()> {
 /// Registers a slave and returns its token, once; only the hash is kept.
 pub async fn create(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    AdminUser(who): AdminUser,
     Json(req): Json<NewSlave>,
 ) -> ApiResult<(StatusCode, Json<SlaveCreated>)> {
     check_slave_name(&req.name)?;
@@ -65,6 +74,13 @@ pub async fn create(
     }
     let created = insert_slave(&st.db, req.name, req.tags).await?;
     st.slave_changed(created.id).await;
+    who.audit(
+        &st,
+        "slave_created",
+        Some(format!("slave {}", created.name)),
+        json!({}),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -96,7 +112,7 @@ async fn find(st: &AppState, name: &str) -> ApiResult<slaves::SlaveRow> {
 /// builds are lost after the timeout (and requeued) unless it is enabled again in time.
 pub async fn disable(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    AdminUser(who): AdminUser,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Slave>> {
     let row = find(&st, &name).await?;
@@ -104,18 +120,32 @@ pub async fn disable(
     slaves::set_enabled(&st.db, id, false).await?;
     st.hub.disconnect(id);
     st.slave_changed(id).await;
+    who.audit(
+        &st,
+        "slave_disabled",
+        Some(format!("slave {name}")),
+        json!({}),
+    )
+    .await;
     Ok(Json(st.slave_api(find(&st, &name).await?)))
 }
 
 /// `POST /api/slaves/{name}/enable`.
 pub async fn enable(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    AdminUser(who): AdminUser,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Slave>> {
     let row = find(&st, &name).await?;
     slaves::set_enabled(&st.db, SlaveId(row.id), true).await?;
     st.slave_changed(SlaveId(row.id)).await;
+    who.audit(
+        &st,
+        "slave_enabled",
+        Some(format!("slave {name}")),
+        json!({}),
+    )
+    .await;
     Ok(Json(st.slave_api(find(&st, &name).await?)))
 }
 
@@ -124,7 +154,7 @@ pub async fn enable(
 /// their history; those it was running are lost ("slave revoked") and requeued.
 pub async fn revoke(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    AdminUser(who): AdminUser,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     let row = find(&st, &name).await?;
@@ -135,6 +165,13 @@ pub async fn revoke(
             .await?;
     }
     slaves::delete(&st.db, id).await?;
+    who.audit(
+        &st,
+        "slave_revoked",
+        Some(format!("slave {name}")),
+        json!({}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -171,7 +208,7 @@ fn master_url(st: &AppState, headers: &axum::http::HeaderMap) -> String {
 /// `expires_in_s` seconds for `uses` registrations; shown once, with the command to run.
 pub async fn create_registration(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    AdminUser(who): AdminUser,
     headers: axum::http::HeaderMap,
     Json(req): Json<NewRegistrationToken>,
 ) -> ApiResult<(StatusCode, Json<RegistrationToken>)> {
@@ -210,13 +247,20 @@ pub async fn create_registration(
         if st.cfg.master.tls.is_some() { " --ca-sha256 <the CA's fingerprint>" } else { "" }
     ));
     out.token = Some(token);
+    who.audit(
+        &st,
+        "registration_token_created",
+        Some(format!("registration token {}", out.id)),
+        json!({}),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(out)))
 }
 
 /// `GET /api/slaves/registration-tokens` (never the tokens themselves).
 pub async fn list_registrations(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    _: AdminUser,
 ) -> ApiResult<Json<Vec<RegistrationToken>>> {
     let rows = slaves::list_registrations(&st.db).await?;
     Ok(Json(rows.into_iter().map(registration_api).collect()))
@@ -225,10 +269,17 @@ pub async fn list_registrations(
 /// `DELETE /api/slaves/registration-tokens/{id}`: no more registrations with it.
 pub async fn revoke_registration(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    AdminUser(who): AdminUser,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
     if slaves::revoke_registration(&st.db, id).await? {
+        who.audit(
+            &st,
+            "registration_token_revoked",
+            Some(format!("registration token {id}")),
+            json!({}),
+        )
+        .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("no registration token {id}")))
@@ -292,7 +343,7 @@ pub async fn register(
 /// `master.token_grace_secs`, and a connected slave receives the new one over its connection.
 pub async fn rotate_token(
     State(st): State<Arc<AppState>>,
-    _: Admin,
+    AdminUser(who): AdminUser,
     Path(name): Path<String>,
 ) -> ApiResult<Json<TokenRotated>> {
     let row = find(&st, &name).await?;
@@ -307,6 +358,13 @@ pub async fn rotate_token(
             token: token.clone(),
         },
     );
+    who.audit(
+        &st,
+        "slave_token_rotated",
+        Some(format!("slave {name}")),
+        json!({}),
+    )
+    .await;
     Ok(Json(TokenRotated {
         token,
         previous_valid_until: until,

@@ -130,13 +130,26 @@ pub async fn list(
     state: Option<BuildState>,
     limit: i64,
 ) -> sqlx::Result<Vec<BuildRow>> {
+    list_visible(db, project, state, limit, None).await
+}
+
+/// As [`list`], only builds of the projects in `projects` (`None`: all).
+pub async fn list_visible(
+    db: impl PgExecutor<'_>,
+    project: Option<&str>,
+    state: Option<BuildState>,
+    limit: i64,
+    projects: Option<&[i64]>,
+) -> sqlx::Result<Vec<BuildRow>> {
     sqlx::query_as(&format!(
         "{SELECT} WHERE ($1::text IS NULL OR p.name = $1) AND ($2::text IS NULL OR b.state = $2)
+           AND ($4::bigint[] IS NULL OR b.project_id = ANY($4))
          ORDER BY b.id DESC LIMIT $3"
     ))
     .bind(project)
     .bind(state.map(|s| s.as_str()))
     .bind(limit)
+    .bind(projects)
     .fetch_all(db)
     .await
 }

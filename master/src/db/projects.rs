@@ -29,6 +29,9 @@ pub struct ProjectRow {
     pub created_at: DateTime<Utc>,
     pub last_build: Option<i64>,
     pub last_state: Option<String>,
+    pub team_id: Option<i64>,
+    pub team: Option<String>,
+    pub visibility: String,
 }
 
 impl ProjectRow {
@@ -55,6 +58,13 @@ impl ProjectRow {
             created_at: self.created_at,
             last_build: self.last_build.map(BuildId),
             last_state: self.last_state.and_then(|s| s.parse::<BuildState>().ok()),
+            team: self.team,
+            visibility: if self.visibility == "public" {
+                api::Visibility::Public
+            } else {
+                api::Visibility::Private
+            },
+            role: None,
         }
     }
 }
@@ -66,8 +76,10 @@ const SELECT: &str = "SELECT p.id, p.name, p.branch_url, p.branch, p.architectur
                    WHERE b.project_id = p.id), 0)
          + COALESCE((SELECT sum(b.log_bytes) FROM builds b WHERE b.project_id = p.id), 0))::bigint
             AS disk_bytes,
-        p.created_at, lb.id AS last_build, lb.state AS last_state
+        p.created_at, lb.id AS last_build, lb.state AS last_state,
+        p.team_id, t.name AS team, p.visibility
     FROM projects p
+    LEFT JOIN teams t ON t.id = p.team_id
     LEFT JOIN LATERAL (SELECT b.id, b.state FROM builds b WHERE b.project_id = p.id
                        ORDER BY b.id DESC LIMIT 1) lb ON true";
 
@@ -78,13 +90,16 @@ pub struct NewProject<'a> {
     pub architecture: Option<&'a str>,
     pub tags: &'a [String],
     pub lost_retries: i32,
+    pub team_id: Option<i64>,
+    pub visibility: api::Visibility,
 }
 
 /// Inserts a project; `None` when the name is taken.
 pub async fn insert(db: impl PgExecutor<'_>, p: NewProject<'_>) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar(
-        "INSERT INTO projects (name, branch_url, branch, architecture, tags, lost_retries)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING RETURNING id",
+        "INSERT INTO projects (name, branch_url, branch, architecture, tags, lost_retries,
+                               team_id, visibility)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING RETURNING id",
     )
     .bind(p.name)
     .bind(p.branch_url)
@@ -92,6 +107,8 @@ pub async fn insert(db: impl PgExecutor<'_>, p: NewProject<'_>) -> sqlx::Result<
     .bind(p.architecture)
     .bind(p.tags)
     .bind(p.lost_retries)
+    .bind(p.team_id)
+    .bind(p.visibility.as_str())
     .fetch_optional(db)
     .await
 }
@@ -117,12 +134,13 @@ pub async fn get_by_id(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<
 }
 
 /// Applies the fields present in `patch` (already validated). `next_run` is the caller's
-/// recomputation when the schedule or time zone changed.
+/// recomputation when the schedule or time zone changed; `team` the id of `patch.team`.
 pub async fn update(
     db: impl PgExecutor<'_>,
     id: i64,
     patch: &PatchProject,
     next_run: Option<Option<DateTime<Utc>>>,
+    team: Option<Option<i64>>,
 ) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE projects SET
@@ -141,7 +159,9 @@ pub async fn update(
             max_running = CASE WHEN $20 THEN $21 ELSE max_running END,
             allow_emulation = COALESCE($22, allow_emulation),
             next_run = CASE WHEN $23 THEN $24 ELSE next_run END,
-            backend = CASE WHEN $25 THEN $26 ELSE backend END
+            backend = CASE WHEN $25 THEN $26 ELSE backend END,
+            team_id = CASE WHEN $27 THEN $28 ELSE team_id END,
+            visibility = COALESCE($29, visibility)
          WHERE id = $1",
     )
     .bind(id)
@@ -170,6 +190,9 @@ pub async fn update(
     .bind(next_run.flatten())
     .bind(patch.backend.is_some())
     .bind(patch.backend.clone().flatten())
+    .bind(team.is_some())
+    .bind(team.flatten())
+    .bind(patch.visibility.map(|v| v.as_str()))
     .execute(db)
     .await
     .map(|_| ())

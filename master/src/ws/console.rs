@@ -1,14 +1,19 @@
-//! `/ws/console`: live data for the web console. The browser cannot set headers on a WebSocket,
-//! so the admin token comes as `?token=`. Requests and events are `kiln_shared::frames`
-//! `ConsoleRequest` / `ConsoleEvent`, bincode-encoded by the shared codec.
+//! `/ws/console`: live data for the web console. The upgrade rides the session cookie (its
+//! `Origin` must be allowed) or an API token as the bearer. Requests and events are
+//! `kiln_shared::frames` `ConsoleRequest` / `ConsoleEvent`, bincode-encoded by the shared codec.
+//! Before each event it sends and each request it answers, the person's access is read from the
+//! database again ([`crate::auth::live`]): builds of projects hidden from them are not sent, and
+//! when their session ends the socket closes with an `Error` event.
 
-use crate::auth;
+use crate::auth::live::{self, About, Verdict};
+use crate::auth::principal::{self, Principal, Via};
 use crate::db::{builds, slaves};
+use crate::error::ApiError;
 use crate::state::AppState;
 use crate::storage::{LogReader, ReadFrom};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use kiln_shared::codec;
@@ -19,25 +24,49 @@ use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 
-#[derive(serde::Deserialize)]
-pub struct TokenQuery {
-    token: Option<String>,
-}
-
 pub async fn upgrade(
     State(st): State<Arc<AppState>>,
-    Query(q): Query<TokenQuery>,
+    who: Result<Principal, ApiError>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if !q
-        .token
-        .as_deref()
-        .is_some_and(|t| auth::is_admin_token(&st, t))
-    {
-        return (StatusCode::UNAUTHORIZED, "pass the admin token as ?token=").into_response();
+    let who = match who {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    // Another site's page could open a socket with the browser's cookie: only allowed origins.
+    if matches!(who.via, Via::Session { .. }) && !principal::origin_allowed(&st, &headers) {
+        return ApiError::Forbidden(
+            "the WebSocket's Origin is not allowed (see master.public_url and auth.allowed_origins)"
+                .into(),
+        )
+        .into_response();
     }
     ws.max_message_size(codec::MAX_FRAME_BYTES)
-        .on_upgrade(move |s| session(st, s))
+        .on_upgrade(move |s| session(st, who, s))
+}
+
+const SIGNED_OUT: &str = "your session has ended (or your token was revoked); sign in again";
+
+/// Whether `ev` may go to `who` now; `None` when they are signed out.
+async fn may_send(st: &AppState, who: &Principal, ev: &ConsoleEvent) -> Option<bool> {
+    let about = match ev {
+        ConsoleEvent::Build(b) => About::Project(&b.project),
+        ConsoleEvent::LogLines { build, .. }
+        | ConsoleEvent::LogEnd { build }
+        | ConsoleEvent::Progress { build, .. }
+        | ConsoleEvent::EarlierLines { build, .. } => About::Build(*build),
+        ConsoleEvent::Slave(_) | ConsoleEvent::Error { .. } | ConsoleEvent::Resync => About::Farm,
+    };
+    match live::check(st, who, about).await {
+        Ok(Verdict::Visible) => Some(true),
+        Ok(Verdict::Hidden) => Some(false),
+        Ok(Verdict::SignedOut) => None,
+        Err(e) => {
+            tracing::warn!("checking a console's access: {e}");
+            Some(false)
+        }
+    }
 }
 
 fn frame(ev: &ConsoleEvent) -> Option<Message> {
@@ -74,7 +103,7 @@ impl Follow {
     }
 }
 
-async fn session(st: Arc<AppState>, socket: WebSocket) {
+async fn session(st: Arc<AppState>, who: Principal, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let mut events = st.hub.events.subscribe();
     let mut grew = st.storage.follow_logs();
@@ -99,8 +128,12 @@ async fn session(st: Arc<AppState>, socket: WebSocket) {
                         return;
                     }
                 };
+                if may_send(&st, &who, &ConsoleEvent::Resync).await.is_none() {
+                    let _ = send_checked(&st, &who, &mut sink, &ConsoleEvent::Error { message: SIGNED_OUT.into() }).await;
+                    return;
+                }
                 let replies = match req {
-                    ConsoleRequest::SubscribeQueue => { queue = true; snapshot(&st).await }
+                    ConsoleRequest::SubscribeQueue => { queue = true; snapshot(&st, &who).await }
                     ConsoleRequest::UnsubscribeQueue => { queue = false; vec![] }
                     ConsoleRequest::SubscribeLog { build, from_seq } => {
                         subscribe(&st, &mut logs, build, ReadFrom::Seq(from_seq)).await;
@@ -116,9 +149,7 @@ async fn session(st: Arc<AppState>, socket: WebSocket) {
                     }
                 };
                 for r in replies {
-                    if let Some(m) = frame(&r) {
-                        if sink.send(m).await.is_err() { return; }
-                    }
+                    if !send_checked(&st, &who, &mut sink, &r).await { return; }
                 }
             }
             ev = events.recv() => {
@@ -144,10 +175,8 @@ async fn session(st: Arc<AppState>, socket: WebSocket) {
                     ConsoleEvent::Progress { .. } => queue,
                     ConsoleEvent::Error { .. } | ConsoleEvent::Resync => true,
                 };
-                if wanted {
-                    if let Some(m) = frame(&ev) {
-                        if sink.send(m).await.is_err() { return; }
-                    }
+                if wanted && !send_checked(&st, &who, &mut sink, &ev).await {
+                    return;
                 }
             }
             g = grew.recv() => match g {
@@ -168,10 +197,33 @@ async fn session(st: Arc<AppState>, socket: WebSocket) {
                 turn = build;
                 let f = logs.get_mut(&build).expect("found above");
                 let Some(ev) = next_event(build, f).await else { continue };
-                if let Some(m) = frame(&ev) {
-                    if sink.send(m).await.is_err() { return; }
-                }
+                if !send_checked(&st, &who, &mut sink, &ev).await { return; }
             }
+        }
+    }
+}
+
+/// Sends `ev` if `who` may see it now; false when the socket must close (gone, or signed out:
+/// then an `Error` event says so first).
+async fn send_checked(
+    st: &AppState,
+    who: &Principal,
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    ev: &ConsoleEvent,
+) -> bool {
+    match may_send(st, who, ev).await {
+        Some(true) => match frame(ev) {
+            Some(m) => sink.send(m).await.is_ok(),
+            None => true,
+        },
+        Some(false) => true,
+        None => {
+            if let Some(m) = frame(&ConsoleEvent::Error {
+                message: SIGNED_OUT.into(),
+            }) {
+                let _ = sink.send(m).await;
+            }
+            false
         }
     }
 }
@@ -260,7 +312,7 @@ async fn earlier(st: &AppState, build: BuildId, before_seq: u64, lines: u32) -> 
     }
 }
 
-async fn snapshot(st: &AppState) -> Vec<ConsoleEvent> {
+async fn snapshot(st: &AppState, who: &Principal) -> Vec<ConsoleEvent> {
     let mut out = vec![];
     if let Ok(rows) = slaves::list(&st.db).await {
         out.extend(
@@ -268,7 +320,11 @@ async fn snapshot(st: &AppState) -> Vec<ConsoleEvent> {
                 .map(|s| ConsoleEvent::Slave(st.slave_api(s))),
         );
     }
-    if let Ok(rows) = builds::list(&st.db, None, None, 100).await {
+    let visible = match crate::auth::access::visible_projects(st, who).await {
+        Ok(v) => v,
+        Err(_) => return out,
+    };
+    if let Ok(rows) = builds::list_visible(&st.db, None, None, 100, visible.as_deref()).await {
         out.extend(rows.into_iter().map(|b| ConsoleEvent::Build(b.into_api())));
     }
     out

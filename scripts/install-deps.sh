@@ -14,6 +14,9 @@ PACKAGES=(
   qemu-user-static binfmt-support
   # browser tests of the web console
   chromium chromium-driver
+  # Launchpad sign-in tests: a real OpenID 2.0 provider (python3-openid; the teams extension
+  # comes from PyPI through tests/launchpad/install.sh, into target/, with pip)
+  python3 python3-openid python3-six python3-pip python3-setuptools python3-wheel
 )
 
 missing=()

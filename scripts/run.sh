@@ -52,12 +52,23 @@ fi
 "$BIN/kiln-slave" --master "$URL" --work-dir "$DATA/work" 2> "$DATA/slave.log" &
 SLAVE=$!
 
+# The first person to sign in: a local admin account with a one-time password, made once and kept
+# (0600) in the data dir until it is changed in the console (Account page).
+ADMIN=${KILN_ADMIN_USER:-lead}
+if [ ! -e "$DATA/first-admin.password" ]; then
+  ANSWER=$(curl -fsS -H @<(printf 'Authorization: Bearer %s\n' "$TOKEN") -H 'content-type: application/json' \
+       -d "{\"username\":\"$ADMIN\",\"admin\":true}" "$URL/api/users")
+  (umask 077; printf '%s\n' "$ANSWER" | sed -n 's/.*"password":"\([^"]*\)".*/\1/p' > "$DATA/first-admin.password")
+fi
+
 cat <<MSG
 
-  Kiln is running at $URL  (open it in a browser; log in with the admin token)
-  Admin token:       $DATA/admin.token  (for the API: 'Authorization: Bearer <token>')
+  Kiln is running at $URL  (open it in a browser)
+  Sign in as:        $ADMIN, with the one-time password in $DATA/first-admin.password
+                     (change it on the Account page; more people: Users, or 'kiln-master user add')
+  API token:         $DATA/admin.token  (an admin API token: 'Authorization: Bearer <token>')
   Logs:              $DATA/master.log, $DATA/slave.log
-  Try:               curl -H "Authorization: Bearer \$(cat $DATA/admin.token)" $URL/api/slaves
+  Try:               curl -H @<(printf 'Authorization: Bearer %s' "\$(cat $DATA/admin.token)") $URL/api/slaves
   API reference:     docs/api.md
 
 MSG

@@ -16,10 +16,12 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 scripts/check-console.sh
 cargo build --workspace --bins
+# Node packages of the tests (playwright-core; oidc-provider, the OpenID Connect provider the
+# sign-in tests run on loopback): cheap, and the fast tier needs them.
+(cd tests/browser && npm ci --no-audit --no-fund)
 cargo test --workspace
 if [ "${KILN_FAST:-0}" != 1 ]; then
   scripts/build-console.sh
-  (cd tests/browser && npm ci --no-audit --no-fund)
   # One image build at a time: they are disk- and CPU-heavy.
   cargo test -p kiln-tests --test e2e -- --ignored --test-threads=1
 fi

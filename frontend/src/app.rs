@@ -1,42 +1,162 @@
-//! The shell: navigation, the login gate, the router, and the tab's one live connection
-//! (`LiveProvider`), which every page shares.
+//! The shell: the session (who is signed in), the header (navigation, the person's name, Sign
+//! out), the login gate, the router, and the tab's one live connection (`LiveProvider`), which
+//! every page shares.
 
-use crate::live::LiveProvider;
+use crate::live::{use_live, LiveProvider};
 use crate::pages;
 use crate::routes::Route;
+use crate::session::{self, use_session, Session, SessionProvider};
 use yew::prelude::*;
+use yew_router::history::{BrowserHistory, History};
 use yew_router::prelude::*;
 
 fn switch(route: Route) -> Html {
-    if crate::api::token().is_none() && route != Route::Login {
-        return html! { <Redirect<Route> to={Route::Login} /> };
-    }
+    html! { <Gate {route} /> }
+}
+
+/// The page of `route`, for someone signed in.
+fn page(route: Route) -> Html {
     match route {
         Route::Dashboard => html! { <pages::dashboard::Dashboard /> },
         Route::Projects => html! { <pages::projects::Projects /> },
         Route::Project { name } => html! { <pages::project::ProjectPage {name} /> },
         Route::Build { id } => html! { <pages::build::BuildPage {id} /> },
         Route::Slaves => html! { <pages::slaves::Slaves /> },
+        Route::Teams => html! { <pages::teams::Teams /> },
+        Route::Team { name } => html! { <pages::team::TeamPage {name} /> },
+        Route::Tokens => html! { <pages::tokens::Tokens /> },
+        Route::Users => html! { <pages::users::Users /> },
+        Route::Audit => html! { <pages::audit::Audit /> },
+        Route::Account => html! { <pages::account::Account /> },
         Route::Login => html! { <pages::login::Login /> },
         Route::NotFound => html! { <main><h1>{"Not found"}</h1><p>{"No such page."}</p></main> },
+    }
+}
+
+#[derive(Properties, PartialEq)]
+struct GateProps {
+    route: Route,
+}
+
+/// The login gate: pages need a session; without one, the login page (which brings the person
+/// back here once signed in).
+#[function_component(Gate)]
+fn gate(p: &GateProps) -> Html {
+    let session = use_session();
+    if p.route == Route::Login {
+        return page(Route::Login);
+    }
+    match &session.state {
+        Session::Checking => html! { <main><p class="muted" role="status">{"Loading…"}</p></main> },
+        Session::Unknown(why) => {
+            let reload = Callback::from(|_: MouseEvent| {
+                if let Some(w) = web_sys::window() {
+                    let _ = w.location().reload();
+                }
+            });
+            html! {
+                <main class="narrow">
+                    <h1>{"Cannot reach the master"}</h1>
+                    <p class="error" role="alert">{why}</p>
+                    <button onclick={reload}>{"Try again"}</button>
+                </main>
+            }
+        }
+        Session::SignedOut => html! { <ToLogin /> },
+        Session::SignedIn(me) if p.route.admin_only() && !me.admin => html! {
+            <main>
+                <h1>{"Admins only"}</h1>
+                <p class="error" role="alert">{"This page is for site admins."}</p>
+            </main>
+        },
+        Session::SignedIn(_) => page(p.route.clone()),
+    }
+}
+
+/// Sends the browser to the login page, remembering the page it was on.
+#[function_component(ToLogin)]
+fn to_login() -> Html {
+    use_effect_with((), |_| {
+        let here = web_sys::window()
+            .map(|w| w.location())
+            .map(|l| {
+                format!(
+                    "{}{}{}",
+                    l.pathname().unwrap_or_default(),
+                    l.search().unwrap_or_default(),
+                    l.hash().unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        BrowserHistory::new().replace(session::login_url(&here));
+    });
+    html! { <main><p class="muted" role="status">{"Sign in to go on…"}</p></main> }
+}
+
+/// The header: the brand, the navigation and who is signed in (with Sign out); below it, a
+/// notice while the person's password is one an admin set.
+#[function_component(Header)]
+fn header() -> Html {
+    let session = use_session();
+    let live = use_live();
+    let route = use_route::<Route>();
+    // Signed out (or the session ended): the live connection would only be refused.
+    let signed_out = session.state == Session::SignedOut;
+    use_effect_with(signed_out, move |out| {
+        if *out {
+            live.suspend();
+        }
+    });
+    let me = session.me();
+    let sign_out = Callback::from(|_: MouseEvent| session::sign_out());
+    html! {
+        <>
+            <header class="top">
+                <Link<Route> to={Route::Dashboard} classes="brand">{"Kiln"}</Link<Route>>
+                if let Some(me) = &me {
+                    <nav aria-label="main">
+                        <Link<Route> to={Route::Dashboard}>{"Dashboard"}</Link<Route>>
+                        <Link<Route> to={Route::Projects}>{"Projects"}</Link<Route>>
+                        <Link<Route> to={Route::Slaves}>{"Slaves"}</Link<Route>>
+                        <Link<Route> to={Route::Teams}>{"Teams"}</Link<Route>>
+                        <Link<Route> to={Route::Tokens}>{"Tokens"}</Link<Route>>
+                        if me.admin {
+                            <Link<Route> to={Route::Users}>{"Users"}</Link<Route>>
+                            <Link<Route> to={Route::Audit}>{"Audit"}</Link<Route>>
+                        }
+                    </nav>
+                    <div class="who">
+                        <span class="visually-hidden">{"Signed in as "}</span>
+                        <span id="user-name" title="Your account">
+                            <Link<Route> to={Route::Account}>{&me.username}</Link<Route>>
+                        </span>
+                        <button id="sign-out" class="quiet" onclick={sign_out}>{"Sign out"}</button>
+                    </div>
+                }
+            </header>
+            if let Some(me) = &me {
+                if me.must_change_password && route != Some(Route::Account) {
+                    <p class="notice" role="status" id="change-password-notice">
+                        {"Your password was set by an admin. "}
+                        <Link<Route> to={Route::Account}>{"Change it now"}</Link<Route>>
+                        {"."}
+                    </p>
+                }
+            }
+        </>
     }
 }
 
 #[function_component(App)]
 pub fn app() -> Html {
     html! {
-        <LiveProvider>
         <BrowserRouter>
-            <header class="top">
-                <Link<Route> to={Route::Dashboard} classes="brand">{"Kiln"}</Link<Route>>
-                <nav aria-label="main">
-                    <Link<Route> to={Route::Dashboard}>{"Dashboard"}</Link<Route>>
-                    <Link<Route> to={Route::Projects}>{"Projects"}</Link<Route>>
-                    <Link<Route> to={Route::Slaves}>{"Slaves"}</Link<Route>>
-                </nav>
-            </header>
+        <SessionProvider>
+        <LiveProvider>
+            <Header />
             <Switch<Route> render={switch} />
-        </BrowserRouter>
         </LiveProvider>
+        </SessionProvider>
+        </BrowserRouter>
     }
 }

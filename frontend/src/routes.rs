@@ -2,7 +2,7 @@
 
 use yew_router::prelude::*;
 
-#[derive(Clone, Routable, PartialEq)]
+#[derive(Clone, Debug, Routable, PartialEq)]
 pub enum Route {
     #[at("/")]
     Dashboard,
@@ -14,9 +14,61 @@ pub enum Route {
     Build { id: i64 },
     #[at("/slaves")]
     Slaves,
+    #[at("/teams")]
+    Teams,
+    #[at("/teams/:name")]
+    Team { name: String },
+    /// The signed-in person's API tokens.
+    #[at("/tokens")]
+    Tokens,
+    /// Admins: accounts.
+    #[at("/users")]
+    Users,
+    /// Admins: who did what.
+    #[at("/audit")]
+    Audit,
+    /// The signed-in person: teams, password.
+    #[at("/account")]
+    Account,
+    /// `?next=<path>` (where to go after sign-in), `?error=<why>` (a provider refused).
     #[at("/login")]
     Login,
     #[not_found]
     #[at("/404")]
     NotFound,
+}
+
+impl Route {
+    /// Pages only admins may open.
+    pub fn admin_only(&self) -> bool {
+        matches!(self, Route::Users | Route::Audit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_new_pages_have_their_urls() {
+        for (path, route) in [
+            ("/teams", Route::Teams),
+            (
+                "/teams/boards",
+                Route::Team {
+                    name: "boards".into(),
+                },
+            ),
+            ("/tokens", Route::Tokens),
+            ("/users", Route::Users),
+            ("/audit", Route::Audit),
+            ("/account", Route::Account),
+            ("/login", Route::Login),
+        ] {
+            assert_eq!(Route::recognize(path), Some(route.clone()), "{path}");
+            assert_eq!(route.to_path(), path);
+        }
+        assert!(Route::Users.admin_only() && Route::Audit.admin_only());
+        assert!(!Route::Teams.admin_only() && !Route::Tokens.admin_only());
+    }
 }

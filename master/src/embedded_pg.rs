@@ -57,6 +57,9 @@ pub struct EmbeddedPostgres {
     password: Option<String>,
     run_as: Option<(u32, u32)>,
     started_here: bool,
+    /// It was already running when [`EmbeddedPostgres::start`] came (a running master's, or
+    /// one left by a killed master).
+    reused: bool,
 }
 
 /// Finds `initdb`/`pg_ctl`: the configured dir, else the newest `/usr/lib/postgresql/*/bin`,
@@ -236,6 +239,7 @@ impl EmbeddedPostgres {
             password: None,
             run_as,
             started_here: false,
+            reused: false,
         })
     }
 
@@ -346,6 +350,7 @@ impl EmbeddedPostgres {
             c.arg("-D").arg(&self.pgdata).arg("reload");
             self.run(c, "pg_ctl reload")?;
             self.started_here = true;
+            self.reused = true;
             return Ok(());
         }
         self.start_server()
@@ -492,6 +497,16 @@ impl EmbeddedPostgres {
             tracing::warn!("stopping the embedded PostgreSQL: {e:#}");
         }
         self.started_here = false;
+    }
+}
+
+impl EmbeddedPostgres {
+    /// For a one-off command (`kiln-master user add`, `migrate`) next to a running master: a
+    /// cluster that was already running is left running when this handle goes.
+    pub fn leave_running_if_reused(&mut self) {
+        if self.reused {
+            self.started_here = false;
+        }
     }
 }
 

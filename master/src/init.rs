@@ -65,6 +65,31 @@ artifact_bytes = 68719476736         # 64 GiB
 project_storage_bytes = 274877906944 # 256 GiB
 
 {tls}
+# Who may sign in. Local accounts: `kiln-master --config THIS user add NAME --admin` prints a
+# one-time password. Providers need master.public_url (the URL people open, e.g.
+# "https://kiln.example.org"); who gets in is decided by group mappings an admin makes
+# (console: Teams; API: /api/teams/{{name}}/mappings). See docs/configuration.md.
+[auth]
+local_accounts = true
+session_idle_secs = 28800     # 8 hours without a request ends a session
+session_max_secs = 604800     # 7 days after sign-in, whatever happens
+login_attempts_per_account = 5
+login_attempts_per_address = 20
+login_window_secs = 900
+# allowed_origins = []        # besides master.public_url's
+#
+# [[auth.oidc]]                # any number of OpenID Connect providers
+# name = "corp"
+# display_name = "Company sign-in"
+# issuer = "https://sso.example.org/realms/main"
+# client_id = "kiln"
+# client_secret_file = "oidc-corp.secret"
+# scopes = ["openid", "profile", "email", "groups"]
+# groups_claim = "groups"
+#
+# [auth.launchpad]             # Launchpad teams (OpenID 2.0); Ubuntu's endpoint by default
+# refresh_secs = 3600
+
 [database]
 # Leave url out to run a private PostgreSQL cluster in data_dir/postgres (unix socket only).
 # url = "postgres://kiln@db-host/kiln"
@@ -127,6 +152,10 @@ pub fn run(data_dir: &Path, listen: &str, force: bool, tls_names: Option<&[Strin
         cfg_path.display(),
         token_path.display(),
         data_dir.join(crate::upload_token::FILE).display()
+    );
+    println!(
+        "first sign-in: kiln-master --config {} user add NAME --admin (prints a one-time password)",
+        cfg_path.display()
     );
     if let Some(names) = tls_names {
         let s = crate::tls::self_signed(&data_dir.join("tls"), names)?;

@@ -109,7 +109,10 @@ async fn main() -> Result<()> {
         }
         Some(Cmd::Migrate) => {
             let cfg = load(&cli)?;
-            let (pool, _pg) = kiln_master::db::open(&cfg).await?;
+            let (pool, mut pg) = kiln_master::db::open(&cfg).await?;
+            if let Some(pg) = &mut pg {
+                pg.leave_running_if_reused();
+            }
             kiln_master::db::migrate(&pool).await?;
             println!("database is up to date");
             Ok(())
@@ -124,7 +127,11 @@ async fn main() -> Result<()> {
             cmd: UserCmd::Add { name, admin, email },
         }) => {
             let cfg = load(&cli)?;
-            let (pool, _pg) = kiln_master::db::open(&cfg).await?;
+            let (pool, mut pg) = kiln_master::db::open(&cfg).await?;
+            // Next to a running master: its embedded cluster keeps running.
+            if let Some(pg) = &mut pg {
+                pg.leave_running_if_reused();
+            }
             kiln_master::db::migrate(&pool).await?;
             let req = kiln_shared::api::NewUser {
                 username: name.clone(),

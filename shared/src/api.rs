@@ -715,7 +715,8 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     /// Who did it (a user name), when known.
     pub actor: Option<String>,
-    /// `login`, `login_refused`, `logout`, `build_requested`, `build_cancelled`, ...
+    /// `login`, `login_refused`, `logout`, `build_requested`, `build_cancelled`,
+    /// `memberships_refreshed`, ... (the list is in `docs/api.md`)
     pub action: String,
     /// What it was done to (`project board-a`, `build 12`, `team boards`, ...).
     pub target: Option<String>,

@@ -1,6 +1,9 @@
 // Drives the Kiln console in Debian's headless Chromium, as a person would.
 // Started by tests/e2e/browser.rs with a running farm; reads:
-//   KILN_URL, KILN_TOKEN, KILN_REPO_OK, KILN_REPO_SLOW, KILN_REPO_CHATTY, KILN_SLAVE_PID, KILN_OUT
+//   KILN_URL, KILN_USER and KILN_PASSWORD (a local admin account the test made), KILN_REPO_OK,
+//   KILN_REPO_SLOW, KILN_REPO_CHATTY, KILN_SLAVE_PID, KILN_OUT
+// The console holds no token: it signs in through its login page and rides on the session
+// cookie (downloads, the raw log and the WebSocket included).
 // Prints `BUDGET name=value` lines; exits non-zero on the first failed step, after saving a
 // screenshot of every page into KILN_OUT.
 //
@@ -14,7 +17,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 
 const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is not set`); return v; };
-const URL = env('KILN_URL'), TOKEN = env('KILN_TOKEN'), OUT = env('KILN_OUT');
+const URL = env('KILN_URL'), USER = env('KILN_USER'), PASSWORD = env('KILN_PASSWORD'), OUT = env('KILN_OUT');
 mkdirSync(OUT, { recursive: true });
 
 const browser = await chromium.launch({
@@ -43,6 +46,14 @@ async function failAll(e) {
   process.exit(1);
 }
 const T = 60_000;
+// Polls `pred` from Node (the console's CSP forbids the eval behind page.waitForFunction).
+async function until(pred, what) {
+  const deadline = Date.now() + T;
+  while (!(await pred().catch(() => false))) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 const FRAME_P95_MS = Number(process.env.KILN_FRAME_P95_MS || 250);
 const FRAME_SLOW_SHARE = Number(process.env.KILN_FRAME_SLOW_SHARE || 0.35);
 
@@ -89,14 +100,34 @@ async function watchConsoleSockets() {
 }
 
 try {
-  step = 'log in';
+  step = 'the login page shows why a provider refused a sign-in';
+  await page.goto(URL + '/login?error=' + encodeURIComponent('not in an allowed group'));
+  await page.waitForSelector('#login-refused:has-text("not in an allowed group")', { timeout: T });
+
+  step = 'sign in: a page asked for while signed out leads to the login page, which remembers it';
+  await page.goto(URL + '/slaves');
+  await page.waitForURL((u) => u.pathname === '/login' && u.searchParams.get('next') === '/slaves', { timeout: T });
+  if (await page.locator('#token').count() !== 0) throw new Error('the login page still asks for the admin token');
+
+  step = 'sign in: a wrong password is refused with the master\'s message';
+  await page.fill('#username', USER);
+  await page.fill('#password', 'not the password');
+  await page.click('#login button[type=submit]');
+  const refusal = page.locator('#login .error');
+  await refusal.waitFor({ timeout: T });
+  if (!/password/i.test(await refusal.textContent())) {
+    throw new Error(`the refusal shown: ${await refusal.textContent()}`);
+  }
+
+  step = 'sign in: the right password leads back to the page asked for';
+  await page.fill('#password', PASSWORD);
+  await page.click('#login button[type=submit]');
+  await page.waitForSelector('#slaves', { timeout: T });
+  if (new globalThis.URL(page.url()).pathname !== '/slaves') throw new Error(`signed in at ${page.url()}, not /slaves`);
+  // No token is kept in the page's storage (the session cookie is HttpOnly, out of scripts' reach).
+  const stored = await page.evaluate(() => JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage } }));
+  if (/kiln_|token/i.test(stored)) throw new Error(`the page keeps a credential where scripts read it: ${stored}`);
   await page.goto(URL + '/');
-  await page.waitForURL('**/login', { timeout: T });
-  await page.fill('#token', 'wrong-token');
-  await page.click('button[type=submit]');
-  await page.waitForSelector('.error', { timeout: T });
-  await page.fill('#token', TOKEN);
-  await page.click('button[type=submit]');
   await page.waitForSelector('#dashboard', { timeout: T });
 
   step = 'budget: navigation to a dashboard showing data';
@@ -144,11 +175,20 @@ try {
   await page.waitForSelector('#artifacts a.download:has-text("image.img")', { timeout: T });
   const row = page.locator('#artifacts tr', { has: page.locator('a:has-text("image.img")') });
   const shown256 = (await row.locator('.sha').textContent()).trim();
+  // Links carry no credential: the session cookie is enough.
+  const downloadHref = await row.locator('a.download').getAttribute('href');
+  if (/token/i.test(downloadHref)) throw new Error(`the download link carries a token: ${downloadHref}`);
   const [download] = await Promise.all([page.waitForEvent('download'), row.locator('a.download').click()]);
   const path = await download.path();
   const { readFileSync } = await import('node:fs');
   const actual = createHash('sha256').update(readFileSync(path)).digest('hex');
   if (actual !== shown256) throw new Error(`downloaded sha256 ${actual} != shown ${shown256}`);
+
+  step = 'the raw log link works with the session cookie alone';
+  const rawHref = await page.getAttribute('.log-bar a[target=_blank]', 'href');
+  if (/token/i.test(rawHref)) throw new Error(`the raw log link carries a token: ${rawHref}`);
+  const raw = await page.evaluate(async (href) => { const r = await fetch(href); return { status: r.status, text: await r.text() }; }, rawHref);
+  if (raw.status !== 200 || !raw.text.includes('tick 6')) throw new Error(`raw log: HTTP ${raw.status}: ${raw.text.slice(0, 200)}`);
 
   step = 'one WebSocket per tab: dashboard -> build -> dashboard -> build, subscriptions follow the pages';
   const buildPath = new globalThis.URL(page.url()).pathname; // `URL` here is the farm's
@@ -274,6 +314,87 @@ try {
   // Its command no longer works, so it is no longer shown.
   await command.waitFor({ state: 'detached', timeout: T });
 
+  step = 'users: a bad name is refused next to its field';
+  await page.click('nav a[href="/users"]');
+  await page.waitForSelector(`#user-list tr[data-user="${USER}"]`, { timeout: T });
+  await page.fill('#u-name', 'not a name!');
+  await page.click('#new-user button[type=submit]');
+  await page.waitForSelector('#username-error', { timeout: T });
+
+  step = 'users: an account made without a password gets a one-time password, shown once';
+  await page.fill('#u-name', 'ann');
+  await page.click('#new-user button[type=submit]');
+  const oneTime = (await page.locator('#one-time-password').textContent({ timeout: T })).trim();
+  if (oneTime.length < 10) throw new Error(`one-time password shown: "${oneTime}"`);
+  await page.waitForSelector('#user-list tr[data-user=ann]', { timeout: T });
+
+  step = 'teams: create a team; an unknown user is refused; add a member, change their role';
+  await page.click('nav a[href="/teams"]');
+  await page.fill('#t-name', 'boards');
+  await page.click('#new-team button[type=submit]');
+  await page.waitForURL((u) => u.pathname === '/teams/boards', { timeout: T });
+  await page.fill('#m-user', 'nobody');
+  await page.click('#add-member button[type=submit]');
+  await page.waitForSelector('#add-member .error', { timeout: T });
+  await page.fill('#m-user', 'ann');
+  await page.selectOption('#m-role', 'viewer');
+  await page.click('#add-member button[type=submit]');
+  const annRow = page.locator('#members tr[data-member=ann]');
+  await annRow.waitFor({ timeout: T });
+  if (await page.locator('#add-member .error').count() !== 0) throw new Error('the error stayed after a good submit');
+  await annRow.locator('select').selectOption('builder');
+  await page.waitForResponse((r) => r.url().endsWith('/api/teams/boards/members/ann') && r.request().method() === 'PUT', { timeout: T });
+  await page.reload();
+  await until(async () => (await page.locator('#members tr[data-member=ann] select').inputValue()) === 'builder', 'the role kept after a reload');
+  // Group mappings need a sign-in provider; this master has none, and says so.
+  await page.waitForSelector('#mappings', { timeout: T });
+  await page.waitForSelector('#mappings >> text=No sign-in provider is configured', { timeout: T });
+  await shoot('team');
+
+  step = 'project settings: move the project into the team';
+  await page.goto(URL + '/projects/board');
+  await page.click('details.settings summary');
+  await page.selectOption('#set-team', 'boards');
+  await page.click('#settings button[type=submit]');
+  await page.waitForSelector('#project-team a:has-text("boards")', { timeout: T });
+
+  step = 'tokens: make one; its secret is shown once and works as a bearer token; revoke it';
+  await page.click('nav a[href="/tokens"]');
+  await page.fill('#tok-name', 'ci-nightly');
+  await page.selectOption('#tok-role', 'builder');
+  await page.click('#new-token button[type=submit]');
+  const secret = (await page.locator('#token-secret').textContent({ timeout: T })).trim();
+  const asToken = await page.evaluate(async (s) => {
+    const r = await fetch('/api/me', { credentials: 'omit', headers: { Authorization: `Bearer ${s}` } });
+    return { status: r.status, me: r.ok ? await r.json() : null };
+  }, secret);
+  if (asToken.status !== 200 || asToken.me.username !== USER || asToken.me.token_role !== 'builder') {
+    throw new Error(`GET /api/me with the new token: ${JSON.stringify(asToken)}`);
+  }
+  const tokenRow = page.locator('#token-list tbody tr', { hasText: 'ci-nightly' });
+  await tokenRow.waitFor({ timeout: T });
+  if ((await tokenRow.textContent()).includes(secret)) throw new Error('the token list shows the secret');
+  page.once('dialog', (d) => d.accept());
+  await tokenRow.locator('button', { hasText: 'Revoke' }).click();
+  await tokenRow.waitFor({ state: 'detached', timeout: T });
+  await page.locator('#token-secret').waitFor({ state: 'detached', timeout: T });
+
+  step = 'audit: what was done is listed, newest first, and can be filtered by action';
+  await page.click('nav a[href="/audit"]');
+  await page.waitForSelector('#audit-list tbody tr', { timeout: T });
+  const actions = await page.$$eval('#audit-list tbody tr td:nth-child(3)', (tds) => tds.map((t) => t.textContent));
+  for (const want of ['token_revoked', 'token_created', 'member_set', 'team_created', 'user_created', 'login']) {
+    if (!actions.includes(want)) throw new Error(`the audit log lacks ${want}: ${actions.join(', ')}`);
+  }
+  if (actions.indexOf('token_revoked') > actions.indexOf('token_created')) throw new Error(`not newest first: ${actions.join(', ')}`);
+  await page.fill('#a-action', 'login_refused');
+  await page.click('#audit form button[type=submit]');
+  await until(async () => {
+    const a = await page.$$eval('#audit-list tbody tr td:nth-child(3)', (tds) => tds.map((t) => t.textContent));
+    return a.length > 0 && a.every((x) => x === 'login_refused');
+  }, 'only login_refused entries listed');
+  await shoot('audit');
+
   step = 'works at 360 px';
   await page.setViewportSize({ width: 360, height: 740 });
   await page.goto(URL + '/');
@@ -281,6 +402,82 @@ try {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   if (overflow > 1) throw new Error(`the dashboard is ${overflow}px wider than a 360px screen`);
   await shoot('dashboard-360');
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  step = 'a session that ends mid-visit leads to the login page, and back there once signed in again';
+  await page.goto(URL + '/');
+  await page.waitForSelector('#dashboard', { timeout: T });
+  await context.clearCookies();
+  await page.click('nav a[href="/projects"]');
+  await page.waitForURL((u) => u.pathname === '/login' && u.searchParams.get('next') === '/projects', { timeout: T });
+  await page.fill('#username', USER);
+  await page.fill('#password', PASSWORD);
+  await page.click('#login button[type=submit]');
+  await page.waitForSelector('#projects ul.cards li', { timeout: T });
+  // The live connection, stopped while signed out, comes back with the new session.
+  await page.click('nav a[href="/"]');
+  await page.waitForSelector('#dashboard', { timeout: T });
+  await page.locator('#live-status').waitFor({ state: 'detached', timeout: T });
+  await page.waitForSelector('#dashboard table a[href="/builds/1"]', { timeout: T });
+
+  step = 'the header names who is signed in';
+  const who = page.locator('header #user-name');
+  await who.waitFor({ timeout: T });
+  if ((await who.textContent()).trim() !== USER) throw new Error(`the header shows "${await who.textContent()}", not ${USER}`);
+
+  step = 'sign out: ends at the login page, and the session is gone';
+  await page.click('header #sign-out');
+  await page.waitForURL((u) => u.pathname === '/login' && u.search === '', { timeout: T });
+  await page.waitForSelector('#login #username', { timeout: T });
+  if (await page.locator('header #user-name').count() !== 0) throw new Error('the header still names someone after signing out');
+  const after = await page.evaluate(() => fetch('/api/me').then((r) => r.status));
+  if (after !== 401) throw new Error(`GET /api/me after signing out: HTTP ${after}, want 401`);
+  // And a page asked for now leads to the login page again.
+  await page.goto(URL + '/projects/board');
+  await page.waitForURL((u) => u.pathname === '/login' && u.searchParams.get('next') === '/projects/board', { timeout: T });
+
+  step = 'a one-time password: signed in, the person is asked to change it';
+  await page.fill('#username', 'ann');
+  await page.fill('#password', oneTime);
+  await page.click('#login button[type=submit]');
+  await page.waitForSelector('#project-role:has-text("builder")', { timeout: T });
+  await page.waitForSelector('#change-password-notice', { timeout: T });
+
+  step = 'a builder of the team: Build now, but no settings, no Delete, no admin pages or slave controls';
+  if (await page.locator('#build-now').count() !== 1) throw new Error('a builder is not offered Build now');
+  for (const sel of ['details.settings', '#delete-project', 'nav a[href="/users"]', 'nav a[href="/audit"]']) {
+    if (await page.locator(sel).count() !== 0) throw new Error(`a builder is shown ${sel}`);
+  }
+  await page.click('nav a[href="/projects"]');
+  await page.waitForSelector('#projects ul.cards li', { timeout: T });
+  const visible = await page.$$eval('#projects ul.cards li > a', (as) => as.map((a) => a.textContent));
+  if (visible.join() !== 'board') throw new Error(`a member of team boards sees projects ${visible.join(', ')}`);
+  if (await page.locator('#new-project').count() !== 0) throw new Error('a builder is offered the new project form');
+  await page.click('nav a[href="/slaves"]');
+  await page.waitForSelector('#slaves', { timeout: T });
+  for (const sel of ['#enrol', '#s-name', '#slaves td.row-actions button']) {
+    if (await page.locator(sel).count() !== 0) throw new Error(`someone who is not an admin is shown ${sel}`);
+  }
+  await page.goto(URL + '/users');
+  await page.waitForSelector('main >> text=Admins only', { timeout: T });
+
+  step = 'account: change the one-time password; the notice goes';
+  await page.click('#change-password-notice a');
+  await page.waitForSelector('#account', { timeout: T });
+  await page.fill('#pw-current', oneTime);
+  await page.fill('#pw-new', 'ann chose this one');
+  await page.fill('#pw-repeat', 'ann chose this one!');
+  await page.click('#change-password button[type=submit]');
+  await page.waitForSelector('#repeat-error', { timeout: T });
+  await page.fill('#pw-repeat', 'ann chose this one');
+  await page.click('#change-password button[type=submit]');
+  await page.waitForSelector('#change-password [role=status]:has-text("Password changed")', { timeout: T });
+  await page.locator('#account .notice').waitFor({ state: 'detached', timeout: T });
+  await page.click('nav a[href="/"]');
+  await page.waitForSelector('#dashboard', { timeout: T });
+  if (await page.locator('#change-password-notice').count() !== 0) throw new Error('the notice stayed after the change');
+  await page.click('header #sign-out');
+  await page.waitForURL((u) => u.pathname === '/login' && u.search === '', { timeout: T });
 
   if (errors.length) throw new Error(`uncaught errors in the page: ${errors.join('; ')}`);
   await browser.close();

@@ -77,7 +77,8 @@ async fn call(
     match s {
         Some(s) => s.send(method.clone(), path, body).await,
         None => {
-            let mut req = farm.http.request(method.clone(), farm.api(path));
+            let client = kiln_tests::session::browser_client(farm);
+            let mut req = client.request(method.clone(), farm.api(path));
             if let Some(b) = body {
                 req = req.json(b);
             }
@@ -196,6 +197,13 @@ async fn every_route_times_every_role() {
         // it is gone).
         (m("DELETE"), format!("/api/tokens/{viewer_token}"), None, [401, 404, 204, 404, 404, 404]),
         (m("GET"), "/api/audit".into(), None, [401, 403, 403, 403, 403, 200]),
+        // Signing in is for anyone; a provider's login sends the browser on (Launchpad is
+        // configured here, no OpenID Connect provider is).
+        (m("POST"), "/auth/local/login".into(), Some(json!({"username": "{who}", "password": "not the password"})), [401, 401, 401, 401, 401, 401]),
+        (m("GET"), "/auth/launchpad/login".into(), None, [303, 303, 303, 303, 303, 303]),
+        (m("GET"), "/auth/oidc/corp/login".into(), None, [404, 404, 404, 404, 404, 404]),
+        // Last: everyone signs out.
+        (m("POST"), "/auth/logout".into(), None, [401, 204, 204, 204, 204, 204]),
     ];
     let mut wrong = vec![];
     for (method, path, body, want) in &routes {
@@ -211,13 +219,46 @@ async fn every_route_times_every_role() {
                     want[i]
                 ));
             }
-            if status >= 400 && v.get("error").is_none() {
+            if status >= 400 && status != 405 && v.get("error").is_none() {
                 wrong.push(format!(
                     "{method} {path} as {who}: {status} without a JSON error"
                 ));
             }
         }
     }
+    // The WebSockets, through real handshakes, with fresh sessions: the console's takes the
+    // session cookie (or an API token), the slaves' only a slave token.
+    let slave_token = farm.register_slave("ws-check").await;
+    let version = kiln_shared::codec::PROTOCOL_VERSION.to_string();
+    let status = |r: Result<kiln_tests::farm::Ws, tokio_tungstenite::tungstenite::Error>| match r {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    };
+    for who in WHO {
+        let got = match sign_in(&farm, who).await {
+            Some(s) => status(s.console(&farm, &farm.url).await),
+            None => status(farm.ws("/ws/console", None, &version).await),
+        };
+        if got != if who == "nobody" { 401 } else { 101 } {
+            wrong.push(format!("/ws/console as {who}: {got}"));
+        }
+    }
+    for (token, want) in [
+        (None, 401),
+        (Some(farm.token.as_str()), 401),
+        (Some(slave_token.as_str()), 101),
+    ] {
+        let got = status(farm.ws("/ws/slave", token, &version).await);
+        if got != want {
+            wrong.push(format!("/ws/slave with {token:?}: {got} (wanted {want})"));
+        }
+    }
+    assert_eq!(
+        status(farm.ws("/ws/console", Some(&farm.token), &version).await),
+        101,
+        "an API token opens the console's socket"
+    );
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 

@@ -2,8 +2,13 @@
 //! playwright-core) against the real master, slave, PostgreSQL and git: see
 //! `tests/browser/console.mjs` for the steps. Needs the console built (`scripts/build-console.sh`)
 //! and `npm ci` in tests/browser; `scripts/test.sh` does both and runs this tier.
+//!
+//! The browser signs in as a person: the test makes a local admin account with the farm's admin
+//! bearer token (`POST /api/users`) and hands its name and password to the script, which fills
+//! the login page.
 
 use kiln_tests::{Farm, FarmOptions, GitServer};
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -44,6 +49,14 @@ async fn the_console_in_a_real_browser() {
         ..Default::default()
     })
     .await;
+    let (user, password) = ("lead", "a browser's long passphrase");
+    let (status, body) = farm
+        .post(
+            "/api/users",
+            json!({"username": user, "password": password, "admin": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "creating the console's account: {body}");
     let slave = farm.slave("browser-slave").await;
     let out = std::env::var_os("KILN_TEST_OUTPUT")
         .map(PathBuf::from)
@@ -51,7 +64,8 @@ async fn the_console_in_a_real_browser() {
     let result = Command::new("node")
         .arg(root.join("tests/browser/console.mjs"))
         .env("KILN_URL", &farm.url)
-        .env("KILN_TOKEN", &farm.token)
+        .env("KILN_USER", user)
+        .env("KILN_PASSWORD", password)
         .env("KILN_REPO_OK", &ok.url)
         .env("KILN_REPO_SLOW", &slow.url)
         .env("KILN_REPO_CHATTY", &chatty.url)

@@ -15,6 +15,7 @@ mod flood;
 mod hardening;
 mod images;
 mod isolation;
+mod launchpad;
 mod localdb;
 mod oidc;
 mod protocol;

@@ -1,9 +1,11 @@
-//! A project's settings (schedule, time zone, priority, time-out, retention, tags, …), edited in
-//! place with PATCH; the server's errors appear next to the field they concern.
+//! A project's settings (schedule, time zone, priority, time-out, retention, tags, team,
+//! visibility, …), edited in place with PATCH; the server's errors appear next to the field
+//! they concern. Shown to maintainers of the project (and admins).
 
 use crate::api::{self, ApiErr};
 use crate::pages::field_error;
-use kiln_shared::api::{Catalog, Project};
+use crate::session::{team_choices, use_me};
+use kiln_shared::api::{Catalog, Project, Team, Visibility};
 use serde_json::{json, Map, Value};
 use web_sys::{HtmlInputElement, HtmlSelectElement};
 use yew::prelude::*;
@@ -78,18 +80,33 @@ pub fn settings_form(p: &Props) -> Html {
     let only_changed = use_node_ref();
     let emulation = use_node_ref();
     let arch = use_node_ref();
+    let (team, visibility) = (use_node_ref(), use_node_ref());
+    let me = use_me();
+    let teams = use_state(Vec::<Team>::new);
     // What users may choose from comes from the master (configuration or slaves), not the code.
     let catalog = use_state(|| None::<Catalog>);
     {
-        let catalog = catalog.clone();
+        let (catalog, teams) = (catalog.clone(), teams.clone());
         use_effect_with((), move |_| {
             wasm_bindgen_futures::spawn_local(async move {
                 if let Ok(c) = api::get::<Catalog>("/api/catalog").await {
                     catalog.set(Some(c));
                 }
+                if let Ok(ts) = api::get::<Vec<Team>>("/api/teams").await {
+                    teams.set(ts);
+                }
             });
         });
     }
+    // The teams it may move to (its own team stays offered: keeping it needs no right).
+    let choices = me.as_deref().map(|me| team_choices(me, &teams));
+    let allow_none = choices.as_ref().is_some_and(|c| c.none) || p.project.team.is_none();
+    let team_names: std::collections::BTreeSet<String> = choices
+        .map(|c| c.teams)
+        .unwrap_or_default()
+        .into_iter()
+        .chain(p.project.team.clone())
+        .collect();
     let err = use_state(|| None::<ApiErr>);
     let saved = use_state(|| false);
     let fields = text_fields(&p.project);
@@ -101,6 +118,8 @@ pub fn settings_form(p: &Props) -> Html {
             saved.clone(),
         );
         let (emulation, arch) = (emulation.clone(), arch.clone());
+        let (team, visibility) = (team.clone(), visibility.clone());
+        let current_team = p.project.team.clone().unwrap_or_default();
         let (name, on_saved) = (p.project.name.clone(), p.on_saved.clone());
         let fields = fields.clone();
         Callback::from(move |e: SubmitEvent| {
@@ -158,6 +177,24 @@ pub fn settings_form(p: &Props) -> Html {
                     if a.is_empty() { Value::Null } else { json!(a) },
                 );
             }
+            // The team only when it changed: moving a project needs rights keeping it does not.
+            if let Some(sel) = team.cast::<HtmlSelectElement>() {
+                let t = sel.value();
+                if t != current_team {
+                    body.insert(
+                        "team".into(),
+                        if t.is_empty() { Value::Null } else { json!(t) },
+                    );
+                }
+            }
+            if let Some(sel) = visibility.cast::<HtmlSelectElement>() {
+                let v = if sel.value() == Visibility::Public.as_str() {
+                    Visibility::Public
+                } else {
+                    Visibility::Private
+                };
+                body.insert("visibility".into(), json!(v));
+            }
             let (err, saved, name, on_saved) =
                 (err.clone(), saved.clone(), name.clone(), on_saved.clone());
             wasm_bindgen_futures::spawn_local(async move {
@@ -206,6 +243,22 @@ pub fn settings_form(p: &Props) -> Html {
                     }) }
                 </select>
                 { field_error(&err, "architecture") }
+                <label for="set-team">{"Team"}</label>
+                <select id="set-team" ref={team} aria-describedby="team-error">
+                    if allow_none {
+                        <option value="" selected={p.project.team.is_none()}>{"no team"}</option>
+                    }
+                    { for team_names.iter().map(|t| html! {
+                        <option value={t.clone()} selected={p.project.team.as_deref() == Some(t.as_str())}>{t.clone()}</option>
+                    }) }
+                </select>
+                { field_error(&err, "team") }
+                <label for="set-visibility">{"Visibility"}</label>
+                <select id="set-visibility" ref={visibility} aria-describedby="visibility-error">
+                    <option value="private" selected={p.project.visibility == Visibility::Private}>{"private: the team only"}</option>
+                    <option value="public" selected={p.project.visibility == Visibility::Public}>{"public: everyone signed in may view it"}</option>
+                </select>
+                { field_error(&err, "visibility") }
                 <label class="check">
                     <input type="checkbox" id="set-allow_emulation" ref={emulation} checked={p.project.allow_emulation} />
                     {" Slaves that emulate this architecture (qemu-user) may build it"}

@@ -12,7 +12,7 @@
 //! - `hub`: the above put together without I/O: subscriptions and socket events in, requests and
 //!   changed topics out; resubscribes everything after a reconnect or a `Resync`
 //! - `provider`: `LiveProvider` at the app root, and the hooks `use_queue`, `use_log`,
-//!   `use_connection`
+//!   `use_connection` (and `use_live`, for the shell to suspend the connection when signed out)
 //!
 //! All but `socket` and `provider` are plain Rust, tested natively (`cargo test -p kiln-frontend`).
 
@@ -25,5 +25,5 @@ mod socket;
 mod topics;
 
 pub use log::{LogBuf, EARLIER_LINES, TAIL_LINES};
-pub use provider::{use_connection, use_log, use_queue, LiveProvider};
+pub use provider::{use_connection, use_live, use_log, use_queue, LiveProvider};
 pub use topics::LogStart;

@@ -119,6 +119,14 @@ impl Live {
         self.carry_out(reaction);
     }
 
+    /// Closes the connection and stops reconnecting (signed out); the next subscription opens
+    /// it again, and every topic still followed is subscribed again then.
+    pub fn suspend(&self) {
+        self.0.socket.stop();
+        let reaction = self.0.hub.borrow_mut().closed();
+        self.carry_out(reaction);
+    }
+
     /// Calls `on_change` whenever the connection comes, goes or reports an error.
     pub fn watch_connection(&self, on_change: Callback<()>) -> Subscription {
         self.listen(Interest::Connection, on_change)
@@ -144,8 +152,19 @@ impl Live {
             let mut hub = self.0.hub.borrow_mut();
             match event {
                 SocketEvent::Opened => hub.opened(),
-                SocketEvent::Closed => hub.closed(),
-                SocketEvent::Event(event) => hub.receive(*event),
+                SocketEvent::Closed { refused } => {
+                    if refused {
+                        crate::session::check();
+                    }
+                    hub.closed()
+                }
+                SocketEvent::Event(event) => {
+                    // The master refused something, perhaps because the session ended.
+                    if matches!(*event, kiln_shared::frames::ConsoleEvent::Error { .. }) {
+                        crate::session::check();
+                    }
+                    hub.receive(*event)
+                }
                 SocketEvent::Unreadable(why) => hub.unreadable(why),
             }
         };
@@ -190,7 +209,7 @@ impl Live {
     }
 }
 
-/// `ws(s)://<this host>/ws/console?token=…` (a browser cannot put headers on a WebSocket).
+/// `ws(s)://<this host>/ws/console`: the session cookie rides along (same origin).
 fn console_url() -> String {
     let location = web_sys::window().expect("window").location();
     let scheme = if location.protocol().unwrap_or_default() == "https:" {
@@ -199,8 +218,7 @@ fn console_url() -> String {
         "ws"
     };
     let host = location.host().unwrap_or_default();
-    let token = crate::api::token().unwrap_or_default();
-    format!("{scheme}://{host}/ws/console?token={token}")
+    format!("{scheme}://{host}/ws/console")
 }
 
 #[derive(Properties, PartialEq)]
@@ -220,7 +238,7 @@ pub fn live_provider(props: &ProviderProps) -> Html {
 }
 
 #[hook]
-fn use_live() -> Live {
+pub fn use_live() -> Live {
     use_context::<Live>().expect("pages are rendered inside <LiveProvider> (app.rs)")
 }
 

@@ -6,7 +6,7 @@
 use gloo_timers::callback::Timeout;
 use kiln_shared::codec;
 use kiln_shared::frames::{ConsoleEvent, ConsoleRequest};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
@@ -20,8 +20,12 @@ const MAX_DELAY_MS: u32 = 5_000;
 /// What the socket reports to its owner.
 pub enum SocketEvent {
     Opened,
-    /// The connection closed (or could not be opened); a reconnect is scheduled.
-    Closed,
+    /// The connection closed (or could not be opened); a reconnect is scheduled. `refused`: it
+    /// never opened (the master down, or refusing the upgrade: a session that ended gets 401,
+    /// which a browser does not show; the owner asks the REST API why).
+    Closed {
+        refused: bool,
+    },
     Event(Box<ConsoleEvent>),
     /// A frame that does not decode (another protocol version, a corrupt frame).
     Unreadable(String),
@@ -32,7 +36,7 @@ type Report = Rc<dyn Fn(SocketEvent)>;
 pub struct Socket(Rc<RefCell<State>>);
 
 struct State {
-    /// Asked at every attempt: the token may have changed since the last one.
+    /// Asked at every attempt (the page's origin).
     url: fn() -> String,
     report: Report,
     link: Option<Link>,
@@ -43,6 +47,8 @@ struct State {
 /// One WebSocket and its handlers, which live exactly as long as it.
 struct Link {
     ws: WebSocket,
+    /// Whether this socket ever opened.
+    opened: Rc<Cell<bool>>,
     _on_open: Closure<dyn FnMut()>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_close: Closure<dyn FnMut()>,
@@ -98,6 +104,17 @@ impl Socket {
     }
 }
 
+impl Socket {
+    /// Closes the connection and stops reconnecting (signed out: the master would refuse it);
+    /// the next [`Socket::ensure_connected`] starts afresh.
+    pub fn stop(&self) {
+        let mut state = self.0.borrow_mut();
+        state.retry = None;
+        state.link = None;
+        state.delay_ms = FIRST_DELAY_MS;
+    }
+}
+
 impl Drop for Socket {
     fn drop(&mut self) {
         let mut state = self.0.borrow_mut();
@@ -121,9 +138,13 @@ fn connect(state: &Rc<RefCell<State>>) {
         }
     };
     ws.set_binary_type(BinaryType::Arraybuffer);
+    let opened = Rc::new(Cell::new(false));
     let on_open = {
-        let report = s.report.clone();
-        Closure::<dyn FnMut()>::new(move || report(SocketEvent::Opened))
+        let (report, opened) = (s.report.clone(), opened.clone());
+        Closure::<dyn FnMut()>::new(move || {
+            opened.set(true);
+            report(SocketEvent::Opened)
+        })
     };
     let on_message = {
         let (report, weak) = (s.report.clone(), weak.clone());
@@ -151,6 +172,7 @@ fn connect(state: &Rc<RefCell<State>>) {
     ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
     s.link = Some(Link {
         ws,
+        opened,
         _on_open: on_open,
         _on_message: on_message,
         _on_close: on_close,
@@ -160,8 +182,9 @@ fn connect(state: &Rc<RefCell<State>>) {
 /// The connection is gone: report it and schedule the next attempt, backing off.
 fn closed(weak: &Weak<RefCell<State>>) {
     let Some(state) = weak.upgrade() else { return };
-    let report = {
+    let (report, refused) = {
         let mut s = state.borrow_mut();
+        let refused = !s.link.as_ref().is_some_and(|l| l.opened.get());
         let delay = s.delay_ms;
         s.delay_ms = (delay * 2).min(MAX_DELAY_MS);
         let again = weak.clone();
@@ -170,7 +193,7 @@ fn closed(weak: &Weak<RefCell<State>>) {
                 connect(&state);
             }
         }));
-        s.report.clone()
+        (s.report.clone(), refused)
     };
-    report(SocketEvent::Closed);
+    report(SocketEvent::Closed { refused });
 }

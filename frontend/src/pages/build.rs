@@ -1,5 +1,6 @@
 //! One build: state, timings, commit, slave, why it failed or waits; the live log; artifacts with
-//! size, sha256 and download; Cancel and Rebuild.
+//! size, sha256 and download; Cancel and Rebuild (for builders of its project: the page looks
+//! the project up for the person's role on it).
 
 use super::{load, loading_or_error, Loaded};
 use crate::api;
@@ -8,7 +9,8 @@ use crate::components::log_view::{target_line, LogView};
 use crate::components::{duration, state_badge::StateBadge, when};
 use crate::live::{use_log, use_queue, LogStart, TAIL_LINES};
 use crate::routes::Route;
-use kiln_shared::api::{Artifact, Build};
+use crate::session::{effective_role, may_build, use_me};
+use kiln_shared::api::{Artifact, Build, Project};
 use kiln_shared::BuildId;
 use yew::prelude::*;
 use yew_router::prelude::*;
@@ -45,6 +47,24 @@ pub fn build_page(p: &Props) -> Html {
         Loaded::Ok(b) => Some(b.clone()),
         _ => None,
     });
+    // The person's role on the build's project decides which buttons show.
+    let project = use_state(|| None::<Project>);
+    {
+        let project = project.clone();
+        use_effect_with(b.as_ref().map(|b| b.project.clone()), move |name| {
+            if let Some(name) = name.clone() {
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Ok(p) =
+                        api::get::<Project>(&format!("/api/projects/{}", api::seg(&name))).await
+                    {
+                        project.set(Some(p));
+                    }
+                });
+            }
+        });
+    }
+    let me = use_me();
+    let role = effective_role(me.as_deref(), project.as_ref().and_then(|p| p.role));
     {
         // Artifacts appear when the build ends (its state, or the end of its log, says so).
         let arts = arts.clone();
@@ -95,8 +115,10 @@ pub fn build_page(p: &Props) -> Html {
                     if let Some(w) = &b.waiting_reason { <dt>{"Waiting"}</dt><dd>{w}</dd> }
                 </dl>
                 <div class="actions">
-                    if !b.state.is_terminal() { <button id="cancel" onclick={action("cancel")}>{"Cancel"}</button> }
-                    if b.commit.is_some() { <button id="rebuild" onclick={action("rebuild")}>{"Rebuild"}</button> }
+                    if may_build(role) {
+                        if !b.state.is_terminal() { <button id="cancel" onclick={action("cancel")}>{"Cancel"}</button> }
+                        if b.commit.is_some() { <button id="rebuild" onclick={action("rebuild")}>{"Rebuild"}</button> }
+                    }
                 </div>
             }
             { super::error_box(&err) }
@@ -108,7 +130,7 @@ pub fn build_page(p: &Props) -> Html {
                         <thead><tr><th>{"File"}</th><th>{"Size"}</th><th>{"sha256"}</th></tr></thead>
                         <tbody>{ for list.iter().map(|a| html! {
                             <tr key={a.name.clone()}>
-                                <td><a class="download" href={api::href(&format!("/api/builds/{id}/artifacts/{}", a.name))} download={a.name.clone()}>{&a.name}</a></td>
+                                <td><a class="download" href={format!("/api/builds/{id}/artifacts/{}", api::seg(&a.name))} download={a.name.clone()}>{&a.name}</a></td>
                                 <td>{format!("{:.1} MB", a.size as f64 / 1e6)}</td>
                                 <td class="mono sha">{&a.sha256}</td>
                             </tr>
@@ -119,7 +141,7 @@ pub fn build_page(p: &Props) -> Html {
             <h2>{"Log"}</h2>
             <LogView lines={log.lines.clone()} version={log.version} start={log.start}
                 loading_earlier={log.loading_earlier} on_earlier={handle.load_earlier.clone()}
-                raw_href={api::href(&format!("/api/builds/{id}/log"))} />
+                raw_href={format!("/api/builds/{id}/log")} />
             if log.ended { <p class="muted">{"End of log."}</p> }
         </main>
     }

@@ -1,11 +1,18 @@
+pub mod account;
+pub mod audit;
 pub mod build;
 pub mod dashboard;
 pub mod login;
 pub mod project;
 pub mod projects;
 pub mod slaves;
+pub mod team;
+pub mod teams;
+pub mod tokens;
+pub mod users;
 
 use crate::api::{self, ApiErr};
+use kiln_shared::api::Role;
 use serde::de::DeserializeOwned;
 use yew::prelude::*;
 
@@ -49,9 +56,42 @@ pub fn loading_or_error<T>(l: &Loaded<T>) -> Html {
     match l {
         Loaded::Loading => html! { <p class="muted">{"Loading…"}</p> },
         Loaded::Err(e) if e.status == 401 => html! {
-            <p class="error" role="alert">{"Your token was refused. "}<a href="/login">{"Log in again"}</a></p>
+            <p class="error" role="alert">{"Your session has ended. "}<a href="/login">{"Sign in again"}</a></p>
         },
         Loaded::Err(e) => html! { <p class="error" role="alert">{&e.message}</p> },
         Loaded::Ok(_) => html! {},
     }
+}
+
+/// The roles a team member can hold (admin is a property of the account, not a team role).
+pub const TEAM_ROLES: [Role; 3] = [Role::Viewer, Role::Builder, Role::Maintainer];
+
+/// The `<option>`s of `roles`, with `selected` chosen (none: the browser's first).
+pub fn role_options(roles: &[Role], selected: Option<Role>) -> Html {
+    html! {
+        { for roles.iter().map(|r| html! {
+            <option value={r.as_str()} selected={Some(*r) == selected}>{r.as_str()}</option>
+        }) }
+    }
+}
+
+/// The value of the `<select>` behind `r`.
+pub fn select_value(r: &NodeRef) -> String {
+    r.cast::<web_sys::HtmlSelectElement>()
+        .map(|s| s.value())
+        .unwrap_or_default()
+}
+
+/// The value of the `<input>` behind `r`.
+pub fn input_value(r: &NodeRef) -> String {
+    r.cast::<web_sys::HtmlInputElement>()
+        .map(|i| i.value())
+        .unwrap_or_default()
+}
+
+/// Asks before something that cannot be undone.
+pub fn confirm(question: &str) -> bool {
+    web_sys::window()
+        .and_then(|w| w.confirm_with_message(question).ok())
+        .unwrap_or(false)
 }

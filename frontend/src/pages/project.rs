@@ -1,4 +1,6 @@
 //! One project: its settings, build history, Build now, Release build…, the latest good image.
+//! What the person may do follows their role on it (`project.role`): builders start builds,
+//! maintainers also change the settings and delete the project; other buttons are not shown.
 
 use super::{load, loading_or_error, Loaded};
 use crate::api;
@@ -6,6 +8,7 @@ use crate::components::settings_form::SettingsForm;
 use crate::components::{duration, short, state_badge::StateBadge, when};
 use crate::live::use_queue;
 use crate::routes::Route;
+use crate::session::{effective_role, may_build, may_maintain, use_me};
 use kiln_shared::api::{Artifact, Build, Project, RequestBuild};
 use kiln_shared::BuildState;
 use yew::prelude::*;
@@ -24,6 +27,11 @@ pub fn project_page(p: &Props) -> Html {
     let err = use_state(|| None::<String>);
     let q = use_queue();
     let nav = use_navigator();
+    let me = use_me();
+    let role = match &*project {
+        Loaded::Ok(pr) => effective_role(me.as_deref(), pr.role),
+        _ => None,
+    };
     {
         let (project, history, good, name) = (
             project.clone(),
@@ -84,6 +92,27 @@ pub fn project_page(p: &Props) -> Html {
             });
         })
     };
+    let delete = {
+        let (name, err, nav) = (p.name.clone(), err.clone(), nav.clone());
+        Callback::from(move |_: MouseEvent| {
+            if !super::confirm(&format!(
+                "Delete project '{name}' with all its builds, logs and artifacts?"
+            )) {
+                return;
+            }
+            let (name, err, nav) = (name.clone(), err.clone(), nav.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                match api::delete(&format!("/api/projects/{}", api::seg(&name))).await {
+                    Ok(()) => {
+                        if let Some(n) = nav {
+                            n.push(&Route::Projects);
+                        }
+                    }
+                    Err(e) => err.set(Some(e.message)),
+                }
+            });
+        })
+    };
     // Live: builds of this project as they change, over what was loaded.
     let rows: Vec<Build> = match &*history {
         Loaded::Ok(list) => {
@@ -108,16 +137,31 @@ pub fn project_page(p: &Props) -> Html {
                     <dt>{"Schedule"}</dt><dd>{pr.schedule.clone().unwrap_or_else(|| "none".into())}
                         { pr.next_run.map(|t| format!(" — next run {}", when(Some(t)))).unwrap_or_default() }</dd>
                     <dt>{"Disk"}</dt><dd>{format!("{:.1} MB", pr.disk_bytes as f64 / 1e6)}</dd>
+                    <dt>{"Team"}</dt><dd id="project-team">
+                        { match &pr.team {
+                            Some(t) => html! { <Link<Route> to={Route::Team { name: t.clone() }}>{t}</Link<Route>> },
+                            None => html! { <span class="muted">{"none"}</span> },
+                        } }
+                    </dd>
+                    <dt>{"Visibility"}</dt><dd id="project-visibility">{pr.visibility.as_str()}</dd>
+                    <dt>{"Your role"}</dt><dd id="project-role">{role.map(|r| r.as_str()).unwrap_or("viewer")}</dd>
                 </dl>
-                <SettingsForm project={pr.clone()} on_saved={{
-                    let project = project.clone();
-                    Callback::from(move |p: Project| project.set(Loaded::Ok(p)))
-                }} />
+                if may_maintain(role) {
+                    <SettingsForm project={pr.clone()} on_saved={{
+                        let project = project.clone();
+                        Callback::from(move |p: Project| project.set(Loaded::Ok(p)))
+                    }} />
+                }
+                <div class="actions">
+                    if may_build(role) {
+                        <button id="build-now" onclick={request(false)}>{"Build now"}</button>
+                        <button id="release-build" onclick={request(true)}>{"Release build…"}</button>
+                    }
+                    if may_maintain(role) {
+                        <button id="delete-project" class="danger" onclick={delete}>{"Delete project"}</button>
+                    }
+                </div>
             }
-            <div class="actions">
-                <button id="build-now" onclick={request(false)}>{"Build now"}</button>
-                <button id="release-build" onclick={request(true)}>{"Release build…"}</button>
-            </div>
             { super::error_box(&err) }
             if let Some((b, arts)) = &*good {
                 <section class="good">
@@ -125,7 +169,7 @@ pub fn project_page(p: &Props) -> Html {
                     <p><Link<Route> to={Route::Build { id: b.id.0 }}>{format!("#{}", b.id)}</Link<Route>>
                        {format!(" {} {}", short(&b.commit), when(b.finished_at))}</p>
                     <ul>{ for arts.iter().filter(|a| a.name != "SHA256SUMS").map(|a| html! {
-                        <li><a href={api::href(&format!("/api/builds/{}/artifacts/{}", b.id, a.name))} download={a.name.clone()}>{&a.name}</a></li>
+                        <li><a href={format!("/api/builds/{}/artifacts/{}", b.id, api::seg(&a.name))} download={a.name.clone()}>{&a.name}</a></li>
                     }) }</ul>
                 </section>
             }

@@ -1,4 +1,5 @@
-//! Slaves: online or not, architecture, tags, current build, last heartbeat; for admins: add a
+//! Slaves: online or not, architecture, tags, current build, last heartbeat; for admins (only they
+//! see these controls): add a
 //! slave (its token is shown once), drain, disable, enable or revoke one, and enrol a board with
 //! a registration token (the one command to run on it is shown once; the tokens are listed and
 //! can be revoked).
@@ -8,6 +9,7 @@ use crate::api::{self, ApiErr};
 use crate::components::when;
 use crate::live::use_queue;
 use crate::routes::Route;
+use crate::session::{is_admin, use_me};
 use chrono::{DateTime, Utc};
 use kiln_shared::api::{NewRegistrationToken, NewSlave, RegistrationToken, Slave, SlaveCreated};
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -18,6 +20,7 @@ use yew_router::prelude::*;
 #[function_component(Slaves)]
 pub fn slaves() -> Html {
     let q = use_queue();
+    let admin = is_admin(use_me().as_deref());
     let created = use_state(|| None::<SlaveCreated>);
     let err = use_state(|| None::<String>);
     let name = use_node_ref();
@@ -95,7 +98,8 @@ pub fn slaves() -> Html {
             <h1>{"Slaves"}</h1>
             { super::error_box(&err) }
             <table>
-                <thead><tr><th>{"Name"}</th><th>{"Status"}</th><th>{"Arch"}</th><th>{"Tags"}</th><th>{"Building"}</th><th>{"Last heartbeat"}</th><th>{"Actions"}</th></tr></thead>
+                <thead><tr><th>{"Name"}</th><th>{"Status"}</th><th>{"Arch"}</th><th>{"Tags"}</th><th>{"Building"}</th><th>{"Last heartbeat"}</th>
+                    if admin { <th>{"Actions"}</th> }</tr></thead>
                 <tbody>
                 { for q.slaves.values().map(|s| html! {
                     <tr key={s.id.0} data-slave={s.name.clone()}>
@@ -110,16 +114,19 @@ pub fn slaves() -> Html {
                         <td>{s.tags.join(", ")}</td>
                         <td>{ for s.builds.iter().map(|b| html! { <Link<Route> to={Route::Build { id: b.0 }}>{format!("#{b} ")}</Link<Route>> }) }</td>
                         <td>{when(s.last_seen)}</td>
+                        if admin {
                         <td class="row-actions">
                             if s.online && !s.draining { <button onclick={act(s.name.clone(), "drain")}>{"Drain"}</button> }
                             if s.enabled { <button onclick={act(s.name.clone(), "disable")}>{"Disable"}</button> }
                             else { <button onclick={act(s.name.clone(), "enable")}>{"Enable"}</button> }
                             <button class="danger" onclick={act(s.name.clone(), "revoke")}>{"Revoke"}</button>
                         </td>
+                        }
                     </tr>
                 }) }
                 </tbody>
             </table>
+            if admin {
             <h2>{"Add a slave"}</h2>
             <form {onsubmit} class="form">
                 <label for="s-name">{"Name"}</label>
@@ -135,6 +142,7 @@ pub fn slaves() -> Html {
                 </div>
             }
             <Enrol />
+            }
         </main>
     }
 }

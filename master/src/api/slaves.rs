@@ -335,6 +335,15 @@ pub async fn register(
     let created = insert_slave(&mut *tx, req.name, reg.tags).await?;
     tx.commit().await?;
     tracing::info!(slave = %created.name, registration = reg.id, "slave registered");
+    crate::audit::record(
+        &st,
+        None,
+        "slave_registered",
+        Some(format!("slave {}", created.name)),
+        None,
+        json!({ "registration_token": reg.id, "tags": created.tags }),
+    )
+    .await;
     st.slave_changed(created.id).await;
     Ok((StatusCode::CREATED, Json(created)))
 }

@@ -18,6 +18,7 @@ mod isolation;
 mod launchpad;
 mod localdb;
 mod oidc;
+mod oidc_browser;
 mod protocol;
 mod queue;
 mod quotas;

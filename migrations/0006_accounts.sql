@@ -77,7 +77,9 @@ CREATE TABLE api_tokens (
     created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     expires_at   TIMESTAMPTZ,
     last_used    TIMESTAMPTZ,
-    revoked_at   TIMESTAMPTZ
+    revoked_at   TIMESTAMPTZ,
+    -- The admin.token of master.admin_token_sha256: replaced when the config names another.
+    from_config  BOOLEAN NOT NULL DEFAULT FALSE
 );
 CREATE INDEX api_tokens_user ON api_tokens (user_id);
 

@@ -472,3 +472,36 @@ async fn sessions_end_after_the_idle_and_absolute_time_outs() {
     clock.set(t0 + Duration::minutes(181 + 61));
     assert_eq!(s.get("/api/me").await.0, 401);
 }
+
+/// The config is the admin token's source: a new hash there replaces the token at the next
+/// start; the old one is refused.
+#[tokio::test]
+async fn a_new_admin_token_hash_in_the_config_replaces_the_old_token() {
+    let mut farm = Farm::start().await;
+    let old = farm.token.clone();
+    assert_eq!(farm.get_raw("/api/me").await.status(), 200);
+    let new = "kiln_a_a_newer_admin_token".to_string();
+    let hash = |t: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(t.as_bytes()));
+    let config = std::fs::read_to_string(farm.config_path()).unwrap();
+    assert!(config.contains(&hash(&old)));
+    std::fs::write(farm.config_path(), config.replace(&hash(&old), &hash(&new))).unwrap();
+    farm.restart_master();
+    let me = |t: String| {
+        let http = farm.http.clone();
+        let url = farm.api("/api/me");
+        async move {
+            http.get(url)
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(me(old).await, 401);
+    assert_eq!(me(new.clone()).await, 200);
+    farm.token = new;
+    let tokens: Value = farm.get("/api/tokens").await;
+    assert_eq!(tokens.as_array().unwrap().len(), 1, "{tokens}");
+}

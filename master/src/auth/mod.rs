@@ -40,15 +40,32 @@ pub fn secure_cookies(
 }
 
 /// The `admin.token` that `kiln-master init` wrote (its hash is `master.admin_token_sha256`)
-/// is an admin-role API token of the first admin: made at start when no token has that hash
-/// (a revoked one stays revoked), owned by the user `admin`, created as a site admin when there
-/// is none (a different name when `admin` is taken by someone who is not an admin).
+/// is an admin-role API token of the first admin. The config is its source: at start, a token
+/// adopted from an earlier hash is revoked when the config names another one (or none), and the
+/// configured one is adopted unless a token with that hash exists (a token revoked through the
+/// API stays revoked). Its owner is the user `admin`, created as a site admin when there is none
+/// (another name when `admin` is taken by someone who is not an admin).
 pub async fn adopt_admin_token(st: &AppState) -> anyhow::Result<()> {
     use crate::db::accounts;
-    let Some(hash) = st.cfg.master.admin_token_sha256.as_deref() else {
+    let hash = st
+        .cfg
+        .master
+        .admin_token_sha256
+        .as_deref()
+        .map(str::to_ascii_lowercase);
+    let replaced = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = now()
+         WHERE from_config AND revoked_at IS NULL AND token_sha256 IS DISTINCT FROM $1",
+    )
+    .bind(hash.as_deref())
+    .execute(&st.db)
+    .await?;
+    if replaced.rows_affected() > 0 {
+        tracing::info!("revoked the admin token of an earlier master.admin_token_sha256");
+    }
+    let Some(hash) = hash else {
         return Ok(());
     };
-    let hash = hash.to_ascii_lowercase();
     if accounts::token_by_hash(&st.db, &hash).await?.is_some() {
         return Ok(());
     }
@@ -80,7 +97,7 @@ pub async fn adopt_admin_token(st: &AppState) -> anyhow::Result<()> {
         }
     }
     let owner = owner.ok_or_else(|| anyhow::anyhow!("no user can own admin.token"))?;
-    accounts::insert_token(
+    let token = accounts::insert_token(
         &st.db,
         owner,
         "admin.token",
@@ -89,6 +106,10 @@ pub async fn adopt_admin_token(st: &AppState) -> anyhow::Result<()> {
         None,
     )
     .await?;
+    sqlx::query("UPDATE api_tokens SET from_config = TRUE WHERE id = $1")
+        .bind(token.id)
+        .execute(&st.db)
+        .await?;
     tracing::info!("admin.token is now an API token of the first admin");
     Ok(())
 }

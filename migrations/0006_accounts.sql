@@ -22,6 +22,9 @@ CREATE TABLE identities (
     user_id         BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     -- The provider's own name for the person (Launchpad's nickname, for its REST API).
     name            TEXT,
+    -- The groups the provider last said the person is in (at sign-in or refresh): memberships
+    -- are recomputed from them when an admin changes a group mapping.
+    groups          TEXT[] NOT NULL DEFAULT '{}',
     -- Background membership refresh (Launchpad): when next, and how many failed in a row.
     next_refresh    TIMESTAMPTZ,
     refresh_failures INT NOT NULL DEFAULT 0,

@@ -629,6 +629,25 @@ impl Config {
                 "login limits must be at least 1".into(),
             );
         }
+        // Plain http reaches a provider only on this machine (tests, a local proxy): anywhere
+        // else a network attacker could answer for it.
+        let transport_ok = |u: &str| {
+            if u.starts_with("https://") {
+                return true;
+            }
+            let Some(rest) = u.strip_prefix("http://") else {
+                return false;
+            };
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = match host.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or(""),
+                None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+            };
+            host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
         let mut seen = std::collections::BTreeSet::new();
         for p in &a.oidc {
             crate::api::validate_name("provider name", &p.name)
@@ -636,11 +655,11 @@ impl Config {
             if !seen.insert(p.name.as_str()) {
                 return invalid("auth.oidc.name", format!("'{}' is named twice", p.name));
             }
-            if !(p.issuer.starts_with("https://") || p.issuer.starts_with("http://")) {
+            if !transport_ok(&p.issuer) {
                 return invalid(
                     "auth.oidc.issuer",
                     format!(
-                        "provider '{}': '{}' is not an http(s) URL",
+                        "provider '{}': '{}' must be an https:// URL (http:// only on loopback)",
                         p.name, p.issuer
                     ),
                 );
@@ -658,8 +677,11 @@ impl Config {
                 ("auth.launchpad.claimed_id_prefix", &lp.claimed_id_prefix),
                 ("auth.launchpad.api_url", &lp.api_url),
             ] {
-                if !(u.starts_with("https://") || u.starts_with("http://")) {
-                    return invalid(key, format!("'{u}' is not an http(s) URL"));
+                if !transport_ok(u) {
+                    return invalid(
+                        key,
+                        format!("'{u}' must be an https:// URL (http:// only on loopback)"),
+                    );
                 }
             }
             if lp.refresh_secs == 0 {
@@ -805,6 +827,32 @@ mod tests {
         assert_eq!(human_bytes(1_500_000), "1500000 bytes");
         assert_eq!(human_bytes(0), "0 bytes");
         assert_eq!(human_bytes(1), "1 byte");
+    }
+
+    #[test]
+    fn providers_need_https_except_on_loopback() {
+        let base = Path::new("/srv/kiln");
+        let lp = |endpoint: &str| {
+            format!(
+                "[master]\npublic_url = \"https://kiln.example.org\"\n[auth.launchpad]\nendpoint = \"{endpoint}\"\n"
+            )
+        };
+        let err = Config::parse(&lp("http://login.example.org/+openid"), base).unwrap_err();
+        assert!(err.to_string().contains("auth.launchpad.endpoint"), "{err}");
+        for ok in [
+            "https://login.example.org/+openid",
+            "http://127.0.0.1:9/+openid",
+            "http://localhost:8/x",
+            "http://[::1]:8/x",
+        ] {
+            Config::parse(&lp(ok), base).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let oidc = "[master]\npublic_url = \"https://kiln.example.org\"\n[[auth.oidc]]\nname = \"corp\"\nissuer = \"http://sso.example.org\"\nclient_id = \"k\"\nclient_secret_file = \"s\"\n";
+        let err = Config::parse(oidc, base).unwrap_err();
+        assert!(err.to_string().contains("auth.oidc.issuer"), "{err}");
+        // A provider needs master.public_url.
+        let err = Config::parse("[auth.launchpad]\n", base).unwrap_err();
+        assert!(err.to_string().contains("master.public_url"), "{err}");
     }
 
     #[test]

@@ -629,3 +629,56 @@ async fn a_missing_client_secret_stops_the_master_at_start() {
         "the error names the provider, the key and the file:\n{printed}"
     );
 }
+
+/// Group mappings are data an admin edits: deleting one takes the team away from the people it
+/// let in at once (their open sessions included), and a new one gives it without a new sign-in.
+#[tokio::test]
+async fn changing_a_mapping_changes_access_at_once() {
+    let kiln = Kiln::start(false).await;
+    let b = Browser::new();
+    b.sign_in(&kiln, "sub-alice", None)
+        .await
+        .1
+        .assert_signed_in("/");
+    let (status, body) = kiln
+        .farm
+        .post(
+            "/api/projects",
+            json!({"name": "p", "branch_url": "https://git.example.org/p.git", "team": "builders"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let project = |b: &Browser| {
+        let http = b.http.clone();
+        let url = format!("{}/api/projects/p", kiln.farm.url);
+        async move { http.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(project(&b).await, StatusCode::OK);
+    let mappings: Value = kiln.farm.get("/api/teams/builders/mappings").await;
+    let id = mappings[0]["id"].as_i64().unwrap();
+    let r = kiln
+        .farm
+        .http
+        .delete(kiln.farm.api(&format!("/api/teams/builders/mappings/{id}")))
+        .bearer_auth(&kiln.farm.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(b.me(&kiln).await.1["teams"], json!([]));
+    assert_eq!(project(&b).await, StatusCode::NOT_FOUND);
+    // Mapped again (as a viewer): alice is back in at once, with that role.
+    let (status, _) = kiln
+        .farm
+        .post(
+            "/api/teams/builders/mappings",
+            json!({"provider": "oidc:corp", "group": MAPPED_GROUP, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        b.me(&kiln).await.1["teams"],
+        json!([{"team": "builders", "role": "viewer"}])
+    );
+    assert_eq!(project(&b).await, StatusCode::OK);
+}

@@ -363,6 +363,15 @@ async fn api_tokens_carry_at_most_their_owners_role() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // A token cannot make tokens (a leaked one would outlive its own revocation).
+    let r = plain
+        .post(farm.api("/api/tokens"))
+        .bearer_auth(&secret)
+        .json(&json!({"name": "child"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     let me: Value = plain
         .get(farm.api("/api/me"))
         .bearer_auth(&secret)

@@ -396,6 +396,7 @@ pub async fn add_mapping(
                 req.provider
             ))
         })?;
+    accounts::remap_provider(&st.db, &req.provider).await?;
     p.audit(
         &st,
         "mapping_added",
@@ -422,11 +423,15 @@ pub async fn delete_mapping(
     Path((team, id)): Path<(String, i64)>,
 ) -> ApiResult<StatusCode> {
     let t = find_team(&st, &p, &team).await?;
-    if !accounts::delete_mapping(&st.db, t.id, id).await? {
-        return Err(ApiError::NotFound(format!(
-            "team '{team}' has no mapping {id}"
-        )));
-    }
+    let provider = accounts::mappings(&st.db, t.id)
+        .await?
+        .into_iter()
+        .find(|m| m.id == id)
+        .map(|m| m.provider)
+        .ok_or_else(|| ApiError::NotFound(format!("team '{team}' has no mapping {id}")))?;
+    accounts::delete_mapping(&st.db, t.id, id).await?;
+    // Those who were in the team through it are out at once.
+    accounts::remap_provider(&st.db, &provider).await?;
     p.audit(
         &st,
         "mapping_removed",
@@ -460,12 +465,18 @@ async fn highest_role(st: &AppState, p: &Principal) -> ApiResult<Role> {
     Ok(best.min(p.cap))
 }
 
-/// `POST /api/tokens`: anyone signed in; the role at most their own.
+/// `POST /api/tokens`: anyone signed in through a session (a token may not make tokens: a
+/// leaked one could otherwise outlive its own revocation); the role at most their own.
 pub async fn add_token(
     State(st): State<Arc<AppState>>,
     p: Principal,
     Json(req): Json<NewApiToken>,
 ) -> ApiResult<(StatusCode, Json<ApiTokenCreated>)> {
+    if matches!(p.via, Via::Token { .. }) {
+        return Err(ApiError::Forbidden(
+            "API tokens are made by a signed-in person (the console's Tokens page), not by another token".into(),
+        ));
+    }
     let name = req.name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(

@@ -33,6 +33,37 @@ impl Limiter {
         Ok(())
     }
 
+    /// Counts an attempt for `key` before it is judged, unless `key` is already at `limit`
+    /// (then `Err(seconds to wait)`): parallel attempts cannot all pass a check made before
+    /// any of them failed. A successful attempt is taken back with [`Limiter::succeeded`].
+    pub fn attempt(&self, key: &str, limit: u32, window: Duration) -> Result<(), u64> {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some(q) = map.get_mut(key) {
+            while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+                q.pop_front();
+            }
+            if q.len() as u32 >= limit {
+                let oldest = *q.front().unwrap_or(&now);
+                return Err(window
+                    .saturating_sub(now.duration_since(oldest))
+                    .as_secs()
+                    .max(1));
+            }
+        }
+        drop(map);
+        self.failed(key);
+        Ok(())
+    }
+
+    /// Takes back the newest attempt counted for `key` (it succeeded).
+    pub fn succeeded(&self, key: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(q) = map.get_mut(key) {
+            q.pop_back();
+        }
+    }
+
     pub fn failed(&self, key: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_KEYS && !map.contains_key(key) {
@@ -74,6 +105,19 @@ mod tests {
         assert!(l.check("u:bob", 3, w).is_ok());
         l.clear("u:alice");
         assert!(l.check("u:alice", 3, w).is_ok());
+    }
+
+    #[test]
+    fn attempts_count_before_they_are_judged() {
+        let l = Limiter::default();
+        let w = Duration::from_secs(60);
+        // Five attempts in flight at once: the sixth is refused before any was judged.
+        for _ in 0..5 {
+            assert!(l.attempt("u:x", 5, w).is_ok());
+        }
+        assert!(l.attempt("u:x", 5, w).is_err());
+        l.succeeded("u:x");
+        assert!(l.attempt("u:x", 5, w).is_ok());
     }
 
     #[test]

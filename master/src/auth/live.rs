@@ -24,7 +24,14 @@ pub enum Verdict {
     Visible,
 }
 
-pub async fn check(st: &AppState, p: &Principal, about: About<'_>) -> ApiResult<Verdict> {
+/// `by_person`: the check is for a message the person sent (it counts as use of the session);
+/// events the master pushes do not keep an idle session alive.
+pub async fn check(
+    st: &AppState,
+    p: &Principal,
+    about: About<'_>,
+    by_person: bool,
+) -> ApiResult<Verdict> {
     let now = st.clock.now();
     let signed_in = match &p.via {
         Via::Session { id_sha256, .. } => {
@@ -35,6 +42,7 @@ pub async fn check(st: &AppState, p: &Principal, about: About<'_>) -> ApiResult<
                 now,
                 a.session_idle_secs,
                 a.session_max_secs,
+                by_person,
             )
             .await?
             .is_some()

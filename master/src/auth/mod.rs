@@ -97,19 +97,16 @@ pub async fn adopt_admin_token(st: &AppState) -> anyhow::Result<()> {
         }
     }
     let owner = owner.ok_or_else(|| anyhow::anyhow!("no user can own admin.token"))?;
-    let token = accounts::insert_token(
+    accounts::insert_token_from(
         &st.db,
         owner,
         "admin.token",
         kiln_shared::api::Role::Admin,
         &hash,
         None,
+        true,
     )
     .await?;
-    sqlx::query("UPDATE api_tokens SET from_config = TRUE WHERE id = $1")
-        .bind(token.id)
-        .execute(&st.db)
-        .await?;
     tracing::info!("admin.token is now an API token of the first admin");
     Ok(())
 }

@@ -162,6 +162,7 @@ pub async fn resolve(st: &AppState, parts: &Parts) -> Result<Principal, ApiError
         now,
         a.session_idle_secs,
         a.session_max_secs,
+        true,
     )
     .await?
     .ok_or_else(|| ApiError::Unauthorized(format!("your session has ended; {SIGN_IN}")))?;

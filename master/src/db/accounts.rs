@@ -331,7 +331,8 @@ pub async fn role_in_team(
 }
 
 /// Replaces the memberships `provider` gave `user` by those its group mappings give for
-/// `groups` (the highest role per team). Manual memberships stay.
+/// `groups` (the highest role per team), and keeps `groups` with the person's identity there
+/// (for [`remap_provider`]). Manual memberships stay.
 pub async fn set_provider_memberships(
     db: &PgPool,
     user: i64,
@@ -339,6 +340,12 @@ pub async fn set_provider_memberships(
     groups: &[String],
 ) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;
+    sqlx::query("UPDATE identities SET groups = $3 WHERE user_id = $1 AND provider = $2")
+        .bind(user)
+        .bind(provider)
+        .bind(groups)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM team_members WHERE user_id = $1 AND source = $2")
         .bind(user)
         .bind(provider)
@@ -356,6 +363,21 @@ pub async fn set_provider_memberships(
     .execute(&mut *tx)
     .await?;
     tx.commit().await
+}
+
+/// After a mapping of `provider` changed: every person known there gets the memberships the
+/// mappings now give for the groups the provider last reported (a deleted mapping takes its
+/// access away at once; a new one gives it without a new sign-in).
+pub async fn remap_provider(db: &PgPool, provider: &str) -> sqlx::Result<()> {
+    let people: Vec<(i64, Vec<String>)> =
+        sqlx::query_as("SELECT user_id, groups FROM identities WHERE provider = $1")
+            .bind(provider)
+            .fetch_all(db)
+            .await?;
+    for (user, groups) in people {
+        set_provider_memberships(db, user, provider, &groups).await?;
+    }
+    Ok(())
 }
 
 // ---- group mappings ---------------------------------------------------------------------------
@@ -453,13 +475,15 @@ pub async fn insert_session(db: impl PgExecutor<'_>, s: NewSession<'_>) -> sqlx:
 }
 
 /// The session with this id hash, if it is still within both time-outs at `now`; a session
-/// past either is deleted.
+/// past either is deleted. `touch`: this is the person's own request, which counts as use
+/// (events the master pushes to an open console do not keep a session alive).
 pub async fn live_session(
     db: &PgPool,
     id_sha256: &str,
     now: DateTime<Utc>,
     idle_secs: u64,
     max_secs: u64,
+    touch: bool,
 ) -> sqlx::Result<Option<SessionRow>> {
     let row: Option<SessionRow> = sqlx::query_as(
         "SELECT user_id, csrf_token, via, created_at, last_seen FROM sessions WHERE id_sha256 = $1",
@@ -474,8 +498,10 @@ pub async fn live_session(
         delete_session(db, id_sha256).await?;
         return Ok(None);
     }
-    // Written at most once a minute: a session's last use need not be exact.
-    if now - row.last_seen > chrono::Duration::seconds(60) {
+    // Written at most once a minute (or half the idle time-out, if shorter): a session's last
+    // use need not be exact.
+    let every = chrono::Duration::seconds((idle_secs as i64 / 2).clamp(1, 60));
+    if touch && now - row.last_seen >= every {
         sqlx::query("UPDATE sessions SET last_seen = $2 WHERE id_sha256 = $1")
             .bind(id_sha256)
             .bind(now)
@@ -569,9 +595,22 @@ pub async fn insert_token(
     token_sha256: &str,
     expires_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<TokenRow> {
+    insert_token_from(db, user, name, role, token_sha256, expires_at, false).await
+}
+
+/// As [`insert_token`]; `from_config`: the admin token of `master.admin_token_sha256`.
+pub async fn insert_token_from(
+    db: impl PgExecutor<'_>,
+    user: i64,
+    name: &str,
+    role: Role,
+    token_sha256: &str,
+    expires_at: Option<DateTime<Utc>>,
+    from_config: bool,
+) -> sqlx::Result<TokenRow> {
     sqlx::query_as(
-        "INSERT INTO api_tokens (user_id, name, role, token_sha256, expires_at)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO api_tokens (user_id, name, role, token_sha256, expires_at, from_config)
+         VALUES ($1, $2, $3, $4, $5, $6)
          RETURNING id, user_id, name, role, created_at, expires_at, last_used, revoked_at",
     )
     .bind(user)
@@ -579,6 +618,7 @@ pub async fn insert_token(
     .bind(role.as_str())
     .bind(token_sha256)
     .bind(expires_at)
+    .bind(from_config)
     .fetch_one(db)
     .await
 }

@@ -34,23 +34,32 @@ pub async fn login(
         ));
     }
     let window = Duration::from_secs(a.login_window_secs);
-    let account_key = format!("u:{}", req.username);
     let address_key = format!(
         "a:{}",
         client.address.map(|a| a.to_string()).unwrap_or_default()
     );
-    let limited = st
-        .auth
-        .limiter
-        .check(&account_key, a.login_attempts_per_account, window)
-        .map_err(|wait| {
-            format!("account '{}'", req.username).to_string() + &format!(": try again in {wait} s")
-        })
+    // No account can have a name that is not valid: refused before it costs anything (and
+    // before it can become a limiter key or an audit row of any size).
+    if kiln_shared::api::validate_name("user name", &req.username).is_err() {
+        let _ = st
+            .auth
+            .limiter
+            .attempt(&address_key, a.login_attempts_per_address, window);
+        return Err(ApiError::Unauthorized("wrong user name or password".into()));
+    }
+    let account_key = format!("u:{}", req.username);
+    // Counted before the password is checked, taken back if it is right.
+    let limiter = &st.auth.limiter;
+    let limited = limiter
+        .attempt(&account_key, a.login_attempts_per_account, window)
+        .map_err(|wait| format!("account '{}': try again in {wait} s", req.username))
         .and_then(|_| {
-            st.auth
-                .limiter
-                .check(&address_key, a.login_attempts_per_address, window)
-                .map_err(|wait| format!("this address: try again in {wait} s"))
+            limiter
+                .attempt(&address_key, a.login_attempts_per_address, window)
+                .map_err(|wait| {
+                    limiter.succeeded(&account_key);
+                    format!("this address: try again in {wait} s")
+                })
         });
     if let Err(which) = limited {
         refused(&st, &client, &req.username, "rate limited").await;
@@ -65,12 +74,11 @@ pub async fn login(
         .await
         .unwrap_or(false);
     let Some(user) = user.filter(|_| ok) else {
-        st.auth.limiter.failed(&account_key);
-        st.auth.limiter.failed(&address_key);
         refused(&st, &client, &req.username, "wrong user name or password").await;
         return Err(ApiError::Unauthorized("wrong user name or password".into()));
     };
-    st.auth.limiter.clear(&account_key);
+    limiter.clear(&account_key);
+    limiter.succeeded(&address_key);
     let (set_cookie, csrf) = super::start_session(&st, &client, &user, "local").await?;
     let me = crate::api::accounts::me_of(&st, &user, Some(csrf), None).await?;
     let mut resp = Json(me).into_response();

@@ -242,8 +242,20 @@ fn username_from(name: &str) -> String {
 /// Finds the user of `id`, or creates one (never by matching a name: a new identity is a new
 /// user, named after it, with `-2`, `-3`, … when the name is taken).
 async fn user_for(st: &AppState, id: &Identity) -> ApiResult<accounts::UserRow> {
-    if let Some(link) = accounts::identity(&st.db, &id.provider, &id.subject).await? {
-        if let Some(u) = accounts::user_by_id(&st.db, link.user_id).await? {
+    // Two sign-ins of one new identity at once (two tabs) make one user: the second waits.
+    let mut tx = st.db.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("identity {} {}", id.provider, id.subject))
+        .execute(&mut *tx)
+        .await?;
+    let user = user_for_in(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+async fn user_for_in(tx: &mut sqlx::PgConnection, id: &Identity) -> ApiResult<accounts::UserRow> {
+    if let Some(link) = accounts::identity(&mut *tx, &id.provider, &id.subject).await? {
+        if let Some(u) = accounts::user_by_id(&mut *tx, link.user_id).await? {
             return Ok(u);
         }
     }
@@ -255,7 +267,7 @@ async fn user_for(st: &AppState, id: &Identity) -> ApiResult<accounts::UserRow> 
             format!("{base}-{n}")
         };
         let made = accounts::insert_user(
-            &st.db,
+            &mut *tx,
             NewUser {
                 username: &name,
                 email: id.email.as_deref(),
@@ -266,9 +278,9 @@ async fn user_for(st: &AppState, id: &Identity) -> ApiResult<accounts::UserRow> 
         )
         .await?;
         if let Some(uid) = made {
-            accounts::link_identity(&st.db, &id.provider, &id.subject, uid, Some(&id.username))
+            accounts::link_identity(&mut *tx, &id.provider, &id.subject, uid, Some(&id.username))
                 .await?;
-            return accounts::user_by_id(&st.db, uid)
+            return accounts::user_by_id(&mut *tx, uid)
                 .await?
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("user {uid} vanished")));
         }

@@ -621,7 +621,9 @@ impl Provider {
         Ok(Signed(
             Identity {
                 provider: self.id.clone(),
-                subject: sub,
+                // `sub` is unique per issuer only: a provider name pointed at another issuer
+                // must not sign its people into the old issuer's accounts.
+                subject: format!("{} {sub}", self.cfg.issuer),
                 username,
                 email,
                 groups,

@@ -48,8 +48,14 @@ pub async fn upgrade(
 
 const SIGNED_OUT: &str = "your session has ended (or your token was revoked); sign in again";
 
-/// Whether `ev` may go to `who` now; `None` when they are signed out.
-async fn may_send(st: &AppState, who: &Principal, ev: &ConsoleEvent) -> Option<bool> {
+/// Whether `ev` may go to `who` now; `None` when they are signed out. `by_person`: checked for
+/// a request the person sent (counts as use of the session).
+async fn may_send(
+    st: &AppState,
+    who: &Principal,
+    ev: &ConsoleEvent,
+    by_person: bool,
+) -> Option<bool> {
     let about = match ev {
         ConsoleEvent::Build(b) => About::Project(&b.project),
         ConsoleEvent::LogLines { build, .. }
@@ -58,7 +64,7 @@ async fn may_send(st: &AppState, who: &Principal, ev: &ConsoleEvent) -> Option<b
         | ConsoleEvent::EarlierLines { build, .. } => About::Build(*build),
         ConsoleEvent::Slave(_) | ConsoleEvent::Error { .. } | ConsoleEvent::Resync => About::Farm,
     };
-    match live::check(st, who, about).await {
+    match live::check(st, who, about, by_person).await {
         Ok(Verdict::Visible) => Some(true),
         Ok(Verdict::Hidden) => Some(false),
         Ok(Verdict::SignedOut) => None,
@@ -128,7 +134,7 @@ async fn session(st: Arc<AppState>, who: Principal, socket: WebSocket) {
                         return;
                     }
                 };
-                if may_send(&st, &who, &ConsoleEvent::Resync).await.is_none() {
+                if may_send(&st, &who, &ConsoleEvent::Resync, true).await.is_none() {
                     let _ = send_checked(&st, &who, &mut sink, &ConsoleEvent::Error { message: SIGNED_OUT.into() }).await;
                     return;
                 }
@@ -211,7 +217,7 @@ async fn send_checked(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     ev: &ConsoleEvent,
 ) -> bool {
-    match may_send(st, who, ev).await {
+    match may_send(st, who, ev, false).await {
         Some(true) => match frame(ev) {
             Some(m) => sink.send(m).await.is_ok(),
             None => true,

@@ -12,6 +12,8 @@ PACKAGES=(
   mmdebstrap live-build debootstrap fdisk e2fsprogs zstd xz-utils dosfstools arch-test
   # foreign architectures through qemu-user
   qemu-user-static binfmt-support
+  # the web console's precompressed assets (scripts/build-console.sh: gzip -9 and brotli)
+  gzip brotli
   # browser tests of the web console
   chromium chromium-driver
   # Launchpad sign-in tests: a real OpenID 2.0 provider (python3-openid; the teams extension

@@ -13,7 +13,7 @@ use crate::matching::{plan, why_waiting, Needs, Offer, Queued};
 use crate::state::AppState;
 use kiln_shared::frames::{Job, MasterFrame};
 use kiln_shared::{BuildId, BuildState, SlaveId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,15 +29,26 @@ pub async fn run(state: Arc<AppState>) {
     }
 }
 
-/// What one round knows: the connected slaves with their load, and the queue's candidates.
+/// What one round knows: the connected slaves with their load, those an admin disabled, and
+/// the queue's candidates.
 struct View {
     slaves: Vec<(SlaveId, ConnectedSlave, u32)>,
+    disabled: HashSet<SlaveId>,
     candidates: Vec<Candidate>,
+}
+
+/// The slaves an admin disabled: connected ones stay connected and get no new builds.
+async fn disabled_slaves(db: &sqlx::PgPool) -> sqlx::Result<HashSet<SlaveId>> {
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM slaves WHERE NOT enabled")
+        .fetch_all(db)
+        .await?;
+    Ok(ids.into_iter().map(SlaveId).collect())
 }
 
 impl View {
     async fn read(state: &AppState) -> anyhow::Result<View> {
         let active = builds::active_per_slave(&state.db).await?;
+        let disabled = disabled_slaves(&state.db).await?;
         let slaves: Vec<_> = state
             .hub
             .connected()
@@ -49,10 +60,15 @@ impl View {
             .collect();
         let free: u32 = slaves
             .iter()
+            .filter(|(id, _, _)| !disabled.contains(id))
             .map(|(_, s, a)| s.capacity.saturating_sub(*a))
             .sum();
         let candidates = builds::candidates(&state.db, i64::from(free.max(1))).await?;
-        Ok(View { slaves, candidates })
+        Ok(View {
+            slaves,
+            disabled,
+            candidates,
+        })
     }
 
     fn offers(&self, state: &AppState) -> Vec<Offer<'_>> {
@@ -68,6 +84,7 @@ impl View {
                 backends: &s.backends,
                 capacity: s.capacity,
                 active: *active,
+                disabled: self.disabled.contains(id),
                 draining: s.draining,
                 heard_recently: state
                     .hub

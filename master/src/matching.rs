@@ -34,6 +34,8 @@ pub struct Offer<'a> {
     pub capacity: u32,
     /// Builds it holds now.
     pub active: u32,
+    /// Disabled by an admin: it stays connected and finishes what it holds, but gets nothing new.
+    pub disabled: bool,
     pub draining: bool,
     /// Heard from within two heartbeats: a slave that went quiet gets no new builds.
     pub heard_recently: bool,
@@ -48,6 +50,8 @@ pub enum Why<'a> {
     Tag(&'a str),
     /// It does not run the project's backend.
     Backend(&'a str),
+    /// An admin disabled it.
+    Disabled,
     Draining,
     /// Not heard from within two heartbeats.
     Silent,
@@ -64,7 +68,8 @@ impl Why<'_> {
 
 /// The first reason slave `s` cannot take a build needing `n` now; `None`: it can. The one rule
 /// of matching: what the project needs (architecture, natively or emulated; every tag; the
-/// backend), then whether the slave takes work now (not draining, heard from, a free slot).
+/// backend), then whether the slave takes work now (enabled, not draining, heard from, a free
+/// slot).
 pub fn refusal<'a>(n: &Needs<'a>, s: &Offer<'_>) -> Option<Why<'a>> {
     if let Some(a) = n.architecture {
         let emulated = n.allow_emulation && s.emulates.iter().any(|e| e == a);
@@ -79,6 +84,9 @@ pub fn refusal<'a>(n: &Needs<'a>, s: &Offer<'_>) -> Option<Why<'a>> {
         if !s.backends.iter().any(|x| x == b) {
             return Some(Why::Backend(b));
         }
+    }
+    if s.disabled {
+        return Some(Why::Disabled);
     }
     if s.draining {
         return Some(Why::Draining);
@@ -149,7 +157,17 @@ pub fn why_waiting(n: &Needs, slaves: &[Offer]) -> String {
                 .map(|(s, _)| s.name)
                 .collect()
         };
-        let (draining, silent) = (names(Why::Draining), names(Why::Silent));
+        let (disabled, draining, silent) = (
+            names(Why::Disabled),
+            names(Why::Draining),
+            names(Why::Silent),
+        );
+        if disabled.len() == usable.len() {
+            return format!(
+                "every matching slave is disabled ({}); an admin can enable it",
+                disabled.join(", ")
+            );
+        }
         if draining.len() == usable.len() {
             return format!("every matching slave is draining ({})", draining.join(", "));
         }
@@ -159,8 +177,24 @@ pub fn why_waiting(n: &Needs, slaves: &[Offer]) -> String {
                 silent.join(", ")
             );
         }
-        let all: Vec<&str> = usable.iter().map(|(s, _)| s.name).collect();
-        return format!("every matching slave is busy ({})", all.join(", "));
+        let busy = names(Why::Busy);
+        if busy.len() == usable.len() {
+            return format!("every matching slave is busy ({})", busy.join(", "));
+        }
+        // A mix: each slave with what keeps it from taking the build.
+        let all: Vec<String> = usable
+            .iter()
+            .map(|(s, r)| {
+                let why = match r {
+                    Some(Why::Disabled) => "disabled",
+                    Some(Why::Draining) => "draining",
+                    Some(Why::Silent) => "quiet",
+                    _ => "busy",
+                };
+                format!("{}: {why}", s.name)
+            })
+            .collect();
+        return format!("no matching slave can take it now ({})", all.join(", "));
     }
     "waiting for its turn: builds of higher priority or of other projects go first".into()
 }
@@ -235,6 +269,7 @@ mod tests {
             backends: &[],
             capacity: 1,
             active,
+            disabled: false,
             draining: false,
             heard_recently: true,
         }
@@ -283,7 +318,19 @@ mod tests {
         );
         let mut quiet = s("q", "amd64", &none, 0);
         quiet.heard_recently = false;
-        assert!(why_waiting(&needs(None, &[]), &[quiet]).contains("gone quiet (q)"));
+        assert!(
+            why_waiting(&needs(None, &[]), std::slice::from_ref(&quiet)).contains("gone quiet (q)")
+        );
+        let mut off = s("d", "amd64", &none, 0);
+        off.disabled = true;
+        assert_eq!(
+            why_waiting(&needs(None, &[]), std::slice::from_ref(&off)),
+            "every matching slave is disabled (d); an admin can enable it"
+        );
+        assert_eq!(
+            why_waiting(&needs(None, &[]), &[off, s("b", "amd64", &none, 1), quiet]),
+            "no matching slave can take it now (d: disabled, b: busy, q: quiet)"
+        );
     }
 
     #[test]
@@ -327,6 +374,13 @@ mod tests {
                 "draining",
                 Offer {
                     draining: true,
+                    ..base.clone()
+                },
+            ),
+            (
+                "disabled",
+                Offer {
+                    disabled: true,
                     ..base.clone()
                 },
             ),

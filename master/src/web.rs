@@ -1,6 +1,8 @@
 //! Serves the web console: the built single-page app from `master.console_dir` when configured
 //! (any unknown path gets `index.html`, hashed assets are cached for long), else a small page that
-//! says where the API is.
+//! says where the API is. `scripts/build-console.sh` writes each asset's precompressed siblings
+//! (`X.br`, `X.gz`): a browser that accepts them gets those, with `Content-Encoding` (brotli
+//! first), and every answer says `Vary: Accept-Encoding`.
 
 use crate::state::AppState;
 use axum::extract::Request;
@@ -31,8 +33,10 @@ async fn cache_headers(req: Request, next: Next) -> Response {
     } else {
         "no-cache"
     };
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    // The same path is sent compressed or not, by `Accept-Encoding`: caches must keep both.
+    h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
     resp
 }
 
@@ -49,8 +53,13 @@ use the REST API under <code>/api</code> with the admin token (see <code>docs/ap
 pub fn router(cfg: &Config) -> Router<Arc<AppState>> {
     match cfg.master.console_dir.as_ref().map(|d| cfg.path(d)) {
         Some(dir) if dir.join("index.html").exists() => {
-            let index = ServeFile::new(dir.join("index.html"));
-            let assets = ServeDir::new(&dir).fallback(index);
+            let index = ServeFile::new(dir.join("index.html"))
+                .precompressed_br()
+                .precompressed_gzip();
+            let assets = ServeDir::new(&dir)
+                .precompressed_br()
+                .precompressed_gzip()
+                .fallback(index);
             Router::new()
                 .fallback_service(assets)
                 .layer(axum::middleware::from_fn(cache_headers))

@@ -310,7 +310,8 @@ pub struct Slave {
     pub id: SlaveId,
     pub name: String,
     pub online: bool,
-    /// A disabled slave is refused when it connects.
+    /// A disabled slave stays connected and finishes the builds it holds, but is given no new
+    /// ones until it is enabled again.
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Finishing its builds, taking no new ones.

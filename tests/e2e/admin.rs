@@ -6,7 +6,7 @@ use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test]
-async fn disabled_slaves_are_refused_and_revoked_ones_lose_their_token() {
+async fn disabled_slaves_stay_connected_and_revoked_ones_lose_their_token() {
     let git = GitServer::start();
     let repo = git.repo("r");
     repo.script_branch("main", "echo ok > \"$KILN_OUTPUT_DIR/ok\"");
@@ -15,22 +15,15 @@ async fn disabled_slaves_are_refused_and_revoked_ones_lose_their_token() {
     let (s, v) = farm.post("/api/slaves/s1/disable", json!({})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["enabled"], false);
-    farm.wait_slave_online("s1", false).await;
-    // It is refused while disabled (HTTP 403 at the upgrade: the daemon exits, saying why).
-    let status = slave
-        .wait_exit(Duration::from_secs(30))
+    // Disabling keeps it connected (idle; tests/e2e/console_server.rs covers the queue side).
+    assert!(farm
+        .slaves()
         .await
-        .expect("a refused slave exits");
-    assert!(!status.success());
-    assert!(
-        slave.log_text().contains("is disabled"),
-        "{}",
-        slave.log_text()
-    );
+        .iter()
+        .any(|s| s.name == "s1" && s.online && !s.enabled));
+    assert!(kiln_tests::alive(slave.pid().expect("running")));
     let (s, _) = farm.post("/api/slaves/s1/enable", json!({})).await;
     assert_eq!(s, 200);
-    slave.start();
-    farm.wait_slave_online("s1", true).await;
     farm.project("r", &repo.url, "main").await;
     let b = farm.request_build("r", json!({})).await;
     assert_eq!(

@@ -333,3 +333,51 @@ async fn private_projects_are_absent_from_lists_and_the_console() {
     assert!(seen.contains(&shown.id), "{seen:?}");
     assert!(!seen.contains(&hidden.id), "{seen:?}");
 }
+
+/// The slaves list shows where builds run, but not builds of projects hidden from the person.
+#[tokio::test]
+async fn slaves_show_only_builds_one_may_see() {
+    let git = GitServer::start();
+    let repo = git.repo("busy");
+    repo.script_branch("main", "sleep 120");
+    let farm = people_farm().await;
+    project(
+        &farm,
+        "busy",
+        &repo.url,
+        "boards",
+        json!({ "tags": ["busy"] }),
+    )
+    .await;
+    let _slave = farm.slave_with("worker", &["--tags", "busy"]).await;
+    let b = farm.request_build("busy", json!({})).await;
+    farm.wait_build(b.id, Duration::from_secs(60), "running", |b| {
+        b.state == kiln_shared::BuildState::Running
+    })
+    .await;
+    let builds_of = |v: &Value| -> Vec<i64> {
+        let worker = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "worker")
+            .unwrap();
+        worker["builds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_i64)
+            .collect()
+    };
+    let viewer = sign_in(&farm, "viewer").await.unwrap();
+    assert_eq!(builds_of(&viewer.get("/api/slaves").await.1), [b.id.0]);
+    let outsider = sign_in(&farm, "outsider").await.unwrap();
+    assert_eq!(
+        builds_of(&outsider.get("/api/slaves").await.1),
+        Vec::<i64>::new()
+    );
+    let r = farm
+        .post(&format!("/api/builds/{}/cancel", b.id), json!({}))
+        .await;
+    assert_eq!(r.0, 200);
+}

@@ -381,7 +381,7 @@ async fn another_slave_cannot_speak_for_or_upload_into_a_build_it_does_not_hold(
 /// queued for the master to decide, nothing stored), and once the slave is disabled its upload
 /// token is worth nothing.
 #[tokio::test]
-async fn a_bad_commit_id_is_refused_and_a_disabled_slave_cannot_upload() {
+async fn a_bad_commit_id_is_refused_and_a_revoked_slave_cannot_upload() {
     let farm = Farm::start().await;
     farm.project("p", "https://git.example.org/p.git", "main")
         .await;
@@ -427,8 +427,8 @@ async fn a_bad_commit_id_is_refused_and_a_disabled_slave_cannot_upload() {
         Some("$(touch /tmp/x)")
     );
 
-    let (s, v) = farm.post("/api/slaves/raw/disable", json!({})).await;
-    assert_eq!(s, 200, "{v}");
+    let (s, v) = farm.post("/api/slaves/raw/revoke", json!({})).await;
+    assert_eq!(s, 204, "{v}");
     let r = kiln_tests::farm::client(farm.ca.as_deref())
         .put(format!("{}{}/out", farm.url, job.upload_path))
         .bearer_auth(&job.upload_token)

@@ -8,6 +8,7 @@ mod bad_input;
 mod browser;
 mod builds;
 mod churn;
+mod console_server;
 mod db;
 mod enrol;
 mod failures;

@@ -103,7 +103,7 @@ async fn fail_build(st: &AppState, build: BuildId, reason: &str) {
 /// `PUT /api/slave/builds/{id}/artifacts/{name}` with `x-kiln-sha256` and the build's upload
 /// token: streams the body to disk, hashing as it goes. A hash mismatch fails the build with that
 /// reason. The token must name this build and the slave it runs on, which must still be
-/// registered and enabled, and the build must still be running. An upload that would take the
+/// registered (a disabled slave still finishes its builds), and the build must still be running. An upload that would take the
 /// build past `master.limits.artifact_bytes` or its project past
 /// `master.limits.project_storage_bytes` is refused with 413 naming the limit (as soon as the
 /// declared length or the bytes received show it), nothing of it is kept, and the build fails.
@@ -152,12 +152,12 @@ async fn store(
             claims.build
         )));
     }
+    // A disabled slave finishes (and uploads) the builds it holds; a revoked one is gone.
     let slave = crate::db::slaves::get(&st.db, kiln_shared::SlaveId(claims.slave))
         .await?
-        .filter(|s| s.enabled)
         .ok_or_else(|| {
             ApiError::Unauthorized(format!(
-                "the slave this token was given to is revoked or disabled; build {id} takes no uploads from it"
+                "the slave this token was given to is revoked; build {id} takes no uploads from it"
             ))
         })?;
     let b = crate::api::builds::find(&st, id).await?;

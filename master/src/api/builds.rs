@@ -41,8 +41,20 @@ pub async fn request(
         .project;
     kiln_shared::branch_url::check_branch_host(&p.branch_url, &st.cfg.master.branch_hosts)
         .map_err(|m| ApiError::invalid("branch_url", m))?;
+    // The same range a maintainer may give the project: a builder cannot jump every queue.
+    if let Some(n) = req.priority {
+        if !(-1000..=1000).contains(&n) {
+            return Err(ApiError::invalid(
+                "priority",
+                "priority must be between -1000 and 1000",
+            ));
+        }
+    }
     if let Some(r) = &req.release {
         validate_name("release name", r).map_err(|m| ApiError::invalid("release", m))?;
+        if let Some(b) = builds::with_release(&st.db, p.id, r).await? {
+            return Err(release_taken(&name, r, b));
+        }
     }
     if let Some(c) = &req.commit {
         validate_commit(c).map_err(|m| ApiError::invalid("commit", m))?;
@@ -61,7 +73,7 @@ pub async fn request(
     } else {
         "manual"
     };
-    let created = st
+    let queued = st
         .queue_build(
             st.db.begin().await?,
             NewBuild {
@@ -77,7 +89,24 @@ pub async fn request(
                 rebuild_of: None,
             },
         )
-        .await?;
+        .await;
+    let created = match (queued, &req.release) {
+        // Another request took the name between the check above and this insert.
+        (Err(sqlx::Error::Database(e)), Some(r))
+            if e.constraint() == Some(builds::RELEASE_UNIQUE) =>
+        {
+            let b = builds::with_release(&st.db, p.id, r).await?;
+            return Err(b.map_or_else(
+                || {
+                    ApiError::Conflict(format!(
+                        "project '{name}' already has a release named '{r}'"
+                    ))
+                },
+                |b| release_taken(&name, r, b),
+            ));
+        }
+        (other, _) => other?,
+    };
     let action = if req.release.is_some() {
         "release_requested"
     } else {
@@ -91,6 +120,14 @@ pub async fn request(
     )
     .await;
     Ok((StatusCode::CREATED, Json(created.into_api())))
+}
+
+/// The 409 for a release name the project used before (release names are unique per project).
+fn release_taken(project: &str, release: &str, build: BuildId) -> ApiError {
+    ApiError::Conflict(format!(
+        "project '{project}' already has a release named '{release}' (build {}); choose another name",
+        build.0
+    ))
 }
 
 #[derive(serde::Deserialize)]
@@ -231,6 +268,9 @@ pub async fn rebuild(
 ) -> ApiResult<(StatusCode, Json<Build>)> {
     access::build(&st, &who, id, Role::Builder, "rebuilding").await?;
     let old = find(&st, id).await?;
+    // The host allow-list applies to rebuilds too (it may have narrowed since).
+    kiln_shared::branch_url::check_branch_host(&old.branch_url, &st.cfg.master.branch_hosts)
+        .map_err(|m| ApiError::invalid("branch_url", m))?;
     let commit = old.commit_sha.clone().or(old.requested_commit.clone()).ok_or_else(|| {
         ApiError::Conflict(format!(
             "build {id} never fetched its branch, so there is no commit to rebuild; request a new build instead"

@@ -17,9 +17,12 @@ use serde_json::json;
 use std::sync::Arc;
 
 /// `GET /api/slaves`: anyone signed in (the console shows where builds run).
-pub async fn list(State(st): State<Arc<AppState>>, _: Principal) -> ApiResult<Json<Vec<Slave>>> {
+/// Builds of projects hidden from the person are left out of each slave's `builds`.
+pub async fn list(State(st): State<Arc<AppState>>, who: Principal) -> ApiResult<Json<Vec<Slave>>> {
     let rows = slaves::list(&st.db).await?;
-    Ok(Json(rows.into_iter().map(|r| st.slave_api(r)).collect()))
+    let mut out: Vec<Slave> = rows.into_iter().map(|r| st.slave_api(r)).collect();
+    crate::auth::access::hide_builds(&st, &who, &mut out).await?;
+    Ok(Json(out))
 }
 
 /// `POST /api/slaves/{name}/drain`: the slave takes no new builds, finishes the ones it holds,
@@ -108,8 +111,9 @@ async fn find(st: &AppState, name: &str) -> ApiResult<slaves::SlaveRow> {
         .ok_or_else(|| ApiError::NotFound(format!("no slave named '{name}'")))
 }
 
-/// `POST /api/slaves/{name}/disable`: refused when it connects; disconnected now. Its running
-/// builds are lost after the timeout (and requeued) unless it is enabled again in time.
+/// `POST /api/slaves/{name}/disable`: the slave gets no new builds; it stays connected (and may
+/// connect) and finishes the builds it holds. Enabling it puts it back to work at once; revoking
+/// is what disconnects it.
 pub async fn disable(
     State(st): State<Arc<AppState>>,
     AdminUser(who): AdminUser,
@@ -118,8 +122,9 @@ pub async fn disable(
     let row = find(&st, &name).await?;
     let id = SlaveId(row.id);
     slaves::set_enabled(&st.db, id, false).await?;
-    st.hub.disconnect(id);
     st.slave_changed(id).await;
+    // A round now re-explains the builds that were waiting for this slave.
+    st.hub.wake_dispatch.notify_one();
     who.audit(
         &st,
         "slave_disabled",
@@ -130,7 +135,7 @@ pub async fn disable(
     Ok(Json(st.slave_api(find(&st, &name).await?)))
 }
 
-/// `POST /api/slaves/{name}/enable`.
+/// `POST /api/slaves/{name}/enable`: a connected slave takes queued builds again at once.
 pub async fn enable(
     State(st): State<Arc<AppState>>,
     AdminUser(who): AdminUser,
@@ -139,6 +144,7 @@ pub async fn enable(
     let row = find(&st, &name).await?;
     slaves::set_enabled(&st.db, SlaveId(row.id), true).await?;
     st.slave_changed(SlaveId(row.id)).await;
+    st.hub.wake_dispatch.notify_one();
     who.audit(
         &st,
         "slave_enabled",

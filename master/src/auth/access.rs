@@ -133,3 +133,37 @@ pub async fn roles(st: &AppState, p: &Principal) -> ApiResult<Vec<(ProjectRow, R
         })
         .collect())
 }
+
+/// Drops from each slave's `builds` those of projects hidden from `p` (the slaves list shows
+/// where builds run, never which hidden builds exist).
+pub async fn hide_builds(
+    st: &AppState,
+    p: &Principal,
+    slaves: &mut [kiln_shared::api::Slave],
+) -> ApiResult<()> {
+    if p.user.admin {
+        return Ok(());
+    }
+    let ids: Vec<i64> = slaves
+        .iter()
+        .flat_map(|s| s.builds.iter().map(|b| b.0))
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let visible: std::collections::HashSet<i64> = sqlx::query_scalar(
+        "SELECT b.id FROM builds b JOIN projects p ON p.id = b.project_id
+          WHERE b.id = ANY($1) AND (p.visibility = 'public'
+             OR p.team_id IN (SELECT team_id FROM team_members WHERE user_id = $2))",
+    )
+    .bind(&ids)
+    .bind(p.user.id)
+    .fetch_all(&st.db)
+    .await?
+    .into_iter()
+    .collect();
+    for s in slaves {
+        s.builds.retain(|b| visible.contains(&b.0));
+    }
+    Ok(())
+}

@@ -117,6 +117,24 @@ pub async fn insert(db: &mut PgConnection, b: NewBuild<'_>) -> sqlx::Result<Buil
     Ok(BuildId(id))
 }
 
+/// The name of the unique index on a project's release names (`0007_unique_release.sql`).
+pub const RELEASE_UNIQUE: &str = "builds_release_unique";
+
+/// The first build of project `project_id` that carries the release name `release`, if any.
+pub async fn with_release(
+    db: impl PgExecutor<'_>,
+    project_id: i64,
+    release: &str,
+) -> sqlx::Result<Option<BuildId>> {
+    let id: Option<i64> =
+        sqlx::query_scalar("SELECT min(id) FROM builds WHERE project_id = $1 AND release = $2")
+            .bind(project_id)
+            .bind(release)
+            .fetch_one(db)
+            .await?;
+    Ok(id.map(BuildId))
+}
+
 pub async fn get(db: impl PgExecutor<'_>, id: BuildId) -> sqlx::Result<Option<BuildRow>> {
     sqlx::query_as(&format!("{SELECT} WHERE b.id = $1"))
         .bind(id.0)

@@ -217,6 +217,23 @@ async fn send_checked(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     ev: &ConsoleEvent,
 ) -> bool {
+    // A slave's builds: only those of projects the person may see.
+    let filtered;
+    let ev = match ev {
+        ConsoleEvent::Slave(s) if !s.builds.is_empty() && !who.user.admin => {
+            let mut one = [s.clone()];
+            if crate::auth::access::hide_builds(st, who, &mut one)
+                .await
+                .is_err()
+            {
+                return true;
+            }
+            let [s] = one;
+            filtered = ConsoleEvent::Slave(s);
+            &filtered
+        }
+        other => other,
+    };
     match may_send(st, who, ev, false).await {
         Some(true) => match frame(ev) {
             Some(m) => sink.send(m).await.is_ok(),

@@ -1,8 +1,10 @@
 //! `/ws/slave`: one session per connected slave (protocol described in `kiln_shared::frames`).
 //!
-//! The upgrade is refused with a plain HTTP error (401 bad token, 403 disabled, 426 protocol
-//! mismatch) so that even a slave of another version can print why. After the upgrade, a frame
-//! that cannot be decoded closes that connection only; the master carries on.
+//! The upgrade is refused with a plain HTTP error (401 bad token, 426 protocol mismatch) so that
+//! even a slave of another version can print why. A slave an admin disabled is admitted like any
+//! other: it stays connected and idle (the dispatcher gives it nothing new) until it is enabled
+//! again. After the upgrade, a frame that cannot be decoded closes that connection only; the
+//! master carries on.
 
 use crate::auth;
 use crate::db::{builds, builds::Change, slaves};
@@ -56,11 +58,7 @@ pub async fn upgrade(
         Err(e) => return e.into_response(),
     };
     if !slave.enabled {
-        return (
-            StatusCode::FORBIDDEN,
-            format!("slave '{}' is disabled on this master", slave.name),
-        )
-            .into_response();
+        tracing::info!(slave = %slave.name, "a disabled slave connects: it stays idle until enabled");
     }
     let theirs = headers
         .get(PROTOCOL_HEADER)

@@ -6,6 +6,7 @@ use crate::live::{use_live, LiveProvider};
 use crate::pages;
 use crate::routes::Route;
 use crate::session::{self, use_session, Session, SessionProvider};
+use crate::title;
 use yew::prelude::*;
 use yew_router::history::{BrowserHistory, History};
 use yew_router::prelude::*;
@@ -29,7 +30,9 @@ fn page(route: Route) -> Html {
         Route::Audit => html! { <pages::audit::Audit /> },
         Route::Account => html! { <pages::account::Account /> },
         Route::Login => html! { <pages::login::Login /> },
-        Route::NotFound => html! { <main><h1>{"Not found"}</h1><p>{"No such page."}</p></main> },
+        Route::NotFound => {
+            html! { <main><h1 tabindex="-1">{"Not found"}</h1><p>{"No such page."}</p></main> }
+        }
     }
 }
 
@@ -43,6 +46,13 @@ struct GateProps {
 #[function_component(Gate)]
 fn gate(p: &GateProps) -> Html {
     let session = use_session();
+    // The tab's title (a build page names itself once it knows the build).
+    use_effect_with(p.route.clone(), |route| {
+        if !matches!(route, Route::Build { .. }) {
+            title::set_title(&title::route_title(route));
+        }
+    });
+    use_focus_after_navigation(p.route.clone());
     if p.route == Route::Login {
         return page(Route::Login);
     }
@@ -56,7 +66,7 @@ fn gate(p: &GateProps) -> Html {
             });
             html! {
                 <main class="narrow">
-                    <h1>{"Cannot reach the master"}</h1>
+                    <h1 tabindex="-1">{"Cannot reach the master"}</h1>
                     <p class="error" role="alert">{why}</p>
                     <button onclick={reload}>{"Try again"}</button>
                 </main>
@@ -65,12 +75,42 @@ fn gate(p: &GateProps) -> Html {
         Session::SignedOut => html! { <ToLogin /> },
         Session::SignedIn(me) if p.route.admin_only() && !me.admin => html! {
             <main>
-                <h1>{"Admins only"}</h1>
+                <h1 tabindex="-1">{"Admins only"}</h1>
                 <p class="error" role="alert">{"This page is for site admins."}</p>
             </main>
         },
         Session::SignedIn(_) => page(p.route.clone()),
     }
+}
+
+/// After a navigation (not the first page shown), focus moves to the new page's `h1`, once the
+/// page has one (some show it when what they show has loaded: a few tries for two seconds).
+#[hook]
+fn use_focus_after_navigation(route: Route) {
+    let first = use_mut_ref(|| true);
+    use_effect_with(route, move |_| {
+        let was_first = std::mem::replace(&mut *first.borrow_mut(), false);
+        if !was_first {
+            wasm_bindgen_futures::spawn_local(async {
+                for _ in 0..40 {
+                    if title::focus_h1() {
+                        return;
+                    }
+                    gloo_timers::future::TimeoutFuture::new(50).await;
+                }
+            });
+        }
+    });
+}
+
+/// "Skip to content": the first thing in the page; moves focus to the page's heading.
+#[function_component(SkipLink)]
+fn skip_link() -> Html {
+    let onclick = Callback::from(|e: MouseEvent| {
+        e.prevent_default();
+        title::focus_h1();
+    });
+    html! { <a class="skip-link" href="#content" {onclick}>{"Skip to content"}</a> }
 }
 
 /// Sends the browser to the login page, remembering the page it was on.
@@ -153,8 +193,11 @@ pub fn app() -> Html {
         <BrowserRouter>
         <SessionProvider>
         <LiveProvider>
+            <SkipLink />
             <Header />
-            <Switch<Route> render={switch} />
+            <div id="content">
+                <Switch<Route> render={switch} />
+            </div>
         </LiveProvider>
         </SessionProvider>
         </BrowserRouter>

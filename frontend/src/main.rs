@@ -10,6 +10,7 @@ mod live;
 mod pages;
 mod routes;
 mod session;
+mod title;
 
 /// Where earlier consoles kept the admin token (localStorage): removed, so none lingers there.
 const OLD_TOKEN_KEY: &str = "kiln.token";

@@ -281,11 +281,9 @@ impl Storage {
                 break;
             }
             starts.push(log.bytes + buf.len() as u64);
-            // One line per line: a line break inside would shift every number after it.
-            buf.extend(
-                l.chars()
-                    .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
-            );
+            // One line per line: a line break inside would shift every number after it. A `\r`
+            // inside a line stays (progress bars; the console overwrites as a terminal does).
+            buf.extend(l.chars().map(|c| if c == '\n' { ' ' } else { c }));
             buf.push('\n');
         }
         if starts.is_empty() {

@@ -85,7 +85,9 @@ impl Log {
     }
 
     pub fn line(&self, s: &str) {
-        let s = s.trim_end_matches(['\n', '\r']).replace(['\n', '\r'], " ");
+        // A `\r` inside a line stays (a progress bar overwrites itself, as in a terminal; the
+        // console renders it so); only a line break would split the line.
+        let s = s.trim_end_matches(['\n', '\r']).replace('\n', " ");
         if looks_like_error(&s) {
             let mut fe = self.first_error.lock().expect("poisoned");
             if fe.is_none() {

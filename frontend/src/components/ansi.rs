@@ -7,9 +7,15 @@ pub struct Style {
 }
 
 /// Splits a line into (style, text) runs; unknown escape sequences are dropped.
+#[cfg(test)]
 pub fn parse(line: &str) -> Vec<(Style, String)> {
+    parse_from(line, Style::default())
+}
+
+/// [`parse`] for a line that starts in `style` (the colour the lines before it left on).
+pub fn parse_from(line: &str, style: Style) -> Vec<(Style, String)> {
     let mut out = vec![];
-    let mut style = Style::default();
+    let mut style = style;
     let mut text = String::new();
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {
@@ -36,6 +42,22 @@ pub fn parse(line: &str) -> Vec<(Style, String)> {
         out.push((style, text));
     }
     out
+}
+
+/// The style a line leaves on for the next one, starting in `style`.
+pub fn end_style(line: &str, mut style: Style) -> Style {
+    let mut rest = line;
+    while let Some(at) = rest.find("\u{1b}[") {
+        rest = &rest[at + 2..];
+        let Some(end) = rest.find(|c: char| c.is_ascii_alphabetic()) else {
+            break;
+        };
+        if rest[end..].starts_with('m') {
+            apply(&mut style, &rest[..end]);
+        }
+        rest = &rest[end + 1..];
+    }
+    style
 }
 
 fn apply(style: &mut Style, code: &str) {
@@ -76,5 +98,23 @@ mod tests {
             vec![(Style::default(), "clear".into())]
         );
         assert!(parse("").is_empty());
+    }
+
+    #[test]
+    fn a_line_leaves_its_colour_on_for_the_next() {
+        let red = Style {
+            fg: Some(1),
+            bold: false,
+        };
+        assert_eq!(end_style("\u{1b}[31mred", Style::default()), red);
+        assert_eq!(end_style("no codes", red.clone()), red);
+        assert_eq!(
+            end_style("\u{1b}[2Kx\u{1b}[0m", red.clone()),
+            Style::default()
+        );
+        assert_eq!(
+            parse_from("still red", red.clone()),
+            vec![(red, "still red".into())]
+        );
     }
 }

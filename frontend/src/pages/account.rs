@@ -85,7 +85,7 @@ pub fn account() -> Html {
     };
     html! {
         <main id="account">
-            <h1>{"Your account"}</h1>
+            <h1 tabindex="-1">{"Your account"}</h1>
             if me.must_change_password {
                 <p class="notice" role="status">{"Your password was set by an admin: choose your own below."}</p>
             }
@@ -108,13 +108,13 @@ pub fn account() -> Html {
             <form {onsubmit} class="form" novalidate=true id="change-password">
                 <input type="text" name="username" autocomplete="username" value={me.username.clone()} hidden=true readonly=true />
                 <label for="pw-current">{"Current password"}</label>
-                <input id="pw-current" name="current" type="password" ref={current} autocomplete="current-password" aria-describedby="current-error" />
+                <input aria-invalid={crate::pages::invalid(&err, "current")} id="pw-current" name="current" type="password" ref={current} autocomplete="current-password" aria-describedby="current-error" />
                 { field_error(&err, "current") }
                 <label for="pw-new">{"New password"}</label>
-                <input id="pw-new" name="new" type="password" ref={new} autocomplete="new-password" aria-describedby="new-error" />
+                <input aria-invalid={crate::pages::invalid(&err, "new")} id="pw-new" name="new" type="password" ref={new} autocomplete="new-password" aria-describedby="new-error" />
                 { field_error(&err, "new") }
                 <label for="pw-repeat">{"New password again"}</label>
-                <input id="pw-repeat" name="repeat" type="password" ref={repeat} autocomplete="new-password" aria-describedby="repeat-error" />
+                <input aria-invalid={crate::pages::invalid(&err, "repeat")} id="pw-repeat" name="repeat" type="password" ref={repeat} autocomplete="new-password" aria-describedby="repeat-error" />
                 { field_error(&err, "repeat") }
                 <button type="submit">{"Change password"}</button>
                 if *changed { <p class="muted" role="status">{"Password changed."}</p> }

@@ -139,7 +139,7 @@ pub fn audit() -> Html {
     };
     html! {
         <main id="audit">
-            <h1>{"Audit log"}</h1>
+            <h1 tabindex="-1">{"Audit log"}</h1>
             <form {onsubmit} class="inline" role="search" aria-label="Filter the audit log">
                 <label for="a-action">{"Action"}</label>
                 <input id="a-action" name="action" ref={input} list="audit-actions" placeholder="all actions" />

@@ -60,7 +60,7 @@ pub fn dashboard() -> Html {
     let online: Vec<&Slave> = q.slaves.values().filter(|s| s.online).collect();
     html! {
         <main id="dashboard">
-            <h1>{"Dashboard"}</h1>
+            <h1 tabindex="-1">{"Dashboard"}</h1>
             <LiveStatus />
             <h2>{"Running"}</h2>
             { table(active, "Nothing is running.") }

@@ -79,7 +79,7 @@ pub fn login() -> Html {
     };
     html! {
         <main class="narrow" id="login">
-            <h1>{"Sign in"}</h1>
+            <h1 tabindex="-1">{"Sign in"}</h1>
             if let Some(why) = &refused {
                 <p class="error" role="alert" id="login-refused">{format!("Sign-in refused: {why}")}</p>
             }

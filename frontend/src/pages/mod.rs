@@ -52,6 +52,14 @@ pub fn field_error(err: &Option<ApiErr>, field: &str) -> Html {
     }
 }
 
+/// `aria-invalid="true"` on the field the server's error names.
+pub fn invalid(err: &Option<ApiErr>, field: &str) -> Option<AttrValue> {
+    match err {
+        Some(e) if e.field.as_deref() == Some(field) => Some(AttrValue::from("true")),
+        _ => None,
+    }
+}
+
 pub fn loading_or_error<T>(l: &Loaded<T>) -> Html {
     match l {
         Loaded::Loading => html! { <p class="muted">{"Loading…"}</p> },

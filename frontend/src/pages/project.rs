@@ -5,7 +5,7 @@
 use super::{load, loading_or_error, Loaded};
 use crate::api;
 use crate::components::settings_form::SettingsForm;
-use crate::components::{duration, short, state_badge::StateBadge, when};
+use crate::components::{duration, human_size, short, state_badge::StateBadge, when};
 use crate::live::use_queue;
 use crate::routes::Route;
 use crate::session::{effective_role, may_build, may_maintain, use_me};
@@ -62,22 +62,13 @@ pub fn project_page(p: &Props) -> Html {
             });
         });
     }
-    let request = |release: bool| {
+    let build_now = {
         let (name, err, nav) = (p.name.clone(), err.clone(), nav.clone());
         Callback::from(move |_: MouseEvent| {
-            let release = if release {
-                let w = web_sys::window().expect("window");
-                match w.prompt_with_message("Release name (e.g. v1.2):") {
-                    Ok(Some(r)) if !r.trim().is_empty() => Some(r.trim().to_string()),
-                    _ => return,
-                }
-            } else {
-                None
-            };
             let (name, err, nav) = (name.clone(), err.clone(), nav.clone());
             wasm_bindgen_futures::spawn_local(async move {
                 let body = RequestBuild {
-                    release,
+                    release: None,
                     commit: None,
                     priority: None,
                 };
@@ -92,6 +83,7 @@ pub fn project_page(p: &Props) -> Html {
             });
         })
     };
+    let release_open = use_state(|| false);
     let delete = {
         let (name, err, nav) = (p.name.clone(), err.clone(), nav.clone());
         Callback::from(move |_: MouseEvent| {
@@ -113,6 +105,28 @@ pub fn project_page(p: &Props) -> Html {
             });
         })
     };
+    {
+        // A build of the project changed (started, ended): the project's facts may have too
+        // (last state, disk); the settings form keeps whatever is being typed.
+        let key: Vec<(i64, BuildState)> = q
+            .builds
+            .values()
+            .filter(|b| b.project == p.name)
+            .map(|b| (b.id.0, b.state))
+            .collect();
+        let (project, name) = (project.clone(), p.name.clone());
+        use_effect_with(key, move |key| {
+            if !key.is_empty() {
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Ok(pr) =
+                        api::get::<Project>(&format!("/api/projects/{}", api::seg(&name))).await
+                    {
+                        project.set(Loaded::Ok(pr));
+                    }
+                });
+            }
+        });
+    }
     // Live: builds of this project as they change, over what was loaded.
     let rows: Vec<Build> = match &*history {
         Loaded::Ok(list) => {
@@ -127,7 +141,7 @@ pub fn project_page(p: &Props) -> Html {
     };
     html! {
         <main id="project">
-            <h1>{&p.name}</h1>
+            <h1 tabindex="-1">{&p.name}</h1>
             { loading_or_error(&*project) }
             if let Loaded::Ok(pr) = &*project {
                 <dl class="facts">
@@ -136,7 +150,7 @@ pub fn project_page(p: &Props) -> Html {
                     <dt>{"Tags"}</dt><dd>{pr.tags.join(", ")}</dd>
                     <dt>{"Schedule"}</dt><dd>{pr.schedule.clone().unwrap_or_else(|| "none".into())}
                         { pr.next_run.map(|t| format!(" — next run {}", when(Some(t)))).unwrap_or_default() }</dd>
-                    <dt>{"Disk"}</dt><dd>{format!("{:.1} MB", pr.disk_bytes as f64 / 1e6)}</dd>
+                    <dt>{"Disk"}</dt><dd>{human_size(pr.disk_bytes.max(0) as u64)}</dd>
                     <dt>{"Team"}</dt><dd id="project-team">
                         { match &pr.team {
                             Some(t) => html! { <Link<Route> to={Route::Team { name: t.clone() }}>{t}</Link<Route>> },
@@ -154,13 +168,17 @@ pub fn project_page(p: &Props) -> Html {
                 }
                 <div class="actions">
                     if may_build(role) {
-                        <button id="build-now" onclick={request(false)}>{"Build now"}</button>
-                        <button id="release-build" onclick={request(true)}>{"Release build…"}</button>
+                        <button id="build-now" onclick={build_now}>{"Build now"}</button>
+                        <button id="release-build" aria-expanded={(*release_open).to_string()} aria-controls="release-form"
+                            onclick={{ let o = release_open.clone(); Callback::from(move |_: MouseEvent| o.set(!*o)) }}>{"Release build…"}</button>
                     }
                     if may_maintain(role) {
                         <button id="delete-project" class="danger" onclick={delete}>{"Delete project"}</button>
                     }
                 </div>
+                if may_build(role) && *release_open {
+                    <ReleaseForm project={p.name.clone()} branch={pr.branch.clone()} />
+                }
             }
             { super::error_box(&err) }
             if let Some((b, arts)) = &*good {
@@ -192,5 +210,116 @@ pub fn project_page(p: &Props) -> Html {
                 </tbody>
             </table>
         </main>
+    }
+}
+
+#[derive(Properties, PartialEq)]
+struct ReleaseProps {
+    project: String,
+    branch: String,
+}
+
+/// A release build: its name and the commit it is built from (the branch head, or the commit
+/// of one of the project's recent good builds); the server's refusal shows next to the field.
+#[function_component(ReleaseForm)]
+fn release_form(p: &ReleaseProps) -> Html {
+    let name = use_node_ref();
+    let commit = use_node_ref();
+    let err = use_state(|| None::<crate::api::ApiErr>);
+    let busy = use_state(|| false);
+    let good = use_state(Vec::<Build>::new);
+    let nav = use_navigator();
+    {
+        let (good, project) = (good.clone(), p.project.clone());
+        use_effect_with(p.project.clone(), move |_| {
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Ok(bs) = api::get::<Vec<Build>>(&format!(
+                    "/api/builds?project={}&state=succeeded&limit=20",
+                    api::seg(&project)
+                ))
+                .await
+                {
+                    good.set(bs);
+                }
+            });
+        });
+    }
+    // One choice per commit (several good builds of one commit are one choice).
+    let mut seen = std::collections::BTreeSet::new();
+    let commits: Vec<&Build> = good
+        .iter()
+        .filter(|b| b.commit.as_ref().is_some_and(|c| seen.insert(c.clone())))
+        .collect();
+    let onsubmit = {
+        let (name, commit, err, busy, nav) = (
+            name.clone(),
+            commit.clone(),
+            err.clone(),
+            busy.clone(),
+            nav.clone(),
+        );
+        let project = p.project.clone();
+        Callback::from(move |e: SubmitEvent| {
+            e.prevent_default();
+            let release = super::input_value(&name).trim().to_string();
+            let c = super::select_value(&commit);
+            let body = RequestBuild {
+                release: Some(release),
+                commit: (!c.is_empty()).then_some(c),
+                priority: None,
+            };
+            let (project, err, busy, nav) =
+                (project.clone(), err.clone(), busy.clone(), nav.clone());
+            busy.set(true);
+            wasm_bindgen_futures::spawn_local(async move {
+                match api::post::<_, Build>(
+                    &format!("/api/projects/{}/builds", api::seg(&project)),
+                    &body,
+                )
+                .await
+                {
+                    Ok(b) => {
+                        if let Some(n) = nav {
+                            n.push(&Route::Build { id: b.id.0 });
+                        }
+                    }
+                    Err(e) => {
+                        busy.set(false);
+                        err.set(Some(e));
+                    }
+                }
+            });
+        })
+    };
+    let general = match &*err {
+        Some(e)
+            if e.field.as_deref() != Some("release") && e.field.as_deref() != Some("commit") =>
+        {
+            Some(e.message.clone())
+        }
+        _ => None,
+    };
+    html! {
+        <form id="release-form" class="form release" {onsubmit} novalidate=true aria-label="Release build">
+            <h2>{"Release build"}</h2>
+            <label for="release-name">{"Release name"}</label>
+            <input id="release-name" ref={name} placeholder="v1.2" required=true
+                aria-describedby="release-error" aria-invalid={super::invalid(&err, "release")} />
+            { super::field_error(&err, "release") }
+            <label for="release-commit">{"Commit"}</label>
+            <select id="release-commit" ref={commit} aria-describedby="commit-error"
+                aria-invalid={super::invalid(&err, "commit")}>
+                <option value="" selected=true>{format!("the head of {}", p.branch)}</option>
+                { for commits.iter().map(|b| {
+                    let c = b.commit.clone().unwrap_or_default();
+                    html! {
+                        <option value={c.clone()}>{format!("{} (build #{}, {})", short(&b.commit), b.id, when(b.finished_at))}</option>
+                    }
+                }) }
+            </select>
+            { super::field_error(&err, "commit") }
+            <button type="submit" id="release-submit" disabled={*busy}>{"Start the release build"}</button>
+            { super::error_box(&general) }
+        </form>
     }
 }

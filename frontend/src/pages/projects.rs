@@ -94,7 +94,7 @@ pub fn projects() -> Html {
     };
     html! {
         <main id="projects">
-            <h1>{"Projects"}</h1>
+            <h1 tabindex="-1">{"Projects"}</h1>
             { loading_or_error(&*list) }
             if let Loaded::Ok(ps) = &*list {
                 if ps.is_empty() {
@@ -115,22 +115,22 @@ pub fn projects() -> Html {
             <h2>{"New project"}</h2>
             <form {onsubmit} class="form" novalidate=true id="new-project">
                 <label for="p-name">{"Name"}</label>
-                <input id="p-name" name="name" ref={name} required=true aria-describedby="name-error" />
+                <input aria-invalid={crate::pages::invalid(&err, "name")} id="p-name" name="name" ref={name} required=true aria-describedby="name-error" />
                 { field_error(&err, "name") }
                 <label for="p-url">{"Branch URL"}</label>
-                <input id="p-url" name="branch_url" ref={url} placeholder="https://git.example.org/board-image.git" required=true aria-describedby="branch_url-error" />
+                <input aria-invalid={crate::pages::invalid(&err, "branch_url")} id="p-url" name="branch_url" ref={url} placeholder="https://git.example.org/board-image.git" required=true aria-describedby="branch_url-error" />
                 { field_error(&err, "branch_url") }
                 <label for="p-branch">{"Branch"}</label>
-                <input id="p-branch" name="branch" ref={branch} placeholder="main" aria-describedby="branch-error" />
+                <input aria-invalid={crate::pages::invalid(&err, "branch")} id="p-branch" name="branch" ref={branch} placeholder="main" aria-describedby="branch-error" />
                 { field_error(&err, "branch") }
                 <label for="p-team">{"Team"}</label>
-                <select id="p-team" name="team" ref={team} aria-describedby="team-error">
+                <select aria-invalid={crate::pages::invalid(&err, "team")} id="p-team" name="team" ref={team} aria-describedby="team-error">
                     if choices.none { <option value="">{"no team (only admins see it unless public)"}</option> }
                     { for choices.teams.iter().map(|t| html! { <option value={t.clone()}>{t}</option> }) }
                 </select>
                 { field_error(&err, "team") }
                 <label for="p-visibility">{"Visibility"}</label>
-                <select id="p-visibility" name="visibility" ref={visibility} aria-describedby="visibility-error">
+                <select aria-invalid={crate::pages::invalid(&err, "visibility")} id="p-visibility" name="visibility" ref={visibility} aria-describedby="visibility-error">
                     <option value="private" selected=true>{"private: the team only"}</option>
                     <option value="public">{"public: everyone signed in may view it"}</option>
                 </select>

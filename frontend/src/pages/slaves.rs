@@ -95,7 +95,7 @@ pub fn slaves() -> Html {
     };
     html! {
         <main id="slaves">
-            <h1>{"Slaves"}</h1>
+            <h1 tabindex="-1">{"Slaves"}</h1>
             { super::error_box(&err) }
             <table>
                 <thead><tr><th>{"Name"}</th><th>{"Status"}</th><th>{"Arch"}</th><th>{"Tags"}</th><th>{"Building"}</th><th>{"Last heartbeat"}</th>
@@ -318,20 +318,20 @@ fn enrol() -> Html {
                 it registers the slave and keeps its own token there."}</p>
             <form {onsubmit} class="form" novalidate=true>
                 <label for="r-name">{"Slave name (optional)"}</label>
-                <input id="r-name" name="name" ref={name} placeholder="any name" aria-describedby="name-error" />
+                <input aria-invalid={crate::pages::invalid(&err, "name")} id="r-name" name="name" ref={name} placeholder="any name" aria-describedby="name-error" />
                 { field_error(&err, "name") }
                 <label for="r-tags">{"Tags (comma-separated, optional)"}</label>
-                <input id="r-tags" name="tags" ref={tags} placeholder="imx8, lab-2" aria-describedby="tags-error" />
+                <input aria-invalid={crate::pages::invalid(&err, "tags")} id="r-tags" name="tags" ref={tags} placeholder="imx8, lab-2" aria-describedby="tags-error" />
                 { field_error(&err, "tags") }
                 <label for="r-valid">{"Valid for"}</label>
-                <select id="r-valid" name="expires_in_s" ref={valid} aria-describedby="expires_in_s-error">
+                <select aria-invalid={crate::pages::invalid(&err, "expires_in_s")} id="r-valid" name="expires_in_s" ref={valid} aria-describedby="expires_in_s-error">
                     { for VALIDITY.iter().enumerate().map(|(i, (label, secs))| html! {
                         <option value={secs.to_string()} selected={i == 1}>{*label}</option>
                     }) }
                 </select>
                 { field_error(&err, "expires_in_s") }
                 <label for="r-uses">{"Uses (slaves it may register)"}</label>
-                <input id="r-uses" name="uses" ref={uses} type="number" min="1" max="1000" step="1" value={(*uses_text).clone()} oninput={on_uses} aria-describedby="uses-error" />
+                <input aria-invalid={crate::pages::invalid(&err, "uses")} id="r-uses" name="uses" ref={uses} type="number" min="1" max="1000" step="1" value={(*uses_text).clone()} oninput={on_uses} aria-describedby="uses-error" />
                 { field_error(&err, "uses") }
                 <button type="submit">{"Make registration token"}</button>
                 { super::error_box(&general) }

@@ -169,7 +169,7 @@ pub fn team_page(p: &Props) -> Html {
     html! {
         <main id="team">
             <p><Link<Route> to={Route::Teams}>{"← Teams"}</Link<Route>></p>
-            <h1>{format!("Team {}", p.name)}</h1>
+            <h1 tabindex="-1">{format!("Team {}", p.name)}</h1>
             { loading_or_error(&*team) }
             { super::error_box(&err) }
             if let Loaded::Ok(t) = &*team {
@@ -209,10 +209,10 @@ pub fn team_page(p: &Props) -> Html {
                     <h3>{"Add a member"}</h3>
                     <form onsubmit={on_add} class="form" novalidate=true id="add-member">
                         <label for="m-user">{"User name"}</label>
-                        <input id="m-user" name="username" ref={m_user} autocapitalize="none" aria-describedby="username-error" />
+                        <input aria-invalid={crate::pages::invalid(&add_err, "username")} id="m-user" name="username" ref={m_user} autocapitalize="none" aria-describedby="username-error" />
                         { field_error(&add_err, "username") }
                         <label for="m-role">{"Role"}</label>
-                        <select id="m-role" name="role" ref={m_role} aria-describedby="role-error">
+                        <select aria-invalid={crate::pages::invalid(&add_err, "role")} id="m-role" name="role" ref={m_role} aria-describedby="role-error">
                             { role_options(&TEAM_ROLES, Some(Role::Builder)) }
                         </select>
                         { field_error(&add_err, "role") }
@@ -364,17 +364,17 @@ fn mappings(p: &MappingsProps) -> Html {
                     <h3>{"Add a mapping"}</h3>
                     <form {onsubmit} class="form" novalidate=true id="add-mapping">
                         <label for="g-provider">{"Provider"}</label>
-                        <select id="g-provider" name="provider" ref={provider} aria-describedby="provider-error">
+                        <select aria-invalid={crate::pages::invalid(&err, "provider")} id="g-provider" name="provider" ref={provider} aria-describedby="provider-error">
                             { for ps.providers.iter().map(|pr| html! {
                                 <option value={pr.id.clone()}>{format!("{} ({})", pr.display_name, pr.id)}</option>
                             }) }
                         </select>
                         { field_error(&err, "provider") }
                         <label for="g-group">{"Group"}</label>
-                        <input id="g-group" name="group" ref={group} placeholder="kiln-maintainers" aria-describedby="group-error" />
+                        <input aria-invalid={crate::pages::invalid(&err, "group")} id="g-group" name="group" ref={group} placeholder="kiln-maintainers" aria-describedby="group-error" />
                         { field_error(&err, "group") }
                         <label for="g-role">{"Role"}</label>
-                        <select id="g-role" name="role" ref={role} aria-describedby="role-error">
+                        <select aria-invalid={crate::pages::invalid(&err, "role")} id="g-role" name="role" ref={role} aria-describedby="role-error">
                             { role_options(&TEAM_ROLES, Some(Role::Viewer)) }
                         </select>
                         { field_error(&err, "role") }

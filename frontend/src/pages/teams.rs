@@ -54,7 +54,7 @@ pub fn teams() -> Html {
     };
     html! {
         <main id="teams">
-            <h1>{"Teams"}</h1>
+            <h1 tabindex="-1">{"Teams"}</h1>
             <p class="muted">{"A project belongs to a team; its members hold their role on it: \
                 viewers see it, builders also start and cancel builds, maintainers also change its settings."}</p>
             { loading_or_error(&*list) }
@@ -83,7 +83,7 @@ pub fn teams() -> Html {
                 <h2>{"New team"}</h2>
                 <form {onsubmit} class="form" novalidate=true id="new-team">
                     <label for="t-name">{"Name"}</label>
-                    <input id="t-name" name="name" ref={name} required=true aria-describedby="name-error" />
+                    <input aria-invalid={crate::pages::invalid(&err, "name")} id="t-name" name="name" ref={name} required=true aria-describedby="name-error" />
                     { field_error(&err, "name") }
                     <button type="submit">{"Create team"}</button>
                     { super::error_box(&general) }

@@ -140,7 +140,7 @@ pub fn tokens() -> Html {
     let now = Utc::now();
     html! {
         <main id="tokens">
-            <h1>{"API tokens"}</h1>
+            <h1 tabindex="-1">{"API tokens"}</h1>
             <p class="muted">{"For scripts and the command line: send one as "}
                 <code>{"Authorization: Bearer <token>"}</code>{". A token acts as you, with at most the role it carries."}</p>
             { super::error_box(&list_err) }
@@ -176,16 +176,16 @@ pub fn tokens() -> Html {
             <h2>{"New token"}</h2>
             <form {onsubmit} class="form" novalidate=true id="new-token">
                 <label for="tok-name">{"Name"}</label>
-                <input id="tok-name" name="name" ref={name} placeholder="ci-nightly" aria-describedby="name-error" />
+                <input aria-invalid={crate::pages::invalid(&err, "name")} id="tok-name" name="name" ref={name} placeholder="ci-nightly" aria-describedby="name-error" />
                 { field_error(&err, "name") }
                 <label for="tok-role">{"Role"}</label>
-                <select id="tok-role" name="role" ref={role} aria-describedby="role-error">
+                <select aria-invalid={crate::pages::invalid(&err, "role")} id="tok-role" name="role" ref={role} aria-describedby="role-error">
                     <option value="" selected=true>{format!("your own ({})", highest.as_str())}</option>
                     { role_options(&roles_up_to(highest), None) }
                 </select>
                 { field_error(&err, "role") }
                 <label for="tok-expires">{"Expires"}</label>
-                <select id="tok-expires" name="expires_at" ref={expiry} aria-describedby="expires_at-error">
+                <select aria-invalid={crate::pages::invalid(&err, "expires_at")} id="tok-expires" name="expires_at" ref={expiry} aria-describedby="expires_at-error">
                     { for EXPIRY.iter().enumerate().map(|(i, (label, days))| html! {
                         <option value={days.to_string()} selected={i == 2}>{*label}</option>
                     }) }

@@ -103,7 +103,7 @@ pub fn users() -> Html {
     };
     html! {
         <main id="users">
-            <h1>{"Users"}</h1>
+            <h1 tabindex="-1">{"Users"}</h1>
             { loading_or_error(&*list) }
             if let Loaded::Ok(us) = &*list {
                 <table id="user-list">
@@ -131,13 +131,13 @@ pub fn users() -> Html {
             <h2>{"Add a local account"}</h2>
             <form {onsubmit} class="form" novalidate=true id="new-user">
                 <label for="u-name">{"User name"}</label>
-                <input id="u-name" name="username" ref={username} autocapitalize="none" autocomplete="off" aria-describedby="username-error" />
+                <input aria-invalid={crate::pages::invalid(&err, "username")} id="u-name" name="username" ref={username} autocapitalize="none" autocomplete="off" aria-describedby="username-error" />
                 { field_error(&err, "username") }
                 <label for="u-email">{"E-mail (optional)"}</label>
-                <input id="u-email" name="email" type="email" ref={email} autocomplete="off" aria-describedby="email-error" />
+                <input aria-invalid={crate::pages::invalid(&err, "email")} id="u-email" name="email" type="email" ref={email} autocomplete="off" aria-describedby="email-error" />
                 { field_error(&err, "email") }
                 <label for="u-password">{"Password (optional)"}</label>
-                <input id="u-password" name="password" type="password" ref={password} autocomplete="new-password" aria-describedby="password-error u-password-hint" />
+                <input aria-invalid={crate::pages::invalid(&err, "password")} id="u-password" name="password" type="password" ref={password} autocomplete="new-password" aria-describedby="password-error u-password-hint" />
                 <span class="muted hint" id="u-password-hint">{"Left empty: a one-time password is made, shown once, and must be changed at first sign-in."}</span>
                 { field_error(&err, "password") }
                 <label class="check">

@@ -1,0 +1,80 @@
+//! The console as a board team's daily tool (issue 15), in a real browser: the project Settings
+//! form keeps what is typed through live updates and saves exactly that; every page has its own
+//! title; a build page's title follows its build to the end; focus lands on the page's heading
+//! after a navigation; the release form shows the server's refusal. The steps are in
+//! `tests/browser/console-daily.mjs`; the set-up is the one of `browser.rs` (a farm serving the
+//! built console, a local admin account made with the admin token, a slave).
+
+use kiln_tests::{Farm, FarmOptions, GitServer};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::Command;
+
+#[tokio::test]
+#[ignore = "browser tier: needs the built console, Node and Chromium (scripts/test.sh runs it)"]
+async fn console_daily_settings_titles_focus_and_releases() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let dist = root.join("frontend/dist");
+    assert!(
+        dist.join("index.html").exists(),
+        "the console is not built: run scripts/build-console.sh"
+    );
+    let git = GitServer::start();
+    let board = git.repo("board");
+    // A few seconds of running (the page's title is seen to change when it ends), on both the
+    // branch the project starts with and the one the Settings form moves it to.
+    let script = "for i in 1 2 3 4 5 6; do echo \"tick $i\"; sleep 1; done\necho done > \"$KILN_OUTPUT_DIR/board.img\"";
+    board.script_branch("main", script);
+    board.script_branch("dev", script);
+    let farm = Farm::with(FarmOptions {
+        extra_master_toml: format!("console_dir = \"{}\"", dist.display()),
+        ..Default::default()
+    })
+    .await;
+    let (user, password) = ("lead", "a board team's long passphrase");
+    let (status, body) = farm
+        .post(
+            "/api/users",
+            json!({"username": user, "password": password, "admin": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "creating the console's account: {body}");
+    let (status, body) = farm
+        .post(
+            "/api/projects",
+            json!({"name": "board", "branch_url": board.url, "branch": "main"}),
+        )
+        .await;
+    assert_eq!(status, 201, "creating the project: {body}");
+    let _slave = farm.slave("daily-slave").await;
+    let out = std::env::var_os("KILN_TEST_OUTPUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/browser-test-output/console-daily"));
+    let result = Command::new("node")
+        .arg(root.join("tests/browser/console-daily.mjs"))
+        .env("KILN_URL", &farm.url)
+        .env("KILN_TOKEN", &farm.token)
+        .env("KILN_USER", user)
+        .env("KILN_PASSWORD", password)
+        .env("KILN_OUT", &out)
+        // Node's own API calls (the admin token) reach the farm's private-CA HTTPS.
+        .env("NODE_TLS_REJECT_UNAUTHORIZED", "0")
+        .output()
+        .expect("node (install nodejs) and tests/browser/node_modules (npm ci)");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    println!("{stdout}");
+    assert!(
+        result.status.success(),
+        "browser test failed (screenshots in {}):\n{stdout}\n{}",
+        out.display(),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    // What the form saved is what the server holds (the script checked it too, through the API).
+    let p: serde_json::Value = farm.get("/api/projects/board").await;
+    assert_eq!(p["branch"], "dev", "{p}");
+    assert_eq!(p["schedule"], "daily 03:15", "{p}");
+    assert_eq!(p["keep_builds"], 7, "{p}");
+}

@@ -138,8 +138,11 @@ async fn a_flood_of_connections_that_never_finish_is_shed_and_its_memory_comes_b
         .map(|_| {
             let tls = tls.clone();
             tokio::task::spawn_blocking(move || {
-                let sock = std::net::TcpStream::connect(master).unwrap();
+                // Timed from before the connect: the master's clock for this connection starts
+                // at its accept, which cannot come earlier (timed after it, a busy machine can
+                // read the clock a little after the master did).
                 let opened = Instant::now();
+                let sock = std::net::TcpStream::connect(master).unwrap();
                 let conn =
                     rustls::ClientConnection::new(tls, "127.0.0.1".try_into().unwrap()).unwrap();
                 let mut s = rustls::StreamOwned::new(conn, sock);

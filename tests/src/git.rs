@@ -45,9 +45,17 @@ impl GitServer {
             .local_addr()
             .unwrap()
             .port();
-        let mut c = Command::new("git");
-        c.arg("daemon")
-            .arg(format!("--base-path={}", root.display()))
+        // `git-daemon` itself, not `git daemon`: the `git` wrapper runs it as a child, which
+        // would outlive the wrapper this test kills (hundreds piled up over a day of runs).
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git --exec-path");
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+            .trim()
+            .to_string();
+        let mut c = Command::new(PathBuf::from(exec_path).join("git-daemon"));
+        c.arg(format!("--base-path={}", root.display()))
             .args([
                 "--export-all",
                 "--reuseaddr",

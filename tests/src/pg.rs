@@ -46,6 +46,45 @@ fn unprivileged() -> Option<(u32, u32)> {
     }
 }
 
+static CLUSTER_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_cluster_dir() {
+    if let Some(d) = CLUSTER_DIR.get() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Removes the clusters of test processes that are gone (a killed run cannot clean up after
+/// itself; each cluster is about a gigabyte).
+fn sweep_stale_clusters() {
+    let tmp = std::env::var_os("KILN_TEST_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let Ok(entries) = std::fs::read_dir(&tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("kiln-pg-") {
+            continue;
+        }
+        let pid_file = e.path().join("data/postmaster.pid");
+        let alive = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok())
+            .is_some_and(crate::alive);
+        // A cluster being set up has no pid file yet: only dirs older than a minute go.
+        let data = e.path().join("data");
+        let old = std::fs::metadata(if data.exists() { data } else { e.path() })
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(60));
+        if !alive && old {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 impl Postgres {
     /// The cluster of this test process, started on first use.
     pub fn shared() -> &'static Postgres {
@@ -62,7 +101,13 @@ impl Postgres {
     }
 
     fn start() -> Postgres {
+        sweep_stale_clusters();
         let dir = crate::tempdir("kiln-pg-");
+        // The cluster lives in a static, which is never dropped: its dir goes when the process
+        // exits (the server itself gets SIGINT then, see below).
+        let _ = CLUSTER_DIR.set(dir.path().to_path_buf());
+        // SAFETY: registers a plain function without captures.
+        unsafe { libc::atexit(remove_cluster_dir) };
         let pg = Postgres {
             socket_dir: dir.path().join("sock"),
             bin: pg_bin(),

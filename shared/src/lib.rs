@@ -16,6 +16,7 @@ pub mod codec;
 pub mod config;
 pub mod frames;
 pub mod ids;
+pub mod log_rules;
 pub mod state;
 
 pub use ids::{BuildId, SlaveId};

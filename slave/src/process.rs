@@ -35,17 +35,6 @@ pub struct Log {
     first_error: Arc<Mutex<Option<String>>>,
 }
 
-/// Lines that usually say why an image build failed.
-fn looks_like_error(line: &str) -> bool {
-    let l = line.trim_start();
-    l.starts_with("E: ")
-        || l.starts_with("Error: ")
-        || l.starts_with("ERROR")
-        || l.starts_with("fatal: ")
-        || l.contains("No space left on device")
-        || l.starts_with("mmdebstrap: error")
-}
-
 /// Splits `line` into pieces of at most [`MAX_LINE`] bytes, on character boundaries.
 pub fn split_long(line: &str) -> Vec<&str> {
     let mut out = vec![];
@@ -88,7 +77,7 @@ impl Log {
         // A `\r` inside a line stays (a progress bar overwrites itself, as in a terminal; the
         // console renders it so); only a line break would split the line.
         let s = s.trim_end_matches(['\n', '\r']).replace('\n', " ");
-        if looks_like_error(&s) {
+        if kiln_shared::log_rules::looks_like_error(&s) {
             let mut fe = self.first_error.lock().expect("poisoned");
             if fe.is_none() {
                 *fe = Some(s.trim().chars().take(300).collect());

@@ -15,10 +15,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-const SECRET: &str = "a-client-secret-for-kiln-tests";
+pub(crate) const SECRET: &str = "a-client-secret-for-kiln-tests";
 const MAPPED_GROUP: &str = "kiln-builders";
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -26,14 +26,19 @@ fn repo_root() -> PathBuf {
 }
 
 /// The test provider, running.
-struct TestProvider {
-    issuer: String,
+pub(crate) struct TestProvider {
+    pub(crate) issuer: String,
     log: PathBuf,
     _child: Killed,
 }
 
 impl TestProvider {
-    fn start(dir: &Path, redirect_uri: &str, accounts: Value, claims_in_id_token: bool) -> Self {
+    pub(crate) fn start(
+        dir: &Path,
+        redirect_uri: &str,
+        accounts: Value,
+        claims_in_id_token: bool,
+    ) -> Self {
         let browser_dir = repo_root().join("tests/browser");
         assert!(
             browser_dir
@@ -88,7 +93,7 @@ impl TestProvider {
     }
 
     /// The provider's log so far (a line per request it served).
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }

@@ -12,89 +12,18 @@
 //! Needs the console built (`scripts/build-console.sh`), Node and `npm ci` in tests/browser;
 //! `scripts/test.sh` does all that and runs this tier.
 
-use kiln_tests::proc::{die_with_parent, Killed};
+use crate::oidc::{repo_root, TestProvider, SECRET};
+use kiln_tests::proc::die_with_parent;
 use kiln_tests::{free_port, Farm, FarmOptions};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const SECRET: &str = "a-client-secret-for-kiln-browser-tests";
 const MAPPED_GROUP: &str = "kiln-board-builders";
 const TEAM: &str = "boards";
 const ROLE: &str = "builder";
 const LABEL: &str = "Corp SSO";
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The test provider, running (as in `oidc.rs`).
-struct TestProvider {
-    issuer: String,
-    log: PathBuf,
-    _child: Killed,
-}
-
-impl TestProvider {
-    fn start(dir: &Path, redirect_uri: &str, accounts: Value) -> Self {
-        let browser_dir = repo_root().join("tests/browser");
-        assert!(
-            browser_dir
-                .join("node_modules/oidc-provider/package.json")
-                .exists(),
-            "{} has no oidc-provider: run `npm ci` in tests/browser (scripts/test.sh does)",
-            browser_dir.join("node_modules").display()
-        );
-        let log = dir.join("oidc-provider.log");
-        let mut c = Command::new("node");
-        c.arg(browser_dir.join("oidc-provider.mjs"))
-            .env("OIDC_PORT", "0")
-            .env("OIDC_CLIENT_ID", "kiln")
-            .env("OIDC_CLIENT_SECRET", SECRET)
-            .env("OIDC_REDIRECT_URI", redirect_uri)
-            .env("OIDC_ACCOUNTS", accounts.to_string())
-            .env("OIDC_CLAIMS_IN_ID_TOKEN", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("the provider's log"));
-        die_with_parent(&mut c, libc::SIGKILL);
-        let mut child = c
-            .spawn()
-            .expect("node (install nodejs) to run tests/browser/oidc-provider.mjs");
-        let stdout = child.stdout.take().expect("piped");
-        let child = Killed(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(issuer) = line.strip_prefix("oidc-provider ready on ") {
-                    let _ = tx.send(issuer.to_string());
-                }
-            }
-        });
-        let issuer = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the test OpenID provider did not start; its log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        TestProvider {
-            issuer,
-            log,
-            _child: child,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
 
 #[tokio::test]
 #[ignore = "browser tier: needs the built console, Node and Chromium (scripts/test.sh runs it)"]
@@ -119,6 +48,7 @@ async fn signing_in_with_openid_connect_in_a_real_browser() {
              "groups": ["staff", MAPPED_GROUP]},
             {"id": "sub-bob", "username": "bob", "email": "bob@example.org", "groups": ["staff"]},
         ]),
+        false,
     );
     let secret = dir.path().join("corp.secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();

@@ -148,17 +148,9 @@ impl AnsiCarry {
     }
 }
 
-/// Lines that usually say why a build failed: the console's copy of the slave's rule
-/// (`looks_like_error` in slave/src/process.rs, the first such line becomes the failure reason).
-pub fn looks_like_error(line: &str) -> bool {
-    let l = line.trim_start();
-    l.starts_with("E: ")
-        || l.starts_with("Error: ")
-        || l.starts_with("ERROR")
-        || l.starts_with("fatal: ")
-        || l.contains("No space left on device")
-        || l.starts_with("mmdebstrap: error")
-}
+/// Lines that usually say why a build failed: the slave's own rule (its first such line
+/// becomes the failure reason).
+pub use kiln_shared::log_rules::looks_like_error;
 
 /// The index of the first line that looks like an error (by the text it shows).
 pub fn first_error(lines: &[String]) -> Option<usize> {

@@ -33,8 +33,9 @@ fi
 
 # The wasm's name section (function names, a quarter of the file) is not needed in a browser:
 # the linker strips it (the profile lives in Cargo.toml; this keeps it without touching it).
-# wasm-opt stays off (frontend/index.html): Debian bookworm's binaryen (108) cannot read what
-# current rustc emits for wasm32 (bulk-memory/reference-types opcodes such as table.fill).
+# Trunk then runs `wasm-opt -Oz` (frontend/index.html; the features current rustc uses are
+# named there because the stripped wasm no longer lists them): binaryen from npm on the host
+# (scripts/lib/wasm-env.sh), Debian's in the forky chroot.
 export CARGO_PROFILE_WASM_RELEASE_STRIP=${CARGO_PROFILE_WASM_RELEASE_STRIP:-symbols}
 
 . scripts/lib/wasm-env.sh

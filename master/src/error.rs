@@ -22,6 +22,12 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// A name already in use (409), naming the field that holds it (a release name, say).
+    #[error("{message}")]
+    Taken {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Unauthorized(String),
     /// Signed in, may see the thing, but may not do this (403). Things a person may not see are
@@ -108,6 +114,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, None),
             ApiError::Invalid { field, .. } => (StatusCode::BAD_REQUEST, *field),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, None),
+            ApiError::Taken { field, .. } => (StatusCode::CONFLICT, Some(*field)),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, None),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, None),

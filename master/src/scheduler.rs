@@ -118,6 +118,7 @@ async fn handle_slot(
                     attempt: 0,
                     priority: p.priority,
                     rebuild_of: None,
+                    release_notes: None,
                 },
             )
             .await?;

@@ -25,6 +25,16 @@ wasm_host_tools() {
   if ! trunk --version 2>/dev/null | grep -q " $trunk_version\b"; then
     cargo install trunk --version "$trunk_version" --locked --force
   fi
+  # wasm-opt (Trunk runs it, frontend/index.html): Debian bookworm's binaryen (108) breaks the
+  # externref table that current wasm-bindgen emits; binaryen's own release on npm (wasm-opt
+  # compiled to wasm, run by Node) does not. Cached in KILN_CACHE, first on PATH.
+  local bn_version=${KILN_BINARYEN_VERSION:-132.0.0} bn=$WASM_CACHE/binaryen
+  if ! "$bn/node_modules/.bin/wasm-opt" --version 2>/dev/null | grep -q "version_${bn_version%%.*})"; then
+    command -v npm >/dev/null || { echo "wasm-env: npm is missing (scripts/install-deps.sh)"; return 1; }
+    mkdir -p "$bn"
+    (cd "$bn" && npm install --no-save --no-package-lock --no-audit --no-fund --silent "binaryen@$bn_version")
+  fi
+  export PATH="$bn/node_modules/.bin:$PATH"
 }
 
 # True when the host's rustup provides the wasm32 target (and the chroot is not forced).

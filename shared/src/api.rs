@@ -197,6 +197,9 @@ pub struct RequestBuild {
     /// Overrides the project's priority for this build (higher first).
     #[serde(default)]
     pub priority: Option<i32>,
+    /// What a release is for (release builds only; at most 10,000 characters).
+    #[serde(default)]
+    pub notes: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,6 +231,9 @@ pub struct Build {
     pub dispatched_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The notes given with a release build.
+    #[serde(default)]
+    pub release_notes: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

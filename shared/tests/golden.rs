@@ -254,6 +254,7 @@ fn console_frames_are_stable() {
         dispatched_at: Some(t),
         started_at: Some(t),
         finished_at: None,
+        release_notes: None,
     };
     let slave = Slave {
         id: SlaveId(3),

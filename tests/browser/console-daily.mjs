@@ -6,7 +6,8 @@
 // The console's CSP forbids the eval behind page.waitForFunction: conditions are polled from
 // Node (`until`) or waited for with locators. No fixed sleeps.
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 
 const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is not set`); return v; };
 const URL = env('KILN_URL'), TOKEN = env('KILN_TOKEN'), USER = env('KILN_USER'), PASSWORD = env('KILN_PASSWORD'), OUT = env('KILN_OUT');
@@ -59,6 +60,19 @@ async function titleIs(want) {
     throw new Error(`${e.message}; the title is "${seen}"`);
   }
 }
+// axe-core, the accessibility engine behind Lighthouse, run in the page (evaluated through
+// DevTools, outside the page's CSP). Every page's violations are collected, then reported at once.
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+const axeFound = [];
+async function axeCheck(what) {
+  if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(AXE);
+  const found = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => `${v.id} (${v.impact}): ${v.help}; ` +
+      v.nodes.slice(0, 3).map((n) => `${n.target.join(' ')}: ${n.failureSummary.replace(/\s+/g, ' ')}`).join(' | '));
+  });
+  for (const f of found) axeFound.push(`${what}: ${f}`);
+}
 const focusedTag = () => page.evaluate(() => document.activeElement && document.activeElement.tagName);
 const focusOnH1 = (what) => until(async () => (await focusedTag()) === 'H1', `focus on the h1 of ${what}`);
 
@@ -67,6 +81,7 @@ try {
   await page.goto(URL + '/login');
   await page.waitForSelector('#login', { timeout: T });
   await titleIs('Sign in · Kiln');
+  await axeCheck('/login');
   await page.keyboard.press('Tab');
   const first = await page.evaluate(() => document.activeElement && document.activeElement.textContent);
   if (first !== 'Skip to content') throw new Error(`the first Tab reaches "${first}", not "Skip to content"`);
@@ -93,6 +108,7 @@ try {
     await page.goto(URL + path);
     await page.waitForSelector(sel, { timeout: T });
     await titleIs(title);
+    await axeCheck(path);
   }
 
   step = 'the slaves table names every column';
@@ -168,6 +184,8 @@ try {
   const icon = await page.getAttribute('link[rel=icon]', 'href');
   if (!icon.startsWith('data:image/svg+xml,')) throw new Error(`favicon: ${icon}`);
   if ((await page.textContent('#build-announce')).trim() !== `Build #${id} succeeded`) throw new Error('the live region does not say it ended');
+  await page.waitForSelector('#artifacts a.download', { timeout: T });
+  await axeCheck('/builds/ID (succeeded)');
   await until(async () => (await page.evaluate(() => window.__notes)).includes(`Build #${id} succeeded`), 'the notification that it ended');
 
   step = 'sizes are human and every sha256 has a Copy button';
@@ -182,6 +200,9 @@ try {
   await page.goto(URL + '/projects/board');
   await page.waitForSelector('#project h1', { timeout: T });
   await page.click('#release-build');
+  await page.waitForSelector('#release-form', { timeout: T });
+  await page.click('details.settings summary');
+  await axeCheck('/projects/board (release form and settings open)');
   await page.fill('#release-name', 'bad name!');
   // The recent good build's commit is offered.
   await until(async () => (await page.locator('#release-commit option').count()) >= 2, 'a good build\'s commit offered');
@@ -209,6 +230,32 @@ try {
   await page.waitForURL((u) => u.pathname.startsWith('/builds/') && !u.pathname.endsWith(`/${id}`), { timeout: T });
   const release = await api('GET', new globalThis.URL(page.url()).pathname.replace('/builds/', '/api/builds/'));
   if (release.release !== 'v1.0') throw new Error(`promoted build: ${JSON.stringify(release)}`);
+
+  step = 'the release form refuses a name used before, saying which build has it';
+  await page.goto(URL + '/projects/board');
+  await page.waitForSelector('#project h1', { timeout: T });
+  await page.click('#release-build');
+  await page.fill('#release-name', 'v1.0');
+  await page.fill('#release-notes', 'the same name again');
+  await page.click('#release-submit');
+  await page.locator('#release-error').filter({ hasText: `already has a release named 'v1.0' (build ${release.id})` }).waitFor({ timeout: T });
+  if ((await page.getAttribute('#release-name', 'aria-invalid')) !== 'true') throw new Error('the refused name is not aria-invalid');
+  if (new globalThis.URL(page.url()).pathname !== '/projects/board') throw new Error('a refused release left the page');
+  const releases = (await api('GET', '/api/builds?project=board')).filter((b) => b.release === 'v1.0');
+  if (releases.length !== 1) throw new Error(`${releases.length} builds named release v1.0`);
+
+  step = 'a release with notes: the build page shows them as typed';
+  await page.fill('#release-name', 'v1.1');
+  await page.fill('#release-notes', 'First factory image.\nFixes the eMMC timing.');
+  await page.click('#release-submit');
+  await page.waitForURL((u) => u.pathname.startsWith('/builds/'), { timeout: T });
+  await page.waitForSelector('#notes', { timeout: T });
+  const shown = await page.$eval('#notes', (d) => d.innerText);
+  if (shown !== 'First factory image.\nFixes the eMMC timing.') throw new Error(`release notes shown as ${JSON.stringify(shown)}`);
+  await axeCheck('/builds/ID (release)');
+
+  step = 'axe-core finds no accessibility violation on any page';
+  if (axeFound.length) throw new Error(`${axeFound.length} violation(s):\n${axeFound.join('\n')}`);
 
   if (errors.length) throw new Error(`page errors: ${errors.join('\n')}`);
   console.log('console-daily: all steps passed');

@@ -28,6 +28,11 @@ const browser = await chromium.launch({
 // The farm's master may serve HTTPS/WSS with a private CA made for the run: the browser takes it.
 const context = await browser.newContext({ acceptDownloads: true, ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
 const page = await context.newPage();
+// The app's wasm instance, kept when Trunk's loader announces it, to read its linear memory.
+await page.addInitScript(() => {
+  addEventListener('TrunkApplicationStarted', (e) => { window.__kilnWasm = e.detail.wasm; });
+});
+const wasmBytes = () => page.evaluate(() => window.__kilnWasm.memory.buffer.byteLength);
 const errors = [];
 page.on('pageerror', (e) => errors.push(String(e)));
 
@@ -268,6 +273,36 @@ try {
   // Scrolling a 50,000-line log stays possible and renders only what is visible.
   const rendered = await page.evaluate(() => document.querySelectorAll('.log .line').length);
   if (rendered > 500) throw new Error(`${rendered} log lines in the DOM: not virtualized`);
+
+  step = 'ten visits to a 50,000-line build page: one WebSocket at the end, memory back to its level';
+  {
+    const chattyPath = new globalThis.URL(page.url()).pathname;
+    const link = `#dashboard a[href="${chattyPath}"]`;
+    const sockets = await watchConsoleSockets();
+    await page.goto(URL + '/');
+    await page.waitForSelector(link, { timeout: T });
+    const visit = async (i) => {
+      await page.click(link);
+      await page.waitForSelector('#build .line', { timeout: T });
+      await until(async () => Number(await page.getAttribute('#build .count', 'data-lines')) > 0, `visit ${i}: log lines counted`);
+      await page.click('nav a[href="/"]');
+      await page.waitForSelector(link, { timeout: T });
+      await sockets.until(() => sockets.sent.filter((k) => k === 'UnsubscribeLog').length === i, `UnsubscribeLog after visit ${i}`);
+    };
+    await visit(1);
+    const base = await wasmBytes();
+    for (let i = 2; i <= 10; i++) await visit(i);
+    const after = await wasmBytes();
+    console.log(`BUDGET nav10_sockets_created=${sockets.created()} nav10_sockets_open=${sockets.open()} ` +
+      `wasm_bytes_after_first=${base} wasm_bytes_after_ten=${after}`);
+    if (sockets.open() !== 1 || sockets.created() !== 1) {
+      throw new Error(`after ten visits the tab holds ${sockets.open()} open WebSocket(s) to /ws/console (${sockets.created()} created); want exactly 1`);
+    }
+    if (after - base > 2 * 1024 * 1024) {
+      throw new Error(`wasm memory grew from ${base} to ${after} bytes over ten visits (budget 2 MiB)`);
+    }
+    await sockets.detach();
+  }
 
   step = 'a slave goes offline on the Slaves page when its process is killed';
   await page.goto(URL + '/slaves');

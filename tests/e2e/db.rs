@@ -58,6 +58,7 @@ async fn queue(pool: &PgPool, project_id: i64, priority: i32) -> BuildId {
             attempt: 0,
             priority,
             rebuild_of: None,
+            release_notes: None,
         },
     )
     .await

@@ -163,7 +163,7 @@ pub enum Pattern {
     Text(String),
     /// Other text, ignoring case (compared lowercased, a character at a time).
     Unicode(Vec<char>),
-    Regex(regex_lite::Regex),
+    Regex(super::regex::Regex),
 }
 
 impl Pattern {
@@ -173,11 +173,7 @@ impl Pattern {
             return Ok(None);
         }
         if regex {
-            regex_lite::RegexBuilder::new(query)
-                .case_insensitive(true)
-                .build()
-                .map(|r| Some(Pattern::Regex(r)))
-                .map_err(|e| format!("bad regex: {}", e.to_string().lines().last().unwrap_or("")))
+            super::regex::Regex::new(query).map(|r| Some(Pattern::Regex(r)))
         } else if query.is_ascii() {
             Ok(Some(Pattern::Text(query.to_ascii_lowercase())))
         } else {
@@ -227,13 +223,7 @@ impl Pattern {
                     }
                 }
             }
-            Pattern::Regex(r) => {
-                out.extend(
-                    r.find_iter(text)
-                        .filter(|m| !m.is_empty())
-                        .map(|m| (m.start(), m.end())),
-                );
-            }
+            Pattern::Regex(r) => r.find_into(text, out),
         }
     }
 }

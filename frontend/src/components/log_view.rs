@@ -671,7 +671,7 @@ pub fn log_view(p: &Props) -> Html {
                 if let Some(n) = &*note { <span class="muted" id="log-note">{n}</span> }
                 <button id="log-wrap" aria-pressed={wrap.to_string()} onclick={toggle_wrap}>{if *wrap { "No wrap" } else { "Wrap lines" }}</button>
             </div>
-            <div class={classes!("log", wrap.then_some("wrap"))} ref={node} {onscroll} tabindex="0" aria-label="build log">
+            <div class={classes!("log", wrap.then_some("wrap"))} ref={node} {onscroll} tabindex="0" role="region" aria-label="build log">
                 <div class="log-inner" style={inner_style}>
                     { for rows }
                 </div>

@@ -2,6 +2,7 @@ pub mod ansi;
 pub mod live_status;
 pub mod log_text;
 pub mod log_view;
+mod regex;
 pub mod settings_form;
 pub mod state_badge;
 

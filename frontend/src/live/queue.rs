@@ -92,6 +92,7 @@ pub(crate) mod tests {
             dispatched_at: None,
             started_at: None,
             finished_at: None,
+            release_notes: None,
         }
     }
 

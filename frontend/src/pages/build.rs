@@ -200,6 +200,7 @@ pub fn build_page(p: &Props) -> Html {
                 <dl class="facts">
                     <dt>{"Project"}</dt><dd><Link<Route> to={Route::Project { name: b.project.clone() }}>{&b.project}</Link<Route>></dd>
                     if let Some(r) = &b.release { <dt>{"Release"}</dt><dd>{r}</dd> }
+                    if let Some(n) = &b.release_notes { <dt>{"Notes"}</dt><dd class="notes" id="notes">{n}</dd> }
                     <dt>{"Commit"}</dt><dd class="mono">{b.commit.clone().or(b.requested_commit.clone()).unwrap_or_else(|| "not fetched yet".into())}</dd>
                     <dt>{"Slave"}</dt><dd>{b.slave.clone().unwrap_or_default()}</dd>
                     <dt>{"Asked"}</dt><dd>{format!("{} ({})", when(Some(b.created_at)), b.trigger)}</dd>

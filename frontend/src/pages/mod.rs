@@ -97,6 +97,13 @@ pub fn input_value(r: &NodeRef) -> String {
         .unwrap_or_default()
 }
 
+/// The value of the `<textarea>` behind `r`.
+pub fn textarea_value(r: &NodeRef) -> String {
+    r.cast::<web_sys::HtmlTextAreaElement>()
+        .map(|t| t.value())
+        .unwrap_or_default()
+}
+
 /// Asks before something that cannot be undone.
 pub fn confirm(question: &str) -> bool {
     web_sys::window()

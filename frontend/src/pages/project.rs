@@ -67,11 +67,7 @@ pub fn project_page(p: &Props) -> Html {
         Callback::from(move |_: MouseEvent| {
             let (name, err, nav) = (name.clone(), err.clone(), nav.clone());
             wasm_bindgen_futures::spawn_local(async move {
-                let body = RequestBuild {
-                    release: None,
-                    commit: None,
-                    priority: None,
-                };
+                let body = RequestBuild::default();
                 match api::post::<_, Build>(&format!("/api/projects/{name}/builds"), &body).await {
                     Ok(b) => {
                         if let Some(n) = nav {
@@ -225,6 +221,7 @@ struct ReleaseProps {
 fn release_form(p: &ReleaseProps) -> Html {
     let name = use_node_ref();
     let commit = use_node_ref();
+    let notes = use_node_ref();
     let err = use_state(|| None::<crate::api::ApiErr>);
     let busy = use_state(|| false);
     let good = use_state(Vec::<Build>::new);
@@ -251,9 +248,10 @@ fn release_form(p: &ReleaseProps) -> Html {
         .filter(|b| b.commit.as_ref().is_some_and(|c| seen.insert(c.clone())))
         .collect();
     let onsubmit = {
-        let (name, commit, err, busy, nav) = (
+        let (name, commit, notes, err, busy, nav) = (
             name.clone(),
             commit.clone(),
+            notes.clone(),
             err.clone(),
             busy.clone(),
             nav.clone(),
@@ -263,10 +261,12 @@ fn release_form(p: &ReleaseProps) -> Html {
             e.prevent_default();
             let release = super::input_value(&name).trim().to_string();
             let c = super::select_value(&commit);
+            let n = super::textarea_value(&notes).trim().to_string();
             let body = RequestBuild {
                 release: Some(release),
                 commit: (!c.is_empty()).then_some(c),
                 priority: None,
+                notes: (!n.is_empty()).then_some(n),
             };
             let (project, err, busy, nav) =
                 (project.clone(), err.clone(), busy.clone(), nav.clone());
@@ -292,9 +292,7 @@ fn release_form(p: &ReleaseProps) -> Html {
         })
     };
     let general = match &*err {
-        Some(e)
-            if e.field.as_deref() != Some("release") && e.field.as_deref() != Some("commit") =>
-        {
+        Some(e) if !matches!(e.field.as_deref(), Some("release" | "commit" | "notes")) => {
             Some(e.message.clone())
         }
         _ => None,
@@ -318,6 +316,10 @@ fn release_form(p: &ReleaseProps) -> Html {
                 }) }
             </select>
             { super::field_error(&err, "commit") }
+            <label for="release-notes">{"Notes (optional)"}</label>
+            <textarea id="release-notes" ref={notes} rows="3" placeholder="What this release is for"
+                aria-describedby="notes-error" aria-invalid={super::invalid(&err, "notes")} />
+            { super::field_error(&err, "notes") }
             <button type="submit" id="release-submit" disabled={*busy}>{"Start the release build"}</button>
             { super::error_box(&general) }
         </form>

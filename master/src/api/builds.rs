@@ -50,6 +50,7 @@ pub async fn request(
             ));
         }
     }
+    let notes = release_notes(&req)?;
     if let Some(r) = &req.release {
         validate_name("release name", r).map_err(|m| ApiError::invalid("release", m))?;
         if let Some(b) = builds::with_release(&st.db, p.id, r).await? {
@@ -87,6 +88,7 @@ pub async fn request(
                 attempt: 0,
                 priority: req.priority.unwrap_or(p.priority),
                 rebuild_of: None,
+                release_notes: notes,
             },
         )
         .await;
@@ -97,10 +99,9 @@ pub async fn request(
         {
             let b = builds::with_release(&st.db, p.id, r).await?;
             return Err(b.map_or_else(
-                || {
-                    ApiError::Conflict(format!(
-                        "project '{name}' already has a release named '{r}'"
-                    ))
+                || ApiError::Taken {
+                    field: "release",
+                    message: format!("project '{name}' already has a release named '{r}'"),
                 },
                 |b| release_taken(&name, r, b),
             ));
@@ -116,18 +117,51 @@ pub async fn request(
         &st,
         action,
         Some(format!("build {}", created.id)),
-        json!({ "project": name, "release": req.release, "commit": commit }),
+        json!({ "project": name, "release": req.release, "commit": commit, "notes": notes }),
     )
     .await;
     Ok((StatusCode::CREATED, Json(created.into_api())))
 }
 
+/// The request's release notes, trimmed (`None` when blank): only with a release name, at most
+/// 10,000 characters, no control characters but line breaks and tabs.
+fn release_notes(req: &RequestBuild) -> ApiResult<Option<&str>> {
+    let Some(notes) = req.notes.as_deref().map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if req.release.is_none() {
+        return Err(ApiError::invalid(
+            "notes",
+            "notes are for release builds: give a release name too",
+        ));
+    }
+    if notes.chars().count() > 10_000 {
+        return Err(ApiError::invalid(
+            "notes",
+            "release notes may be at most 10,000 characters",
+        ));
+    }
+    if notes
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ApiError::invalid(
+            "notes",
+            "release notes may not contain control characters",
+        ));
+    }
+    Ok(Some(notes))
+}
+
 /// The 409 for a release name the project used before (release names are unique per project).
 fn release_taken(project: &str, release: &str, build: BuildId) -> ApiError {
-    ApiError::Conflict(format!(
-        "project '{project}' already has a release named '{release}' (build {}); choose another name",
-        build.0
-    ))
+    ApiError::Taken {
+        field: "release",
+        message: format!(
+            "project '{project}' already has a release named '{release}' (build {}); choose another name",
+            build.0
+        ),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -290,6 +324,7 @@ pub async fn rebuild(
                 attempt: 0,
                 priority: old.priority,
                 rebuild_of: Some(BuildId(id)),
+                release_notes: None,
             },
         )
         .await?;

@@ -31,6 +31,7 @@ pub struct BuildRow {
     pub dispatched_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub release_notes: Option<String>,
 }
 
 impl BuildRow {
@@ -65,6 +66,7 @@ impl BuildRow {
             dispatched_at: self.dispatched_at,
             started_at: self.started_at,
             finished_at: self.finished_at,
+            release_notes: self.release_notes,
         }
     }
 }
@@ -72,7 +74,7 @@ impl BuildRow {
 const SELECT: &str = "SELECT b.id, b.project_id, p.name AS project, b.state, b.reason, b.trigger,
         b.priority, b.waiting_reason, b.rebuild_of, b.release, b.requested_commit, b.commit_sha, b.branch_url, b.branch, b.slave_id,
         s.name AS slave, b.retry_of, b.attempt, b.log_lines, b.created_at, b.dispatched_at,
-        b.started_at, b.finished_at
+        b.started_at, b.finished_at, b.release_notes
     FROM builds b JOIN projects p ON p.id = b.project_id LEFT JOIN slaves s ON s.id = b.slave_id";
 
 pub struct NewBuild<'a> {
@@ -86,13 +88,14 @@ pub struct NewBuild<'a> {
     pub attempt: i32,
     pub priority: i32,
     pub rebuild_of: Option<BuildId>,
+    pub release_notes: Option<&'a str>,
 }
 
 pub async fn insert(db: &mut PgConnection, b: NewBuild<'_>) -> sqlx::Result<BuildId> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO builds (project_id, state, trigger, release, requested_commit, branch_url,
-                             branch, retry_of, attempt, priority, rebuild_of)
-         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                             branch, retry_of, attempt, priority, rebuild_of, release_notes)
+         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
     )
     .bind(b.project_id)
     .bind(b.trigger)
@@ -104,6 +107,7 @@ pub async fn insert(db: &mut PgConnection, b: NewBuild<'_>) -> sqlx::Result<Buil
     .bind(b.attempt)
     .bind(b.priority)
     .bind(b.rebuild_of.map(|b| b.0))
+    .bind(b.release_notes)
     .fetch_one(&mut *db)
     .await?;
     sqlx::query("INSERT INTO build_events (build_id, to_state, reason) VALUES ($1, 'queued', $2)")
@@ -463,10 +467,11 @@ pub async fn queue_retry(tx: &mut PgConnection, id: BuildId) -> sqlx::Result<Opt
         branch: String,
         attempt: i32,
         lost_retries: i32,
+        release_notes: Option<String>,
     }
     let r: Retry = sqlx::query_as(
         "SELECT b.project_id, b.priority, b.trigger, b.release, b.requested_commit, b.branch_url, b.branch,
-                b.attempt, p.lost_retries
+                b.attempt, p.lost_retries, b.release_notes
          FROM builds b JOIN projects p ON p.id = b.project_id WHERE b.id = $1",
     )
     .bind(id.0)
@@ -488,6 +493,7 @@ pub async fn queue_retry(tx: &mut PgConnection, id: BuildId) -> sqlx::Result<Opt
             attempt: r.attempt + 1,
             priority: r.priority,
             rebuild_of: None,
+            release_notes: r.release_notes.as_deref(),
         },
     )
     .await

@@ -378,6 +378,11 @@ pub struct SlaveConfig {
     /// host user ids `sandbox_uid_base + N*65536` … `+65535` (the same for groups). Keep the
     /// range free of real users.
     pub sandbox_uid_base: u32,
+    /// Bytes the slave's git cache (`git-cache/` in the work dir: a bare mirror per branch URL,
+    /// so a build fetches only what is new, or nothing when its commit is already there) may
+    /// hold; the least recently used mirrors are removed past it. 0 turns the cache off: each
+    /// build then fetches its branch afresh, inside its sandbox.
+    pub git_cache_bytes: u64,
 }
 
 /// How a slave confines its builds (`slave.sandbox`).
@@ -391,6 +396,9 @@ pub enum SandboxMode {
 /// The first host user id of build sandboxes (2^30: far above the ids distributions give to
 /// users and to `/etc/subuid` ranges).
 pub const DEFAULT_SANDBOX_UID_BASE: u32 = 1 << 30;
+
+/// The default size of a slave's git cache (`slave.git_cache_bytes`): 2 GiB.
+pub const DEFAULT_GIT_CACHE_BYTES: u64 = 2 << 30;
 
 impl Default for SlaveConfig {
     fn default() -> Self {
@@ -406,6 +414,7 @@ impl Default for SlaveConfig {
             mirror: None,
             sandbox: SandboxMode::UserNamespace,
             sandbox_uid_base: DEFAULT_SANDBOX_UID_BASE,
+            git_cache_bytes: DEFAULT_GIT_CACHE_BYTES,
         }
     }
 }
@@ -744,6 +753,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("master.lost_timeout_secs"), "{e}");
+        let c = Config::parse("[slave]\ngit_cache_bytes = 0", Path::new("/")).unwrap();
+        assert_eq!(c.slave.git_cache_bytes, 0);
+        assert_eq!(
+            Config::parse("", Path::new("/"))
+                .unwrap()
+                .slave
+                .git_cache_bytes,
+            2 << 30
+        );
         let e = Config::parse("[slave]\ncapacity = 0", Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("slave.capacity"), "{e}");
         let e = Config::parse("[master]\nlisten = \"nowhere\"", Path::new("/")).unwrap_err();

@@ -87,6 +87,7 @@ pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
         tls,
         token: std::sync::Mutex::new(settings.token.clone()),
         cgroups: crate::cgroup::own_dir(),
+        git_cache: crate::git_cache::GitCache::new(&settings.work_dir, settings.git_cache_bytes),
         settings,
     });
     tracing::info!(

@@ -1,5 +1,7 @@
-//! Fetching the configuration branch: a shallow git fetch into a fresh directory, with errors a
-//! person can act on ("branch 'relase' not found in URL (known: main, release)").
+//! Fetching the configuration branch: a shallow git fetch into a fresh directory (when the slave
+//! has no git cache, `git_cache.rs`), with errors a person can act on ("branch 'relase' not
+//! found in URL (known: main, release)"); and unpacking the commit the daemon exported from its
+//! cache.
 
 use crate::process::{self, Log};
 use kiln_shared::branch_url::{
@@ -30,7 +32,7 @@ pub enum FetchError {
     Local(String),
 }
 
-fn git(dir: &Path, allow_file: bool) -> Command {
+pub(crate) fn git(dir: &Path, allow_file: bool) -> Command {
     let mut c = Command::new("git");
     c.current_dir(dir)
         .env("GIT_TERMINAL_PROMPT", "0")
@@ -49,15 +51,15 @@ fn git(dir: &Path, allow_file: bool) -> Command {
     c
 }
 
-/// Runs git, logging its output; returns its stderr-ish output lines on failure.
-async fn run_git(cmd: Command, log: &Log) -> Result<bool, FetchError> {
+/// Runs git (or another tool of the fetch), logging its output; returns whether it succeeded.
+pub(crate) async fn run_git(cmd: Command, log: &Log) -> Result<bool, FetchError> {
     match process::run(cmd, log).await {
         Ok(s) => Ok(s.success()),
         Err(e) => Err(FetchError::Local(e.to_string())),
     }
 }
 
-async fn capture(mut cmd: Command) -> Result<(bool, String, String), FetchError> {
+pub(crate) async fn capture(mut cmd: Command) -> Result<(bool, String, String), FetchError> {
     let out = cmd
         .output()
         .await
@@ -72,11 +74,28 @@ async fn capture(mut cmd: Command) -> Result<(bool, String, String), FetchError>
 /// After a failed fetch: asks the remote what it has, to tell a missing branch from a dead
 /// server ("branch 'relase' not found in URL (known: main, release)").
 async fn diagnose(url: &str, branch: &str, allow_file: bool, dest: &Path) -> FetchError {
-    let mut ls = git(dest, allow_file);
+    ask_remote(url, branch, allow_file, dest)
+        .await
+        .unwrap_or_else(|| FetchError::Unreachable {
+            url: url.into(),
+            message: "git fetch failed (see the log above)".into(),
+        })
+}
+
+/// What the remote says after a failed fetch: the server cannot be reached, or the branch is not
+/// there (naming those that are); `None` when the branch is there (so the fetch failed on this
+/// side, or in the middle of the transfer).
+pub(crate) async fn ask_remote(
+    url: &str,
+    branch: &str,
+    allow_file: bool,
+    dir: &Path,
+) -> Option<FetchError> {
+    let mut ls = git(dir, allow_file);
     ls.args(["ls-remote", "--heads", "--", url]);
     let (ok, out, err) = match capture(ls).await {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return Some(e),
     };
     if !ok {
         let message = err
@@ -85,10 +104,10 @@ async fn diagnose(url: &str, branch: &str, allow_file: bool, dest: &Path) -> Fet
             .unwrap_or("git ls-remote failed")
             .trim()
             .to_string();
-        return FetchError::Unreachable {
+        return Some(FetchError::Unreachable {
             url: url.into(),
             message,
-        };
+        });
     }
     let mut known: Vec<&str> = out
         .lines()
@@ -96,7 +115,7 @@ async fn diagnose(url: &str, branch: &str, allow_file: bool, dest: &Path) -> Fet
         .collect();
     if !known.contains(&branch) {
         known.sort();
-        return FetchError::NoSuchBranch {
+        return Some(FetchError::NoSuchBranch {
             branch: branch.into(),
             url: url.into(),
             known: if known.is_empty() {
@@ -104,12 +123,37 @@ async fn diagnose(url: &str, branch: &str, allow_file: bool, dest: &Path) -> Fet
             } else {
                 known.join(", ")
             },
-        };
+        });
     }
-    FetchError::Unreachable {
-        url: url.into(),
-        message: "git fetch failed (see the log above)".into(),
+    None
+}
+
+/// Unpacks the export of a commit the daemon made from its git cache (`git_cache.rs`) into the
+/// build's `dest`, inside the sandbox, then removes it: the checkout shares nothing with the
+/// cache.
+pub async fn unpack(
+    archive: &Path,
+    dest: &Path,
+    commit: &str,
+    log: &Log,
+) -> Result<(), FetchError> {
+    let mut tar = Command::new("tar");
+    tar.arg("-x")
+        .arg("--no-same-owner")
+        .arg("-f")
+        .arg(archive)
+        .arg("-C")
+        .arg(dest);
+    let ok = run_git(tar, log).await?;
+    let _ = std::fs::remove_file(archive);
+    if !ok {
+        return Err(FetchError::Local(format!(
+            "cannot unpack commit {commit} into {} (see the log above)",
+            dest.display()
+        )));
     }
+    log.note(&format!("checked out {commit}"));
+    Ok(())
 }
 
 /// Fetches `branch` (or `commit` on it) of `url` into `dest`; returns the commit SHA checked out.

@@ -8,7 +8,8 @@
 //! - [`sandbox`]: each build's own user, files and processes (namespaces, ids, mounts)
 //! - [`cgroup`]: a cgroup v2 directory per build, killed as a whole at its end
 //! - [`store`]: the build's directory in the work dir (the local store that outlives the daemon)
-//! - [`fetch`]: shallow git fetch of the configuration branch
+//! - [`fetch`]: shallow git fetch of the configuration branch (no cache), and unpacking an export
+//! - [`git_cache`]: the slave's bare mirror per branch URL, and each build's export from it
 //! - [`recipe`]: the branch's `kiln.toml`
 //! - [`backend`]: one file per image tool, behind one trait
 //! - [`process`]: running a command with its output in the build log
@@ -21,6 +22,7 @@ pub mod backend;
 pub mod cgroup;
 pub mod connection;
 pub mod fetch;
+pub mod git_cache;
 pub mod machine;
 pub mod outbox;
 pub mod process;

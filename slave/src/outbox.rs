@@ -28,11 +28,16 @@ pub struct Slot {
     finished_sent: bool,
     progress: Option<(String, Option<u8>)>,
     cancel_requested: bool,
+    /// Bumped whenever `sent` moves other than by a drain (a rewind, an ack past it), so a read
+    /// made without the lock is not applied to a position that changed meanwhile.
+    epoch: u64,
 }
 
 #[derive(Default)]
 struct Inner {
     slots: BTreeMap<BuildId, Slot>,
+    /// Which build's log a drain pass reads first (they take turns).
+    turn: usize,
 }
 
 #[derive(Clone, Default)]
@@ -76,6 +81,7 @@ impl Outbox {
                     finished_sent: false,
                     progress: None,
                     cancel_requested,
+                    epoch: 0,
                 },
             );
             true
@@ -164,9 +170,18 @@ impl Outbox {
             .unwrap_or_default()
     }
 
-    pub fn mark_uploaded(&self, build: BuildId, name: &str) {
+    /// The sha256 recorded for each artifact uploaded.
+    pub fn uploaded_sha256(&self, build: BuildId) -> std::collections::BTreeMap<String, String> {
+        self.slot(build, |s| s.record.uploaded_sha256.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn mark_uploaded(&self, build: BuildId, name: &str, sha256: &str) {
         self.slot(build, |s| {
             s.record.uploaded.push(name.to_string());
+            s.record
+                .uploaded_sha256
+                .insert(name.to_string(), sha256.to_string());
             persist(s);
         });
     }
@@ -182,9 +197,24 @@ impl Outbox {
     }
 
     pub fn ack_log(&self, build: BuildId, next_seq: u64) {
-        self.slot(build, |s| {
+        enum Next {
+            Done,
+            /// The line's offset must be found in the file, from the last ack (without the lock).
+            Scan(BuildDir, u64, u64),
+        }
+        let apply = |s: &mut Slot, off: u64| {
+            s.record.acked = next_seq;
+            s.record.acked_offset = off;
+            if s.sent < next_seq {
+                s.sent = next_seq;
+                s.sent_offset = off;
+                s.epoch += 1;
+            }
+            persist(s);
+        };
+        let next = self.slot(build, |s| {
             if next_seq <= s.record.acked {
-                return;
+                return Next::Done;
             }
             while s.chunks.front().is_some_and(|(seq, _)| *seq < next_seq) {
                 s.chunks.pop_front();
@@ -192,18 +222,26 @@ impl Outbox {
             let offset = match s.chunks.front() {
                 Some(&(seq, off)) if seq == next_seq => Some(off),
                 _ if next_seq == s.sent => Some(s.sent_offset),
-                _ => offset_of_line(&s.dir, s.record.acked, s.record.acked_offset, next_seq),
+                _ => None,
             };
-            if let Some(off) = offset {
-                s.record.acked = next_seq;
-                s.record.acked_offset = off;
-                if s.sent < next_seq {
-                    s.sent = next_seq;
-                    s.sent_offset = off;
+            match offset {
+                Some(off) => {
+                    apply(s, off);
+                    Next::Done
                 }
-                persist(s);
+                None => Next::Scan(s.dir.clone(), s.record.acked, s.record.acked_offset),
             }
         });
+        if let Some(Next::Scan(dir, acked, acked_offset)) = next {
+            if let Some(off) = offset_of_line(&dir, acked, acked_offset, next_seq) {
+                self.slot(build, |s| {
+                    // Unless another ack moved it meanwhile.
+                    if s.record.acked == acked && next_seq > acked {
+                        apply(s, off);
+                    }
+                });
+            }
+        }
     }
 
     pub fn ack_finished(&self, build: BuildId) {
@@ -224,6 +262,7 @@ impl Outbox {
                 s.chunks.clear();
                 s.started_sent = false;
                 s.finished_sent = false;
+                s.epoch += 1;
             }
         });
     }
@@ -240,9 +279,27 @@ impl Outbox {
     }
 
     /// Frames not sent yet on this connection, reading new complete log lines from the files.
+    ///
+    /// The lock is held only to take a snapshot (and the `Started`/`Progress` frames, which so
+    /// never wait for a log) and to record what was read; the files are read without it, and at
+    /// most [`PASS_BUILD_BYTES`] per build and [`PASS_BYTES`] in all per pass (at least a chunk
+    /// each), the builds taking turns to go first. A log with more to read wakes the next pass at
+    /// once (`changed`). So a fast log can neither hold up another build's frames, nor a result,
+    /// nor grow the daemon's memory.
     pub fn drain(&self, chunk_bytes: usize) -> Vec<SlaveFrame> {
-        self.with(|i| {
+        struct Read {
+            build: BuildId,
+            dir: BuildDir,
+            seq: u64,
+            offset: u64,
+            epoch: u64,
+            /// The outcome was known before the read began: every line of the log is written.
+            ended: bool,
+        }
+        let chunk_bytes = chunk_bytes.max(1);
+        let (mut out, mut reads) = self.with(|i| {
             let mut out = vec![];
+            let mut reads = vec![];
             for (&build, s) in i.slots.iter_mut().filter(|(_, s)| !s.record.forgotten) {
                 if let (Some(commit), false) = (&s.commit, s.started_sent) {
                     out.push(SlaveFrame::Started {
@@ -258,42 +315,100 @@ impl Outbox {
                         percent,
                     });
                 }
-                let at_end = loop {
-                    match read_lines(&s.dir, s.sent_offset, chunk_bytes) {
-                        Ok((lines, used, eof)) if !lines.is_empty() => {
-                            let first = s.sent;
-                            s.sent += lines.len() as u64;
-                            s.sent_offset += used;
-                            s.chunks.push_back((s.sent, s.sent_offset));
-                            out.push(SlaveFrame::Log {
-                                build,
-                                first_seq: first,
-                                lines,
-                            });
-                            if eof {
-                                break true;
-                            }
-                        }
-                        Ok((_, _, eof)) => break eof,
-                        Err(e) => {
-                            tracing::warn!(%build, "reading the build log: {e}");
-                            break false;
+                if !s.finished_sent {
+                    reads.push(Read {
+                        build,
+                        dir: s.dir.clone(),
+                        seq: s.sent,
+                        offset: s.sent_offset,
+                        epoch: s.epoch,
+                        ended: s.record.outcome.is_some(),
+                    });
+                }
+            }
+            i.turn = i.turn.wrapping_add(1);
+            if !reads.is_empty() {
+                let first = i.turn % reads.len();
+                reads.rotate_left(first);
+            }
+            (out, reads)
+        });
+        // The reads, without the lock.
+        let mut left = PASS_BYTES.max(chunk_bytes);
+        let mut more = false;
+        let mut results = vec![];
+        for r in &mut reads {
+            let mut budget = PASS_BUILD_BYTES.max(chunk_bytes).min(left);
+            let mut chunks = vec![];
+            let mut at_end = false;
+            while budget > 0 {
+                match read_lines(&r.dir, r.offset, chunk_bytes.min(budget)) {
+                    Ok((lines, used, eof)) if !lines.is_empty() => {
+                        r.offset += used;
+                        budget = budget.saturating_sub(used as usize);
+                        left = left.saturating_sub(used as usize);
+                        chunks.push((lines, r.offset));
+                        if eof {
+                            at_end = true;
+                            break;
                         }
                     }
+                    Ok((_, _, eof)) => {
+                        at_end = eof;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(build = %r.build, "reading the build log: {e}");
+                        break;
+                    }
+                }
+            }
+            more |= !at_end && budget == 0;
+            results.push((chunks, at_end));
+        }
+        // What was read counts only if nothing moved the build meanwhile (a rewind, an ack).
+        self.with(|i| {
+            for (r, (chunks, at_end)) in reads.iter().zip(results) {
+                let Some(s) = i.slots.get_mut(&r.build) else {
+                    continue;
                 };
-                if let (Some(outcome), false, true) = (&s.record.outcome, s.finished_sent, at_end) {
+                if s.record.forgotten || s.epoch != r.epoch || s.sent != r.seq {
+                    more = true;
+                    continue;
+                }
+                for (lines, end) in chunks {
+                    let first = s.sent;
+                    s.sent += lines.len() as u64;
+                    s.sent_offset = end;
+                    s.chunks.push_back((s.sent, s.sent_offset));
+                    out.push(SlaveFrame::Log {
+                        build: r.build,
+                        first_seq: first,
+                        lines,
+                    });
+                }
+                if let (Some(outcome), false, true, true) =
+                    (&s.record.outcome, s.finished_sent, at_end, r.ended)
+                {
                     out.push(SlaveFrame::Finished {
-                        build,
+                        build: r.build,
                         outcome: outcome.clone(),
                         log_lines: s.sent,
                     });
                     s.finished_sent = true;
                 }
             }
-            out
-        })
+        });
+        if more {
+            self.changed.notify_one();
+        }
+        out
     }
 }
+
+/// The most one drain pass reads of one build's log, and of all logs.
+pub const PASS_BUILD_BYTES: usize = 512 * 1024;
+pub const PASS_BYTES: usize = 2 * 1024 * 1024;
 
 /// Complete lines from `offset`, about `max_bytes` of them (at least one if there is one).
 /// Returns the lines, the bytes they used, and whether the file holds nothing complete after them.
@@ -452,5 +567,68 @@ mod tests {
         let f = logs(&o.drain(1 << 20));
         assert_eq!(f[0].0, 55);
         assert_eq!(f[0].1.len(), 45);
+    }
+
+    #[test]
+    fn a_fast_log_is_read_a_bounded_amount_per_pass_and_holds_up_no_other_frame() {
+        use futures_util::FutureExt;
+        let (o, dir, log) = setup("bounded");
+        // 8 MiB of log, all written before the build ended.
+        let line = "y".repeat(1023);
+        for _ in 0..8192 {
+            log.line(&line);
+        }
+        o.finished(BuildId(1), Outcome::Succeeded);
+        let other = BuildDir::new(dir.path.parent().unwrap(), BuildId(2));
+        std::fs::create_dir_all(&other.path).unwrap();
+        o.add(other, DaemonRecord::default(), None);
+        o.started(BuildId(2), "abc".into());
+        let _ = o.changed.notified().now_or_never();
+        let mut lines = vec![];
+        let mut passes = 0;
+        loop {
+            let frames = o.drain(64 * 1024);
+            passes += 1;
+            if passes == 1 {
+                assert!(
+                    matches!(
+                        frames[0],
+                        SlaveFrame::Started {
+                            build: BuildId(2),
+                            ..
+                        }
+                    ),
+                    "the other build's start comes first, whatever the log"
+                );
+            }
+            let bytes: usize = logs(&frames)
+                .iter()
+                .flat_map(|(_, l)| l)
+                .map(|l| l.len() + 1)
+                .sum();
+            assert!(bytes <= PASS_BUILD_BYTES, "{bytes} bytes in one pass");
+            for (first, l) in logs(&frames) {
+                assert_eq!(first, lines.len() as u64, "in order, no gap");
+                lines.extend(l);
+            }
+            if let Some(SlaveFrame::Finished { log_lines, .. }) = frames
+                .iter()
+                .find(|f| matches!(f, SlaveFrame::Finished { .. }))
+            {
+                assert_eq!(*log_lines, 8192);
+                break;
+            }
+            // More to read: the next pass is woken at once, without waiting for a tick.
+            assert!(
+                o.changed.notified().now_or_never().is_some(),
+                "pass {passes}"
+            );
+            assert!(passes < 100);
+        }
+        assert_eq!(lines.len(), 8192);
+        assert!(
+            passes >= 8 * 1024 * 1024 / PASS_BUILD_BYTES,
+            "{passes} passes"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The build runner: `kiln-slave run-build --dir DIR`, started by the daemon as the leader of a
 //! new session and process group, so the build outlives the daemon (a restart, an upgrade, a
-//! crash). It fetches the branch, reads `kiln.toml` and runs the backend, writing the log to
-//! its stdout (the daemon's `DIR/log`) and its progress and result to `DIR/sandbox/state.json`.
+//! crash). It fetches the branch (or unpacks the commit the daemon exported from its git cache),
+//! reads `kiln.toml` and runs the backend, writing the log to its stdout (the daemon's `DIR/log`)
+//! and its progress and result to `DIR/sandbox/state.json`.
 //! It starts inside the build's sandbox (`sandbox.rs`): it sees only `DIR/sandbox/`. Uploading and reporting are the
 //! daemon's job (`supervisor.rs`), so a runner never needs the master or its token.
 
@@ -81,16 +82,25 @@ async fn run(
             ))
         })?;
     }
-    let commit = crate::fetch::fetch(
-        &job.branch_url,
-        &job.branch,
-        job.commit.as_deref(),
-        job.allow_file_urls,
-        &bd.src(),
-        log,
-    )
-    .await
-    .map_err(|e| fail(e.to_string()))?;
+    let commit = match &input.checkout {
+        // The daemon fetched into its git cache and exported the commit for us.
+        Some(commit) => {
+            crate::fetch::unpack(&bd.checkout_archive(), &bd.src(), commit, log)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            commit.clone()
+        }
+        None => crate::fetch::fetch(
+            &job.branch_url,
+            &job.branch,
+            job.commit.as_deref(),
+            job.allow_file_urls,
+            &bd.src(),
+            log,
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?,
+    };
     write_state(Phase::Running, Some(commit.clone()))?;
 
     let recipe = Recipe::load(&bd.src()).map_err(fail)?;

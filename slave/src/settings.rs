@@ -23,6 +23,9 @@ pub struct Settings {
     /// How builds are confined (`slave.sandbox`).
     pub sandbox: kiln_shared::config::SandboxMode,
     pub sandbox_uid_base: u32,
+    /// The most the git cache (`git-cache/` in the work dir) may hold; 0: no cache
+    /// (`slave.git_cache_bytes`).
+    pub git_cache_bytes: u64,
     /// The config file read, if any (hidden from builds: it may hold the token).
     pub config_file: Option<PathBuf>,
 }
@@ -147,6 +150,7 @@ pub fn resolve(
         trust: crate::tls::Trust::System,
         sandbox: s.sandbox,
         sandbox_uid_base: s.sandbox_uid_base,
+        git_cache_bytes: s.git_cache_bytes,
         config_file: config.map(std::path::absolute).transpose()?,
     })
 }

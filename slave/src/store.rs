@@ -10,6 +10,7 @@
 //! | `log` | runner (an inherited descriptor), then daemon | the build log, one line per line, `\n`-terminated |
 //! | `sandbox/` | the build (0700, its own host user) | the only part of the work dir a build sees |
 //! | `sandbox/input.json` | daemon | the runner's copy of the input, without the upload token |
+//! | `sandbox/checkout.tar` | daemon, from its git cache | the build's commit, unpacked into `src/` (then removed) by the runner |
 //! | `sandbox/state.json` | runner | phase, commit, and at the end its result |
 //! | `sandbox/src/`, `output/`, `scratch/`, `home/`, `tmp/` | runner | the branch, the artifacts, scratch space, `$HOME`, `/tmp` |
 //!
@@ -34,6 +35,10 @@ pub struct RunnerInput {
     /// What the host runs through binfmt, as the daemon saw it.
     #[serde(default)]
     pub emulates: Vec<String>,
+    /// The commit the daemon already exported from its git cache into `sandbox/checkout.tar`
+    /// (`git_cache.rs`): the runner unpacks it instead of fetching.
+    #[serde(default)]
+    pub checkout: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +75,10 @@ pub struct DaemonRecord {
     /// The master said to forget the build: stop it and report nothing.
     pub forgotten: bool,
     pub uploaded: Vec<String>,
+    /// The sha256 of each artifact uploaded (as the slave sent it and the master stored it), for
+    /// SHA256SUMS after a restart.
+    #[serde(default)]
+    pub uploaded_sha256: std::collections::BTreeMap<String, String>,
     /// The outcome, once known (kept until the master acknowledges it).
     pub outcome: Option<Outcome>,
 }
@@ -153,6 +162,10 @@ impl BuildDir {
     }
     pub fn src(&self) -> PathBuf {
         self.sandbox().join("src")
+    }
+    /// The export of the build's commit from the daemon's git cache, until the runner unpacks it.
+    pub fn checkout_archive(&self) -> PathBuf {
+        self.sandbox().join("checkout.tar")
     }
     pub fn output(&self) -> PathBuf {
         self.sandbox().join("output")

@@ -35,6 +35,9 @@ pub struct Env {
     pub token: std::sync::Mutex<String>,
     /// The daemon's own cgroup (v2), under which each build gets one; none: PID namespaces only.
     pub cgroups: Option<PathBuf>,
+    /// The git cache (`slave.git_cache_bytes` > 0): the daemon fetches and exports each build's
+    /// commit; without it, the runner fetches inside the sandbox.
+    pub git_cache: Option<crate::git_cache::GitCache>,
 }
 
 impl Env {
@@ -221,19 +224,58 @@ pub fn start(env: &Arc<Env>, job: Job) {
         mirror: env.mirror.clone(),
         apt_options: env.apt_options.clone(),
         emulates: crate::machine::emulated_arches(),
+        checkout: None,
     };
     let prepared = private_dir(&dir.path)
         .and_then(|_| dir.write_input(&input))
         .and_then(|_| prepare_sandbox(env, &dir, &input));
     env.outbox.add(dir.clone(), DaemonRecord::default(), None);
     env.outbox.progress(build, "fetching", None);
-    let spawned = prepared.and_then(|record| {
-        if let Ok(log) = Log::open(&dir.log()) {
-            log.note(&format!("sandbox: {}", sandbox::describe(&record.ids)));
+    match prepared {
+        Ok(record) => {
+            if let Ok(log) = Log::open(&dir.log()) {
+                log.note(&format!("sandbox: {}", sandbox::describe(&record.ids)));
+            }
+            tokio::spawn(launch(env.clone(), dir, record, job));
         }
-        spawn_runner(env, &dir, &record)
-    });
-    match spawned {
+        Err(e) => not_started(env, &dir, e),
+    }
+}
+
+/// Fetches the build's commit into the git cache and exports it (when the slave has a cache),
+/// then starts the runner and watches it.
+async fn launch(env: Arc<Env>, dir: BuildDir, record: Record, job: Job) {
+    let build = dir.id;
+    if let Some(cache) = &env.git_cache {
+        // A cancel does not wait for the fetch (nor for another build's): git is killed, and a
+        // mirror left half-fetched is fetched afresh by the next build.
+        let exported = tokio::select! {
+            r = export(cache, &dir, &record, &job) => r,
+            _ = cancelled(&env.outbox, build) => return watch(env, dir, None, None).await,
+        };
+        match exported {
+            Ok(commit) => {
+                env.outbox.started(build, commit);
+                env.outbox.progress(build, "building", None);
+            }
+            Err(reason) => {
+                // Settled like a runner that failed to fetch: the reason, the log, the outcome.
+                let state = store::RunnerState {
+                    phase: store::Phase::Done,
+                    commit: None,
+                    result: Some(RunnerResult::Failed { reason }),
+                };
+                if let Err(e) = dir.write_state(&state) {
+                    tracing::error!(%build, "cannot record the build's state: {e}");
+                }
+                return watch(env, dir, None, None).await;
+            }
+        }
+        if env.outbox.cancel_requested(build) {
+            return watch(env, dir, None, None).await;
+        }
+    }
+    match spawn_runner(&env, &dir, &record) {
         Ok(child) => {
             let pid = child.id().map(|p| p as i32);
             if let Some(p) = pid {
@@ -242,22 +284,64 @@ pub fn start(env: &Arc<Env>, job: Job) {
                 }
             }
             tracing::info!(%build, project = %job.project, ?pid, "build started");
-            tokio::spawn(watch(env.clone(), dir, pid, Some(child)));
+            watch(env.clone(), dir, pid, Some(child)).await
         }
-        Err(e) => {
-            let reason = format!(
-                "the slave cannot start the build's sandbox in {}: {e} (see slave.sandbox in docs/security.md)",
-                dir.path.display()
-            );
-            if let Ok(log) = Log::open(&dir.log()) {
-                log.note(&reason);
-            }
-            if let Some(cg) = dir.read_sandbox().ok().flatten().and_then(|r| r.cgroup) {
-                cgroup::kill_all(&cg, Duration::from_secs(5));
-            }
-            env.outbox.finished(build, Outcome::Failed { reason });
-        }
+        Err(e) => not_started(&env, &dir, e),
     }
+}
+
+/// Returns once the master asked to stop the build.
+async fn cancelled(o: &Outbox, build: kiln_shared::BuildId) {
+    while !o.cancel_requested(build) {
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The daemon's part of a fetch with the git cache: the mirror brought up to the commit, the
+/// commit exported into the sandbox, and the runner told to unpack it. Returns the commit id.
+async fn export(
+    cache: &crate::git_cache::GitCache,
+    dir: &BuildDir,
+    record: &Record,
+    job: &Job,
+) -> Result<String, String> {
+    let log =
+        Log::open(&dir.log()).map_err(|e| format!("the slave cannot write the build log: {e}"))?;
+    let commit = cache
+        .export(
+            &job.branch_url,
+            &job.branch,
+            job.commit.as_deref(),
+            job.allow_file_urls,
+            &dir.checkout_archive(),
+            &log,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let local = |e: std::io::Error| format!("the slave cannot prepare the build's checkout: {e}");
+    let mut theirs = dir
+        .read_runner_input()
+        .map_err(local)?
+        .ok_or_else(|| "the build's sandbox/input.json vanished".to_string())?;
+    theirs.checkout = Some(commit.clone());
+    dir.write_runner_input(&theirs).map_err(local)?;
+    sandbox::hand_over(&dir.sandbox(), record.owner()).map_err(local)?;
+    Ok(commit)
+}
+
+/// The build's sandbox or runner could not be started: the build fails saying so.
+fn not_started(env: &Arc<Env>, dir: &BuildDir, e: std::io::Error) {
+    let reason = format!(
+        "the slave cannot start the build's sandbox in {}: {e} (see slave.sandbox in docs/security.md)",
+        dir.path.display()
+    );
+    if let Ok(log) = Log::open(&dir.log()) {
+        log.note(&reason);
+    }
+    if let Some(cg) = dir.read_sandbox().ok().flatten().and_then(|r| r.cgroup) {
+        cgroup::kill_all(&cg, Duration::from_secs(5));
+    }
+    env.outbox.finished(dir.id, Outcome::Failed { reason });
 }
 
 /// The daemon's own directories: 0700, whoever else is on the machine.
@@ -284,8 +368,19 @@ pub fn adopt_all(env: &Arc<Env>) {
         env.outbox.add(dir.clone(), record, commit);
         let pid = dir.read_pid().ok().flatten();
         tracing::info!(build = %dir.id, project = %input.job.project, ?pid, ended, "re-adopted build");
-        if !ended {
-            tokio::spawn(watch(env.clone(), dir, pid, None));
+        if ended {
+            continue;
+        }
+        // Stopped before its runner started (during the fetch into the git cache): start again.
+        let never_started = pid.is_none() && matches!(dir.read_state(), Ok(None));
+        match dir.read_sandbox() {
+            Ok(Some(record)) if never_started => {
+                tracing::info!(build = %dir.id, "its runner never started; fetching again");
+                tokio::spawn(launch(env.clone(), dir, record, input.job));
+            }
+            _ => {
+                tokio::spawn(watch(env.clone(), dir, pid, None));
+            }
         }
     }
 }
@@ -397,7 +492,8 @@ async fn settle(env: &Arc<Env>, dir: &BuildDir, pid: Option<i32>) {
 
 /// Uploads every file the backend left in `output/` that is not uploaded yet, then SHA256SUMS.
 /// Runs only once every process of the build has ended; each file is opened once, relative to
-/// the output dir opened without following links, checked, hashed and streamed from there.
+/// the output dir opened without following links, checked and streamed from there, hashed as
+/// it is sent (one read per file).
 async fn upload_all(env: &Arc<Env>, dir: &BuildDir, log: &Log) -> Result<(), String> {
     let build = dir.id;
     let o = &env.outbox;
@@ -435,54 +531,73 @@ async fn upload_all(env: &Arc<Env>, dir: &BuildDir, log: &Log) -> Result<(), Str
     if artifacts.is_empty() {
         return Err("the backend finished but left no files in the output dir".into());
     }
-    if !artifacts.iter().any(|a| a.name == "SHA256SUMS") {
-        let mut sums = String::new();
+    // Each file is read once: hashed as it is sent. SHA256SUMS (unless the build made one) is
+    // written from those sums, and goes last.
+    let make_sums = !artifacts.iter().any(|a| a.name == "SHA256SUMS");
+    let done = o.uploaded(build);
+    let mut sums = o.uploaded_sha256(build);
+    let count = artifacts.len() + usize::from(make_sums);
+    for (n, a) in artifacts.iter().enumerate() {
+        let sha = if done.contains(&a.name) {
+            match sums.get(&a.name) {
+                Some(s) => s.clone(),
+                // Uploaded by a daemon that did not record the sum.
+                None => a
+                    .sha256()
+                    .map_err(|e| format!("artifact '{}' cannot be read: {e}", a.name))?,
+            }
+        } else {
+            upload_one(env, dir, log, &job, a, n * 100 / count).await?
+        };
+        sums.insert(a.name.clone(), sha);
+    }
+    if make_sums {
+        let mut text = String::new();
         for a in &artifacts {
-            sums.push_str(&format!("{}  {}\n", a.sha256, a.name));
+            text.push_str(&format!("{}  {}\n", sums[&a.name], a.name));
         }
         // Kept in the daemon's own part of the build dir, not in the build's output dir.
         let path = dir.path.join("SHA256SUMS");
-        std::fs::write(&path, sums).map_err(|e| format!("writing SHA256SUMS: {e}"))?;
-        artifacts.push(
-            upload::Artifact::from_own_file("SHA256SUMS", &path)
-                .map_err(|e| format!("reading SHA256SUMS: {e}"))?,
-        );
-    }
-    let done = o.uploaded(build);
-    let count = artifacts.len();
-    for (n, a) in artifacts.iter().enumerate() {
-        if o.cancel_requested(build) {
-            return Err("cancelled during upload".into());
+        std::fs::write(&path, text).map_err(|e| format!("writing SHA256SUMS: {e}"))?;
+        let a = upload::Artifact::from_own_file("SHA256SUMS", &path)
+            .map_err(|e| format!("reading SHA256SUMS: {e}"))?;
+        if !done.contains(&a.name) {
+            upload_one(env, dir, log, &job, &a, (count - 1) * 100 / count).await?;
         }
-        if done.contains(&a.name) {
-            continue;
-        }
-        let name = &a.name;
-        o.progress(
-            build,
-            &format!("uploading {name}"),
-            Some((n * 100 / count) as u8),
-        );
-        let size = a.size;
-        log.note(&format!(
-            "uploading {name} ({size} bytes, sha256 {})",
-            a.sha256
-        ));
-        let url = env.settings.http_url(&format!(
-            "{}/{}",
-            job.upload_path,
-            kiln_shared::api::percent_encode(name)
-        ));
-        let began = Instant::now();
-        upload::upload(&env.http, &url, &job.upload_token, a)
-            .await
-            .map_err(|e| e.to_string())?;
-        let secs = began.elapsed().as_secs_f64();
-        log.note(&format!(
-            "uploaded {name} in {secs:.3} s ({:.1} MB/s)",
-            size as f64 / 1e6 / secs.max(1e-6)
-        ));
-        o.mark_uploaded(build, name);
     }
     Ok(())
+}
+
+/// Uploads one artifact (unless cancelled), logging it; returns its sha256.
+async fn upload_one(
+    env: &Arc<Env>,
+    dir: &BuildDir,
+    log: &Log,
+    job: &Job,
+    a: &upload::Artifact,
+    percent: usize,
+) -> Result<String, String> {
+    let (build, o) = (dir.id, &env.outbox);
+    if o.cancel_requested(build) {
+        return Err("cancelled during upload".into());
+    }
+    let (name, size) = (&a.name, a.size);
+    o.progress(build, &format!("uploading {name}"), Some(percent as u8));
+    log.note(&format!("uploading {name} ({size} bytes)"));
+    let url = env.settings.http_url(&format!(
+        "{}/{}",
+        job.upload_path,
+        kiln_shared::api::percent_encode(name)
+    ));
+    let began = Instant::now();
+    let sha = upload::upload(&env.http, &url, &job.upload_token, a)
+        .await
+        .map_err(|e| e.to_string())?;
+    let secs = began.elapsed().as_secs_f64();
+    log.note(&format!(
+        "uploaded {name} in {secs:.3} s ({:.1} MB/s), sha256 {sha}",
+        size as f64 / 1e6 / secs.max(1e-6)
+    ));
+    o.mark_uploaded(build, name, &sha);
+    Ok(sha)
 }

@@ -1,9 +1,13 @@
-//! Artifacts to the master: `PUT {upload_path}/{name}` with the file streamed as the body and its
-//! sha256 in `x-kiln-sha256`. Network errors and 5xx are retried (the master may be restarting);
-//! a 4xx is final and its message becomes the build's failure reason.
+//! Artifacts to the master: `PUT {upload_path}/{name}` with the file streamed as the body, read
+//! once: the slave hashes what it sends as it sends it, the master hashes what it stores and
+//! answers with that sha256 and size, and the two must agree (else the upload is sent again, and
+//! after [`CORRUPT_TRIES`] disagreements the build fails naming both sums). The agreed sum is the
+//! one in SHA256SUMS. Network errors and 5xx are retried (the master may be restarting); a 4xx is
+//! final and its message becomes the build's failure reason.
 
 use sha2::{Digest, Sha256};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +16,14 @@ pub enum UploadError {
     Rejected { name: String, message: String },
     #[error("cannot upload artifact '{name}': {message}")]
     Gave { name: String, message: String },
+    #[error("artifact '{name}' arrived corrupted {CORRUPT_TRIES} times: the slave sent sha256 {sent} ({sent_bytes} bytes), the master stored sha256 {stored} ({stored_bytes} bytes)")]
+    Corrupted {
+        name: String,
+        sent: String,
+        sent_bytes: u64,
+        stored: String,
+        stored_bytes: u64,
+    },
     #[error("cannot read artifact '{name}': {source}")]
     Local {
         name: String,
@@ -26,13 +38,17 @@ pub struct OutputDir {
     fd: std::os::fd::OwnedFd,
 }
 
-/// One artifact, opened once: checked, hashed and streamed from the same descriptor.
+/// One artifact, opened once: checked, then streamed (and hashed as it goes) from the same
+/// descriptor.
 pub struct Artifact {
     pub name: String,
     file: std::fs::File,
     pub size: u64,
-    pub sha256: String,
 }
+
+/// How many times an upload that the master stored with another sum than the slave sent is sent
+/// again before the build fails.
+pub const CORRUPT_TRIES: u32 = 3;
 
 /// What an entry of the output dir is.
 pub enum Entry {
@@ -75,7 +91,7 @@ impl OutputDir {
     }
 
     /// Opens `name` in the dir without following a link, only if it is a regular file with no
-    /// other name (a hard link could point outside the output directory), and hashes it.
+    /// other name (a hard link could point outside the output directory). Nothing is read yet.
     pub fn artifact(&self, name: &str) -> std::io::Result<Artifact> {
         use std::os::fd::{AsRawFd, FromRawFd};
         use std::os::unix::fs::MetadataExt;
@@ -103,7 +119,11 @@ impl OutputDir {
                 "a hard link (it has another name, possibly outside the output directory)",
             ));
         }
-        Artifact::hashed(name, file)
+        Ok(Artifact {
+            name: name.to_string(),
+            size: m.len(),
+            file,
+        })
     }
 }
 
@@ -142,50 +162,95 @@ impl Artifact {
 
     /// An artifact the daemon made itself (SHA256SUMS), from a file of its own.
     pub fn from_own_file(name: &str, path: &Path) -> std::io::Result<Artifact> {
-        Artifact::hashed(name, std::fs::File::open(path)?)
-    }
-
-    /// An artifact from a file already open and checked: hashed once, here.
-    fn hashed(name: &str, mut file: std::fs::File) -> std::io::Result<Artifact> {
-        let (sha256, size) = sha256_of(&mut file)?;
+        let file = std::fs::File::open(path)?;
         Ok(Artifact {
             name: name.to_string(),
+            size: file.metadata()?.len(),
             file,
-            size,
-            sha256,
         })
+    }
+
+    /// Hashes the whole file (only for an artifact uploaded by an earlier daemon that did not
+    /// record its sum).
+    pub fn sha256(&self) -> std::io::Result<String> {
+        Ok(sha256_of(&mut self.file.try_clone()?)?.0)
     }
 }
 
+/// What the master answers a stored upload with: the sum and size of what it stored.
+#[derive(serde::Deserialize)]
+struct Stored {
+    sha256: String,
+    size: u64,
+}
+
+/// Uploads `artifact`, reading it once per attempt and hashing what is sent; returns the sha256
+/// the slave sent and the master stored.
 pub async fn upload(
     client: &reqwest::Client,
     url: &str,
     token: &str,
     artifact: &Artifact,
-) -> Result<(), UploadError> {
+) -> Result<String, UploadError> {
+    use futures_util::TryStreamExt;
     let name = &artifact.name;
     let mut delay = Duration::from_millis(500);
     let mut last = String::new();
+    let mut corrupted = 0;
     for _ in 0..20 {
         let file = artifact.reader().map_err(|source| UploadError::Local {
             name: name.into(),
             source,
         })?;
         let len = artifact.size;
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-            file,
-            256 * 1024,
-        ));
+        let sent = Arc::new(Mutex::new((Sha256::new(), 0u64)));
+        let tap = sent.clone();
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect_ok(
+            move |chunk| {
+                let mut t = tap.lock().expect("hash poisoned");
+                t.0.update(chunk);
+                t.1 += chunk.len() as u64;
+            },
+        );
         let resp = client
             .put(url)
             .bearer_auth(token)
-            .header("x-kiln-sha256", &artifact.sha256)
             .header(reqwest::header::CONTENT_LENGTH, len)
-            .body(body)
+            .body(reqwest::Body::wrap_stream(stream))
             .send()
             .await;
         match resp {
-            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if r.status().is_success() => {
+                let stored: Stored = match r.json().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return Err(UploadError::Gave {
+                            name: name.into(),
+                            message: format!("the master did not say what it stored: {e}"),
+                        })
+                    }
+                };
+                let (hasher, sent_bytes) =
+                    std::mem::take(&mut *sent.lock().expect("hash poisoned"));
+                let sent = hex::encode(hasher.finalize());
+                if stored.sha256.eq_ignore_ascii_case(&sent) && stored.size == sent_bytes {
+                    return Ok(sent);
+                }
+                corrupted += 1;
+                if corrupted >= CORRUPT_TRIES {
+                    return Err(UploadError::Corrupted {
+                        name: name.into(),
+                        sent,
+                        sent_bytes,
+                        stored: stored.sha256,
+                        stored_bytes: stored.size,
+                    });
+                }
+                last = format!(
+                    "the master stored sha256 {} ({} bytes), the slave sent {sent} ({sent_bytes} bytes)",
+                    stored.sha256, stored.size
+                );
+            }
             Ok(r) if r.status().is_client_error() => {
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();
@@ -225,6 +290,8 @@ fn serde_json_message(body: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+    use std::sync::{Arc, Mutex};
     #[test]
     fn message_extraction() {
         assert_eq!(
@@ -233,5 +300,120 @@ mod tests {
             Some("bad \"sha\"")
         );
         assert_eq!(super::serde_json_message("nope"), None);
+    }
+
+    /// A master on a socket that stores what it gets and answers with the sum it computed, or
+    /// (for the first `lie` uploads) a wrong one, as if the data had been corrupted on the way.
+    async fn master(lie: usize) -> (String, Arc<Mutex<usize>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/a", l.local_addr().unwrap());
+        let count = Arc::new(Mutex::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut c, _) = l.accept().await.unwrap();
+                let mut data = vec![];
+                let mut buf = [0u8; 65536];
+                let (head, len) = loop {
+                    let n = c.read(&mut buf).await.unwrap();
+                    data.extend_from_slice(&buf[..n]);
+                    if let Some(p) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&data[..p]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .unwrap()
+                            .trim()
+                            .parse()
+                            .unwrap();
+                        break (p + 4, len);
+                    }
+                };
+                while data.len() < head + len {
+                    let n = c.read(&mut buf).await.unwrap();
+                    data.extend_from_slice(&buf[..n]);
+                }
+                let n = {
+                    let mut s = seen.lock().unwrap();
+                    *s += 1;
+                    *s
+                };
+                let mut sum = hex::encode(Sha256::digest(&data[head..head + len]));
+                if n <= lie {
+                    sum = "0".repeat(64);
+                }
+                let body = format!(r#"{{"name":"a","size":{len},"sha256":"{sum}"}}"#);
+                let resp = format!(
+                    "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                c.write_all(resp.as_bytes()).await.unwrap();
+            }
+        });
+        (url, count)
+    }
+
+    fn artifact(name: &str) -> (super::Artifact, String) {
+        let path = std::env::temp_dir().join(format!("kiln-upload-{name}-{}", std::process::id()));
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let a = super::Artifact::from_own_file("a", &path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        (a, hex::encode(Sha256::digest(&data)))
+    }
+
+    #[tokio::test]
+    async fn the_sum_is_taken_while_sending_and_a_corrupted_upload_is_sent_again() {
+        let client = reqwest::Client::new();
+        let (a, want) = artifact("retry");
+        let (url, count) = master(1).await;
+        let got = super::upload(&client, &url, "t", &a).await.unwrap();
+        assert_eq!(got, want);
+        assert_eq!(
+            *count.lock().unwrap(),
+            2,
+            "sent again once after the mismatch"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upload_that_keeps_arriving_corrupted_fails_naming_both_sums() {
+        let client = reqwest::Client::new();
+        let (a, want) = artifact("corrupt");
+        let (url, count) = master(usize::MAX).await;
+        let e = super::upload(&client, &url, "t", &a).await.unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, super::UploadError::Corrupted { .. }), "{text}");
+        assert!(
+            text.contains(&want) && text.contains(&"0".repeat(64)),
+            "{text}"
+        );
+        assert_eq!(*count.lock().unwrap(), super::CORRUPT_TRIES as usize);
+    }
+
+    /// `KILN_BENCH_FILE=/path cargo test -p kiln-slave bench_first_byte -- --ignored --nocapture`:
+    /// how long an artifact takes from open to its first byte on the wire, now (no pass before
+    /// the upload) and with the hashing pass the upload used to make first.
+    #[test]
+    #[ignore]
+    fn bench_first_byte() {
+        let path = std::env::var("KILN_BENCH_FILE").expect("KILN_BENCH_FILE");
+        let dir = super::OutputDir::open(std::path::Path::new(&path).parent().unwrap()).unwrap();
+        let name = std::path::Path::new(&path)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let t = std::time::Instant::now();
+        let a = dir.artifact(name).unwrap();
+        let open = t.elapsed();
+        let t = std::time::Instant::now();
+        let (_, size) = super::sha256_of(&mut a.file.try_clone().unwrap()).unwrap();
+        eprintln!(
+            "{size} bytes: ready to send after {:.3} ms (a pass over the file first took {:.2} s)",
+            open.as_secs_f64() * 1000.0,
+            t.elapsed().as_secs_f64()
+        );
     }
 }

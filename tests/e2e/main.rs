@@ -14,6 +14,7 @@ mod db;
 mod enrol;
 mod failures;
 mod flood;
+mod git_cache;
 mod hardening;
 mod images;
 mod isolation;

@@ -23,6 +23,12 @@ async fn a_killed_slave_loses_its_build_with_a_reason_and_it_is_requeued_once() 
         b.state == BuildState::Running && b.log_lines > 0
     })
     .await;
+    // The backend's own first line is stored (the slave's notes before it come earlier).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !farm.log(b.id).await.contains("begin") {
+        assert!(Instant::now() < deadline, "{}", farm.log(b.id).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     slave.kill9();
     let killed = Instant::now();
     let lost = farm

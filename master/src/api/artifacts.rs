@@ -100,9 +100,12 @@ async fn fail_build(st: &AppState, build: BuildId, reason: &str) {
     }
 }
 
-/// `PUT /api/slave/builds/{id}/artifacts/{name}` with `x-kiln-sha256` and the build's upload
-/// token: streams the body to disk, hashing as it goes. A hash mismatch fails the build with that
-/// reason. The token must name this build and the slave it runs on, which must still be
+/// `PUT /api/slave/builds/{id}/artifacts/{name}` with the build's upload token: streams the body
+/// to disk, hashing as it goes, and answers 201 with the name, size and sha256 of what it stored:
+/// the slave, which hashed what it sent in the same pass, compares (and sends again when they
+/// differ), so it reads a multi-GB image once. A client that knows the sum beforehand may send it
+/// in `x-kiln-sha256`: a mismatch then fails the build with that reason. The token must name this
+/// build and the slave it runs on, which must still be
 /// registered (a disabled slave still finishes its builds), and the build must still be running. An upload that would take the
 /// build past `master.limits.artifact_bytes` or its project past
 /// `master.limits.project_storage_bytes` is refused with 413 naming the limit (as soon as the
@@ -115,7 +118,7 @@ pub async fn upload(
     body: Body,
 ) -> Response {
     match store(st, auth, path, headers, body).await {
-        Ok(status) => status.into_response(),
+        Ok(stored) => stored.into_response(),
         Err(e) => {
             // A refusal may come before the body was read (a limit seen in `Content-Length`):
             // the connection cannot carry another request, and the client must not try.
@@ -133,19 +136,23 @@ async fn store(
     Path((id, name)): Path<(i64, String)>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<(StatusCode, Json<Artifact>)> {
     validate_artifact_name(&name).map_err(|m| ApiError::invalid("name", m))?;
-    let claimed = headers
-        .get(SHA256_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit()))
-        .map(str::to_ascii_lowercase)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "sha256",
-                format!("send the file's sha256 (64 hex digits) in {SHA256_HEADER}"),
-            )
-        })?;
+    let claimed = match headers.get(SHA256_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|v| v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit()))
+                .map(str::to_ascii_lowercase)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "sha256",
+                        format!("{SHA256_HEADER}, when sent, is the file's sha256 (64 hex digits)"),
+                    )
+                })?,
+        ),
+    };
     if claims.build != id {
         return Err(ApiError::Unauthorized(format!(
             "this upload token is for build {}, not build {id}",
@@ -231,7 +238,7 @@ async fn store(
             return Err(e);
         }
     };
-    if actual != claimed {
+    if let Some(claimed) = claimed.filter(|c| *c != actual) {
         let _ = tokio::fs::remove_file(&partial).await;
         let reason = format!(
             "artifact '{name}' rejected: the slave said sha256 {claimed}, the master received data with sha256 {actual} ({size} bytes)"
@@ -269,7 +276,14 @@ async fn store(
     artifacts::upsert(&mut *tx, build, &name, size as i64, &actual).await?;
     tx.commit().await?;
     drop(reservation);
-    Ok(StatusCode::CREATED)
+    Ok((
+        StatusCode::CREATED,
+        Json(Artifact {
+            name,
+            size: size as i64,
+            sha256: actual,
+        }),
+    ))
 }
 
 /// An upload would take a build or a project over its limit: nothing of the build's artifacts

@@ -1,7 +1,9 @@
 //! The dispatcher: hands queued builds to connected slaves with free capacity.
 //!
 //! It runs when poked (a build was queued, a slave connected or finished a build) and once a
-//! second as a safety net. A round reads the queue and the slaves' load in two queries, decides
+//! second as a safety net. A round reads the slaves' load and the head of each project's queue,
+//! then more of the projects that more than one free slot fits (a few queries per round,
+//! whatever the number of slaves or queued builds), decides
 //! in memory with [`crate::matching::plan`] (the same rules that explain waiting builds), then
 //! claims each chosen build with a conditional update (`queued` → `dispatched` only if still
 //! queued), so a build cancelled meanwhile is skipped and never goes to two slaves. A claimed
@@ -9,7 +11,7 @@
 
 use crate::db::builds::{self, Candidate, Change};
 use crate::hub::ConnectedSlave;
-use crate::matching::{plan, why_waiting, Needs, Offer, Queued};
+use crate::matching::{plan, refusal, why_waiting, Needs, Offer, Queued};
 use crate::state::AppState;
 use kiln_shared::frames::{Job, MasterFrame};
 use kiln_shared::{BuildId, BuildState, SlaveId};
@@ -58,17 +60,29 @@ impl View {
                 (id, s, a)
             })
             .collect();
-        let free: u32 = slaves
-            .iter()
-            .filter(|(id, _, _)| !disabled.contains(id))
-            .map(|(_, s, a)| s.capacity.saturating_sub(*a))
-            .sum();
-        let candidates = builds::candidates(&state.db, i64::from(free.max(1))).await?;
-        Ok(View {
+        let heads = builds::candidates(&state.db, 1, None).await?;
+        let mut view = View {
             slaves,
             disabled,
-            candidates,
-        })
+            candidates: heads,
+        };
+        // Projects that more than one free slot fits need more than their head this round.
+        let offers = view.offers(state);
+        let room: Vec<(i64, i64)> = view
+            .candidates
+            .iter()
+            .map(|c| (c.project_id, room_for(c, &offers)))
+            .filter(|(_, room)| *room > 1)
+            .collect();
+        drop(offers);
+        if let Some(per) = room.iter().map(|(_, r)| *r).max() {
+            let wide: Vec<i64> = room.iter().map(|(p, _)| *p).collect();
+            let more = builds::candidates(&state.db, per, Some(&wide)).await?;
+            view.candidates.retain(|c| !wide.contains(&c.project_id));
+            view.candidates.extend(more);
+            view.candidates.sort_by_key(|c| c.id);
+        }
+        Ok(view)
     }
 
     fn offers(&self, state: &AppState) -> Vec<Offer<'_>> {
@@ -92,6 +106,20 @@ impl View {
                     .is_some_and(|t| now - t <= quiet_after),
             })
             .collect()
+    }
+}
+
+/// How many of `c`'s project's builds could start now: the free slots of the slaves that fit
+/// it, within the project's `max_running`.
+fn room_for(c: &Candidate, offers: &[Offer]) -> i64 {
+    let free: i64 = offers
+        .iter()
+        .filter(|o| refusal(&needs(c), o).is_none())
+        .map(|o| i64::from(o.capacity.saturating_sub(o.active)))
+        .sum();
+    match c.max_running {
+        Some(m) => free.min((i64::from(m) - c.running).max(0)),
+        None => free,
     }
 }
 

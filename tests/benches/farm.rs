@@ -5,7 +5,12 @@
 //!   first `date`), p50/p99 over 200 `script` builds on an idle slave; also the master's own
 //!   created → dispatched time;
 //! - log throughput: 100 MB of output, slave → stored log;
-//! - artifact upload of a 1 GiB file, and the master's peak RSS while it arrives.
+//! - artifact upload of a 1 GiB file, and the master's peak RSS while it arrives;
+//! - throughput: 200 no-op builds queued at once, run by 2 slaves (builds per second, from the
+//!   first request to the last build's `finished_at`);
+//! - idle: the master's CPU (share of one core) and RSS over 30 s with 2 slaves and no build.
+//!
+//! Many slaves (1,000, simulated) and a 10,000-build queue: `--bench scale`.
 
 use kiln_tests::{Farm, FarmOptions, GitServer};
 use serde_json::json;
@@ -142,6 +147,46 @@ async fn main() {
         .trim_start_matches("[kiln] ")
         .to_string();
 
+    // 4. Throughput: builds queued at once on two slaves.
+    let _slave2 = farm.slave("bench-2").await;
+    let t0 = now_ns();
+    let mut ids = vec![];
+    for _ in 0..n {
+        ids.push(farm.request_build("noop", json!({})).await.id);
+    }
+    let queued_secs = (now_ns() - t0) as f64 / 1e9;
+    let mut last_end = 0i128;
+    for id in ids {
+        let b = farm.wait_ended(id, Duration::from_secs(600)).await;
+        assert_eq!(
+            b.state,
+            kiln_shared::BuildState::Succeeded,
+            "{:?}",
+            b.reason
+        );
+        last_end = last_end.max(b.finished_at.unwrap().timestamp_nanos_opt().unwrap() as i128);
+    }
+    let burst_secs = (last_end - t0) as f64 / 1e9;
+
+    // 5. Idle: nothing to do, two slaves connected.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = |pid: i32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // After the command's ')': field 3 (state) first, so utime (14) and stime (15) are the
+        // 12th and 13th.
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, r)| r)
+            .split_whitespace()
+            .collect();
+        let at = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        at(11) + at(12)
+    };
+    let idle_secs = 30;
+    let (c0, w0) = (ticks(pid), std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+    let idle_cpu = (ticks(pid) - c0) as f64 / hz / w0.elapsed().as_secs_f64();
+
     println!("| measure | value |");
     println!("|---|---|");
     println!(
@@ -168,5 +213,14 @@ async fn main() {
         "| master RSS during the 1 GiB upload | {:.1} MiB before, peak {:.1} MiB (sampled every 10 ms) |",
         rss_before as f64 / 1024.0,
         peak as f64 / 1024.0
+    );
+    println!(
+        "| {n} no-op builds queued at once ({queued_secs:.1} s to ask), 2 slaves | {:.1} builds/s (first request → last finished: {burst_secs:.1} s) |",
+        n as f64 / burst_secs
+    );
+    println!(
+        "| master idle, 2 slaves, no build ({idle_secs} s) | {:.2} % of a core, RSS {:.1} MiB |",
+        idle_cpu * 100.0,
+        rss_kib(pid, "VmRSS:") as f64 / 1024.0
     );
 }

@@ -224,7 +224,7 @@ async fn candidates_are_the_head_of_each_project_with_what_it_needs() {
     let b2 = queue(&pool, b, 0).await;
     assert!(claim(&pool, b2, s).await);
 
-    let one = builds::candidates(&pool, 1).await.unwrap();
+    let one = builds::candidates(&pool, 1, None).await.unwrap();
     let heads: Vec<i64> = one.iter().map(|c| c.id).collect();
     assert_eq!(
         heads,
@@ -234,9 +234,13 @@ async fn candidates_are_the_head_of_each_project_with_what_it_needs() {
     let cb = one.iter().find(|c| c.id == b1.0).unwrap();
     assert_eq!(cb.backend.as_deref(), Some("debos"));
     assert_eq!((cb.max_running, cb.running), (Some(2), 1));
-    let two = builds::candidates(&pool, 2).await.unwrap();
+    let two = builds::candidates(&pool, 2, None).await.unwrap();
     let ids: Vec<i64> = two.iter().map(|c| c.id).collect();
     assert_eq!(ids, vec![a1.0, a2.0, b1.0]);
+    // A round asks for more of only the projects that more than one free slot fits.
+    let only_a = builds::candidates(&pool, 2, Some(&[a])).await.unwrap();
+    let ids: Vec<i64> = only_a.iter().map(|c| c.id).collect();
+    assert_eq!(ids, vec![a1.0, a2.0]);
 
     let active = builds::active_per_slave(&pool).await.unwrap();
     assert_eq!(active.get(&s), Some(&1));
@@ -250,8 +254,13 @@ async fn candidates_are_the_head_of_each_project_with_what_it_needs() {
         .await
         .unwrap()
         .is_empty());
-    let head = builds::candidates(&pool, 1).await.unwrap();
+    let head = builds::candidates(&pool, 1, None).await.unwrap();
     assert!(head.iter().all(|c| c.project_id != a || c.unexplained == 0));
+    // A build queued since has no reason yet: the head's project counts it as unexplained.
+    queue(&pool, a, 0).await;
+    let head = builds::candidates(&pool, 1, None).await.unwrap();
+    let ca = head.iter().find(|c| c.project_id == a).unwrap();
+    assert_eq!((ca.id, ca.unexplained), (a2.0, 1));
 }
 
 #[tokio::test]

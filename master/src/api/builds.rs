@@ -126,7 +126,12 @@ pub async fn request(
 /// The request's release notes, trimmed (`None` when blank): only with a release name, at most
 /// 10,000 characters, no control characters but line breaks and tabs.
 fn release_notes(req: &RequestBuild) -> ApiResult<Option<&str>> {
-    let Some(notes) = req.notes.as_deref().map(str::trim).filter(|n| !n.is_empty()) else {
+    let Some(notes) = req
+        .notes
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    else {
         return Ok(None);
     };
     if req.release.is_none() {

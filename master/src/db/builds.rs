@@ -243,32 +243,42 @@ pub struct Candidate {
     pub timeout_minutes: Option<i32>,
     /// The project's builds dispatched or running now.
     pub running: i64,
-    /// The project's queued builds whose waiting reason differs from this one's.
+    /// The project's queued builds without a waiting reason yet (queued, or put back in the
+    /// queue, since the last explanation). [`set_waiting_reason`] gives every queued build of a
+    /// project the same reason, so with none unexplained they all say what the head says.
     pub unexplained: i64,
 }
 
 /// The queued builds one dispatch round needs, in one query: the first `per_project` of each
-/// project in queue order (priority, then first in, first out). A project's builds all ask the
-/// same of a slave, so no round can hand out more of a project than there are free slots, and
-/// the head of each project is enough to explain why the rest wait.
-pub async fn candidates(db: impl PgExecutor<'_>, per_project: i64) -> sqlx::Result<Vec<Candidate>> {
+/// project in queue order (priority, then first in, first out), of every project or of `only`.
+/// A project's builds all ask the same of a slave, so no round can hand out more of a project
+/// than there are free slots that fit it, and the head of each project is enough to explain why
+/// the rest wait. Each part is an index probe per project (migration 0009), so the cost follows
+/// the number of projects, not the length of the queue or of the history.
+pub async fn candidates(
+    db: impl PgExecutor<'_>,
+    per_project: i64,
+    only: Option<&[i64]>,
+) -> sqlx::Result<Vec<Candidate>> {
     sqlx::query_as(
         "SELECT c.id, c.project_id, c.priority, c.waiting_reason, p.last_dispatched_at,
                 p.architecture, p.allow_emulation, p.tags, p.backend, p.max_running,
                 p.timeout_minutes,
                 (SELECT count(*) FROM builds r WHERE r.project_id = p.id
                    AND r.state IN ('dispatched','running')) AS running,
-                (SELECT count(*) FROM builds q WHERE q.project_id = p.id AND q.state = 'queued'
-                   AND q.waiting_reason IS DISTINCT FROM c.waiting_reason) AS unexplained
-         FROM (SELECT b.id, b.project_id, b.priority, b.waiting_reason,
-                      row_number() OVER (PARTITION BY b.project_id
-                                         ORDER BY b.priority DESC, b.id) AS n
-               FROM builds b WHERE b.state = 'queued') c
-         JOIN projects p ON p.id = c.project_id
-         WHERE c.n <= $1
+                (SELECT count(*) FROM builds u WHERE u.project_id = p.id AND u.state = 'queued'
+                   AND u.waiting_reason IS NULL) AS unexplained
+         FROM projects p
+         CROSS JOIN LATERAL (
+             SELECT b.id, b.project_id, b.priority, b.waiting_reason FROM builds b
+             WHERE b.project_id = p.id AND b.state = 'queued'
+             ORDER BY b.priority DESC, b.id
+             LIMIT $1) c
+         WHERE $2::BIGINT[] IS NULL OR p.id = ANY($2)
          ORDER BY c.id",
     )
     .bind(per_project.max(1))
+    .bind(only)
     .fetch_all(db)
     .await
 }

@@ -12,36 +12,10 @@
 //!
 //! Many slaves (1,000, simulated) and a 10,000-build queue: `--bench scale`.
 
+use kiln_tests::measure::{cpu_ticks, now_ns, percentile, status_kib, ticks_per_second};
 use kiln_tests::{Farm, FarmOptions, GitServer};
 use serde_json::json;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn now_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i128
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn rss_kib(pid: i32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim()
-                .strip_suffix(" kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
+use std::time::Duration;
 
 #[tokio::main]
 async fn main() {
@@ -122,11 +96,11 @@ async fn main() {
     );
     farm.project("big", &repo.url, "main").await;
     let pid = farm.master_pid().unwrap();
-    let rss_before = rss_kib(pid, "VmRSS:");
+    let rss_before = status_kib(pid, "VmRSS:");
     let b = farm.request_build("big", json!({})).await;
     let mut peak = 0;
     loop {
-        peak = peak.max(rss_kib(pid, "VmRSS:"));
+        peak = peak.max(status_kib(pid, "VmRSS:"));
         let cur = farm.build(b.id).await;
         if cur.state.is_terminal() {
             assert_eq!(
@@ -169,23 +143,11 @@ async fn main() {
     let burst_secs = (last_end - t0) as f64 / 1e9;
 
     // 5. Idle: nothing to do, two slaves connected.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let ticks = |pid: i32| -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // After the command's ')': field 3 (state) first, so utime (14) and stime (15) are the
-        // 12th and 13th.
-        let f: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, r)| r)
-            .split_whitespace()
-            .collect();
-        let at = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        at(11) + at(12)
-    };
+    let hz = ticks_per_second();
     let idle_secs = 30;
-    let (c0, w0) = (ticks(pid), std::time::Instant::now());
+    let (c0, w0) = (cpu_ticks(pid), std::time::Instant::now());
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
-    let idle_cpu = (ticks(pid) - c0) as f64 / hz / w0.elapsed().as_secs_f64();
+    let idle_cpu = (cpu_ticks(pid) - c0) as f64 / hz / w0.elapsed().as_secs_f64();
 
     println!("| measure | value |");
     println!("|---|---|");
@@ -221,6 +183,6 @@ async fn main() {
     println!(
         "| master idle, 2 slaves, no build ({idle_secs} s) | {:.2} % of a core, RSS {:.1} MiB |",
         idle_cpu * 100.0,
-        rss_kib(pid, "VmRSS:") as f64 / 1024.0
+        status_kib(pid, "VmRSS:") as f64 / 1024.0
     );
 }

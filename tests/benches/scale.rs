@@ -17,27 +17,18 @@ use kiln_shared::codec;
 use kiln_shared::frames::{MasterFrame, SlaveFrame};
 use kiln_shared::BuildId;
 use kiln_tests::farm::{test_hello, Ws};
+use kiln_tests::measure::{
+    cpu_ticks, cpu_ticks_of_all, now_ns, percentile, status_kib, ticks_per_second,
+};
 use kiln_tests::{Farm, FarmOptions};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 const HEARTBEAT_SECS: u32 = 5;
-
-fn now_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i128
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn env_or(key: &str, default: usize) -> usize {
     std::env::var(key)
@@ -46,60 +37,19 @@ fn env_or(key: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state): utime is field 14, stime field 15.
-    f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
-/// The PostgreSQL processes of this farm's cluster: children of the postmaster the master or
-/// the kit started, found by their command name.
-fn postgres_ticks() -> u64 {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "postgres")
-        })
-        .map(cpu_ticks)
-        .sum()
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")?
-                .trim()
-                .strip_suffix(" kB")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 /// CPU of the master and of PostgreSQL over `secs` of idling, as a share of one core, and the
 /// master's RSS at the end.
 async fn idle(farm: &Farm, secs: u64) -> (f64, f64, u64) {
     let pid = farm.master_pid().expect("the master runs");
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let (m0, p0, t0) = (cpu_ticks(pid), postgres_ticks(), Instant::now());
+    let hz = ticks_per_second();
+    let (m0, p0, t0) = (cpu_ticks(pid), cpu_ticks_of_all("postgres"), Instant::now());
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let wall = t0.elapsed().as_secs_f64();
-    let (m1, p1) = (cpu_ticks(pid), postgres_ticks());
+    let (m1, p1) = (cpu_ticks(pid), cpu_ticks_of_all("postgres"));
     (
         (m1 - m0) as f64 / hz / wall,
         p1.saturating_sub(p0) as f64 / hz / wall,
-        rss_kib(pid),
+        status_kib(pid, "VmRSS:"),
     )
 }
 

@@ -9,6 +9,7 @@
 
 pub mod farm;
 pub mod git;
+pub mod measure;
 pub mod pg;
 pub mod proc;
 pub mod proxy;
@@ -137,13 +138,18 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Pids of the live processes whose command line contains `needle` (as the host sees them).
-pub fn processes_with(needle: &str) -> Vec<i32> {
+/// The pids of every process the host sees now.
+pub fn pids() -> impl Iterator<Item = i32> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+}
+
+/// Pids of the live processes whose command line contains `needle` (as the host sees them).
+pub fn processes_with(needle: &str) -> Vec<i32> {
+    pids()
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .map(|c| {

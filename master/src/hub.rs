@@ -140,6 +140,12 @@ impl Hub {
         self.heard.lock().expect("hub poisoned").insert(id, at);
     }
 
+    /// When this master last heard from each slave it heard from since it started.
+    pub fn all_heard(&self) -> Vec<(SlaveId, DateTime<Utc>)> {
+        let m = self.heard.lock().expect("hub poisoned");
+        m.iter().map(|(id, at)| (*id, *at)).collect()
+    }
+
     /// When this master last heard from the slave (`None`: not since it started).
     pub fn last_heard(&self, id: SlaveId) -> Option<DateTime<Utc>> {
         self.heard.lock().expect("hub poisoned").get(&id).copied()

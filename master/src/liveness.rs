@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn run(state: Arc<AppState>) {
+    let every = u64::from(state.cfg.master.heartbeat_secs.max(1));
+    let mut n = 0u64;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if let Err(e) = sweep(&state).await {
@@ -24,7 +26,23 @@ pub async fn run(state: Arc<AppState>) {
         if let Err(e) = time_out(&state).await {
             tracing::warn!("time-out sweep failed: {e:#}");
         }
+        n += 1;
+        if n % every == 0 {
+            if let Err(e) = record_last_seen(&state).await {
+                tracing::warn!("recording when slaves were last seen failed: {e:#}");
+            }
+        }
     }
+}
+
+/// Writes when each slave was last heard from (the hub's memory) to the database, in one
+/// statement, once a heartbeat interval: what the slaves page shows as "last seen".
+pub async fn record_last_seen(state: &AppState) -> anyhow::Result<()> {
+    let heard = state.hub.all_heard();
+    if !heard.is_empty() {
+        crate::db::slaves::seen_at(&state.db, &heard).await?;
+    }
+    Ok(())
 }
 
 /// Loses the builds of slaves silent past the time-out at the clock's now; returns them.

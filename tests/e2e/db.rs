@@ -408,3 +408,34 @@ async fn slaves_are_found_by_token_hash_and_report_what_they_hold() {
         vec![(b, BuildState::Dispatched)]
     );
 }
+
+/// When slaves were last heard from reaches the database in one statement for all of them, and
+/// only ever moves forward; going offline keeps the latest time.
+#[tokio::test]
+async fn last_seen_is_recorded_in_batches_and_only_moves_forward() {
+    use chrono::{TimeZone, Utc};
+    let pool = fresh().await;
+    let (a, b) = (slave(&pool, "a").await, slave(&pool, "b").await);
+    let t = |s| Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, s).unwrap();
+    slaves::seen_at(&pool, &[(a, t(10)), (b, t(20))])
+        .await
+        .unwrap();
+    let seen = |id| {
+        let pool = pool.clone();
+        async move { slaves::get(&pool, id).await.unwrap().unwrap().last_seen }
+    };
+    assert_eq!((seen(a).await, seen(b).await), (Some(t(10)), Some(t(20))));
+    slaves::seen_at(&pool, &[(a, t(5)), (b, t(30))])
+        .await
+        .unwrap();
+    assert_eq!(
+        (seen(a).await, seen(b).await),
+        (Some(t(10)), Some(t(30))),
+        "never backwards"
+    );
+    slaves::went_offline(&pool, a, Some(t(40))).await.unwrap();
+    slaves::went_offline(&pool, b, Some(t(1))).await.unwrap();
+    assert_eq!((seen(a).await, seen(b).await), (Some(t(40)), Some(t(30))));
+    let row = slaves::get(&pool, a).await.unwrap().unwrap();
+    assert!(!row.online);
+}

@@ -168,12 +168,39 @@ pub async fn seen(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<()> {
         .map(|_| ())
 }
 
-pub async fn went_offline(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<()> {
-    sqlx::query("UPDATE slaves SET online = false WHERE id = $1")
-        .bind(id.0)
-        .execute(db)
-        .await
-        .map(|_| ())
+/// Records when each slave was last heard from, in one statement (only where it moved on).
+pub async fn seen_at(
+    db: impl PgExecutor<'_>,
+    heard: &[(SlaveId, DateTime<Utc>)],
+) -> sqlx::Result<()> {
+    let ids: Vec<i64> = heard.iter().map(|(id, _)| id.0).collect();
+    let at: Vec<DateTime<Utc>> = heard.iter().map(|(_, t)| *t).collect();
+    sqlx::query(
+        "UPDATE slaves SET last_seen = h.at
+         FROM unnest($1::BIGINT[], $2::TIMESTAMPTZ[]) AS h(id, at)
+         WHERE slaves.id = h.id AND (slaves.last_seen IS NULL OR slaves.last_seen < h.at)",
+    )
+    .bind(ids)
+    .bind(at)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// The slave's session ended; `last_heard` is when this master last heard from it.
+pub async fn went_offline(
+    db: impl PgExecutor<'_>,
+    id: SlaveId,
+    last_heard: Option<DateTime<Utc>>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE slaves SET online = false, last_seen = GREATEST(last_seen, $2) WHERE id = $1",
+    )
+    .bind(id.0)
+    .bind(last_heard)
+    .execute(db)
+    .await
+    .map(|_| ())
 }
 
 /// At start no slave is connected, whatever the table says.

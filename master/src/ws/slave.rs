@@ -259,7 +259,7 @@ async fn session(
     .await;
     let replaced = !st.hub.unregister(id, conn) && st.hub.connected().iter().any(|(s, _)| *s == id);
     if !replaced {
-        if let Err(e) = slaves::went_offline(&st.db, id).await {
+        if let Err(e) = slaves::went_offline(&st.db, id, st.hub.last_heard(id)).await {
             tracing::warn!("marking slave offline: {e}");
         }
         st.slave_changed(id).await;
@@ -323,8 +323,9 @@ async fn handle(
             st.slave_changed(slave).await;
             Ok(vec![])
         }
+        // When it was heard is in the hub at once; the database gets it in batches
+        // (`liveness::record_last_seen`): 1,000 slaves are not 200 UPDATEs a second.
         SlaveFrame::Heartbeat { builds: held } => {
-            slaves::seen(&st.db, slave).await?;
             Ok(reconcile(st, slave, &held).await?.into_iter().collect())
         }
         SlaveFrame::Started { build, commit } => {

@@ -27,7 +27,7 @@ pub async fn run(state: Arc<AppState>) {
             tracing::warn!("time-out sweep failed: {e:#}");
         }
         n += 1;
-        if n % every == 0 {
+        if n.is_multiple_of(every) {
             if let Err(e) = record_last_seen(&state).await {
                 tracing::warn!("recording when slaves were last seen failed: {e:#}");
             }

@@ -61,6 +61,9 @@ pub fn kill_all(dir: &Path, patience: Duration) -> bool {
         return true;
     }
     let deadline = Instant::now() + patience;
+    // Killed processes are usually gone within a millisecond or two: look again soon, then less
+    // often.
+    let mut pause = Duration::from_millis(1);
     loop {
         if std::fs::write(dir.join("cgroup.kill"), "1").is_err() {
             // Before Linux 5.14: one by one (new ones may appear while we go; hence the loop).
@@ -80,7 +83,8 @@ pub fn kill_all(dir: &Path, patience: Duration) -> bool {
         if Instant::now() > deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

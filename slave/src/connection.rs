@@ -57,6 +57,9 @@ fn lock_work_dir(settings: &Settings) -> Result<std::fs::File> {
     Ok(f)
 }
 
+/// The shortest time between two drain passes (see `session`).
+const COALESCE: Duration = Duration::from_millis(3);
+
 /// At most 5 s between attempts, and never more than a quarter of the master's lost time-out.
 fn max_reconnect_delay(env: &Env) -> Duration {
     let five = Duration::from_secs(5);
@@ -73,6 +76,14 @@ pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
     let _lock = lock_work_dir(&settings)?;
     let mirror = settings.mirror.clone().or_else(crate::machine::apt_mirror);
     let tls = crate::tls::client_config(&settings.trust)?;
+    let events = crate::events::Events::start()
+        .map_err(|e| {
+            tracing::warn!(
+                "no inotify ({e}): build logs and states are read every {:?}",
+                crate::events::FALLBACK_POLL
+            )
+        })
+        .ok();
     let env = Arc::new(Env {
         mirror,
         apt_options: crate::machine::apt_options(),
@@ -80,7 +91,8 @@ pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
             .connect_timeout(Duration::from_secs(10))
             .use_preconfigured_tls((*tls).clone())
             .build()?,
-        outbox: Outbox::default(),
+        outbox: Outbox::for_daemon(events.clone()),
+        events,
         exe: std::env::current_exe().context("cannot find this program's path")?,
         draining: AtomicBool::new(false),
         lost_timeout_secs: Default::default(),
@@ -247,11 +259,13 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
     let mut heartbeat =
         tokio::time::interval(Duration::from_secs(u64::from(cadence.heartbeat_secs)));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // New log lines are picked up from the files at this pace.
-    let mut tail = tokio::time::interval(Duration::from_millis(100));
+    // New log lines wake the drain (`changed`, from each log's inotify watch); this slow tick is
+    // only a safety net (and the pace without inotify), and only while builds are held.
+    let mut tail = tokio::time::interval(crate::events::FALLBACK_POLL);
     tail.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let mut draining_sent = false;
+    let mut last_pass: Option<Instant> = None;
     loop {
         if env.draining.load(Ordering::SeqCst) {
             if !draining_sent {
@@ -265,12 +279,19 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
                 return Err(SessionError::Drained);
             }
         }
+        // Passes at most every COALESCE: a build writing line after line has them sent in a
+        // few frames rather than a frame per line, and a lone line goes at once.
+        if let Some(t) = last_pass {
+            tokio::time::sleep_until((t + COALESCE).into()).await;
+        }
+        last_pass = Some(Instant::now());
         for f in env.outbox.drain(chunk) {
             sink.send(send(&f)?).await.map_err(transient)?;
         }
+        let holding = env.outbox.count() > 0;
         tokio::select! {
             _ = env.outbox.changed.notified() => {}
-            _ = tail.tick() => {}
+            _ = tail.tick(), if holding => {}
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > silent {
                     return Err(transient(format!("the master was silent for {} s", silent.as_secs())));

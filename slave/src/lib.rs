@@ -21,6 +21,7 @@
 pub mod backend;
 pub mod cgroup;
 pub mod connection;
+pub mod events;
 pub mod fetch;
 pub mod git_cache;
 pub mod machine;

@@ -6,14 +6,21 @@
 //! a restarted daemon resumes streaming from the first line the master has not stored. After a
 //! reconnect the connection rewinds `sent` to `acked` and sends again; the master skips what it
 //! already has.
+//!
+//! In the daemon ([`Outbox::for_daemon`]) each held build's log is watched (inotify,
+//! `events.rs`): a write wakes the connection (`changed`) at once, so a line reaches the master
+//! milliseconds after the build wrote it; and acks are written to `daemon.json` by a thread of
+//! their own, so a slow disk never holds up the connection. A cancel request wakes the build's
+//! watcher through [`Outbox::cancel_watch`].
 
+use crate::events::{self, Events, Watch};
 use crate::store::{BuildDir, DaemonRecord};
 use kiln_shared::frames::{Outcome, SlaveFrame};
 use kiln_shared::BuildId;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 pub struct Slot {
     dir: BuildDir,
@@ -28,6 +35,16 @@ pub struct Slot {
     finished_sent: bool,
     progress: Option<(String, Option<u8>)>,
     cancel_requested: bool,
+    /// Tells the build's watcher about `cancel_requested` (see [`Outbox::cancel_watch`]).
+    cancel_tx: watch::Sender<bool>,
+    /// Wakes `changed` when the log file is written (none without inotify).
+    _log_watch: Option<Watch>,
+    /// Bumped by every change of `record` that is written; `written` is the version on disk, and
+    /// is held while writing, so writes never overlap and an older one never replaces a newer.
+    version: u64,
+    written: Arc<Mutex<u64>>,
+    /// An ack is not on disk yet (the ack writer's job, see [`Outbox::for_daemon`]).
+    ack_dirty: bool,
     /// Bumped whenever `sent` moves other than by a drain (a rewind, an ack past it), so a read
     /// made without the lock is not applied to a position that changed meanwhile.
     epoch: u64,
@@ -44,15 +61,88 @@ struct Inner {
 pub struct Outbox {
     inner: Arc<Mutex<Inner>>,
     pub changed: Arc<Notify>,
+    /// The daemon's inotify instance: each held build's log wakes `changed` when written.
+    events: Option<Arc<Events>>,
+    /// Builds whose ack is to be written by the ack writer (none: acks are written at once).
+    acks: Option<std::sync::mpsc::Sender<BuildId>>,
 }
 
-fn persist(s: &Slot) {
-    if let Err(e) = s.dir.write_record(&s.record) {
-        tracing::error!(build = %s.dir.id, "cannot record build state: {e}");
+/// Writes the record now (a change the daemon must not lose: a cancel, the outcome, an upload).
+fn persist(s: &mut Slot) {
+    s.version += 1;
+    write_record(s.dir.clone(), s.record.clone(), s.version, &s.written);
+}
+
+/// Writes `record` as version `version` unless a newer one is on disk already.
+fn write_record(dir: BuildDir, record: DaemonRecord, version: u64, written: &Mutex<u64>) {
+    let mut on_disk = written.lock().expect("record lock poisoned");
+    if *on_disk >= version {
+        return;
     }
+    if let Err(e) = dir.write_record(&record) {
+        tracing::error!(build = %dir.id, "cannot record build state: {e}");
+    }
+    *on_disk = version;
 }
 
 impl Outbox {
+    /// The daemon's outbox: its builds' logs wake `changed` when written (`events`; `None`:
+    /// nothing watched, the connection then reads the logs on its slow safety-net tick).
+    ///
+    /// Acks are then written to `daemon.json` by a thread of their own: a write can stall for
+    /// a long time on a busy disk, and must not hold up the connection (which would hold up
+    /// every log line). An ack not yet on disk only means lines sent again after a restart,
+    /// which the master skips.
+    pub fn for_daemon(events: Option<Arc<Events>>) -> Outbox {
+        let plain = Outbox {
+            events,
+            ..Outbox::default()
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<BuildId>();
+        let writer = plain.clone();
+        let spawned = std::thread::Builder::new()
+            .name("kiln-acks".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut builds = std::collections::BTreeSet::from([first]);
+                    builds.extend(rx.try_iter());
+                    for b in builds {
+                        writer.write_ack(b);
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Outbox {
+                acks: Some(tx),
+                ..plain
+            },
+            Err(e) => {
+                tracing::warn!("no thread for writing acks ({e}): written as they come");
+                plain
+            }
+        }
+    }
+
+    /// Writes the build's record if an ack of it is not on disk yet.
+    fn write_ack(&self, build: BuildId) {
+        let due = self.slot(build, |s| {
+            if !s.ack_dirty {
+                return None;
+            }
+            s.ack_dirty = false;
+            s.version += 1;
+            Some((
+                s.dir.clone(),
+                s.record.clone(),
+                s.version,
+                s.written.clone(),
+            ))
+        });
+        if let Some(Some((dir, record, version, written))) = due {
+            write_record(dir, record, version, &written);
+        }
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         f(&mut self.inner.lock().expect("outbox poisoned"))
     }
@@ -63,6 +153,13 @@ impl Outbox {
 
     /// Takes a build on (new, or adopted with its record); false if already held.
     pub fn add(&self, dir: BuildDir, record: DaemonRecord, commit: Option<String>) -> bool {
+        let log_watch = self.events.as_ref().and_then(|e| {
+            e.watch(&dir.path, "log", events::WRITTEN, self.changed.clone())
+                .map_err(|err| {
+                    tracing::warn!(build = %dir.id, "cannot watch the build's log ({err}): it is read every {:?}", events::FALLBACK_POLL)
+                })
+                .ok()
+        });
         let added = self.with(|i| {
             if i.slots.contains_key(&dir.id) {
                 return false;
@@ -81,6 +178,11 @@ impl Outbox {
                     finished_sent: false,
                     progress: None,
                     cancel_requested,
+                    cancel_tx: watch::Sender::new(cancel_requested),
+                    _log_watch: log_watch,
+                    version: 0,
+                    written: Arc::default(),
+                    ack_dirty: false,
                     epoch: 0,
                 },
             );
@@ -132,6 +234,7 @@ impl Outbox {
             if s.record.cancel_reason.is_none() && s.record.outcome.is_none() {
                 s.record.cancel_reason = Some(reason);
                 s.cancel_requested = true;
+                s.cancel_tx.send_replace(true);
                 persist(s);
             }
         });
@@ -143,6 +246,7 @@ impl Outbox {
             s.record.forgotten = true;
             s.record.cancel_reason.get_or_insert(reason);
             s.cancel_requested = true;
+            s.cancel_tx.send_replace(true);
             persist(s);
             s.record.outcome.is_some()
         });
@@ -158,6 +262,12 @@ impl Outbox {
 
     pub fn cancel_requested(&self, build: BuildId) -> bool {
         self.slot(build, |s| s.cancel_requested).unwrap_or(false)
+    }
+
+    /// Follows the build's cancel request (`true` once asked to stop); `None` if not held. The
+    /// sender goes with the build, so a receiver's wait ends then too.
+    pub fn cancel_watch(&self, build: BuildId) -> Option<watch::Receiver<bool>> {
+        self.slot(build, |s| s.cancel_tx.subscribe())
     }
 
     pub fn cancel_reason(&self, build: BuildId) -> Option<String> {
@@ -189,6 +299,9 @@ impl Outbox {
     /// Drops a build and its directory (after the master acknowledged it, or forgot it).
     pub fn remove(&self, build: BuildId) {
         if let Some(s) = self.with(|i| i.slots.remove(&build)) {
+            // Not while the ack writer writes, nor ever after.
+            let mut on_disk = s.written.lock().expect("record lock poisoned");
+            *on_disk = u64::MAX;
             if let Err(e) = s.dir.remove() {
                 tracing::warn!(%build, "cleaning {}: {e}", s.dir.path.display());
             }
@@ -202,6 +315,7 @@ impl Outbox {
             /// The line's offset must be found in the file, from the last ack (without the lock).
             Scan(BuildDir, u64, u64),
         }
+        let deferred = self.acks.is_some();
         let apply = |s: &mut Slot, off: u64| {
             s.record.acked = next_seq;
             s.record.acked_offset = off;
@@ -210,7 +324,11 @@ impl Outbox {
                 s.sent_offset = off;
                 s.epoch += 1;
             }
-            persist(s);
+            if deferred {
+                s.ack_dirty = true;
+            } else {
+                persist(s);
+            }
         };
         let next = self.slot(build, |s| {
             if next_seq <= s.record.acked {
@@ -241,6 +359,9 @@ impl Outbox {
                     }
                 });
             }
+        }
+        if let Some(writer) = &self.acks {
+            let _ = writer.send(build);
         }
     }
 
@@ -526,6 +647,71 @@ mod tests {
             logs(&o2.drain(1 << 20)),
             vec![(3, vec!["l3".into(), "l4".into()])]
         );
+    }
+
+    #[tokio::test]
+    async fn a_line_written_wakes_the_drain_and_a_cancel_wakes_the_watcher() {
+        use futures_util::FutureExt;
+        let root = std::env::temp_dir().join(format!("kiln-outbox-events-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = BuildDir::new(&root, BuildId(1));
+        std::fs::create_dir_all(&dir.path).unwrap();
+        let o = Outbox::for_daemon(Some(Events::start().unwrap()));
+        assert!(o.add(dir.clone(), DaemonRecord::default(), None));
+        let mut cancel = o.cancel_watch(BuildId(1)).unwrap();
+        assert!(!*cancel.borrow_and_update());
+        let _ = o.changed.notified().now_or_never();
+        // The runner writes through its own descriptor, as a build does.
+        let log = crate::process::Log::open(&dir.log()).unwrap();
+        log.line("hello");
+        tokio::time::timeout(std::time::Duration::from_secs(5), o.changed.notified())
+            .await
+            .expect("the write wakes the drain");
+        assert_eq!(logs(&o.drain(1024)), vec![(0, vec!["hello".to_string()])]);
+        o.cancel(BuildId(1), "asked".into());
+        tokio::time::timeout(std::time::Duration::from_secs(5), cancel.changed())
+            .await
+            .expect("the cancel wakes the watcher")
+            .unwrap();
+        assert!(*cancel.borrow());
+        // Once the build is dropped, its watcher's wait ends too.
+        o.remove(BuildId(1));
+        assert!(cancel.changed().await.is_err());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn the_daemons_acks_are_written_by_a_thread_of_their_own_never_over_newer_state() {
+        let root = std::env::temp_dir().join(format!("kiln-outbox-acks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = BuildDir::new(&root, BuildId(1));
+        std::fs::create_dir_all(&dir.path).unwrap();
+        let log = crate::process::Log::open(&dir.log()).unwrap();
+        for n in 0..5 {
+            log.line(&format!("l{n}"));
+        }
+        let o = Outbox::for_daemon(None);
+        assert!(o.add(dir.clone(), DaemonRecord::default(), None));
+        assert_eq!(logs(&o.drain(1 << 20)).len(), 1);
+        o.ack_log(BuildId(1), 3);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while dir.read_record().unwrap().acked != 3 {
+            assert!(std::time::Instant::now() < deadline, "the ack is written");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // What must not be lost is written at once, with the latest ack.
+        o.ack_log(BuildId(1), 5);
+        o.finished(BuildId(1), Outcome::Succeeded);
+        let r = dir.read_record().unwrap();
+        assert_eq!((r.acked, r.outcome), (5, Some(Outcome::Succeeded)));
+        o.ack_finished(BuildId(1));
+        o.ack_log(BuildId(1), 6);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            !dir.path.exists(),
+            "nothing is written after the build is dropped"
+        );
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

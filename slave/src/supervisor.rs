@@ -11,7 +11,7 @@ use crate::store::{self, BuildDir, DaemonRecord, RunnerInput, RunnerResult};
 use crate::upload;
 use kiln_shared::frames::{Job, Outcome};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,8 @@ pub struct Env {
     /// The git cache (`slave.git_cache_bytes` > 0): the daemon fetches and exports each build's
     /// commit; without it, the runner fetches inside the sandbox.
     pub git_cache: Option<crate::git_cache::GitCache>,
+    /// The daemon's inotify instance (none: build files are looked at once a second).
+    pub events: Option<Arc<crate::events::Events>>,
 }
 
 impl Env {
@@ -68,7 +70,9 @@ impl Env {
 
 /// How long a cancelled build gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(100);
+/// How often a watcher looks at its build even when no event came: a safety net only (events
+/// wake it: the runner's exit, its state file replaced, a cancel request).
+const SAFETY_NET: Duration = crate::events::FALLBACK_POLL;
 
 /// The only variables of the daemon's environment a build inherits: what tools need to run
 /// (paths, locale, time zone, temp dir, proxies). Never the daemon's own (`KILN_SLAVE_TOKEN`,
@@ -202,8 +206,10 @@ fn end_processes(dir: &BuildDir, pid: Option<i32>) {
         }
     } else if let Some(p) = pid {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut pause = Duration::from_millis(1);
         while store::group_alive(p) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
         }
     }
 }
@@ -290,10 +296,10 @@ async fn launch(env: Arc<Env>, dir: BuildDir, record: Record, job: Job) {
     }
 }
 
-/// Returns once the master asked to stop the build.
+/// Returns once the master asked to stop the build (or the build is no longer held).
 async fn cancelled(o: &Outbox, build: kiln_shared::BuildId) {
-    while !o.cancel_requested(build) {
-        tokio::time::sleep(POLL).await;
+    if let Some(mut rx) = o.cancel_watch(build) {
+        let _ = rx.wait_for(|asked| *asked).await;
     }
 }
 
@@ -386,6 +392,10 @@ pub fn adopt_all(env: &Arc<Env>) {
 }
 
 /// Follows a runner until it ends (stopping it if asked), then settles the build's outcome.
+///
+/// Woken by events only: the runner's exit (the child's wait, or for an adopted runner, which is
+/// not the daemon's child, its pidfd), its `state.json` replaced (inotify: the commit it fetched),
+/// a cancel request; plus a slow safety-net look.
 async fn watch(
     env: Arc<Env>,
     dir: BuildDir,
@@ -394,17 +404,31 @@ async fn watch(
 ) {
     let build = dir.id;
     let o = &env.outbox;
-    let exited = Arc::new(AtomicBool::new(
-        child.is_none() && !pid.is_some_and(store::alive),
-    ));
-    if let Some(mut c) = child {
-        let flag = exited.clone();
-        tokio::spawn(async move {
-            let _ = c.wait().await;
-            flag.store(true, Ordering::SeqCst);
-        });
-    }
-    let mut term_sent: Option<Instant> = None;
+    let state_written = Arc::new(tokio::sync::Notify::new());
+    let _state_watch = env.events.as_ref().and_then(|e| {
+        e.watch(
+            &dir.sandbox(),
+            "state.json",
+            crate::events::REPLACED,
+            state_written.clone(),
+        )
+        .map_err(|err| tracing::debug!(%build, "cannot watch the build's state file: {err}"))
+        .ok()
+    });
+    let exit = async move {
+        match (child, pid) {
+            (Some(mut c), _) => {
+                let _ = c.wait().await;
+            }
+            (None, Some(p)) => crate::events::exited(p).await,
+            (None, None) => {}
+        }
+    };
+    tokio::pin!(exit);
+    let mut cancel = o.cancel_watch(build);
+    let mut term_sent = false;
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    let mut exited = pid.is_none();
     loop {
         if !o.has_commit(build) {
             if let Some(c) = dir.read_state().ok().flatten().and_then(|s| s.commit) {
@@ -412,24 +436,37 @@ async fn watch(
                 o.progress(build, "building", None);
             }
         }
-        let running = !exited.load(Ordering::SeqCst) && pid.is_some_and(store::alive);
-        if !running {
+        if exited {
             break;
         }
-        if o.cancel_requested(build) {
+        let asked = cancel.as_ref().is_some_and(|rx| *rx.borrow()) || o.cancel_requested(build);
+        if asked && !term_sent {
             let p = pid.unwrap_or(0);
-            match term_sent {
-                None => {
-                    tracing::info!(%build, "stopping the build's process group {p}");
-                    store::kill_group(p, libc::SIGTERM);
-                    term_sent = Some(Instant::now());
+            tracing::info!(%build, "stopping the build's process group {p}");
+            store::kill_group(p, libc::SIGTERM);
+            term_sent = true;
+            kill_at = Some(tokio::time::Instant::now() + GRACE);
+        }
+        tokio::select! {
+            _ = &mut exit => exited = true,
+            _ = state_written.notified() => {}
+            r = async { cancel.as_mut().expect("guarded").changed().await }, if cancel.is_some() && !term_sent => {
+                if r.is_err() {
+                    // No longer held: no request can come any more.
+                    cancel = None;
                 }
-                Some(t) if t.elapsed() > GRACE => store::kill_group(p, libc::SIGKILL),
-                Some(_) => {}
+            }
+            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => {
+                // Past the grace: SIGKILL, again now and then until the runner is gone.
+                store::kill_group(pid.unwrap_or(0), libc::SIGKILL);
+                kill_at = Some(tokio::time::Instant::now() + SAFETY_NET);
+            }
+            _ = tokio::time::sleep(SAFETY_NET) => {
+                if !pid.is_some_and(store::alive) {
+                    exited = true;
+                }
             }
         }
-        // New log lines need no wake-up here: the connection reads the files on its own tick.
-        tokio::time::sleep(POLL).await;
     }
     // Whatever the build left running goes with it, before anything of it is read.
     let d = dir.clone();
@@ -590,7 +627,8 @@ async fn upload_one(
         kiln_shared::api::percent_encode(name)
     ));
     let began = Instant::now();
-    let sha = upload::upload(&env.http, &url, &job.upload_token, a)
+    let wanted = || !o.cancel_requested(build) && !o.is_forgotten(build);
+    let sha = upload::upload(&env.http, &url, &job.upload_token, a, wanted)
         .await
         .map_err(|e| e.to_string())?;
     let secs = began.elapsed().as_secs_f64();

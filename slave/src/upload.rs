@@ -185,12 +185,15 @@ struct Stored {
 }
 
 /// Uploads `artifact`, reading it once per attempt and hashing what is sent; returns the sha256
-/// the slave sent and the master stored.
+/// the slave sent and the master stored. `wanted` is asked before every retry: once the master
+/// has given up on the build (it refused an upload by closing the connection, say, and then
+/// cancelled the build), retrying is pointless and only holds the build's dir.
 pub async fn upload(
     client: &reqwest::Client,
     url: &str,
     token: &str,
     artifact: &Artifact,
+    wanted: impl Fn() -> bool,
 ) -> Result<String, UploadError> {
     use futures_util::TryStreamExt;
     let name = &artifact.name;
@@ -271,8 +274,18 @@ pub async fn upload(
             Ok(r) => last = format!("HTTP {}", r.status()),
             Err(e) => last = e.to_string(),
         }
+        let given_up = || UploadError::Gave {
+            name: name.into(),
+            message: format!("{last}; the master no longer expects this build"),
+        };
+        if !wanted() {
+            return Err(given_up());
+        }
         tracing::warn!("upload of {name} failed ({last}); retrying in {delay:?}");
         tokio::time::sleep(delay).await;
+        if !wanted() {
+            return Err(given_up());
+        }
         delay = (delay * 2).min(Duration::from_secs(15));
     }
     Err(UploadError::Gave {
@@ -368,7 +381,9 @@ mod tests {
         let client = reqwest::Client::new();
         let (a, want) = artifact("retry");
         let (url, count) = master(1).await;
-        let got = super::upload(&client, &url, "t", &a).await.unwrap();
+        let got = super::upload(&client, &url, "t", &a, || true)
+            .await
+            .unwrap();
         assert_eq!(got, want);
         assert_eq!(
             *count.lock().unwrap(),
@@ -382,7 +397,9 @@ mod tests {
         let client = reqwest::Client::new();
         let (a, want) = artifact("corrupt");
         let (url, count) = master(usize::MAX).await;
-        let e = super::upload(&client, &url, "t", &a).await.unwrap_err();
+        let e = super::upload(&client, &url, "t", &a, || true)
+            .await
+            .unwrap_err();
         let text = e.to_string();
         assert!(matches!(e, super::UploadError::Corrupted { .. }), "{text}");
         assert!(
@@ -390,6 +407,33 @@ mod tests {
             "{text}"
         );
         assert_eq!(*count.lock().unwrap(), super::CORRUPT_TRIES as usize);
+    }
+
+    #[tokio::test]
+    async fn a_failed_upload_is_not_retried_once_the_build_is_no_longer_wanted() {
+        let client = reqwest::Client::new();
+        let (a, _) = artifact("unwanted");
+        // Nothing listens there: every attempt fails at once.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/upload", closed.local_addr().unwrap());
+        drop(closed);
+        let asked = std::cell::Cell::new(0);
+        let e = super::upload(&client, &url, "t", &a, || {
+            asked.set(asked.get() + 1);
+            false
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the master no longer expects this build"),
+            "{e}"
+        );
+        assert_eq!(
+            asked.get(),
+            1,
+            "asked once, after the first failure: no retry"
+        );
     }
 
     /// `KILN_BENCH_FILE=/path cargo test -p kiln-slave bench_first_byte -- --ignored --nocapture`:

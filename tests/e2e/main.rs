@@ -18,6 +18,7 @@ mod git_cache;
 mod hardening;
 mod images;
 mod isolation;
+mod latency;
 mod launchpad;
 mod localdb;
 mod log_search;

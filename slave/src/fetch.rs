@@ -156,6 +156,23 @@ pub async fn unpack(
     Ok(())
 }
 
+/// Checks what the master sent before git sees any of it: the URL against the protocol policy,
+/// the branch name and the commit id. Both ways of fetching (the git cache, the sandbox's own
+/// shallow fetch) start here.
+pub fn validate(
+    url: &str,
+    branch: &str,
+    commit: Option<&str>,
+    allow_file: bool,
+) -> Result<(), FetchError> {
+    validate_branch_url(url, UrlPolicy { allow_file }).map_err(FetchError::Invalid)?;
+    validate_branch_name(branch).map_err(FetchError::Invalid)?;
+    if let Some(c) = commit {
+        validate_commit(c).map_err(FetchError::Invalid)?;
+    }
+    Ok(())
+}
+
 /// Fetches `branch` (or `commit` on it) of `url` into `dest`; returns the commit SHA checked out.
 pub async fn fetch(
     url: &str,
@@ -165,11 +182,7 @@ pub async fn fetch(
     dest: &Path,
     log: &Log,
 ) -> Result<String, FetchError> {
-    validate_branch_url(url, UrlPolicy { allow_file }).map_err(FetchError::Invalid)?;
-    validate_branch_name(branch).map_err(FetchError::Invalid)?;
-    if let Some(c) = commit {
-        validate_commit(c).map_err(FetchError::Invalid)?;
-    }
+    validate(url, branch, commit, allow_file)?;
     std::fs::create_dir_all(dest)
         .map_err(|e| FetchError::Local(format!("cannot create {}: {e}", dest.display())))?;
 

@@ -17,11 +17,9 @@
 //!   lost object) is removed and fetched afresh, once; errors that are the remote's ("branch
 //!   'relase' not found in URL (known: main, release)") are reported as they are.
 
-use crate::fetch::{ask_remote, capture, git, run_git, FetchError};
+use crate::fetch::{ask_remote, capture, git, run_git, validate, FetchError};
 use crate::process::Log;
-use kiln_shared::branch_url::{
-    validate_branch_name, validate_branch_url, validate_commit, UrlPolicy,
-};
+use kiln_shared::branch_url::UrlPolicy;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io;
@@ -85,11 +83,7 @@ impl GitCache {
         archive: &Path,
         log: &Log,
     ) -> Result<String, FetchError> {
-        validate_branch_url(url, UrlPolicy { allow_file }).map_err(FetchError::Invalid)?;
-        validate_branch_name(branch).map_err(FetchError::Invalid)?;
-        if let Some(c) = commit {
-            validate_commit(c).map_err(FetchError::Invalid)?;
-        }
+        validate(url, branch, commit, allow_file)?;
         private_dir(&self.root).map_err(|e| {
             FetchError::Local(format!(
                 "cannot create the git cache {}: {e}",

@@ -13,19 +13,13 @@ use kiln_shared::api::Build;
 use kiln_shared::codec::{self, PROTOCOL_VERSION};
 use kiln_shared::frames::{ConsoleEvent, ConsoleRequest};
 use kiln_shared::BuildState;
+use kiln_tests::measure::now_ns;
 use kiln_tests::{Farm, GitServer};
 use serde_json::json;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 const LINES: u32 = 200;
-
-fn now_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos() as i128
-}
 
 fn ms(ns: i128) -> f64 {
     ns as f64 / 1e6
@@ -34,6 +28,26 @@ fn ms(ns: i128) -> f64 {
 /// The value at quantile `q` (0..=1) of sorted `v`.
 fn quantile(v: &[i128], q: f64) -> i128 {
     v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// "p50 …, p99 …, max … over N lines" of sorted delays (nanoseconds).
+fn spread(v: &[i128]) -> String {
+    format!(
+        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} lines",
+        ms(quantile(v, 0.5)),
+        ms(quantile(v, 0.99)),
+        ms(*v.last().expect("some delays")),
+        v.len()
+    )
+}
+
+/// When the build's script ended: the `end` file it wrote (`date +%s%N`).
+async fn script_end(farm: &Farm, build: kiln_shared::BuildId) -> i128 {
+    String::from_utf8(farm.download(build, "end").await)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("the script's end time")
 }
 
 fn ts_ns(t: &chrono::DateTime<chrono::Utc>) -> i128 {
@@ -172,32 +186,19 @@ date +%s%N > "$KILN_OUTPUT_DIR/end""#
     slave_delays.sort();
     if !slave_delays.is_empty() {
         eprintln!(
-            "MEASURE log line written → in the slave's file: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} lines",
-            ms(quantile(&slave_delays, 0.5)),
-            ms(quantile(&slave_delays, 0.99)),
-            ms(*slave_delays.last().unwrap()),
-            slave_delays.len()
+            "MEASURE log line written → in the slave's file: {}",
+            spread(&slave_delays)
         );
     }
     eprintln!(
-        "MEASURE log line written → stored by the master: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} lines",
-        ms(quantile(&stored_delays, 0.5)),
-        ms(quantile(&stored_delays, 0.99)),
-        ms(*stored_delays.last().unwrap()),
-        stored_delays.len()
+        "MEASURE log line written → stored by the master: {}",
+        spread(&stored_delays)
     );
-    let end: i128 = String::from_utf8(farm.download(b.id, "end").await)
-        .unwrap()
-        .trim()
-        .parse()
-        .expect("the script's end time");
+    let end = script_end(&farm, b.id).await;
     let (dispatched_running, _) = build_times(&b);
     eprintln!(
-        "MEASURE log line written → master (console): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} lines",
-        ms(quantile(&delays, 0.5)),
-        ms(quantile(&delays, 0.99)),
-        ms(*delays.last().unwrap()),
-        delays.len()
+        "MEASURE log line written → master (console): {}",
+        spread(&delays)
     );
     eprintln!(
         "MEASURE dispatched → running {:.1} ms; script end → finished {:.1} ms",
@@ -302,11 +303,7 @@ async fn noop_builds(farm: &Farm, what: &str) {
         let b = farm.request_build("noop", json!({})).await;
         let b = farm.wait_ended(b.id, Duration::from_secs(60)).await;
         assert_eq!(b.state, BuildState::Succeeded, "{:?}", b.reason);
-        let end: i128 = String::from_utf8(farm.download(b.id, "end").await)
-            .unwrap()
-            .trim()
-            .parse()
-            .expect("the script's end time");
+        let end = script_end(farm, b.id).await;
         let (r, f) = build_times(&b);
         running.push(r);
         finished.push(f);

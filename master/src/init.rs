@@ -90,6 +90,19 @@ login_window_secs = 900
 # [auth.launchpad]             # Launchpad teams (OpenID 2.0); Ubuntu's endpoint by default
 # refresh_secs = 3600
 
+# Notifications: who is told what is data (console: a project's settings); how mail and
+# webhooks leave is here. See docs/notifications.md. Mail needs master.public_url.
+[notify]
+retry_for_secs = 86400        # a delivery is retried this long, then marked failed
+# webhook_allow = []          # loopback/link-local webhook targets an admin allows ("127.0.0.1/32")
+#
+# [notify.smtp]
+# host = "smtp.example.org"
+# tls = "starttls"            # "starttls" (port 587), "tls" (465) or "none" (25)
+# username = "kiln"
+# password_file = "smtp.password"
+# from = "Kiln <kiln@example.org>"
+
 [database]
 # Leave url out to run a private PostgreSQL cluster in data_dir/postgres (unix socket only).
 # url = "postgres://kiln@db-host/kiln"

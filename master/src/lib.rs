@@ -19,6 +19,7 @@ pub mod listener;
 pub mod liveness;
 pub mod login;
 pub mod matching;
+pub mod notify;
 pub mod retention;
 pub mod schedule;
 pub mod scheduler;
@@ -190,7 +191,9 @@ pub async fn build_with(
             storage_dir.display()
         )
     })?;
+    let notify = notify::Notifier::new(&cfg, &db).await?;
     let state = Arc::new(AppState {
+        notify,
         db,
         cfg: Arc::new(cfg),
         storage,
@@ -215,6 +218,7 @@ pub async fn build_with(
         background.push(tokio::spawn(liveness::run(state.clone())));
         background.push(tokio::spawn(scheduler::run(state.clone())));
         background.push(tokio::spawn(retention::run(state.clone())));
+        background.extend(notify::outbox::spawn(state.clone()));
         if state.cfg.auth.launchpad.is_some() {
             background.push(tokio::spawn(login::launchpad::refresh_loop(state.clone())));
         }

@@ -62,8 +62,9 @@ impl AppState {
     /// 2. a master's reason goes into the build's log, and the slave is told to stop if asked;
     /// 3. the log index (`log_lines`, `log_bytes`) is brought up to the log file in the same
     ///    transaction (never seen ended with a stale index), and the file closes;
-    /// 4. consoles get the build, the end of its log, and the retry; the dispatcher wakes for
-    ///    the slot (and the retry).
+    /// 4. the notifications it fires are queued in the outbox in the same transaction;
+    /// 5. consoles get the build, the end of its log, and the retry; the dispatcher wakes for
+    ///    the slot (and the retry), the outbox workers for the notifications.
     ///
     /// Anything else (already ended, held by another slave, unknown) changes nothing and is
     /// returned as it is.
@@ -115,7 +116,16 @@ impl AppState {
         } else {
             None
         };
+        // Who hears about it: outbox rows in this transaction, so none is lost or sent for an
+        // ending that did not happen.
+        let notified = match builds::get(&mut *tx, id).await? {
+            Some(row) => crate::notify::queue_build_end(&mut tx, &row).await?,
+            None => 0,
+        };
         tx.commit().await?;
+        if notified > 0 {
+            self.notify.wake();
+        }
         tracing::info!(build = %id, %from, %to, ?retry, "build ended {why}");
         if let (
             EndedBy::Master {

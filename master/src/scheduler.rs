@@ -119,6 +119,7 @@ async fn handle_slot(
                     priority: p.priority,
                     rebuild_of: None,
                     release_notes: None,
+                    requested_by: None,
                 },
             )
             .await?;

@@ -28,6 +28,8 @@ pub struct AppState {
     pub upload_keys: crate::upload_token::UploadKeys,
     /// Cookies, failed sign-ins, OpenID Connect providers.
     pub auth: crate::auth::AuthState,
+    /// Mail and webhooks: the transports and the outbox workers' wake-ups.
+    pub notify: crate::notify::Notifier,
 }
 
 impl AppState {

@@ -27,6 +27,9 @@ pub struct Config {
     /// Who may sign in and how (`[auth]`).
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Mail and webhooks (`[notify]`, `[notify.smtp]`).
+    #[serde(default)]
+    pub notify: NotifyConfig,
 }
 
 fn one() -> u32 {
@@ -419,6 +422,75 @@ impl Default for SlaveConfig {
     }
 }
 
+/// `[notify]`: how notifications are sent (who gets them is data, in the database).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Mail; without it, no mail is sent and mail subscriptions are refused.
+    pub smtp: Option<SmtpConfig>,
+    /// How long a delivery is retried before it is given up (`failed`), in seconds.
+    pub retry_for_secs: u64,
+    /// The first retry's delay (ms); each next one doubles, up to `retry_max_delay_secs`.
+    pub retry_first_ms: u64,
+    pub retry_max_delay_secs: u64,
+    /// How long a webhook's receiver has to answer.
+    pub webhook_timeout_secs: u64,
+    /// Addresses or networks (`127.0.0.1/32`, `::1`) a webhook may target although they are
+    /// loopback, link-local, unspecified or multicast (refused otherwise).
+    pub webhook_allow: Vec<String>,
+    /// How many of the log's last lines a failure's message carries.
+    pub log_tail_lines: u32,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            smtp: None,
+            retry_for_secs: 24 * 3600,
+            retry_first_ms: 1000,
+            retry_max_delay_secs: 600,
+            webhook_timeout_secs: 10,
+            webhook_allow: Vec::new(),
+            log_tail_lines: 30,
+        }
+    }
+}
+
+/// `[notify.smtp]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Default: 587 with `starttls`, 465 with `tls`, 25 with `none`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the password (relative to the data dir).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The sender (`Kiln <kiln@example.org>` or a bare address).
+    pub from: String,
+    /// Connections kept open to the server.
+    #[serde(default = "four")]
+    pub pool_size: u32,
+}
+
+fn four() -> u32 {
+    4
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    #[default]
+    Starttls,
+    Tls,
+    None,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -478,6 +550,7 @@ impl Config {
             database: DatabaseConfig::default(),
             slave: SlaveConfig::default(),
             auth: AuthConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 
@@ -555,6 +628,7 @@ impl Config {
             }
         }
         self.check_auth()?;
+        self.check_notify()?;
         if self.slave.sandbox_uid_base < 65536
             || u64::from(self.slave.sandbox_uid_base) + 64 * 65536 > u64::from(u32::MAX)
         {
@@ -707,6 +781,57 @@ impl Config {
         Ok(())
     }
 
+    fn check_notify(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        let n = &self.notify;
+        if n.retry_first_ms == 0 || n.retry_max_delay_secs == 0 || n.webhook_timeout_secs == 0 {
+            return invalid(
+                "notify.retry_first_ms",
+                "retry_first_ms, retry_max_delay_secs and webhook_timeout_secs must be at least 1"
+                    .into(),
+            );
+        }
+        for net in &n.webhook_allow {
+            let ok = match net.split_once('/') {
+                Some((ip, len)) => {
+                    ip.parse::<std::net::IpAddr>().is_ok() && len.parse::<u8>().is_ok()
+                }
+                None => net.parse::<std::net::IpAddr>().is_ok(),
+            };
+            if !ok {
+                return invalid(
+                    "notify.webhook_allow",
+                    format!("'{net}' is not an address or network like 127.0.0.1/32 or ::1"),
+                );
+            }
+        }
+        if let Some(s) = &n.smtp {
+            if s.host.trim().is_empty() {
+                return invalid("notify.smtp.host", "names no host".into());
+            }
+            if !s.from.contains('@') {
+                return invalid(
+                    "notify.smtp.from",
+                    format!("'{}' is not a mail address like kiln@example.org", s.from),
+                );
+            }
+            if s.username.is_some() != s.password_file.is_some() {
+                return invalid(
+                    "notify.smtp.password_file",
+                    "username and password_file go together".into(),
+                );
+            }
+            if self.master.public_url.is_none() {
+                return invalid(
+                    "master.public_url",
+                    "is needed when [notify.smtp] is configured (mails link to builds there)"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.data_dir.as_deref().unwrap_or(Path::new("."))
     }
@@ -805,6 +930,35 @@ mod tests {
         );
         let e = Config::parse("[master.connections]\nmax = 1", Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("max"), "{e}");
+    }
+
+    #[test]
+    fn notify_settings_are_checked_naming_the_key() {
+        let c = Config::parse("", Path::new("/")).unwrap();
+        assert!(c.notify.smtp.is_none());
+        assert_eq!(c.notify.retry_for_secs, 86400);
+        let smtp = "[notify.smtp]\nhost = \"127.0.0.1\"\nport = 2525\ntls = \"none\"\nfrom = \"kiln@example.org\"\n";
+        let e = Config::parse(smtp, Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("master.public_url"), "{e}");
+        let ok = format!("[master]\npublic_url = \"https://kiln.example.org\"\n{smtp}");
+        let c = Config::parse(&ok, Path::new("/")).unwrap();
+        let s = c.notify.smtp.unwrap();
+        assert_eq!((s.port, s.tls, s.pool_size), (Some(2525), SmtpTls::None, 4));
+        let e = Config::parse(&format!("{ok}username = \"k\"\n"), Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("notify.smtp.password_file"), "{e}");
+        let e =
+            Config::parse(&ok.replace("kiln@example.org", "nobody"), Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("notify.smtp.from"), "{e}");
+        let e = Config::parse(&ok.replace("\"none\"", "\"ssl\""), Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("ssl"), "{e}");
+        let e =
+            Config::parse("[notify]\nwebhook_allow = [\"localhost\"]", Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("notify.webhook_allow"), "{e}");
+        Config::parse(
+            "[notify]\nwebhook_allow = [\"127.0.0.1/32\", \"::1\"]",
+            Path::new("/"),
+        )
+        .unwrap();
     }
 
     #[test]

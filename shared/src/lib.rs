@@ -17,6 +17,7 @@ pub mod config;
 pub mod frames;
 pub mod ids;
 pub mod log_rules;
+pub mod notify;
 pub mod state;
 
 pub use ids::{BuildId, SlaveId};

@@ -59,6 +59,7 @@ async fn queue(pool: &PgPool, project_id: i64, priority: i32) -> BuildId {
             priority,
             rebuild_of: None,
             release_notes: None,
+            requested_by: None,
         },
     )
     .await

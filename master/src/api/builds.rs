@@ -89,6 +89,7 @@ pub async fn request(
                 priority: req.priority.unwrap_or(p.priority),
                 rebuild_of: None,
                 release_notes: notes,
+                requested_by: Some(who.name()),
             },
         )
         .await;
@@ -330,6 +331,7 @@ pub async fn rebuild(
                 priority: old.priority,
                 rebuild_of: Some(BuildId(id)),
                 release_notes: None,
+                requested_by: Some(who.name()),
             },
         )
         .await?;

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod artifacts;
 pub mod builds;
 pub mod guard;
+pub mod notify;
 pub mod projects;
 pub mod slaves;
 
@@ -25,6 +26,50 @@ pub fn router() -> Router<Arc<AppState>> {
                 .delete(projects::delete),
         )
         .route("/api/projects/{name}/builds", post(builds::request))
+        .route(
+            "/api/projects/{name}/subscriptions",
+            get(notify::list_project).post(notify::create_project),
+        )
+        .route(
+            "/api/projects/{name}/subscriptions/{id}",
+            axum::routing::delete(notify::delete_project),
+        )
+        .route(
+            "/api/projects/{name}/subscriptions/{id}/deliveries",
+            get(notify::deliveries_project),
+        )
+        .route(
+            "/api/teams/{name}/subscriptions",
+            get(notify::list_team).post(notify::create_team),
+        )
+        .route(
+            "/api/teams/{name}/subscriptions/{id}",
+            axum::routing::delete(notify::delete_team),
+        )
+        .route(
+            "/api/teams/{name}/subscriptions/{id}/deliveries",
+            get(notify::deliveries_team),
+        )
+        .route("/api/deliveries/{id}/redeliver", post(notify::redeliver))
+        .route("/api/templates", get(notify::site_templates))
+        .route("/api/templates/preview", post(notify::preview_site))
+        .route(
+            "/api/templates/{event}",
+            put(notify::put_site_template).delete(notify::delete_site_template),
+        )
+        .route(
+            "/api/projects/{name}/templates",
+            get(notify::project_templates),
+        )
+        .route(
+            "/api/projects/{name}/templates/preview",
+            post(notify::preview_project),
+        )
+        .route(
+            "/api/projects/{name}/templates/{event}",
+            put(notify::put_project_template).delete(notify::delete_project_template),
+        )
+        .route("/api/unsubscribe", post(notify::unsubscribe))
         .route("/api/builds", get(builds::list))
         .route("/api/builds/{id}", get(builds::show))
         .route("/api/builds/{id}/cancel", post(builds::cancel))

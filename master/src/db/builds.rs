@@ -89,13 +89,16 @@ pub struct NewBuild<'a> {
     pub priority: i32,
     pub rebuild_of: Option<BuildId>,
     pub release_notes: Option<&'a str>,
+    /// Who asked for it (a user name); `None` for the scheduler.
+    pub requested_by: Option<&'a str>,
 }
 
 pub async fn insert(db: &mut PgConnection, b: NewBuild<'_>) -> sqlx::Result<BuildId> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO builds (project_id, state, trigger, release, requested_commit, branch_url,
-                             branch, retry_of, attempt, priority, rebuild_of, release_notes)
-         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                             branch, retry_of, attempt, priority, rebuild_of, release_notes,
+                             requested_by)
+         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
     )
     .bind(b.project_id)
     .bind(b.trigger)
@@ -108,6 +111,7 @@ pub async fn insert(db: &mut PgConnection, b: NewBuild<'_>) -> sqlx::Result<Buil
     .bind(b.priority)
     .bind(b.rebuild_of.map(|b| b.0))
     .bind(b.release_notes)
+    .bind(b.requested_by)
     .fetch_one(&mut *db)
     .await?;
     sqlx::query("INSERT INTO build_events (build_id, to_state, reason) VALUES ($1, 'queued', $2)")
@@ -478,10 +482,11 @@ pub async fn queue_retry(tx: &mut PgConnection, id: BuildId) -> sqlx::Result<Opt
         attempt: i32,
         lost_retries: i32,
         release_notes: Option<String>,
+        requested_by: Option<String>,
     }
     let r: Retry = sqlx::query_as(
         "SELECT b.project_id, b.priority, b.trigger, b.release, b.requested_commit, b.branch_url, b.branch,
-                b.attempt, p.lost_retries, b.release_notes
+                b.attempt, p.lost_retries, b.release_notes, b.requested_by
          FROM builds b JOIN projects p ON p.id = b.project_id WHERE b.id = $1",
     )
     .bind(id.0)
@@ -504,6 +509,7 @@ pub async fn queue_retry(tx: &mut PgConnection, id: BuildId) -> sqlx::Result<Opt
             priority: r.priority,
             rebuild_of: None,
             release_notes: r.release_notes.as_deref(),
+            requested_by: r.requested_by.as_deref(),
         },
     )
     .await

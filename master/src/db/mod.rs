@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod artifacts;
 pub mod builds;
+pub mod notify;
 pub mod projects;
 pub mod slaves;
 

@@ -259,13 +259,39 @@ async fn session(
     .await;
     let replaced = !st.hub.unregister(id, conn) && st.hub.connected().iter().any(|(s, _)| *s == id);
     if !replaced {
-        if let Err(e) = slaves::went_offline(&st.db, id, st.hub.last_heard(id)).await {
+        let last_heard = st.hub.last_heard(id);
+        if let Err(e) = slaves::went_offline(&st.db, id, last_heard).await {
             tracing::warn!("marking slave offline: {e}");
         }
         st.slave_changed(id).await;
+        tell_if_still_away(st.clone(), id, name.clone(), last_heard);
         tracing::info!(slave = %name, "slave disconnected");
     }
     result
+}
+
+/// A slave that stays away for `master.lost_timeout_secs` (as long as its builds are given)
+/// is reported to `slave_offline` subscribers; a daemon restart or a short network blip is
+/// not.
+fn tell_if_still_away(
+    st: Arc<AppState>,
+    id: SlaveId,
+    name: String,
+    last_heard: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    tokio::spawn(async move {
+        let grace = std::time::Duration::from_secs(st.cfg.master.lost_timeout_secs.into());
+        tokio::time::sleep(grace).await;
+        if st.hub.connected().iter().any(|(s, _)| *s == id) {
+            return;
+        }
+        let since = last_heard.unwrap_or_else(chrono::Utc::now);
+        match crate::notify::queue_slave_offline(&st.db, &name, since).await {
+            Ok(0) => {}
+            Ok(_) => st.notify.wake(),
+            Err(e) => tracing::warn!(slave = %name, "queueing slave_offline messages: {e}"),
+        }
+    });
 }
 
 /// What should be true for each build the slave says it holds.

@@ -30,6 +30,7 @@ fn page(route: Route) -> Html {
         Route::Audit => html! { <pages::audit::Audit /> },
         Route::Account => html! { <pages::account::Account /> },
         Route::Login => html! { <pages::login::Login /> },
+        Route::Unsubscribe => html! { <pages::unsubscribe::UnsubscribePage /> },
         Route::NotFound => {
             html! { <main><h1 tabindex="-1">{"Not found"}</h1><p>{"No such page."}</p></main> }
         }
@@ -53,8 +54,8 @@ fn gate(p: &GateProps) -> Html {
         }
     });
     use_focus_after_navigation(p.route.clone());
-    if p.route == Route::Login {
-        return page(Route::Login);
+    if p.route.public() {
+        return page(p.route.clone());
     }
     match &session.state {
         Session::Checking => html! { <main><p class="muted" role="status">{"Loading…"}</p></main> },

@@ -33,6 +33,9 @@ pub enum Route {
     /// `?next=<path>` (where to go after sign-in), `?error=<why>` (a provider refused).
     #[at("/login")]
     Login,
+    /// A mail's unsubscribe link (`#<token>`): public, no sign-in needed.
+    #[at("/unsubscribe")]
+    Unsubscribe,
     #[not_found]
     #[at("/404")]
     NotFound,
@@ -42,6 +45,11 @@ impl Route {
     /// Pages only admins may open.
     pub fn admin_only(&self) -> bool {
         matches!(self, Route::Users | Route::Audit)
+    }
+
+    /// Pages shown without a session (the login gate lets them through).
+    pub fn public(&self) -> bool {
+        matches!(self, Route::Login | Route::Unsubscribe)
     }
 }
 
@@ -64,11 +72,14 @@ mod tests {
             ("/audit", Route::Audit),
             ("/account", Route::Account),
             ("/login", Route::Login),
+            ("/unsubscribe", Route::Unsubscribe),
         ] {
             assert_eq!(Route::recognize(path), Some(route.clone()), "{path}");
             assert_eq!(route.to_path(), path);
         }
         assert!(Route::Users.admin_only() && Route::Audit.admin_only());
         assert!(!Route::Teams.admin_only() && !Route::Tokens.admin_only());
+        assert!(Route::Login.public() && Route::Unsubscribe.public());
+        assert!(!Route::Dashboard.public() && !Route::Account.public());
     }
 }

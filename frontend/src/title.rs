@@ -25,6 +25,7 @@ pub fn route_title(route: &Route) -> String {
         Route::Audit => "Audit log".to_string(),
         Route::Account => "Your account".to_string(),
         Route::Login => "Sign in".to_string(),
+        Route::Unsubscribe => "Unsubscribe".to_string(),
         Route::NotFound => "Not found".to_string(),
     };
     format!("{page} · {SUFFIX}")
@@ -135,6 +136,7 @@ mod tests {
             Route::Audit,
             Route::Account,
             Route::Login,
+            Route::Unsubscribe,
             Route::NotFound,
         ];
         let titles: std::collections::BTreeSet<_> = all.iter().map(route_title).collect();

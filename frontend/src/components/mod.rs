@@ -1,10 +1,13 @@
 pub mod ansi;
+pub mod deliveries;
 pub mod live_status;
 pub mod log_text;
 pub mod log_view;
 mod regex;
 pub mod settings_form;
 pub mod state_badge;
+pub mod subscriptions;
+pub mod templates_editor;
 
 /// "12.3 s", "4 min 05 s".
 pub fn duration(

@@ -3,12 +3,14 @@ pub mod audit;
 pub mod build;
 pub mod dashboard;
 pub mod login;
+pub mod notifications;
 pub mod project;
 pub mod projects;
 pub mod slaves;
 pub mod team;
 pub mod teams;
 pub mod tokens;
+pub mod unsubscribe;
 pub mod users;
 
 use crate::api::{self, ApiErr};
@@ -47,6 +49,16 @@ pub fn field_error(err: &Option<ApiErr>, field: &str) -> Html {
     match err {
         Some(e) if e.field.as_deref() == Some(field) => {
             html! { <span class="field-error" role="alert" id={format!("{field}-error")}>{&e.message}</span> }
+        }
+        _ => html! {},
+    }
+}
+
+/// [`field_error`] for a page with several forms: the message's id is `{prefix}{field}-error`.
+pub fn field_error_id(err: &Option<ApiErr>, prefix: &str, field: &str) -> Html {
+    match err {
+        Some(e) if e.field.as_deref() == Some(field) => {
+            html! { <span class="field-error" role="alert" id={format!("{prefix}{field}-error")}>{&e.message}</span> }
         }
         _ => html! {},
     }

@@ -1,14 +1,17 @@
 //! One project: its settings, build history, Build now, Release build…, the latest good image.
 //! What the person may do follows their role on it (`project.role`): builders start builds,
-//! maintainers also change the settings and delete the project; other buttons are not shown.
+//! maintainers also change the settings, who is notified of its builds and in which words
+//! (`notifications`), and delete the project; others get a "Notify me" switch; other buttons
+//! are not shown.
 
+use super::notifications::{NotifyMe, ProjectNotifications};
 use super::{load, loading_or_error, Loaded};
 use crate::api;
 use crate::components::settings_form::SettingsForm;
 use crate::components::{duration, human_size, short, state_badge::StateBadge, when};
 use crate::live::use_queue;
 use crate::routes::Route;
-use crate::session::{effective_role, may_build, may_maintain, use_me};
+use crate::session::{effective_role, is_admin, may_build, may_maintain, use_me};
 use kiln_shared::api::{Artifact, Build, Project, RequestBuild};
 use kiln_shared::BuildState;
 use yew::prelude::*;
@@ -161,6 +164,9 @@ pub fn project_page(p: &Props) -> Html {
                         let project = project.clone();
                         Callback::from(move |p: Project| project.set(Loaded::Ok(p)))
                     }} />
+                    <ProjectNotifications project={p.name.clone()} admin={is_admin(me.as_deref())} />
+                } else if let Some(me) = &me {
+                    <NotifyMe project={p.name.clone()} username={me.username.clone()} />
                 }
                 <div class="actions">
                     if may_build(role) {

@@ -1,12 +1,14 @@
 //! One team: its members and their roles, its projects; for admins: add a member, change a
 //! member's role, remove one, and the group mappings (members of a group at a sign-in provider
-//! get a role on the team when they sign in).
+//! get a role on the team when they sign in); for its maintainers and admins, the team's
+//! notification subscriptions (all its projects' builds).
 
 use super::{field_error, load, loading_or_error, role_options, Loaded, TEAM_ROLES};
 use crate::api::{self, seg, ApiErr};
+use crate::components::subscriptions::Subscriptions;
 use crate::routes::Route;
 use crate::session::{is_admin, use_me};
-use kiln_shared::api::{Mapping, NewMapping, Providers, Role, SetMember, Team};
+use kiln_shared::api::{Mapping, Me, NewMapping, Providers, Role, SetMember, Team};
 use web_sys::HtmlSelectElement;
 use yew::prelude::*;
 use yew_router::prelude::*;
@@ -40,6 +42,15 @@ fn load_team(name: String, team: UseStateHandle<Loaded<Team>>) {
             },
         );
     });
+}
+
+/// Whether `me` is a maintainer of the team (who may edit its subscriptions, with admins).
+fn maintains(me: Option<&Me>, team: &str) -> bool {
+    me.is_some_and(|m| {
+        m.teams
+            .iter()
+            .any(|t| t.team == team && t.role >= Role::Maintainer)
+    })
 }
 
 /// A membership from the add-member form: a user name, and a team role.
@@ -230,6 +241,12 @@ pub fn team_page(p: &Props) -> Html {
                         }) }
                     </ul>
                 }
+                if admin || maintains(me.as_deref(), &t.name) {
+                    <section id="notifications" aria-labelledby="notifications-title">
+                        <h2 id="notifications-title">{"Notifications"}</h2>
+                        <Subscriptions base={path.clone()} {admin} level={3} />
+                    </section>
+                }
                 if admin { <Mappings team={t.name.clone()} /> }
             }
         </main>
@@ -410,6 +427,27 @@ mod tests {
             member_request("bob", "admin").unwrap_err().field.as_deref(),
             Some("role")
         );
+    }
+
+    #[test]
+    fn team_maintainers_manage_its_subscriptions() {
+        let me = |role: Role| Me {
+            username: "ann".into(),
+            admin: false,
+            email: None,
+            teams: vec![kiln_shared::api::TeamRole {
+                team: "boards".into(),
+                role,
+            }],
+            csrf_token: None,
+            via: "session".into(),
+            must_change_password: false,
+            token_role: None,
+        };
+        assert!(maintains(Some(&me(Role::Maintainer)), "boards"));
+        assert!(!maintains(Some(&me(Role::Builder)), "boards"));
+        assert!(!maintains(Some(&me(Role::Maintainer)), "others"));
+        assert!(!maintains(None, "boards"));
     }
 
     #[test]

@@ -19,6 +19,9 @@ PACKAGES=(
   # Launchpad sign-in tests: a real OpenID 2.0 provider (python3-openid; the teams extension
   # comes from PyPI through tests/launchpad/install.sh, into target/, with pip)
   python3 python3-openid python3-six python3-pip python3-setuptools python3-wheel
+  # notification tests: a real SMTP server on loopback (tests/support/smtp_sink.py) that the
+  # master's mailer delivers to
+  python3-aiosmtpd
 )
 
 missing=()

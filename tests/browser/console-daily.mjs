@@ -5,13 +5,32 @@
 // Exits non-zero on the first failed step, after a screenshot into KILN_OUT.
 // The console's CSP forbids the eval behind page.waitForFunction: conditions are polled from
 // Node (`until`) or waited for with locators. No fixed sleeps.
+// Notifications (issue 17): the farm sends webhooks to the receiver below (loopback is allowed by
+// its `notify.webhook_allow`) and mail to a server nobody listens on (nothing here fails).
 import { chromium } from 'playwright-core';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { createServer } from 'node:http';
+import { createHmac } from 'node:crypto';
 
 const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is not set`); return v; };
 const URL = env('KILN_URL'), TOKEN = env('KILN_TOKEN'), USER = env('KILN_USER'), PASSWORD = env('KILN_PASSWORD'), OUT = env('KILN_OUT');
 mkdirSync(OUT, { recursive: true });
+
+// The webhook receiver: every request it gets, with its raw body, answered 204.
+const hooks = [];
+const receiver = createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    hooks.push({ path: req.url, method: req.method, headers: req.headers, raw: Buffer.concat(chunks) });
+    res.statusCode = 204;
+    res.end();
+  });
+});
+await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
+const HOOK_URL = `http://127.0.0.1:${receiver.address().port}/hook`;
+const HOOK_SECRET = 'a webhook secret the board team shares';
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -77,6 +96,20 @@ const focusedTag = () => page.evaluate(() => document.activeElement && document.
 const focusOnH1 = (what) => until(async () => (await focusedTag()) === 'H1', `focus on the h1 of ${what}`);
 
 try {
+  step = 'the unsubscribe page works signed out and shows the server\'s refusal of a bogus token';
+  await page.goto(URL + '/unsubscribe#not-a-token-kiln-made');
+  await page.waitForSelector('#unsubscribe-button', { timeout: T });
+  await titleIs('Unsubscribe · Kiln');
+  await page.click('#unsubscribe-button');
+  await page.waitForSelector('#unsubscribe-error', { timeout: T });
+  if (new globalThis.URL(page.url()).pathname !== '/unsubscribe') throw new Error(`a signed-out visitor was sent to ${page.url()}`);
+  await axeCheck('/unsubscribe (signed out, refused)');
+  {
+    // Refused for the token, not for the missing sign-in.
+    const r = await fetch(URL + '/api/unsubscribe', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: 'not-a-token-kiln-made' }) });
+    if (![400, 404].includes(r.status)) throw new Error(`POST /api/unsubscribe with a bogus token: HTTP ${r.status}: ${await r.text()}`);
+  }
+
   step = 'the login page has its title; "Skip to content" is the first thing a keyboard reaches';
   await page.goto(URL + '/login');
   await page.waitForSelector('#login', { timeout: T });
@@ -196,6 +229,67 @@ try {
   const copies = await page.locator('#artifacts button.copy').count();
   if (shas === 0 || shas !== copies) throw new Error(`${shas} sha256 and ${copies} Copy buttons`);
 
+  step = 'notifications: the add form refuses a missing address at its field';
+  await page.goto(URL + '/projects/board');
+  await page.waitForSelector('#project h1', { timeout: T });
+  await page.click('#notifications > summary');
+  await page.waitForSelector('#add-subscription', { timeout: T });
+  await page.waitForSelector('#no-subscription, #subscription-list', { timeout: T });
+  await page.check('#sub-kind-email');
+  await page.click('#add-subscription-submit');
+  await page.waitForSelector('#sub-email-error', { timeout: T });
+  if ((await page.getAttribute('#sub-email', 'aria-invalid')) !== 'true') throw new Error('#sub-email is not aria-invalid');
+
+  step = 'notifications: a mailing list is subscribed to failed builds only';
+  await page.fill('#sub-email', 'board-team@example.org');
+  for (const ev of ['release', 'fixed', 'succeeded', 'lost']) await page.uncheck(`#sub-event-${ev}`);
+  if (await page.isChecked('#sub-event-slave_offline')) throw new Error('slave_offline is ticked by default');
+  await page.check('#sub-event-failed');
+  await page.click('#add-subscription-submit');
+  await page.locator('#subscription-list tr[data-subscription]').filter({ hasText: 'board-team@example.org' }).waitFor({ timeout: T });
+
+  step = 'notifications: the server refuses a webhook URL that is not http(s), at the field';
+  await page.check('#sub-kind-webhook');
+  await page.fill('#sub-webhook', 'ftp://127.0.0.1/hook');
+  await page.fill('#sub-secret', HOOK_SECRET);
+  await page.check('#sub-event-release');
+  await page.uncheck('#sub-event-failed');
+  await page.click('#add-subscription-submit');
+  await page.waitForSelector('#sub-webhook-error', { timeout: T });
+  if ((await page.getAttribute('#sub-webhook', 'aria-invalid')) !== 'true') throw new Error('#sub-webhook is not aria-invalid');
+
+  step = 'notifications: a webhook with a secret is subscribed to releases only';
+  await page.fill('#sub-webhook', HOOK_URL);
+  await page.fill('#sub-secret', HOOK_SECRET);
+  await page.click('#add-subscription-submit');
+  await page.locator('#subscription-list tr[data-subscription]').filter({ hasText: HOOK_URL }).waitFor({ timeout: T });
+  {
+    const subs = await api('GET', '/api/projects/board/subscriptions');
+    const mail = subs.find((s) => s.email === 'board-team@example.org');
+    const hook = subs.find((s) => s.webhook === HOOK_URL);
+    if (!mail || JSON.stringify(mail.events) !== '["failed"]') throw new Error(`the list's subscription: ${JSON.stringify(mail)}`);
+    if (!hook || JSON.stringify(hook.events) !== '["release"]') throw new Error(`the webhook's subscription: ${JSON.stringify(hook)}`);
+    if (JSON.stringify(subs).includes(HOOK_SECRET)) throw new Error('the webhook\'s secret is shown again');
+  }
+  await axeCheck('/projects/board (notifications)');
+
+  step = 'notifications: the template for failed previews a rendered subject';
+  await page.click('#tpl-failed-details > summary');
+  await page.waitForSelector('#tpl-failed-subject', { timeout: T });
+  await page.click('#tpl-failed-preview-button');
+  await page.waitForSelector('#tpl-failed-preview-subject', { timeout: T });
+  const rendered = (await page.textContent('#tpl-failed-preview-subject')).trim();
+  if (!rendered || rendered.includes('{{')) throw new Error(`the preview's subject is "${rendered}"`);
+  if (!(await page.textContent('#tpl-failed-preview-text')).trim()) throw new Error('the preview has no text');
+  await axeCheck('/projects/board (template preview)');
+
+  step = 'notifications: a template that does not render is refused at its field, with the line';
+  await page.fill('#tpl-failed-body', 'Build {{ build.id }} failed.\n{{ build.no_such_field }}\n');
+  await page.click('#tpl-failed-preview-button');
+  await page.locator('#tpl-failed-body-error').filter({ hasText: 'line 2' }).waitFor({ timeout: T });
+  if ((await page.getAttribute('#tpl-failed-body', 'aria-invalid')) !== 'true') throw new Error('#tpl-failed-body is not aria-invalid');
+  await axeCheck('/projects/board (template refused)');
+
   step = 'the release form refuses an invalid name with the server\'s message';
   await page.goto(URL + '/projects/board');
   await page.waitForSelector('#project h1', { timeout: T });
@@ -254,16 +348,48 @@ try {
   if (shown !== 'First factory image.\nFixes the eMMC timing.') throw new Error(`release notes shown as ${JSON.stringify(shown)}`);
   await axeCheck('/builds/ID (release)');
 
+  step = 'notifications: the webhook receives the release builds, signed';
+  await until(() => hooks.some((h) => h.headers['x-kiln-event'] === 'release'), 'a release webhook');
+  const got = hooks.find((h) => h.headers['x-kiln-event'] === 'release');
+  const sig = 'sha256=' + createHmac('sha256', HOOK_SECRET).update(got.raw).digest('hex');
+  if (got.headers['x-kiln-signature'] !== sig) throw new Error(`signature ${got.headers['x-kiln-signature']}, expected ${sig}`);
+  const sent = JSON.parse(got.raw.toString('utf8'));
+  if (sent.event !== 'release' || sent.project !== 'board' || !sent.build || !['v1.0', 'v1.1'].includes(sent.build.release)) throw new Error(`webhook body: ${got.raw}`);
+  if (String(sent.delivery) !== got.headers['x-kiln-delivery']) throw new Error(`X-Kiln-Delivery ${got.headers['x-kiln-delivery']}, body ${sent.delivery}`);
+  if (got.path !== '/hook' || got.method !== 'POST') throw new Error(`${got.method} ${got.path}`);
+  if (hooks.some((h) => h.headers['x-kiln-event'] !== 'release')) throw new Error(`a webhook for another event: ${hooks.map((h) => h.headers['x-kiln-event'])}`);
+
+  step = 'notifications: the console lists the webhook\'s deliveries and redelivers one';
+  const hookSub = (await api('GET', '/api/projects/board/subscriptions')).find((s) => s.webhook === HOOK_URL);
+  await until(async () => (await api('GET', `/api/projects/board/subscriptions/${hookSub.id}/deliveries`))
+    .some((d) => d.id === sent.delivery && d.state === 'delivered'), `delivery ${sent.delivery} marked delivered`);
+  await page.goto(URL + '/projects/board');
+  await page.waitForSelector('#project h1', { timeout: T });
+  await page.click('#notifications > summary');
+  const hookRow = page.locator('#subscription-list tr[data-subscription]').filter({ hasText: HOOK_URL });
+  await hookRow.locator('button.deliveries-toggle').click();
+  await page.waitForSelector(`tr[data-delivery="${sent.delivery}"][data-state=delivered]`, { timeout: T });
+  await axeCheck('/projects/board (deliveries)');
+  const before = hooks.length;
+  await page.click(`button[aria-label="Redeliver delivery ${sent.delivery}"]`);
+  await until(() => hooks.slice(before).some((h) => {
+    const b = JSON.parse(h.raw.toString('utf8'));
+    return b.event === 'release' && b.build && b.build.id === sent.build.id && b.delivery !== sent.delivery;
+  }), 'the redelivered webhook');
+  await page.locator(`tr[data-delivery]`).filter({ hasText: '(again)' }).first().waitFor({ timeout: T });
+
   step = 'axe-core finds no accessibility violation on any page';
   if (axeFound.length) throw new Error(`${axeFound.length} violation(s):\n${axeFound.join('\n')}`);
 
   if (errors.length) throw new Error(`page errors: ${errors.join('\n')}`);
   console.log('console-daily: all steps passed');
+  receiver.close();
   await browser.close();
 } catch (e) {
   console.error(`FAILED at step "${step}": ${e.stack || e}`);
   if (errors.length) console.error(`page errors: ${errors.join('\n')}`);
   try { await page.screenshot({ path: `${OUT}/failure.png`, fullPage: true }); } catch {}
+  receiver.close();
   await browser.close();
   process.exit(1);
 }

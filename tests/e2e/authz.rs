@@ -3,7 +3,9 @@
 //! signed in through a real session (cookie, CSRF token, Origin); the expected status of each
 //! cell is written in the table. Private projects are 404 for people outside their team, never
 //! 403. Slaves, enrolling boards and uploads have tokens of their own, which no person has.
+//! The notification routes of `docs/notifications.md` are in the table too.
 
+use crate::notify::subscribe;
 use kiln_tests::{free_port, Farm, FarmOptions, GitServer, Session};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -21,17 +23,24 @@ const WHO: [&str; 6] = [
 ];
 
 /// A farm with two teams (`boards` owns the private project `p`, `others` the public `pub`), a
-/// person in each role, and a Launchpad provider configured (never contacted) so that group
-/// mappings can be made.
+/// person in each role, a Launchpad provider configured (never contacted) so that group
+/// mappings can be made, and mail configured (to a port where nothing listens: mails wait) so
+/// that mail subscriptions can be made, and webhooks allowed to loopback.
 pub async fn people_farm() -> Farm {
     let port = free_port();
     let farm = Farm::with(FarmOptions {
         listen: Some(format!("127.0.0.1:{port}")),
         extra_master_toml: format!("public_url = \"https://127.0.0.1:{port}\"\n"),
-        extra_toml: "[auth.launchpad]\nendpoint = \"http://127.0.0.1:9/+openid\"\n\
-                     claimed_id_prefix = \"http://127.0.0.1:9/+id/\"\n\
-                     api_url = \"http://127.0.0.1:9/api\"\nrefresh_secs = 3600\n"
-            .into(),
+        extra_toml: format!(
+            "[auth.launchpad]\nendpoint = \"http://127.0.0.1:9/+openid\"\n\
+             claimed_id_prefix = \"http://127.0.0.1:9/+id/\"\n\
+             api_url = \"http://127.0.0.1:9/api\"\nrefresh_secs = 3600\n\
+             [notify]\nretry_first_ms = 200\nretry_max_delay_secs = 1\n\
+             webhook_allow = [\"127.0.0.1/32\"]\n\
+             [notify.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+             from = \"kiln@example.org\"\n",
+            free_port()
+        ),
         ..Default::default()
     })
     .await;
@@ -44,10 +53,33 @@ pub async fn people_farm() -> Farm {
         ("outsider", Some(("others", "maintainer"))),
         ("extra", None),
     ] {
-        farm.add_user(who, false, team).await;
+        add_person(&farm, who, false, team).await;
     }
-    farm.add_user("admin-user", true, None).await;
+    add_person(&farm, "admin-user", true, None).await;
     farm
+}
+
+/// `Farm::add_user` with a mail address (`{name}@example.org`: user subscriptions mail it).
+pub async fn add_person(farm: &Farm, name: &str, admin: bool, team: Option<(&str, &str)>) {
+    let (status, v) = farm
+        .post(
+            "/api/users",
+            json!({ "username": name, "password": format!("{name}-password-123"),
+                    "email": format!("{name}@example.org"), "admin": admin }),
+        )
+        .await;
+    assert_eq!(status, 201, "creating user {name}: {v}");
+    if let Some((team, role)) = team {
+        let r = farm
+            .http
+            .put(farm.api(&format!("/api/teams/{team}/members/{name}")))
+            .bearer_auth(&farm.token)
+            .json(&json!({ "role": role }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "adding {name} to {team}");
+    }
 }
 
 pub async fn sign_in(farm: &Farm, who: &str) -> Option<Session> {
@@ -110,6 +142,17 @@ async fn every_route_times_every_role() {
     for who in WHO {
         project(&farm, &format!("d-{who}"), url, "boards", json!({})).await;
     }
+    // Notifications: a webhook on `p` that is told about `done` (a delivery to redeliver), and
+    // subscriptions made by the admin (the team's list, the viewer's, the builder's) for the
+    // rows that read and delete them.
+    let hook = crate::notify::receiver(0).await;
+    let hook_sub = subscribe(
+        &farm,
+        "/api/projects/p",
+        json!({"webhook": hook.url, "secret": "hook secret"}),
+    )
+    .await
+    .id;
     let _slave = farm.slave("s").await;
     let done = farm.request_build("p", json!({})).await;
     let done = farm.wait_ended(done.id, Duration::from_secs(120)).await;
@@ -119,6 +162,77 @@ async fn every_route_times_every_role() {
         "{:?}",
         done.reason
     );
+    let delivery =
+        crate::notify::wait_deliveries(&farm, "/api/projects/p", hook_sub, "delivered", |d| {
+            crate::notify::delivered(d, 1)
+        })
+        .await[0]
+            .id;
+    let mut subs = std::collections::HashMap::new();
+    for (key, owner, body) in [
+        (
+            "p-list",
+            "/api/projects/p",
+            json!({"email": "list@example.org"}),
+        ),
+        ("p-viewer", "/api/projects/p", json!({"user": "viewer"})),
+        ("p-builder", "/api/projects/p", json!({"user": "builder"})),
+        (
+            "t-list",
+            "/api/teams/boards",
+            json!({"email": "boards@example.org"}),
+        ),
+        ("t-viewer", "/api/teams/boards", json!({"user": "viewer"})),
+        ("t-builder", "/api/teams/boards", json!({"user": "builder"})),
+        // A team no one here is in, with a public project.
+        (
+            "solo-t",
+            "/api/teams/solo",
+            json!({"email": "solo@example.org"}),
+        ),
+        (
+            "solo-p",
+            "/api/projects/solo-pub",
+            json!({"email": "solo@example.org"}),
+        ),
+    ] {
+        if key == "solo-t" {
+            farm.add_team("solo").await;
+            project(
+                &farm,
+                "solo-pub",
+                url,
+                "solo",
+                json!({"visibility": "public"}),
+            )
+            .await;
+        }
+        subs.insert(key, subscribe(&farm, owner, body).await.id);
+    }
+    // People who see `p` for each column to subscribe (someone else than the one asking), and a
+    // project per column whose template that column deletes.
+    let template = json!({"subject": "{{ project }} #{{ build.id }}", "body": "{{ url }}\n"});
+    for who in WHO {
+        add_person(
+            &farm,
+            &format!("sub-{who}"),
+            false,
+            Some(("boards", "viewer")),
+        )
+        .await;
+        project(&farm, &format!("tp-{who}"), url, "boards", json!({})).await;
+        let (s, v) = crate::notify::call(
+            &farm,
+            Method::PUT,
+            &format!("/api/projects/tp-{who}/templates/failed"),
+            Some(template.clone()),
+        )
+        .await;
+        assert_eq!(s, 200, "a template for tp-{who}: {v}");
+    }
+    let preview = json!({"event": "failed", "subject": "{{ project }} #{{ build.id }}",
+                         "body": "{{ url }}", "build": done.id});
+    let sub = |k: &str| subs[k];
     let held = farm.request_build("held", json!({})).await;
     farm.register_slave("idle").await;
     let sessions: Vec<Option<Session>> = {
@@ -197,6 +311,56 @@ async fn every_route_times_every_role() {
         // it is gone).
         (m("DELETE"), format!("/api/tokens/{viewer_token}"), None, [401, 404, 204, 404, 404, 404]),
         (m("GET"), "/api/audit".into(), None, [401, 403, 403, 403, 403, 200]),
+        // Notifications (docs/notifications.md). A project's subscriptions: its maintainers see
+        // and change all of them; anyone who sees the project, their own (`user` = them).
+        // Someone else's subscription is 404 to those who may not see it (as a token is), a
+        // private project stays 404, and what needs the maintainer role is 403.
+        (m("GET"), "/api/projects/p/subscriptions".into(), None, [401, 404, 200, 200, 200, 200]),
+        (m("GET"), "/api/projects/pub/subscriptions".into(), None, [401, 200, 200, 200, 200, 200]),
+        (m("GET"), format!("/api/projects/p/subscriptions/{}/deliveries", sub("p-list")), None, [401, 404, 404, 404, 200, 200]),
+        (m("GET"), format!("/api/projects/p/subscriptions/{}/deliveries", sub("p-viewer")), None, [401, 404, 200, 404, 200, 200]),
+        (m("GET"), format!("/api/projects/p/subscriptions/{hook_sub}/deliveries"), None, [401, 404, 404, 404, 200, 200]),
+        (m("GET"), format!("/api/projects/solo-pub/subscriptions/{}/deliveries", sub("solo-p")), None, [401, 404, 404, 404, 404, 200]),
+        (m("POST"), format!("/api/deliveries/{delivery}/redeliver"), None, [401, 404, 403, 403, 201, 201]),
+        (m("POST"), "/api/deliveries/999999/redeliver".into(), None, [401, 404, 404, 404, 404, 404]),
+        (m("DELETE"), format!("/api/projects/p/subscriptions/{}", sub("p-viewer")), None, [401, 404, 204, 404, 404, 404]),
+        (m("DELETE"), format!("/api/projects/p/subscriptions/{}", sub("p-builder")), None, [401, 404, 404, 204, 404, 404]),
+        (m("DELETE"), format!("/api/projects/p/subscriptions/{}", sub("p-list")), None, [401, 404, 404, 404, 204, 404]),
+        (m("DELETE"), format!("/api/projects/solo-pub/subscriptions/{}", sub("solo-p")), None, [401, 404, 404, 404, 404, 204]),
+        (m("POST"), "/api/projects/p/subscriptions".into(), Some(json!({"user": "{me}"})), [401, 404, 201, 201, 201, 201]),
+        (m("POST"), "/api/projects/p/subscriptions".into(), Some(json!({"user": "sub-{who}"})), [401, 404, 403, 403, 201, 201]),
+        (m("POST"), "/api/projects/p/subscriptions".into(), Some(json!({"email": "{who}@example.org"})), [401, 404, 403, 403, 201, 201]),
+        (m("POST"), "/api/projects/p/subscriptions".into(), Some(json!({"webhook": format!("{}?from={{who}}", hook.url), "secret": "s-{who}"})), [401, 404, 403, 403, 201, 201]),
+        // Only admins may be told about slaves going offline.
+        (m("POST"), "/api/projects/p/subscriptions".into(), Some(json!({"email": "off-{who}@example.org", "events": ["slave_offline"]})), [401, 404, 403, 403, 403, 201]),
+        (m("POST"), "/api/projects/pub/subscriptions".into(), Some(json!({"user": "{me}"})), [401, 201, 201, 201, 201, 201]),
+        (m("POST"), "/api/projects/pub/subscriptions".into(), Some(json!({"email": "pub-{who}@example.org"})), [401, 201, 403, 403, 403, 201]),
+        // A team's subscriptions: the same with the team's role; a team one is not in is 404.
+        (m("GET"), "/api/teams/boards/subscriptions".into(), None, [401, 404, 200, 200, 200, 200]),
+        (m("GET"), "/api/teams/others/subscriptions".into(), None, [401, 200, 404, 404, 404, 200]),
+        (m("GET"), format!("/api/teams/boards/subscriptions/{}/deliveries", sub("t-list")), None, [401, 404, 404, 404, 200, 200]),
+        (m("GET"), format!("/api/teams/boards/subscriptions/{}/deliveries", sub("t-viewer")), None, [401, 404, 200, 404, 200, 200]),
+        (m("DELETE"), format!("/api/teams/boards/subscriptions/{}", sub("t-viewer")), None, [401, 404, 204, 404, 404, 404]),
+        (m("DELETE"), format!("/api/teams/boards/subscriptions/{}", sub("t-builder")), None, [401, 404, 404, 204, 404, 404]),
+        (m("DELETE"), format!("/api/teams/boards/subscriptions/{}", sub("t-list")), None, [401, 404, 404, 404, 204, 404]),
+        (m("DELETE"), format!("/api/teams/solo/subscriptions/{}", sub("solo-t")), None, [401, 404, 404, 404, 404, 204]),
+        (m("POST"), "/api/teams/boards/subscriptions".into(), Some(json!({"user": "{me}"})), [401, 404, 201, 201, 201, 201]),
+        (m("POST"), "/api/teams/boards/subscriptions".into(), Some(json!({"user": "sub-{who}"})), [401, 404, 403, 403, 201, 201]),
+        (m("POST"), "/api/teams/boards/subscriptions".into(), Some(json!({"email": "t-{who}@example.org"})), [401, 404, 403, 403, 201, 201]),
+        (m("POST"), "/api/teams/others/subscriptions".into(), Some(json!({"email": "o-{who}@example.org"})), [401, 201, 404, 404, 404, 201]),
+        // Templates: the site's are read by anyone signed in and changed by admins; a project's
+        // by its maintainers.
+        (m("GET"), "/api/templates".into(), None, [401, 200, 200, 200, 200, 200]),
+        (m("PUT"), "/api/templates/failed".into(), Some(template.clone()), [401, 403, 403, 403, 403, 200]),
+        (m("POST"), "/api/templates/preview".into(), Some(preview.clone()), [401, 403, 403, 403, 403, 200]),
+        (m("DELETE"), "/api/templates/failed".into(), None, [401, 403, 403, 403, 403, 204]),
+        (m("GET"), "/api/projects/p/templates".into(), None, [401, 404, 403, 403, 200, 200]),
+        (m("GET"), "/api/projects/pub/templates".into(), None, [401, 200, 403, 403, 403, 200]),
+        (m("PUT"), "/api/projects/p/templates/failed".into(), Some(template.clone()), [401, 404, 403, 403, 200, 200]),
+        (m("POST"), "/api/projects/p/templates/preview".into(), Some(preview.clone()), [401, 404, 403, 403, 200, 200]),
+        (m("DELETE"), "/api/projects/tp-{who}/templates/failed".into(), None, [401, 404, 403, 403, 204, 204]),
+        // Unsubscribing takes the token from a mail, and no sign-in: a bad one is refused alike.
+        (m("POST"), "/api/unsubscribe".into(), Some(json!({"token": "not-a-token"})), [400, 400, 400, 400, 400, 400]),
         // Signing in is for anyone; a provider's login sends the browser on (Launchpad is
         // configured here, no OpenID Connect provider is).
         (m("POST"), "/auth/local/login".into(), Some(json!({"username": "{who}", "password": "not the password"})), [401, 401, 401, 401, 401, 401]),
@@ -208,10 +372,13 @@ async fn every_route_times_every_role() {
     let mut wrong = vec![];
     for (method, path, body, want) in &routes {
         for (i, who) in WHO.iter().enumerate() {
+            // `{me}`: the user name the column signs in with.
+            let me = if *who == "admin" { "admin-user" } else { who };
             let path = path.replace("{who}", who);
-            let body = body
-                .as_ref()
-                .map(|b| serde_json::from_str(&b.to_string().replace("{who}", who)).unwrap());
+            let body = body.as_ref().map(|b| {
+                serde_json::from_str(&b.to_string().replace("{who}", who).replace("{me}", me))
+                    .unwrap()
+            });
             let (status, v) = call(&farm, sessions[i].as_ref(), method, &path, body.as_ref()).await;
             if status != want[i] {
                 wrong.push(format!(

@@ -1,11 +1,13 @@
 //! The console as a board team's daily tool (issue 15), in a real browser: the project Settings
 //! form keeps what is typed through live updates and saves exactly that; every page has its own
 //! title; a build page's title follows its build to the end; focus lands on the page's heading
-//! after a navigation; the release form shows the server's refusal. The steps are in
-//! `tests/browser/console-daily.mjs`; the set-up is the one of `browser.rs` (a farm serving the
+//! after a navigation; the release form shows the server's refusal; notifications (issue 17): a
+//! maintainer subscribes a mailing list and a webhook in the project's settings and previews a
+//! template, the webhook receives the release builds, signed, and the unsubscribe page works
+//! signed out. The steps are in `tests/browser/console-daily.mjs`; the set-up is the one of `browser.rs` (a farm serving the
 //! built console, a local admin account made with the admin token, a slave).
 
-use kiln_tests::{Farm, FarmOptions, GitServer};
+use kiln_tests::{free_port, Farm, FarmOptions, GitServer};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;
@@ -29,8 +31,23 @@ async fn console_daily_settings_titles_focus_and_releases() {
     let script = "for i in 1 2 3 4 5 6; do echo \"tick $i\"; sleep 1; done\necho done > \"$KILN_OUTPUT_DIR/board.img\"";
     board.script_branch("main", script);
     board.script_branch("dev", script);
+    // Notifications: mail through a server nobody listens on (no build here fails, so none is
+    // sent), webhooks to the script's own receiver on loopback (allowed for the test), and the
+    // public URL the mails' links use.
+    let port = free_port();
     let farm = Farm::with(FarmOptions {
-        extra_master_toml: format!("console_dir = \"{}\"", dist.display()),
+        listen: Some(format!("127.0.0.1:{port}")),
+        extra_master_toml: format!(
+            "console_dir = \"{}\"\npublic_url = \"https://127.0.0.1:{port}\"\n",
+            dist.display()
+        ),
+        extra_toml: format!(
+            "[notify]\nwebhook_allow = [\"127.0.0.1/32\"]\nretry_first_ms = 500\n\
+             retry_max_delay_secs = 2\n\
+             [notify.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+             from = \"kiln@example.org\"\n",
+            free_port()
+        ),
         ..Default::default()
     })
     .await;
@@ -77,4 +94,18 @@ async fn console_daily_settings_titles_focus_and_releases() {
     assert_eq!(p["branch"], "dev", "{p}");
     assert_eq!(p["schedule"], "daily 03:15", "{p}");
     assert_eq!(p["keep_builds"], 7, "{p}");
+    // The subscriptions the form made are the server's.
+    let subs: serde_json::Value = farm.get("/api/projects/board/subscriptions").await;
+    let subs = subs.as_array().expect("a list of subscriptions");
+    let mail = subs
+        .iter()
+        .find(|s| s["email"] == "board-team@example.org")
+        .unwrap_or_else(|| panic!("no subscription of the list: {subs:?}"));
+    assert_eq!(mail["events"], json!(["failed"]), "{mail}");
+    let hook = subs
+        .iter()
+        .find(|s| s["webhook"].as_str().is_some_and(|w| w.ends_with("/hook")))
+        .unwrap_or_else(|| panic!("no webhook subscription: {subs:?}"));
+    assert_eq!(hook["events"], json!(["release"]), "{hook}");
+    assert!(hook.get("secret").is_none(), "the secret is shown: {hook}");
 }

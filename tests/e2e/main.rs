@@ -22,6 +22,7 @@ mod latency;
 mod launchpad;
 mod localdb;
 mod log_search;
+mod notify;
 mod oidc;
 mod oidc_browser;
 mod protocol;

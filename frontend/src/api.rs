@@ -54,7 +54,7 @@ pub fn ends_session(path: &str, status: u16) -> bool {
 
 /// The error a failed response stands for: the server's JSON `error`, else its status and text.
 pub fn error_of(status: u16, text: &str) -> ApiErr {
-    let body: Option<ErrorBody> = serde_json::from_str(text).ok();
+    let body: Option<ErrorBody> = from_json(text).ok();
     ApiErr {
         status,
         message: body.as_ref().map(|b| b.error.clone()).unwrap_or_else(|| {
@@ -77,14 +77,35 @@ fn csrf(r: RequestBuilder) -> RequestBuilder {
     }
 }
 
+/// Reads a JSON text into `T`. In the browser the browser parses it (`JSON.parse`) and
+/// serde-wasm-bindgen reads the value (far less wasm than a JSON parser of ours); natively (unit
+/// tests) serde_json does.
+pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, ApiErr> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let v = js_sys::JSON::parse(text).map_err(|e| {
+            ApiErr::network(
+                e.as_string()
+                    .unwrap_or_else(|| "the answer is not JSON".into()),
+            )
+        })?;
+        serde_wasm_bindgen::from_value(v).map_err(ApiErr::network)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        serde_json::from_str(text).map_err(ApiErr::network)
+    }
+}
+
 async fn send<T: DeserializeOwned>(path: &str, req: Request) -> Result<T, ApiErr> {
     let resp = req.send().await.map_err(ApiErr::network)?;
     let status = resp.status();
     if (200..300).contains(&status) {
         if status == 204 {
-            return serde_json::from_str("null").map_err(ApiErr::network);
+            return from_json("null");
         }
-        return resp.json::<T>().await.map_err(ApiErr::network);
+        let text = resp.text().await.map_err(ApiErr::network)?;
+        return from_json(&text);
     }
     let text = resp.text().await.unwrap_or_default();
     if ends_session(path, status) {

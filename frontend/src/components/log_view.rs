@@ -24,6 +24,9 @@ use web_sys::{HtmlElement, HtmlInputElement};
 use yew::prelude::*;
 
 const LINE_H: f64 = 18.0;
+/// The same in whole pixels, for styles (formatted as integers: no float formatting code in
+/// the wasm).
+const LINE_PX: u64 = 18;
 const OVERSCAN: usize = 40;
 /// How long one slice of a search may run before the page gets a frame.
 const SLICE_MS: f64 = 8.0;
@@ -106,6 +109,12 @@ struct Finder {
     began_ms: f64,
     took_ms: f64,
     longest_slice_ms: f64,
+}
+
+/// "12.3" for 12.34 (without float formatting).
+fn tenths(v: f64) -> String {
+    let t = (v * 10.0).round() as i64;
+    format!("{}.{}", t / 10, t % 10)
 }
 
 fn now_ms() -> f64 {
@@ -571,7 +580,7 @@ pub fn log_view(p: &Props) -> Html {
             None => (0, vec![]),
         };
         let wrapped = *wrap;
-        let style_attr = (!wrapped).then(|| format!("top:{}px", i as f64 * LINE_H));
+        let style_attr = (!wrapped).then(|| format!("top:{}px", i as u64 * LINE_PX));
         let cls = classes!(
             "line",
             (*target == Some(n)).then_some("target"),
@@ -635,11 +644,11 @@ pub fn log_view(p: &Props) -> Html {
     let inner_style = if *wrap {
         format!(
             "min-height:{}px;padding-top:{}px",
-            total as f64 * LINE_H,
-            first as f64 * LINE_H
+            total as u64 * LINE_PX,
+            first as u64 * LINE_PX
         )
     } else {
-        format!("height:{}px", total as f64 * LINE_H)
+        format!("height:{}px", total as u64 * LINE_PX)
     };
     html! {
         <section class="log-wrap">
@@ -662,8 +671,8 @@ pub fn log_view(p: &Props) -> Html {
                     data-total={hit_total.to_string()}
                     data-current={finder.current.map(|c| (c + 1).to_string()).unwrap_or_default()}
                     data-done={(searching && finder.done).to_string()}
-                    data-ms={format!("{:.0}", finder.took_ms)}
-                    data-slice-ms={format!("{:.1}", finder.longest_slice_ms)}
+                    data-ms={(finder.took_ms.round() as i64).to_string()}
+                    data-slice-ms={tenths(finder.longest_slice_ms)}
                     class={classes!(finder.error.is_some().then_some("error"))}>{count}</span>
                 <button id="search-prev" onclick={step(true)} disabled={hit_total == 0} title="Previous match (Shift+Enter)">{"↑"}</button>
                 <button id="search-next" onclick={step(false)} disabled={hit_total == 0} title="Next match (Enter)">{"↓"}</button>

@@ -9,7 +9,8 @@ pub mod state_badge;
 pub mod subscriptions;
 pub mod templates_editor;
 
-/// "12.3 s", "4 min 05 s".
+/// "12.3 s", "4 min 05 s". (Integer arithmetic: the console formats no floats, which keeps
+/// the float formatting code out of the wasm.)
 pub fn duration(
     from: Option<chrono::DateTime<chrono::Utc>>,
     to: Option<chrono::DateTime<chrono::Utc>>,
@@ -17,17 +18,31 @@ pub fn duration(
     let (Some(a), Some(b)) = (from, to) else {
         return String::new();
     };
-    let s = (b - a).num_milliseconds().max(0) as f64 / 1000.0;
-    if s < 60.0 {
-        format!("{s:.1} s")
+    let ms = (b - a).num_milliseconds().max(0);
+    if ms < 59_950 {
+        let tenths = (ms + 50) / 100;
+        format!("{}.{} s", tenths / 10, tenths % 10)
     } else {
-        format!("{} min {:02} s", (s / 60.0) as u64, (s as u64) % 60)
+        let s = ms / 1000;
+        format!("{} min {:02} s", s / 60, s % 60)
     }
 }
 
+/// "2026-11-26 14:02:07 UTC" (without chrono's strftime machinery, which is large in wasm).
 pub fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_default()
+    use chrono::{Datelike, Timelike};
+    t.map(|t| {
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    })
+    .unwrap_or_default()
 }
 
 pub fn short(commit: &Option<String>) -> String {
@@ -43,14 +58,16 @@ pub fn human_size(bytes: u64) -> String {
     if bytes < 1024 {
         return format!("{bytes} B");
     }
-    let mut v = bytes as f64 / 1024.0;
+    // Tenths of the unit, rounded half up; a value that rounds to 1024.0 shows in the next unit.
     let mut unit = 0;
-    // Rounding to one decimal may reach 1024.0: show it in the next unit instead.
-    while (v * 10.0).round() / 10.0 >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
+    let mut div: u128 = 1024;
+    let tenths = |div: u128| (u128::from(bytes) * 10 + div / 2) / div;
+    while tenths(div) >= 10240 && unit + 1 < UNITS.len() {
+        div *= 1024;
         unit += 1;
     }
-    format!("{v:.1} {}", UNITS[unit])
+    let t = tenths(div);
+    format!("{}.{} {}", t / 10, t % 10, UNITS[unit])
 }
 
 /// "42 s", "3 min 05 s", "1 h 02 min": how long something has been going.

@@ -1290,6 +1290,45 @@ async fn project_templates_are_checked_previewed_and_used() {
         Some("builtin"),
         "{used:?}"
     );
+
+    // The site's own wording (an admin's), used by every project without one of its own.
+    let (s, v) = call(
+        &farm,
+        Method::PUT,
+        "/api/templates/failed",
+        Some(
+            json!({"subject": "Site wording: {{ project }} #{{ build.id }}",
+                    "body": "The lab says {{ project }} broke.\n{{ url }}\n"}),
+        ),
+    )
+    .await;
+    assert!((200..300).contains(&s), "{s} {v}");
+    let used: Vec<kiln_shared::notify::Template> = farm.get(&format!("{owner}/templates")).await;
+    assert_eq!(
+        used.iter()
+            .find(|t| t.event == "failed")
+            .map(|t| t.source.as_str()),
+        Some("site"),
+        "{used:?}"
+    );
+    let third = build(
+        &farm,
+        &repo,
+        "board",
+        FAILING,
+        json!({}),
+        BuildState::Failed,
+    )
+    .await;
+    sink.wait_count(&farm, 3).await;
+    wait_deliveries(&farm, owner, sub.id, "3 delivered", |d| delivered(d, 3)).await;
+    let mails = sink.stays(3, "one mail per failure").await;
+    let m = mail_about(&mails, &third);
+    assert_eq!(m.subject, format!("Site wording: board #{}", third.id));
+    assert!(m.text.contains("The lab says board broke."), "{}", m.text);
+    // A template without the unsubscribe link gets it as a footer.
+    assert!(m.text.contains("Stop these mails: "), "{}", m.text);
+    assert!(m.text.contains("/unsubscribe#"), "{}", m.text);
 }
 
 // ---- unsubscribing ----------------------------------------------------------------------------

@@ -143,6 +143,19 @@ pub async fn with_release(
     Ok(id.map(BuildId))
 }
 
+/// Who holds build `id` and its state, without the rest of the row (read for every log frame).
+pub async fn holder(
+    db: impl PgExecutor<'_>,
+    id: BuildId,
+) -> sqlx::Result<Option<(Option<i64>, BuildState)>> {
+    let row: Option<(Option<i64>, String)> =
+        sqlx::query_as("SELECT slave_id, state FROM builds WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|(s, state)| (s, state.parse().unwrap_or(BuildState::Failed))))
+}
+
 pub async fn get(db: impl PgExecutor<'_>, id: BuildId) -> sqlx::Result<Option<BuildRow>> {
     sqlx::query_as(&format!("{SELECT} WHERE b.id = $1"))
         .bind(id.0)

@@ -527,9 +527,9 @@ async fn standing(
     slave: SlaveId,
     build: BuildId,
 ) -> Result<Standing, ProtocolError> {
-    Ok(match builds::get(&st.db, build).await? {
-        Some(b) if b.slave_id == Some(slave.0) && b.state().is_active() => Standing::Holds,
-        Some(b) if b.slave_id == Some(slave.0) => Standing::Ended,
+    Ok(match builds::holder(&st.db, build).await? {
+        Some((s, state)) if s == Some(slave.0) && state.is_active() => Standing::Holds,
+        Some((s, _)) if s == Some(slave.0) => Standing::Ended,
         _ => Standing::Foreign,
     })
 }

@@ -265,19 +265,29 @@ pub async fn context_of(st: &AppState, row: &NotificationRow) -> anyhow::Result<
     Ok(slave_context(st, &name, last_seen))
 }
 
+/// Where the recipient of `row` stops these messages ("" when its subscription is gone).
+pub async fn unsubscribe_url(st: &AppState, row: &NotificationRow) -> sqlx::Result<String> {
+    let Some(sub) = row.subscription_id else {
+        return Ok(String::new());
+    };
+    Ok(match db::subscription(&st.db, sub).await? {
+        Some(s) => {
+            let token = st.notify.unsubscribe.token(s.id, &s.recipient());
+            format!("{}/unsubscribe#{token}", public_url(st))
+        }
+        None => String::new(),
+    })
+}
+
 /// What mail `row` says: its project's (or the site's, or the built-in) template rendered; a
 /// template that no longer renders falls back to the built-in one rather than lose the mail.
 pub async fn render_mail(
     st: &AppState,
     row: &NotificationRow,
+    unsubscribe_url: &str,
 ) -> anyhow::Result<template::Rendered> {
     let mut ctx = context_of(st, row).await?;
-    if let Some(sub) = row.subscription_id {
-        if let Some(s) = db::subscription(&st.db, sub).await? {
-            let token = st.notify.unsubscribe.token(s.id, &s.recipient());
-            ctx.unsubscribe_url = format!("{}/unsubscribe#{token}", public_url(st));
-        }
-    }
+    ctx.unsubscribe_url = unsubscribe_url.to_string();
     let project = match row.build_id {
         Some(b) => {
             sqlx::query_scalar("SELECT project_id FROM builds WHERE id = $1")

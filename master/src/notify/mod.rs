@@ -110,24 +110,7 @@ pub async fn queue_build_end(tx: &mut PgConnection, build: &BuildRow) -> sqlx::R
         a.triggers.iter().any(|t| t == trigger)
     });
     let occasion = format!("build:{}", build.id);
-    let mut n = 0;
-    for ((kind, recipient), (event, sub)) in chosen {
-        let queued = db::insert_notification(
-            &mut *tx,
-            NewNotification {
-                subscription_id: sub,
-                build: Some(BuildId(build.id)),
-                slave: None,
-                event,
-                kind,
-                recipient,
-                occasion: &occasion,
-            },
-        )
-        .await?;
-        n += usize::from(queued);
-    }
-    Ok(n)
+    queue_chosen(tx, chosen, Some(BuildId(build.id)), None, &occasion).await
 }
 
 /// A slave went offline (and stayed away): queues a message for each `slave_offline`
@@ -140,18 +123,31 @@ pub async fn queue_slave_offline(
     let audience = db::audience_of_slaves(pool).await?;
     let chosen = pick(&audience, &["slave_offline"], |_| true);
     let occasion = format!("slave:{slave}:{}", since.timestamp_millis());
+    let mut conn = pool.acquire().await?;
+    queue_chosen(&mut conn, chosen, None, Some(slave), &occasion).await
+}
+
+/// Queues one row per chosen recipient for `occasion` (about `build` or `slave`); returns how
+/// many were new.
+async fn queue_chosen(
+    db: &mut PgConnection,
+    chosen: BTreeMap<(&str, &str), (&'static str, i64)>,
+    build: Option<BuildId>,
+    slave: Option<&str>,
+    occasion: &str,
+) -> sqlx::Result<usize> {
     let mut n = 0;
     for ((kind, recipient), (event, sub)) in chosen {
         let queued = db::insert_notification(
-            pool,
+            &mut *db,
             NewNotification {
                 subscription_id: sub,
-                build: None,
-                slave: Some(slave),
+                build,
+                slave,
                 event,
                 kind,
                 recipient,
-                occasion: &occasion,
+                occasion,
             },
         )
         .await?;

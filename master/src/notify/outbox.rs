@@ -136,9 +136,10 @@ async fn send_mail(st: &AppState, row: &NotificationRow) -> anyhow::Result<()> {
         .await?;
         return Ok(());
     };
+    let unsubscribe = content::unsubscribe_url(st, row).await?;
     let (subject, text, html) = match (&row.subject, &row.body_text, &row.body_html) {
         (Some(s), Some(t), Some(h)) => (s.clone(), t.clone(), h.clone()),
-        _ => match content::render_mail(st, row).await {
+        _ => match content::render_mail(st, row, &unsubscribe).await {
             Ok(r) => {
                 db::set_content(
                     &st.db,
@@ -181,14 +182,8 @@ async fn send_mail(st: &AppState, row: &NotificationRow) -> anyhow::Result<()> {
             headers.push(("X-Kiln-Project", p));
         }
     }
-    if let Some(sub) = row.subscription_id {
-        if let Some(s) = db::subscription(&st.db, sub).await? {
-            let token = st.notify.unsubscribe.token(s.id, &s.recipient());
-            headers.push((
-                "List-Unsubscribe",
-                format!("<{}/unsubscribe#{token}>", content::public_url(st)),
-            ));
-        }
+    if !unsubscribe.is_empty() {
+        headers.push(("List-Unsubscribe", format!("<{unsubscribe}>")));
     }
     let sent = mailer
         .send(row.id, &row.recipient, &subject, &text, &html, &headers)

@@ -55,7 +55,9 @@ const byId = new Map(accounts.map((a) => [a.id, a]));
 
 const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-// A signing key made for this run (no development keys with warnings).
+// A signing key made for this run (no development keys with warnings). Each start-up step is
+// logged, so that a start that stalls shows where.
+console.error('oidc-provider: making the signing key');
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'test-key-1', use: 'sig' };
 
@@ -117,6 +119,7 @@ const server = createServer((req, res) => {
   provider.callback()(req, res);
 });
 
+console.error('oidc-provider: listening');
 server.listen(port, '127.0.0.1', () => {
   const issuer = `http://127.0.0.1:${server.address().port}`;
   provider = new Provider(issuer, {

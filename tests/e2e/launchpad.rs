@@ -4,11 +4,10 @@
 //! like a browser would: the login redirect, the provider's answer (a redirect, or an
 //! auto-submitted form), the callback, then `/api/me` with the session cookie.
 
-use kiln_tests::proc::{die_with_parent, Killed};
+use kiln_tests::proc::{Killed, Service};
 use kiln_tests::{Farm, FarmOptions};
 use reqwest::{redirect, StatusCode, Url};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -59,30 +58,22 @@ impl FakeLaunchpad {
         let dir = kiln_tests::tempdir("kiln-launchpad-");
         let log = dir.path().join("launchpad.log");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("launchpad/fake_launchpad.py");
-        let mut c = Command::new("/usr/bin/python3");
-        c.arg(&script)
-            .env("PYTHONPATH", deps)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("the provider's log"));
-        die_with_parent(&mut c, libc::SIGKILL);
-        let mut child = c.spawn().expect("starting fake_launchpad.py");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let child = Killed(child);
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        let urls: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-            panic!(
-                "fake_launchpad.py did not start; its log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
+        let (child, urls) = Service {
+            name: "fake_launchpad.py",
+            log: &log,
+            timeout: Duration::from_secs(20),
+            attempts: 3,
+        }
+        .start(
+            || {
+                let mut c = Command::new("/usr/bin/python3");
+                c.arg(&script)
+                    .env("PYTHONPATH", &deps)
+                    .env("PYTHONDONTWRITEBYTECODE", "1");
+                c
+            },
+            |line| serde_json::from_str::<Value>(line).ok(),
+        );
         FakeLaunchpad {
             openid: urls["openid"].as_str().unwrap().to_string(),
             api: urls["api"].as_str().unwrap().to_string(),

@@ -10,14 +10,13 @@ use kiln_shared::api::Build;
 use kiln_shared::notify::{Delivery, Subscription};
 use kiln_shared::BuildState;
 use kiln_tests::farm::tail;
-use kiln_tests::proc::{die_with_parent, Killed};
+use kiln_tests::proc::{Killed, Service};
 use kiln_tests::{free_port, Farm, FarmOptions, GitServer, Repo};
 use mail_parser::MimeHeaders;
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,31 +73,24 @@ impl SmtpSink {
     fn start(&mut self) {
         assert!(self.child.is_none(), "the SMTP server already runs");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/smtp_sink.py");
-        let mut c = Command::new(python());
-        c.arg(&script)
-            .arg(self.port.to_string())
-            .arg(&self.dir)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&self.log).expect("the SMTP server's log"));
-        die_with_parent(&mut c, libc::SIGKILL);
-        let mut child = c.spawn().expect("starting smtp_sink.py");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        // Its standard input stays open (held by the child handle) until the test drops it.
-        let child = Killed(child);
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "smtp_sink.py did not start (scripts/install-deps.sh installs python3-aiosmtpd); its log:\n{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
+        // The mail server's log says when python3-aiosmtpd is missing
+        // (scripts/install-deps.sh installs it).
+        let (child, ()) = Service {
+            name: "smtp_sink.py",
+            log: &self.log,
+            timeout: Duration::from_secs(20),
+            attempts: 3,
+        }
+        .start(
+            || {
+                let mut c = Command::new(python());
+                c.arg(&script)
+                    .arg(self.port.to_string())
+                    .arg(&self.dir)
+                    .env("PYTHONDONTWRITEBYTECODE", "1");
+                c
+            },
+            |line| (line.trim() == "ready").then_some(()),
         );
         self.child = Some(child);
     }

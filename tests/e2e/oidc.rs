@@ -4,12 +4,11 @@
 //! be looked at (and tampered with). Needs Node and `npm ci` in tests/browser (scripts/test.sh
 //! runs it before this tier).
 
-use kiln_tests::proc::{die_with_parent, Killed};
+use kiln_tests::proc::{Killed, Service};
 use kiln_tests::{free_port, Farm, FarmOptions, Postgres};
 use reqwest::cookie::{CookieStore, Jar};
 use reqwest::{StatusCode, Url};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -48,43 +47,32 @@ impl TestProvider {
             browser_dir.join("node_modules").display()
         );
         let log = dir.join("oidc-provider.log");
-        let mut c = Command::new("node");
-        c.arg(browser_dir.join("oidc-provider.mjs"))
-            .env("OIDC_PORT", "0")
-            .env("OIDC_CLIENT_ID", "kiln")
-            .env("OIDC_CLIENT_SECRET", SECRET)
-            .env("OIDC_REDIRECT_URI", redirect_uri)
-            .env("OIDC_ACCOUNTS", accounts.to_string())
-            .env(
-                "OIDC_CLAIMS_IN_ID_TOKEN",
-                if claims_in_id_token { "1" } else { "0" },
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("the provider's log"));
-        die_with_parent(&mut c, libc::SIGKILL);
-        let mut child = c
-            .spawn()
-            .expect("node (install nodejs) to run tests/browser/oidc-provider.mjs");
-        let stdout = child.stdout.take().expect("piped");
-        let child = Killed(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(issuer) = line.strip_prefix("oidc-provider ready on ") {
-                    let _ = tx.send(issuer.to_string());
-                }
-            }
-        });
-        // Waits for the ready line (or for the script to end, which drops the sender).
-        let issuer = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the test OpenID provider did not start; its log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
+        let (child, issuer) = Service {
+            name: "the test OpenID provider",
+            log: &log,
+            timeout: Duration::from_secs(20),
+            attempts: 3,
+        }
+        .start(
+            || {
+                let mut c = Command::new("node");
+                c.arg(browser_dir.join("oidc-provider.mjs"))
+                    .env("OIDC_PORT", "0")
+                    .env("OIDC_CLIENT_ID", "kiln")
+                    .env("OIDC_CLIENT_SECRET", SECRET)
+                    .env("OIDC_REDIRECT_URI", redirect_uri)
+                    .env("OIDC_ACCOUNTS", accounts.to_string())
+                    .env(
+                        "OIDC_CLAIMS_IN_ID_TOKEN",
+                        if claims_in_id_token { "1" } else { "0" },
+                    );
+                c
+            },
+            |line| {
+                line.strip_prefix("oidc-provider ready on ")
+                    .map(str::to_string)
+            },
+        );
         TestProvider {
             issuer,
             log,

@@ -68,7 +68,7 @@ impl FakeLaunchpad {
             || {
                 let mut c = Command::new("/usr/bin/python3");
                 c.arg(&script)
-                    .env("PYTHONPATH", &deps)
+                    .env("PYTHONPATH", deps)
                     .env("PYTHONDONTWRITEBYTECODE", "1");
                 c
             },

@@ -10,6 +10,9 @@ PACKAGES=(
   postgresql postgresql-client
   # image backends and the tools they call
   mmdebstrap live-build debootstrap fdisk e2fsprogs zstd xz-utils dosfstools arch-test
+  # what an image carries: its layout is read with sfdisk, blkid and debugfs (above); tests
+  # flash with bmaptool and check SBOMs with the SPDX validator (in a venv, from PyPI)
+  bmap-tools python3-venv
   # foreign architectures through qemu-user
   qemu-user-static binfmt-support
   # the web console's precompressed assets (scripts/build-console.sh: gzip -9 and brotli)

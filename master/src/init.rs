@@ -103,6 +103,11 @@ retry_for_secs = 86400        # a delivery is retried this long, then marked fai
 # password_file = "smtp.password"
 # from = "Kiln <kiln@example.org>"
 
+# The apt sources a build used are shown with internal mirrors under their public names
+# (docs/image-record.md); a project adds its own in its settings.
+# [sources.rewrite]
+# "http://mirror.internal/debian" = "https://deb.debian.org/debian"
+
 [database]
 # Leave url out to run a private PostgreSQL cluster in data_dir/postgres (unix socket only).
 # url = "postgres://kiln@db-host/kiln"

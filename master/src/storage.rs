@@ -196,6 +196,12 @@ impl Storage {
         }
     }
 
+    /// Scratch space for the master's own short-lived work (a branch fetched to read its
+    /// history), under the data dir.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
     pub fn build_dir(&self, id: BuildId) -> PathBuf {
         self.root.join("builds").join(id.0.to_string())
     }

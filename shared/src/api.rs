@@ -71,6 +71,7 @@ impl CreateProject {
             backend: self.backend.clone().map(Some),
             team: None,
             visibility: None,
+            source_rewrites: None,
         }
     }
 }
@@ -126,6 +127,10 @@ pub struct PatchProject {
     pub team: Option<Option<String>>,
     #[serde(default)]
     pub visibility: Option<Visibility>,
+    /// Internal apt mirror URL → public URL, applied (after the site's `[sources.rewrite]`
+    /// map) when the project's builds' apt sources are shown; replaces the whole map.
+    #[serde(default)]
+    pub source_rewrites: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Distinguishes "absent" (`None`) from "null" (`Some(None)`).
@@ -183,6 +188,9 @@ pub struct Project {
     /// What the person asking may do with it (absent in contexts without a person).
     #[serde(default)]
     pub role: Option<Role>,
+    /// Internal apt mirror URL → public URL for the project's builds' apt sources.
+    #[serde(default)]
+    pub source_rewrites: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,6 +30,19 @@ pub struct Config {
     /// Mail and webhooks (`[notify]`, `[notify.smtp]`).
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// What builds' apt sources look like when shown (`[sources]`).
+    #[serde(default)]
+    pub sources: SourcesConfig,
+}
+
+/// `[sources]`: how the apt sources a build used are shown (issue 18).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// `[sources.rewrite]`: internal mirror URL → public URL, for every project (a project's
+    /// own `source_rewrites` are applied after it), e.g.
+    /// `"http://mirror.internal/debian" = "https://deb.debian.org/debian"`.
+    pub rewrite: std::collections::BTreeMap<String, String>,
 }
 
 fn one() -> u32 {
@@ -551,6 +564,7 @@ impl Config {
             slave: SlaveConfig::default(),
             auth: AuthConfig::default(),
             notify: NotifyConfig::default(),
+            sources: SourcesConfig::default(),
         }
     }
 
@@ -619,6 +633,12 @@ impl Config {
             );
         }
         m.limits.check()?;
+        crate::record::check_rewrite_map(&self.sources.rewrite).map_err(|message| {
+            ConfigError::Invalid {
+                key: "sources.rewrite",
+                message,
+            }
+        })?;
         if let Some(h) = &m.admin_token_sha256 {
             if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
                 return invalid(

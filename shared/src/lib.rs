@@ -18,6 +18,7 @@ pub mod frames;
 pub mod ids;
 pub mod log_rules;
 pub mod notify;
+pub mod record;
 pub mod state;
 
 pub use ids::{BuildId, SlaveId};

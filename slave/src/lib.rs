@@ -28,6 +28,7 @@ pub mod machine;
 pub mod outbox;
 pub mod process;
 pub mod recipe;
+pub mod record;
 pub mod register;
 pub mod runner;
 pub mod sandbox;

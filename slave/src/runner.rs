@@ -119,8 +119,10 @@ async fn run(
         mirror: input.mirror.clone(),
         apt_options: input.apt_options.clone(),
         emulates: input.emulates.clone(),
+        record: Default::default(),
     };
     backend.run(&ctx).await?;
+    record(bd, &ctx, input);
     // Free the space of sources and scratch now; only the outputs are still needed.
     let _ = std::fs::remove_dir_all(bd.scratch());
     let _ = std::fs::remove_dir_all(bd.src());
@@ -147,4 +149,87 @@ async fn run(
         )));
     }
     Ok(())
+}
+
+/// After a successful backend: what the backend did not record itself, read where the
+/// documentation says a build leaves it (a root file system at `scratch/rootfs`, raw `*.img`
+/// disk images in the output dir), then an SPDX SBOM of the packages as an artifact, and the
+/// record for the daemon to send. Nothing here fails the build: what cannot be read is said in
+/// the log.
+fn record(bd: &BuildDir, ctx: &Context, input: &crate::store::RunnerInput) {
+    let rootfs = ctx.scratch.join("rootfs");
+    if !ctx.has_packages() && rootfs.join("var/lib/dpkg/status").is_file() {
+        ctx.record_rootfs(&rootfs);
+    }
+    let mut images: Vec<String> = std::fs::read_dir(&ctx.output)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".img"))
+        .collect();
+    images.sort();
+    for name in images {
+        ctx.record_image(&ctx.output.join(&name), &name);
+    }
+    let record = ctx.record.lock().expect("record lock").clone();
+    if !record.packages.is_empty() {
+        write_sbom(ctx, input, &record);
+    }
+    if let Err(e) = bd.write_image_record(&record) {
+        ctx.log.note(&format!(
+            "cannot keep the record of what the image carries: {e}"
+        ));
+    }
+}
+
+/// The SBOM's file name among the artifacts.
+pub const SBOM: &str = "sbom.spdx.json";
+
+fn write_sbom(
+    ctx: &Context,
+    input: &crate::store::RunnerInput,
+    record: &kiln_shared::record::BuildRecord,
+) {
+    let job = &input.job;
+    let created = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let name = format!("{}-build-{}", job.project, job.build);
+    // Unique per document, as SPDX asks; no site's host name in it.
+    let unique = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(format!(
+            "{}\0{}\0{}\0{created}",
+            job.project, job.build, ctx.commit
+        )))
+    };
+    let namespace = format!(
+        "https://spdx.org/spdxdocs/kiln/{}/{}-{}",
+        kiln_shared::api::percent_encode(&job.project),
+        job.build,
+        &unique[..16]
+    );
+    let doc = crate::record::spdx::spdx_document(
+        record,
+        &name,
+        &namespace,
+        &created,
+        Some(&ctx.commit),
+        &job.branch_url,
+    );
+    let path = ctx.output.join(SBOM);
+    if path.exists() {
+        ctx.log.note(&format!(
+            "the build made its own {SBOM}; Kiln's is not written"
+        ));
+        return;
+    }
+    match serde_json::to_vec_pretty(&doc).map(|b| std::fs::write(&path, b)) {
+        Ok(Ok(())) => ctx.log.note(&format!(
+            "wrote {SBOM}: SPDX 2.3, {} packages",
+            record.packages.len()
+        )),
+        Ok(Err(e)) => ctx.log.note(&format!("cannot write {SBOM}: {e}")),
+        Err(e) => ctx.log.note(&format!("cannot write {SBOM}: {e}")),
+    }
 }

@@ -208,6 +208,14 @@ impl BuildDir {
     pub fn write_state(&self, v: &RunnerState) -> io::Result<()> {
         write_json(&self.sandbox().join("state.json"), v)
     }
+    /// What the image carries, as the runner read it (`sandbox/image-record.json`: the build's
+    /// word, read bounded and checked again by the master).
+    pub fn read_image_record(&self) -> io::Result<Option<kiln_shared::record::BuildRecord>> {
+        read_json(&self.sandbox().join("image-record.json"))
+    }
+    pub fn write_image_record(&self, v: &kiln_shared::record::BuildRecord) -> io::Result<()> {
+        write_json(&self.sandbox().join("image-record.json"), v)
+    }
     pub fn read_record(&self) -> io::Result<DaemonRecord> {
         Ok(read_json(&self.path.join("daemon.json"))?.unwrap_or_default())
     }

@@ -602,7 +602,49 @@ async fn upload_all(env: &Arc<Env>, dir: &BuildDir, log: &Log) -> Result<(), Str
             upload_one(env, dir, log, &job, &a, (count - 1) * 100 / count).await?;
         }
     }
+    send_image_record(env, dir, log, &job).await;
     Ok(())
+}
+
+/// Sends what the runner recorded about the image (`sandbox/image-record.json`, the build's
+/// word: read bounded, credentials removed again here, checked again by the master) beside the
+/// artifacts. A record that cannot be read or is refused is said in the log; the image itself
+/// is delivered all the same.
+async fn send_image_record(env: &Arc<Env>, dir: &BuildDir, log: &Log, job: &Job) {
+    let mut record = match dir.read_image_record() {
+        Ok(Some(r)) if r != Default::default() => r,
+        // Nothing found (no root file system, no disk image): the master says so when asked.
+        Ok(_) => return,
+        Err(e) => {
+            log.note(&format!("the image record cannot be read: {e}"));
+            return;
+        }
+    };
+    kiln_shared::record::sources::clean(&mut record.sources);
+    let body = match serde_json::to_vec(&record) {
+        Ok(b) => b,
+        Err(e) => {
+            log.note(&format!("the image record cannot be written: {e}"));
+            return;
+        }
+    };
+    // Beside the artifacts: `/api/slave/builds/{id}/artifacts` → `/api/slave/builds/{id}/record`.
+    let base = job
+        .upload_path
+        .strip_suffix("/artifacts")
+        .unwrap_or(&job.upload_path);
+    let url = env.settings.http_url(&format!("{base}/record"));
+    let o = &env.outbox;
+    let wanted = || !o.cancel_requested(dir.id) && !o.is_forgotten(dir.id);
+    match upload::put_record(&env.http, &url, &job.upload_token, body, wanted).await {
+        Ok(()) => log.note(&format!(
+            "sent the image record: {} apt sources, {} packages, {} disk image layout(s)",
+            record.sources.len(),
+            record.packages.len(),
+            record.images.len()
+        )),
+        Err(e) => log.note(&format!("the master did not take the image record: {e}")),
+    }
 }
 
 /// Uploads one artifact (unless cancelled), logging it; returns its sha256.

@@ -294,6 +294,46 @@ pub async fn upload(
     })
 }
 
+/// Sends the build's image record (`PUT {record_url}`, JSON) with the same retries as an
+/// artifact: network errors and 5xx again with back-off while `wanted`, a 4xx is final.
+pub async fn put_record(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: Vec<u8>,
+    wanted: impl Fn() -> bool,
+) -> Result<(), String> {
+    let mut delay = Duration::from_millis(500);
+    let mut last = String::new();
+    for _ in 0..20 {
+        let resp = client
+            .put(url)
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if r.status().is_client_error() => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                return Err(
+                    serde_json_message(&text).unwrap_or_else(|| format!("HTTP {status}: {text}"))
+                );
+            }
+            Ok(r) => last = format!("HTTP {}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+        if !wanted() {
+            return Err(format!("{last}; the master no longer expects this build"));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(15));
+    }
+    Err(last)
+}
+
 /// The message of the master's JSON error body (`{"error": "..."}`).
 fn serde_json_message(body: &str) -> Option<String> {
     serde_json::from_str::<kiln_shared::api::ErrorBody>(body)

@@ -125,7 +125,17 @@ async fn call(
 async fn every_route_times_every_role() {
     let git = GitServer::start();
     let repo = git.repo("authz");
-    repo.script_branch("main", "echo ok > \"$KILN_OUTPUT_DIR/ok\"");
+    // The build leaves a tiny root file system and disk image, so that it has a record of
+    // what its image carries for the record's routes.
+    repo.script_branch(
+        "main",
+        r#"echo ok > "$KILN_OUTPUT_DIR/ok"
+R="$KILN_SCRATCH_DIR/rootfs"
+mkdir -p "$R/var/lib/dpkg" "$R/etc/apt"
+printf 'Package: a\nStatus: install ok installed\nArchitecture: all\nVersion: 1\n' > "$R/var/lib/dpkg/status"
+echo 'deb http://deb.example/debian bookworm main' > "$R/etc/apt/sources.list"
+PATH="$PATH:/usr/sbin:/sbin" mkfs.ext4 -q -F -d "$R" "$KILN_OUTPUT_DIR/disk.img" 8M"#,
+    );
     let farm = people_farm().await;
     let url = repo.url.as_str();
     project(&farm, "p", url, "boards", json!({})).await;
@@ -275,6 +285,16 @@ async fn every_route_times_every_role() {
         (m("GET"), format!("/api/builds/{b}/log"), None, [401, 404, 200, 200, 200, 200]),
         (m("GET"), format!("/api/builds/{b}/artifacts"), None, [401, 404, 200, 200, 200, 200]),
         (m("GET"), format!("/api/builds/{b}/artifacts/ok"), None, [401, 404, 200, 200, 200, 200]),
+        // What its image carries (docs/image-record.md).
+        (m("GET"), format!("/api/builds/{b}/sources"), None, [401, 404, 200, 200, 200, 200]),
+        (m("GET"), format!("/api/builds/{b}/sources?format=list"), None, [401, 404, 200, 200, 200, 200]),
+        (m("GET"), format!("/api/builds/{b}/packages"), None, [401, 404, 200, 200, 200, 200]),
+        (m("GET"), format!("/api/builds/{b}/images"), None, [401, 404, 200, 200, 200, 200]),
+        (m("GET"), format!("/api/builds/{b}/artifacts/disk.img/layout"), None, [401, 404, 200, 200, 200, 200]),
+        (m("GET"), format!("/api/builds/{b}/diff/{b}"), None, [401, 404, 200, 200, 200, 200]),
+        (m("GET"), "/api/projects/p/sources".into(), None, [401, 404, 200, 200, 200, 200]),
+        (m("GET"), "/api/projects/p/sources?release=none".into(), None, [401, 404, 404, 404, 404, 404]),
+        (m("PUT"), format!("/api/slave/builds/{b}/record"), Some(json!({})), [401, 401, 401, 401, 401, 401]),
         (m("POST"), format!("/api/builds/{b}/rebuild"), None, [401, 404, 403, 201, 201, 201]),
         // The builder cancels it; after that it has ended.
         (m("POST"), format!("/api/builds/{h}/cancel"), None, [401, 404, 403, 200, 409, 409]),

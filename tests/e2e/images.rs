@@ -79,21 +79,27 @@ fn check_disk_image(dir: &Path, zst: &[u8], want_arch_file: Option<&str>) {
     }
 }
 
+/// The branch of the mmdebstrap image tests: a minbase image of `arch` with `packages` (TOML
+/// list items) and any `extra` lines of the `[mmdebstrap]` table.
+fn mmdebstrap_branch(repo: &kiln_tests::Repo, arch: &str, packages: &str, extra: &str) -> String {
+    repo.file(
+        "kiln.toml",
+        &format!(
+            "backend = \"mmdebstrap\"\n[mmdebstrap]\nsuite = \"bookworm\"\narchitecture = \"{arch}\"\nvariant = \"minbase\"\npackages = [{packages}]\nimage_size = \"1G\"\ncustomize_hooks = [\"hooks/stamp.sh\"]\n{extra}"
+        ),
+        false,
+    )
+    .file("hooks/stamp.sh", "#!/bin/sh\nset -e\necho kiln-test > \"$1/etc/kiln-stamp\"\n", true)
+    .commit("main", &format!("image with {packages}"))
+}
+
 async fn mmdebstrap_build(
     arch: &str,
     packages: &str,
 ) -> (Farm, kiln_shared::api::Build, GitServer) {
     let git = GitServer::start();
     let repo = git.repo("image");
-    repo.file(
-        "kiln.toml",
-        &format!(
-            "backend = \"mmdebstrap\"\n[mmdebstrap]\nsuite = \"bookworm\"\narchitecture = \"{arch}\"\nvariant = \"minbase\"\npackages = [{packages}]\nimage_size = \"1G\"\ncustomize_hooks = [\"hooks/stamp.sh\"]\n"
-        ),
-        false,
-    )
-    .file("hooks/stamp.sh", "#!/bin/sh\nset -e\necho kiln-test > \"$1/etc/kiln-stamp\"\n", true)
-    .commit("main", "image");
+    mmdebstrap_branch(&repo, arch, packages, "");
     let farm = Farm::with(kiln_tests::FarmOptions {
         heartbeat_secs: 5,
         lost_timeout_secs: 60,
@@ -108,16 +114,152 @@ async fn mmdebstrap_build(
     (farm, b, git)
 }
 
+/// The Debian mirror this machine's apt uses (the first `URIs:` of
+/// `/etc/apt/sources.list.d/*.sources`, else the first `deb` line of `/etc/apt/sources.list`).
+fn host_mirror() -> String {
+    let mut files: Vec<_> = std::fs::read_dir("/etc/apt/sources.list.d")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sources"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        if let Some(u) = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("URIs:"))
+            .flat_map(|l| l.split_whitespace())
+            .find(|u| u.starts_with("http"))
+        {
+            return u.trim_end_matches('/').to_string();
+        }
+    }
+    let text = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("deb "))
+        .flat_map(|l| l.split_whitespace())
+        .find(|u| u.starts_with("http"))
+        .map(|u| u.trim_end_matches('/').to_string())
+        .expect("this machine's apt has an http mirror")
+}
+
+/// An internal mirror that wants a password: a reverse proxy on loopback in front of
+/// `upstream` that answers 401 to requests without `user:password` (HTTP basic auth).
+/// Returns its base URL (`http://127.0.0.1:PORT/debian`).
+async fn mirror_with_password(upstream: String, user: &str, password: &str) -> String {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::http::{header, StatusCode};
+    use axum::response::Response;
+    use base64::Engine;
+    let want = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (want, client, upstream) = (want.clone(), client.clone(), upstream.clone());
+        async move {
+            let authorised = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .is_some_and(|v| v.as_bytes() == want.as_bytes());
+            if !authorised {
+                return Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .header(header::WWW_AUTHENTICATE, "Basic realm=\"internal mirror\"")
+                    .body(Body::empty())
+                    .unwrap();
+            }
+            let path = req.uri().path();
+            let Some(rest) = path.strip_prefix("/debian") else {
+                return Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .body(Body::empty())
+                    .unwrap();
+            };
+            let mut up = client.request(req.method().clone(), format!("{upstream}{rest}"));
+            for h in [header::RANGE, header::IF_MODIFIED_SINCE, header::IF_RANGE] {
+                if let Some(v) = req.headers().get(&h) {
+                    up = up.header(h.as_str(), v.as_bytes());
+                }
+            }
+            match up.send().await {
+                Ok(r) => {
+                    let mut b = Response::builder().status(r.status().as_u16());
+                    for h in [
+                        "content-type",
+                        "content-length",
+                        "last-modified",
+                        "content-range",
+                        "accept-ranges",
+                    ] {
+                        if let Some(v) = r.headers().get(h) {
+                            b = b.header(h, v.as_bytes());
+                        }
+                    }
+                    b.body(Body::from_stream(r.bytes_stream())).unwrap()
+                }
+                Err(e) => Response::builder()
+                    .status(StatusCode::BAD_GATEWAY)
+                    .body(Body::from(e.to_string()))
+                    .unwrap(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://127.0.0.1:{port}/debian")
+}
+
+fn run_in(dir: &Path, cmd: &mut Command) -> String {
+    run(cmd.current_dir(dir))
+}
+
+/// A real minbase image built from an internal mirror that needs a password: the image, and
+/// what Kiln records of it (issue 18) checked against the tools themselves: the apt sources
+/// without the password and with the project's rewrite map applied, the packages that
+/// `dpkg-query` in the image lists, the partitions `sfdisk --json` shows, a `.bmap` that
+/// `bmaptool copy` accepts, an SBOM the SPDX validator accepts; then a second build with one
+/// more package, and the difference between the two.
 #[tokio::test]
 #[ignore = "slow tier: real mmdebstrap image (scripts/test.sh runs it)"]
 async fn mmdebstrap_amd64_minbase_image() {
-    let (farm, b, _git) = mmdebstrap_build("amd64", "\"systemd-sysv\", \"udev\"").await;
-    assert_eq!(
-        b.state,
-        BuildState::Succeeded,
-        "{:?}\n{}",
-        b.reason,
-        farm.log(b.id).await
+    const PASSWORD: &str = "mirror-Pa55word";
+    let upstream = host_mirror();
+    let internal = mirror_with_password(upstream.clone(), "kiln", PASSWORD).await;
+    let with_password = internal.replacen("http://", &format!("http://kiln:{PASSWORD}@"), 1);
+    let git = GitServer::start();
+    let repo = git.repo("image");
+    let mirror_line = format!("mirror = \"{with_password}\"\n");
+    mmdebstrap_branch(&repo, "amd64", "\"systemd-sysv\", \"udev\"", &mirror_line);
+    let farm = Farm::with(kiln_tests::FarmOptions {
+        heartbeat_secs: 5,
+        lost_timeout_secs: 60,
+        ..Default::default()
+    })
+    .await;
+    let _slave = farm.slave("builder").await;
+    farm.project("image", &repo.url, "main").await;
+    let r = farm
+        .http
+        .patch(farm.api("/api/projects/image"))
+        .bearer_auth(&farm.token)
+        .json(&json!({"source_rewrites": {internal.clone(): upstream.clone()}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let b = farm.request_build("image", json!({})).await;
+    let b = farm.wait_ended(b.id, Duration::from_secs(1500)).await;
+    let log = farm.log(b.id).await;
+    assert_eq!(b.state, BuildState::Succeeded, "{:?}\n{log}", b.reason);
+    assert!(
+        !log.contains(PASSWORD),
+        "the mirror's password is in the log"
     );
     let names: Vec<String> = farm
         .artifacts(b.id)
@@ -129,9 +271,11 @@ async fn mmdebstrap_amd64_minbase_image() {
         names,
         [
             "SHA256SUMS",
+            "disk.img.bmap",
             "disk.img.zst",
             "packages.manifest",
-            "rootfs.tar.zst"
+            "rootfs.tar.zst",
+            "sbom.spdx.json"
         ]
     );
     let manifest = String::from_utf8(farm.download(b.id, "packages.manifest").await).unwrap();
@@ -142,11 +286,8 @@ async fn mmdebstrap_amd64_minbase_image() {
     assert!(manifest.lines().any(|l| l.starts_with("udev\t")));
     assert!(manifest.lines().all(|l| l.split('\t').count() == 3));
     let dir = kiln_tests::tempdir("kiln-img-");
-    check_disk_image(
-        dir.path(),
-        &farm.download(b.id, "disk.img.zst").await,
-        Some("/etc/kiln-stamp"),
-    );
+    let zst = farm.download(b.id, "disk.img.zst").await;
+    check_disk_image(dir.path(), &zst, Some("/etc/kiln-stamp"));
     let tar = farm.download(b.id, "rootfs.tar.zst").await;
     std::fs::write(dir.path().join("rootfs.tar.zst"), tar).unwrap();
     let listing = run(Command::new("tar")
@@ -156,6 +297,142 @@ async fn mmdebstrap_amd64_minbase_image() {
         listing.lines().any(|l| l == "./etc/os-release"),
         "rootfs tarball lacks ./etc/os-release"
     );
+
+    // The sources: the internal mirror, its password gone, shown under its public name.
+    let sources = farm
+        .get_raw(&format!("/api/builds/{}/sources?format=list", b.id))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!sources.contains(PASSWORD), "{sources}");
+    assert!(!sources.contains(&internal), "{sources}");
+    assert!(
+        sources
+            .lines()
+            .any(|l| l.starts_with(&format!("deb {upstream} bookworm main"))),
+        "{sources}"
+    );
+    let project_sources = farm
+        .get_raw("/api/projects/image/sources")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        project_sources.contains(&format!("URIs: {upstream}\n")),
+        "{project_sources}"
+    );
+
+    // The packages: exactly what dpkg-query in the image lists.
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    run_in(
+        dir.path(),
+        Command::new("tar")
+            .args(["-I", "zstd", "-xf", "rootfs.tar.zst", "-C"])
+            .arg(&root),
+    );
+    let in_image = run(Command::new("chroot").arg(&root).args([
+        "dpkg-query",
+        "-W",
+        "-f",
+        "${Package}\t${Version}\t${Architecture}\n",
+    ]));
+    let mut want: Vec<String> = in_image.lines().map(str::to_string).collect();
+    want.sort();
+    let packages: Vec<kiln_shared::record::Package> =
+        farm.get(&format!("/api/builds/{}/packages", b.id)).await;
+    let mut got: Vec<String> = packages
+        .iter()
+        .map(|p| format!("{}\t{}\t{}", p.name, p.version, p.architecture))
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    for name in ["dpkg", "apt", "base-files"] {
+        assert!(packages.iter().any(|p| p.name == name), "{name} missing");
+    }
+
+    // The layout: what sfdisk says of the raw image, and the root file system's os-release.
+    let raw = dir.path().join("disk.img");
+    let table: serde_json::Value =
+        serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(&raw))).unwrap();
+    let layout: kiln_shared::record::ImageLayout = farm
+        .get(&format!(
+            "/api/builds/{}/artifacts/disk.img.zst/layout",
+            b.id
+        ))
+        .await;
+    let t = &table["partitiontable"];
+    assert_eq!(layout.table.as_deref(), t["label"].as_str());
+    assert_eq!(layout.size, std::fs::metadata(&raw).unwrap().len());
+    let parts = t["partitions"].as_array().unwrap();
+    assert_eq!(layout.partitions.len(), parts.len());
+    for (p, s) in layout.partitions.iter().zip(parts) {
+        assert_eq!(p.start, s["start"].as_u64().unwrap() * 512);
+        assert_eq!(p.size, s["size"].as_u64().unwrap() * 512);
+        assert_eq!(p.part_type, s["type"].as_str().unwrap());
+        assert!(p.uuid.is_some(), "{p:?}");
+    }
+    let rootp = &layout.partitions[0];
+    assert_eq!(rootp.filesystem.as_deref(), Some("ext4"));
+    assert_eq!(rootp.label.as_deref(), Some("rootfs"));
+    assert_eq!(
+        rootp
+            .os_release
+            .as_ref()
+            .and_then(|o| o.get("ID"))
+            .map(String::as_str),
+        Some("debian")
+    );
+
+    // The bmap: bmaptool writes exactly the image from the compressed artifact and the map.
+    std::fs::write(
+        dir.path().join("disk.img.bmap"),
+        farm.download(b.id, "disk.img.bmap").await,
+    )
+    .unwrap();
+    run_in(
+        dir.path(),
+        Command::new("bmaptool").args([
+            "copy",
+            "--bmap",
+            "disk.img.bmap",
+            "disk.img.zst",
+            "flashed.img",
+        ]),
+    );
+    let sum = |f: &str| run(Command::new("sha256sum").arg(dir.path().join(f)))[..64].to_string();
+    assert_eq!(sum("flashed.img"), sum("disk.img"));
+
+    // The SBOM passes the SPDX validator.
+    crate::record::assert_valid_spdx(&farm.download(b.id, "sbom.spdx.json").await);
+
+    // One more package: the diff between the two builds says exactly that.
+    mmdebstrap_branch(
+        &repo,
+        "amd64",
+        "\"systemd-sysv\", \"udev\", \"hello\"",
+        &mirror_line,
+    );
+    let c = farm.request_build("image", json!({})).await;
+    let c = farm.wait_ended(c.id, Duration::from_secs(1500)).await;
+    assert_eq!(c.state, BuildState::Succeeded, "{:?}", c.reason);
+    let d: kiln_shared::record::BuildDiff = farm
+        .get(&format!("/api/builds/{}/diff/{}", b.id, c.id))
+        .await;
+    let added: Vec<&str> = d.packages.added.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(added, ["hello"], "{d:?}");
+    assert!(d.packages.removed.is_empty(), "{d:?}");
+    assert!(
+        d.packages.upgraded.is_empty() && d.packages.downgraded.is_empty(),
+        "{d:?}"
+    );
+    assert!(
+        d.sources.added.is_empty() && d.sources.removed.is_empty(),
+        "{d:?}"
+    );
+    assert_eq!(d.commits.commits.len(), 1, "{:?}", d.commits);
 }
 
 fn binfmt_arm64_ready() -> Result<(), String> {

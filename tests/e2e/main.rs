@@ -29,6 +29,7 @@ mod protocol;
 mod queue;
 mod quotas;
 mod readoption;
+mod record;
 mod resilience;
 mod sessions;
 mod setup;

@@ -83,6 +83,39 @@ pub async fn download(
     Ok(resp.into_response())
 }
 
+/// The build an upload (an artifact, the record) with these token claims goes to: the token
+/// must name build `id` and the slave it runs on, which must still be registered (a disabled
+/// slave still finishes its builds), and the build must still be running.
+pub async fn uploading_build(
+    st: &AppState,
+    claims: &crate::upload_token::Claims,
+    id: i64,
+) -> ApiResult<BuildRow> {
+    if claims.build != id {
+        return Err(ApiError::Unauthorized(format!(
+            "this upload token is for build {}, not build {id}",
+            claims.build
+        )));
+    }
+    // A disabled slave finishes (and uploads) the builds it holds; a revoked one is gone.
+    let slave = crate::db::slaves::get(&st.db, kiln_shared::SlaveId(claims.slave))
+        .await?
+        .ok_or_else(|| {
+            ApiError::Unauthorized(format!(
+                "the slave this token was given to is revoked; build {id} takes no uploads from it"
+            ))
+        })?;
+    let b = crate::api::builds::find(st, id).await?;
+    if !(b.state().is_active() && b.slave_id == Some(slave.id)) {
+        return Err(ApiError::Conflict(format!(
+            "build {id} is not running on slave '{}' (it is {}); it takes no more uploads",
+            slave.name,
+            b.state()
+        )));
+    }
+    Ok(b)
+}
+
 /// A rejected upload fails the build, saying why.
 async fn fail_build(st: &AppState, build: BuildId, reason: &str) {
     let ended = st
@@ -153,29 +186,8 @@ async fn store(
                 })?,
         ),
     };
-    if claims.build != id {
-        return Err(ApiError::Unauthorized(format!(
-            "this upload token is for build {}, not build {id}",
-            claims.build
-        )));
-    }
-    // A disabled slave finishes (and uploads) the builds it holds; a revoked one is gone.
-    let slave = crate::db::slaves::get(&st.db, kiln_shared::SlaveId(claims.slave))
-        .await?
-        .ok_or_else(|| {
-            ApiError::Unauthorized(format!(
-                "the slave this token was given to is revoked; build {id} takes no uploads from it"
-            ))
-        })?;
-    let b = crate::api::builds::find(&st, id).await?;
+    let b = uploading_build(&st, &claims, id).await?;
     let build = BuildId(id);
-    if !(b.state().is_active() && b.slave_id == Some(slave.id)) {
-        return Err(ApiError::Conflict(format!(
-            "build {id} is not running on slave '{}' (it is {}); it takes no more uploads",
-            slave.name,
-            b.state()
-        )));
-    }
     // Quotas (`master.limits`): this build's artifacts and the project's kept ones. Checked as
     // the bytes come (with the other uploads of the build and the project in flight) and once
     // more, against the database, before the file is kept.
@@ -260,7 +272,7 @@ async fn store(
     };
     let running = crate::db::builds::get(&mut *tx, build)
         .await?
-        .is_some_and(|now| now.state().is_active() && now.slave_id == Some(slave.id));
+        .is_some_and(|now| now.state().is_active() && now.slave_id == b.slave_id);
     if over.is_some() || !running {
         drop(tx);
         let _ = tokio::fs::remove_file(&partial).await;

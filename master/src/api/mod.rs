@@ -6,6 +6,7 @@ pub mod builds;
 pub mod guard;
 pub mod notify;
 pub mod projects;
+pub mod record;
 pub mod slaves;
 
 use crate::state::AppState;
@@ -81,6 +82,15 @@ pub fn router() -> Router<Arc<AppState>> {
             "/api/builds/{id}/artifacts/{name}",
             get(artifacts::download),
         )
+        .route(
+            "/api/builds/{id}/artifacts/{name}/layout",
+            get(record::layout),
+        )
+        .route("/api/builds/{id}/sources", get(record::build_sources))
+        .route("/api/builds/{id}/packages", get(record::packages))
+        .route("/api/builds/{id}/images", get(record::images))
+        .route("/api/builds/{a}/diff/{b}", get(record::diff))
+        .route("/api/projects/{name}/sources", get(record::project_sources))
         .route("/api/me", get(accounts::me))
         .route("/api/me/password", post(accounts::change_password))
         .route(
@@ -134,6 +144,12 @@ pub fn router() -> Router<Arc<AppState>> {
         .route(
             "/api/slave/builds/{id}/artifacts/{name}",
             put(artifacts::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/slave/builds/{id}/record",
+            put(record::put).layer(DefaultBodyLimit::max(
+                kiln_shared::record::MAX_RECORD_BYTES + 1,
+            )),
         )
 }
 

@@ -103,6 +103,10 @@ fn check_settings(
             "a backend name (like script, mmdebstrap, live-build)",
         )?;
     }
+    if let Some(map) = &patch.source_rewrites {
+        kiln_shared::record::check_rewrite_map(map)
+            .map_err(|m| ApiError::invalid("source_rewrites", m))?;
+    }
     if patch.schedule.is_none() && patch.timezone.is_none() {
         return Ok(None);
     }

@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod builds;
 pub mod notify;
 pub mod projects;
+pub mod records;
 pub mod slaves;
 
 use anyhow::{Context, Result};

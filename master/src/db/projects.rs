@@ -32,6 +32,7 @@ pub struct ProjectRow {
     pub team_id: Option<i64>,
     pub team: Option<String>,
     pub visibility: String,
+    pub source_rewrites: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
 }
 
 impl ProjectRow {
@@ -65,6 +66,7 @@ impl ProjectRow {
                 api::Visibility::Private
             },
             role: None,
+            source_rewrites: self.source_rewrites.0,
         }
     }
 }
@@ -77,7 +79,7 @@ const SELECT: &str = "SELECT p.id, p.name, p.branch_url, p.branch, p.architectur
          + COALESCE((SELECT sum(b.log_bytes) FROM builds b WHERE b.project_id = p.id), 0))::bigint
             AS disk_bytes,
         p.created_at, lb.id AS last_build, lb.state AS last_state,
-        p.team_id, t.name AS team, p.visibility
+        p.team_id, t.name AS team, p.visibility, p.source_rewrites
     FROM projects p
     LEFT JOIN teams t ON t.id = p.team_id
     LEFT JOIN LATERAL (SELECT b.id, b.state FROM builds b WHERE b.project_id = p.id
@@ -161,7 +163,8 @@ pub async fn update(
             next_run = CASE WHEN $23 THEN $24 ELSE next_run END,
             backend = CASE WHEN $25 THEN $26 ELSE backend END,
             team_id = CASE WHEN $27 THEN $28 ELSE team_id END,
-            visibility = COALESCE($29, visibility)
+            visibility = COALESCE($29, visibility),
+            source_rewrites = COALESCE($30, source_rewrites)
          WHERE id = $1",
     )
     .bind(id)
@@ -193,6 +196,7 @@ pub async fn update(
     .bind(team.is_some())
     .bind(team.flatten())
     .bind(patch.visibility.map(|v| v.as_str()))
+    .bind(patch.source_rewrites.as_ref().map(sqlx::types::Json))
     .execute(db)
     .await
     .map(|_| ())

@@ -88,9 +88,13 @@ impl Backend for Mmdebstrap {
             if let Some(m) = &mirror {
                 cmd.arg(m);
             }
+            // A mirror's password (in kiln.toml) stays out of the log.
             ctx.log.note(&format!(
                 "mirror: {}",
-                mirror.as_deref().unwrap_or("mmdebstrap's default")
+                mirror
+                    .as_deref()
+                    .map(kiln_shared::record::sources::strip_credentials)
+                    .unwrap_or_else(|| "mmdebstrap's default".into())
             ));
             step(
                 ctx,
@@ -98,6 +102,15 @@ impl Backend for Mmdebstrap {
                 cmd,
             )
             .await?;
+            if let Some(m) = &mirror {
+                ctx.record_tool_source(crate::record::apt::from_tool(
+                    std::slice::from_ref(m),
+                    &o.suite,
+                    &o.components,
+                    "mmdebstrap",
+                ));
+            }
+            ctx.record_rootfs(&rootfs);
 
             // Manifest of installed packages.
             let manifest = ctx.output.join("packages.manifest");
@@ -180,6 +193,7 @@ impl Backend for Mmdebstrap {
                 .arg(&img)
                 .arg(format!("{}k", part_bytes / 1024));
             step(ctx, "making the ext4 root file system", mkfs).await?;
+            ctx.record_image(&img, "disk.img.zst");
             let mut z = Command::new("zstd");
             z.args(["-T0", "-q", "--rm", "-f"])
                 .arg(&img)

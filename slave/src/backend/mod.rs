@@ -7,10 +7,12 @@ pub mod script;
 
 use crate::process::{self, Log};
 use crate::recipe;
+use kiln_shared::record::BuildRecord;
 use kiln_shared::BuildId;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Mutex;
 use tokio::process::Command;
 
 /// What a backend gets to work with.
@@ -35,6 +37,99 @@ pub struct Context {
     /// Architectures the host runs through binfmt (read by the daemon: the sandbox's own /proc
     /// has no binfmt_misc to look at).
     pub emulates: Vec<String>,
+    /// What the image carries, as far as the backend and the runner have read it.
+    pub record: Mutex<BuildRecord>,
+}
+
+impl Context {
+    /// Records the apt sources and packages of a Debian root file system the build made. A
+    /// part that cannot be read is said in the log; it does not fail the build.
+    pub fn record_rootfs(&self, root: &Path) {
+        let work: [&Path; 3] = [&self.src, &self.scratch, &self.output];
+        let sources = crate::record::apt::sources_in_rootfs(root, &work);
+        let packages = match crate::record::dpkg::packages(root) {
+            Ok(p) => p,
+            Err(e) => {
+                self.log
+                    .note(&format!("cannot list the image's packages: {e}"));
+                vec![]
+            }
+        };
+        self.log.note(&format!(
+            "recorded {} apt sources and {} packages of the root file system",
+            sources.len(),
+            packages.len()
+        ));
+        let mut r = self.record.lock().expect("record lock");
+        // The image's own copy of what the tool was given is listed once, as the tool's.
+        let same = |a: &kiln_shared::record::AptSource, b: &kiln_shared::record::AptSource| {
+            (&a.types, &a.uris, &a.suites, &a.components, &a.options)
+                == (&b.types, &b.uris, &b.suites, &b.components, &b.options)
+        };
+        for s in sources {
+            if !r.sources.iter().any(|have| same(have, &s)) {
+                r.sources.push(s);
+            }
+        }
+        r.packages = packages;
+    }
+
+    /// Records a source the image tool was given (before those the image itself lists).
+    pub fn record_tool_source(&self, s: kiln_shared::record::AptSource) {
+        self.record
+            .lock()
+            .expect("record lock")
+            .sources
+            .insert(0, s);
+    }
+
+    /// Records the layout of the raw disk image `raw`, uploaded as `artifact`, and writes its
+    /// `.bmap` (bmaptool's format, named after the raw image) to the output dir.
+    pub fn record_image(&self, raw: &Path, artifact: &str) {
+        if self.has_layout(artifact) {
+            return;
+        }
+        let mut layout = match crate::record::layout::image_layout(raw, artifact) {
+            Ok(l) => l,
+            Err(e) => {
+                self.log
+                    .note(&format!("cannot read the layout of {artifact}: {e}"));
+                return;
+            }
+        };
+        let raw_name = raw
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| artifact.to_string());
+        let bmap = format!("{raw_name}.bmap");
+        match crate::record::bmap::write_bmap(raw, &self.output.join(&bmap)) {
+            Ok(()) => layout.bmap = Some(bmap),
+            Err(e) => self.log.note(&format!("cannot write {bmap}: {e}")),
+        }
+        self.log.note(&format!(
+            "recorded the layout of {artifact}: {} partition(s){}",
+            layout.partitions.len(),
+            layout
+                .bmap
+                .as_deref()
+                .map(|b| format!(", block map {b}"))
+                .unwrap_or_default()
+        ));
+        self.record.lock().expect("record lock").images.push(layout);
+    }
+
+    pub fn has_layout(&self, artifact: &str) -> bool {
+        self.record
+            .lock()
+            .expect("record lock")
+            .images
+            .iter()
+            .any(|i| i.artifact == artifact)
+    }
+
+    pub fn has_packages(&self) -> bool {
+        !self.record.lock().expect("record lock").packages.is_empty()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

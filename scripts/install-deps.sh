@@ -13,6 +13,8 @@ PACKAGES=(
   # what an image carries: its layout is read with sfdisk, blkid and debugfs (above); tests
   # flash with bmaptool and check SBOMs with the SPDX validator (in a venv, from PyPI)
   bmap-tools python3-venv
+  # signed checksums are verified with the reference minisign tool
+  minisign
   # foreign architectures through qemu-user
   qemu-user-static binfmt-support
   # the web console's precompressed assets (scripts/build-console.sh: gzip -9 and brotli)

@@ -108,6 +108,12 @@ retry_for_secs = 86400        # a delivery is retried this long, then marked fai
 # [sources.rewrite]
 # "http://mirror.internal/debian" = "https://deb.debian.org/debian"
 
+# Each build's SHA256SUMS signed with minisign (docs/image-record.md): make the key with
+# `minisign -G -s signing.key` and keep its password in a file.
+# [signing]
+# minisign_key_file = "signing.key"
+# password_file = "signing.password"
+
 [database]
 # Leave url out to run a private PostgreSQL cluster in data_dir/postgres (unix socket only).
 # url = "postgres://kiln@db-host/kiln"

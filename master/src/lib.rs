@@ -23,6 +23,7 @@ pub mod notify;
 pub mod retention;
 pub mod schedule;
 pub mod scheduler;
+pub mod signing;
 pub mod state;
 pub mod storage;
 pub mod tls;
@@ -192,8 +193,10 @@ pub async fn build_with(
         )
     })?;
     let notify = notify::Notifier::new(&cfg, &db).await?;
+    let signer = signing::Signer::load(&cfg)?;
     let state = Arc::new(AppState {
         notify,
+        signer,
         db,
         cfg: Arc::new(cfg),
         storage,

@@ -30,6 +30,8 @@ pub struct AppState {
     pub auth: crate::auth::AuthState,
     /// Mail and webhooks: the transports and the outbox workers' wake-ups.
     pub notify: crate::notify::Notifier,
+    /// Signs builds' `SHA256SUMS` (`[signing]`), when configured.
+    pub signer: Option<crate::signing::Signer>,
 }
 
 impl AppState {

@@ -33,6 +33,22 @@ pub struct Config {
     /// What builds' apt sources look like when shown (`[sources]`).
     #[serde(default)]
     pub sources: SourcesConfig,
+    /// Signing builds' `SHA256SUMS` (`[signing]`).
+    #[serde(default)]
+    pub signing: SigningConfig,
+}
+
+/// `[signing]`: the key the master signs each build's `SHA256SUMS` with (minisign), so that a
+/// download can be verified away from Kiln (`docs/image-record.md`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// A minisign secret key file (`minisign -G -s FILE`), relative to the data dir; absent: no
+    /// signatures.
+    pub minisign_key_file: Option<PathBuf>,
+    /// The key's password, in a file (relative to the data dir); absent: the key is not
+    /// encrypted (`minisign -G -W`).
+    pub password_file: Option<PathBuf>,
 }
 
 /// `[sources]`: how the apt sources a build used are shown (issue 18).
@@ -565,6 +581,7 @@ impl Config {
             auth: AuthConfig::default(),
             notify: NotifyConfig::default(),
             sources: SourcesConfig::default(),
+            signing: SigningConfig::default(),
         }
     }
 

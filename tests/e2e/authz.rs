@@ -299,6 +299,8 @@ PATH="$PATH:/usr/sbin:/sbin" mkfs.ext4 -q -F -d "$R" "$KILN_OUTPUT_DIR/disk.img"
         // The builder cancels it; after that it has ended.
         (m("POST"), format!("/api/builds/{h}/cancel"), None, [401, 404, 403, 200, 409, 409]),
         (m("GET"), "/api/catalog".into(), None, [401, 200, 200, 200, 200, 200]),
+        // Public: a public key (this farm signs nothing, so it has none to give).
+        (m("GET"), "/api/signing-key".into(), None, [404, 404, 404, 404, 404, 404]),
         // Slaves: everyone sees them, only admins change them.
         (m("GET"), "/api/slaves".into(), None, [401, 200, 200, 200, 200, 200]),
         (m("POST"), "/api/slaves".into(), Some(json!({"name": "t-{who}"})), [401, 403, 403, 403, 403, 201]),

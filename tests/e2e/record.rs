@@ -411,3 +411,128 @@ async fn the_record_route_takes_only_an_upload_token() {
     assert_eq!(status, 404);
     assert!(body.contains("999"), "{body}");
 }
+
+/// With a signing key, the master signs each build's `SHA256SUMS` (once it matches what it
+/// stored): Debian's `minisign` verifies the download with the public key from
+/// `GET /api/signing-key`, and refuses a changed file. A build's own `SHA256SUMS` that does not
+/// match its artifacts is not signed.
+#[tokio::test]
+async fn checksums_are_signed_and_minisign_verifies_a_download() {
+    let keys = kiln_tests::tempdir("kiln-minisign-");
+    let (key, public) = (keys.path().join("kiln.key"), keys.path().join("kiln.pub"));
+    // A key made as docs/image-record.md says: `minisign -G`, with a password (read from
+    // standard input when it is not a terminal), kept in a file beside the key.
+    let mut gen = Command::new("minisign")
+        .args(["-G", "-f", "-p"])
+        .arg(&public)
+        .arg("-s")
+        .arg(&key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("minisign (scripts/install-deps.sh installs it)");
+    std::io::Write::write_all(gen.stdin.as_mut().unwrap(), b"key password\nkey password\n")
+        .unwrap();
+    let out = gen.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let password = keys.path().join("kiln.key.password");
+    std::fs::write(&password, "key password\n").unwrap();
+    let git = GitServer::start();
+    let repo = git.repo("signed");
+    repo.script_branch("main", "echo image > \"$KILN_OUTPUT_DIR/disk.img.zst\"");
+    let farm = Farm::with(FarmOptions {
+        extra_toml: format!(
+            "[signing]\nminisign_key_file = \"{}\"\npassword_file = \"{}\"\n",
+            key.display(),
+            password.display()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let _slave = farm.slave("s1").await;
+    farm.project("signed", &repo.url, "main").await;
+    let b = farm.request_build("signed", json!({})).await;
+    let b = farm.wait_ended(b.id, MINUTE).await;
+    assert_eq!(b.state, BuildState::Succeeded, "{:?}", b.reason);
+    let names: Vec<String> = farm
+        .artifacts(b.id)
+        .await
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["SHA256SUMS", "SHA256SUMS.minisig", "disk.img.zst"]);
+
+    // The public key is served to anyone, signed in or not.
+    let served = farm
+        .http
+        .get(farm.api("/api/signing-key"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    let served = served.text().await.unwrap();
+    let want = std::fs::read_to_string(&public).unwrap();
+    assert_eq!(
+        served.lines().last(),
+        want.lines().last(),
+        "the served key is not the key's public half"
+    );
+    let dir = kiln_tests::tempdir("kiln-verify-");
+    for name in ["SHA256SUMS", "SHA256SUMS.minisig", "disk.img.zst"] {
+        std::fs::write(dir.path().join(name), farm.download(b.id, name).await).unwrap();
+    }
+    std::fs::write(dir.path().join("kiln.pub"), &served).unwrap();
+    let verify = || {
+        Command::new("minisign")
+            .current_dir(dir.path())
+            .args(["-V", "-p", "kiln.pub", "-m", "SHA256SUMS"])
+            .output()
+            .unwrap()
+    };
+    let ok = verify();
+    assert!(
+        ok.status.success(),
+        "minisign -V: {}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains(&format!("kiln build {}", b.id)),
+        "the trusted comment names the build: {}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let check = Command::new("sha256sum")
+        .current_dir(dir.path())
+        .args(["-c", "SHA256SUMS"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let sums = std::fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
+    std::fs::write(dir.path().join("SHA256SUMS"), sums.replacen('0', "1", 1)).unwrap();
+    assert!(!verify().status.success(), "a changed SHA256SUMS verifies");
+
+    // A build's own SHA256SUMS that lies about its files is delivered but not signed.
+    repo.script_branch(
+        "main",
+        "echo image > \"$KILN_OUTPUT_DIR/disk.img.zst\"\necho \"0000  disk.img.zst\" > \"$KILN_OUTPUT_DIR/SHA256SUMS\"",
+    );
+    let c = farm.request_build("signed", json!({})).await;
+    let c = farm.wait_ended(c.id, MINUTE).await;
+    assert_eq!(c.state, BuildState::Succeeded, "{:?}", c.reason);
+    let names: Vec<String> = farm
+        .artifacts(c.id)
+        .await
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["SHA256SUMS", "disk.img.zst"]);
+}

@@ -288,6 +288,13 @@ async fn store(
     artifacts::upsert(&mut *tx, build, &name, size as i64, &actual).await?;
     tx.commit().await?;
     drop(reservation);
+    if name == crate::signing::SUMS {
+        if let Some(signer) = &st.signer {
+            if let Err(e) = sign_sums(&st, signer, &b).await {
+                tracing::warn!(%build, "SHA256SUMS is not signed: {e:#}");
+            }
+        }
+    }
     Ok((
         StatusCode::CREATED,
         Json(Artifact {
@@ -296,6 +303,54 @@ async fn store(
             sha256: actual,
         }),
     ))
+}
+
+/// Signs a build's `SHA256SUMS` (just stored) once every line matches what the master stored,
+/// and keeps the signature as the artifact `SHA256SUMS.minisig`.
+async fn sign_sums(
+    st: &AppState,
+    signer: &crate::signing::Signer,
+    b: &BuildRow,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    const MAX_SUMS: u64 = 4 << 20;
+    let build = BuildId(b.id);
+    let path = st.storage.artifact_path(build, crate::signing::SUMS);
+    if tokio::fs::metadata(&path).await?.len() > MAX_SUMS {
+        anyhow::bail!("it is larger than {MAX_SUMS} bytes");
+    }
+    let text = tokio::fs::read_to_string(&path)
+        .await
+        .context("it is not UTF-8 text")?;
+    let stored = artifacts::list(&st.db, build)
+        .await?
+        .into_iter()
+        .map(|a| (a.name, a.sha256))
+        .collect();
+    crate::signing::check_sums(&text, &stored).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sig = signer.sign(
+        text.as_bytes(),
+        &format!(
+            "kiln build {} of project {}, commit {}",
+            b.id,
+            b.project,
+            b.commit_sha.as_deref().unwrap_or("unknown")
+        ),
+    )?;
+    let sig_path = st.storage.artifact_path(build, crate::signing::SIGNATURE);
+    let mut f = crate::storage::private_file(&sig_path).await?;
+    f.write_all(sig.as_bytes()).await?;
+    f.sync_all().await?;
+    let sha = hex::encode(Sha256::digest(sig.as_bytes()));
+    artifacts::upsert(
+        &st.db,
+        build,
+        crate::signing::SIGNATURE,
+        sig.len() as i64,
+        &sha,
+    )
+    .await?;
+    Ok(())
 }
 
 /// An upload would take a build or a project over its limit: nothing of the build's artifacts

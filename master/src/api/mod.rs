@@ -76,6 +76,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/builds/{id}/cancel", post(builds::cancel))
         .route("/api/builds/{id}/rebuild", post(builds::rebuild))
         .route("/api/catalog", get(catalog))
+        .route("/api/signing-key", get(signing_key))
         .route("/api/builds/{id}/log", get(builds::log))
         .route("/api/builds/{id}/artifacts", get(artifacts::list))
         .route(
@@ -151,6 +152,26 @@ pub fn router() -> Router<Arc<AppState>> {
                 kiln_shared::record::MAX_RECORD_BYTES + 1,
             )),
         )
+}
+
+/// `GET /api/signing-key` (anyone, signed in or not: a public key is public, and whoever
+/// checks a download at a factory may have no account): the minisign public key `SHA256SUMS`
+/// files are signed with, as a `minisign.pub` file holds it; 404 when the site signs nothing.
+async fn signing_key(
+    axum::extract::State(st): axum::extract::State<Arc<AppState>>,
+) -> crate::error::ApiResult<impl axum::response::IntoResponse> {
+    let signer = st.signer.as_ref().ok_or_else(|| {
+        crate::error::ApiError::NotFound(
+            "this Kiln signs no checksums (no [signing] minisign_key_file in its config)".into(),
+        )
+    })?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        format!("{}\n", signer.public_key.trim_end()),
+    ))
 }
 
 /// What users may pick from: the configured lists, else what the slaves offer.

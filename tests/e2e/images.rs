@@ -539,4 +539,16 @@ async fn live_build_minimal_image() {
         names.iter().any(|n| n.starts_with("live-image-")),
         "{names:?}"
     );
+    // What the image carries, read from live-build's chroot.
+    assert!(names.iter().any(|n| n == "sbom.spdx.json"), "{names:?}");
+    let packages: Vec<kiln_shared::record::Package> =
+        farm.get(&format!("/api/builds/{}/packages", b.id)).await;
+    for name in ["dpkg", "base-files", "systemd-sysv"] {
+        assert!(
+            packages.iter().any(|p| p.name == name),
+            "{name}: {packages:?}"
+        );
+    }
+    let sources = farm.get_raw(&format!("/api/builds/{}/sources", b.id)).await;
+    assert_eq!(sources.status(), 200);
 }

@@ -1,6 +1,7 @@
 //! `backend = "live-build"`: runs `lb config` and `lb build` in a copy of the branch, the way
 //! live-build configurations are kept (`auto/config`, `auto/build`, `config/`). The images and
-//! lists live-build produces become the artifacts.
+//! lists live-build produces become the artifacts; the image's packages and apt sources are
+//! read from the `chroot/` it keeps.
 
 use super::{step, Backend, BackendError, BoxFuture, Context};
 use crate::recipe::LiveBuildOptions;
@@ -77,6 +78,11 @@ impl Backend for LiveBuild {
                 step(ctx, "lb config (slave mirror and apt options)", c).await?;
             }
             step(ctx, "lb build", lb(&["build"])).await?;
+            // live-build keeps the image's root file system as `chroot/`.
+            let chroot = dir.join("chroot");
+            if chroot.join("var/lib/dpkg/status").is_file() {
+                ctx.record_rootfs(&chroot);
+            }
             let mut found = 0;
             for e in std::fs::read_dir(&dir)
                 .map_err(|e| BackendError::Failed(e.to_string()))?

@@ -173,9 +173,11 @@ pub struct Project {
     #[serde(default)]
     pub backend: Option<String>,
     /// When the schedule runs next.
+    #[serde(default, with = "crate::ts::option")]
     pub next_run: Option<DateTime<Utc>>,
     /// Bytes of logs and artifacts the project's builds keep on the master.
     pub disk_bytes: i64,
+    #[serde(with = "crate::ts")]
     pub created_at: DateTime<Utc>,
     /// The newest build of the project, if any.
     pub last_build: Option<BuildId>,
@@ -235,9 +237,13 @@ pub struct Build {
     /// The build this one retries (after its slave was lost).
     pub retry_of: Option<BuildId>,
     pub log_lines: i64,
+    #[serde(with = "crate::ts")]
     pub created_at: DateTime<Utc>,
+    #[serde(default, with = "crate::ts::option")]
     pub dispatched_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "crate::ts::option")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "crate::ts::option")]
     pub finished_at: Option<DateTime<Utc>>,
     /// The notes given with a release build.
     #[serde(default)]
@@ -292,8 +298,10 @@ pub struct RegistrationToken {
     pub name: Option<String>,
     pub tags: Vec<String>,
     pub uses_left: i32,
+    #[serde(with = "crate::ts")]
     pub expires_at: DateTime<Utc>,
     pub revoked: bool,
+    #[serde(with = "crate::ts")]
     pub created_at: DateTime<Utc>,
     /// Only in the answer to its creation (only its hash is stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -316,6 +324,7 @@ pub struct TokenRotated {
     /// The new token (shown once); the connected slave receives it over its connection.
     pub token: String,
     /// Until then the previous token still works.
+    #[serde(with = "crate::ts")]
     pub previous_valid_until: DateTime<Utc>,
 }
 
@@ -339,6 +348,7 @@ pub struct Slave {
     #[serde(default)]
     pub emulates: Vec<String>,
     pub version: Option<String>,
+    #[serde(default, with = "crate::ts::option")]
     pub last_seen: Option<DateTime<Utc>>,
     pub builds: Vec<BuildId>,
 }
@@ -616,7 +626,9 @@ pub struct User {
     /// Sign-in methods linked to the account: `local`, `oidc:NAME`, `launchpad`.
     pub logins: Vec<String>,
     pub teams: Vec<TeamRole>,
+    #[serde(with = "crate::ts")]
     pub created_at: DateTime<Utc>,
+    #[serde(default, with = "crate::ts::option")]
     pub last_login: Option<DateTime<Utc>>,
 }
 
@@ -647,6 +659,7 @@ pub struct Team {
     pub name: String,
     pub members: Vec<Member>,
     pub projects: Vec<String>,
+    #[serde(with = "crate::ts")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -699,8 +712,11 @@ pub struct ApiToken {
     pub id: i64,
     pub name: String,
     pub role: Role,
+    #[serde(with = "crate::ts")]
     pub created_at: DateTime<Utc>,
+    #[serde(default, with = "crate::ts::option")]
     pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "crate::ts::option")]
     pub last_used: Option<DateTime<Utc>>,
 }
 
@@ -712,7 +728,7 @@ pub struct NewApiToken {
     /// At most the owner's own role; default: the owner's.
     #[serde(default)]
     pub role: Option<Role>,
-    #[serde(default)]
+    #[serde(default, with = "crate::ts::option")]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -727,6 +743,7 @@ pub struct ApiTokenCreated {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub id: i64,
+    #[serde(with = "crate::ts")]
     pub at: DateTime<Utc>,
     /// Who did it (a user name), when known.
     pub actor: Option<String>,

@@ -20,6 +20,7 @@ pub mod log_rules;
 pub mod notify;
 pub mod record;
 pub mod state;
+pub mod ts;
 
 pub use ids::{BuildId, SlaveId};
 pub use state::BuildState;

@@ -68,6 +68,7 @@ pub struct Subscription {
     pub events: Vec<String>,
     pub triggers: Vec<String>,
     pub created_by: Option<String>,
+    #[serde(with = "crate::ts")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -90,9 +91,13 @@ pub struct Delivery {
     /// The webhook's last HTTP status, or the SMTP server's last reply code.
     pub response_code: Option<i32>,
     pub last_error: Option<String>,
+    #[serde(with = "crate::ts")]
     pub created_at: DateTime<Utc>,
+    #[serde(default, with = "crate::ts::option")]
     pub last_attempt_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "crate::ts::option")]
     pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "crate::ts::option")]
     pub delivered_at: Option<DateTime<Utc>>,
     /// The delivery this one sends again (the console's "redeliver").
     pub redelivery_of: Option<i64>,

@@ -229,6 +229,23 @@ try {
   const copies = await page.locator('#artifacts button.copy').count();
   if (shas === 0 || shas !== copies) throw new Error(`${shas} sha256 and ${copies} Copy buttons`);
 
+  step = 'a succeeded build shows what its image carries: layout, apt sources, packages, compare buttons';
+  for (const sel of ['#image-layout', '#apt-sources', '#packages > summary', '#compare-previous', '#compare-release']) {
+    await page.waitForSelector(sel, { timeout: T });
+  }
+  await page.waitForSelector('#packages > summary:has-text("Packages (1)")', { timeout: T });
+  await page.waitForSelector('#image-layout table.partitions td:has-text("rootfs")', { timeout: T });
+  await page.waitForSelector('#image-layout a:has-text("board.img.bmap")', { timeout: T });
+  await page.waitForSelector('#apt-sources-text:has-text("URIs: http://deb.example/debian")', { timeout: T });
+  for (const b of ['#compare-previous', '#compare-release']) {
+    // Disabled only with a title that says why.
+    if (await page.isDisabled(b) && !(await page.getAttribute(b, 'title'))) throw new Error(`${b} is disabled without a reason`);
+  }
+  if (!(await page.isDisabled('#compare-previous'))) {
+    await page.click('#compare-previous');
+    await page.waitForSelector('#build-diff h4:has-text("Packages")', { timeout: T });
+  }
+
   step = 'notifications: the add form refuses a missing address at its field';
   await page.goto(URL + '/projects/board');
   await page.waitForSelector('#project h1', { timeout: T });

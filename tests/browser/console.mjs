@@ -178,7 +178,8 @@ try {
   await shoot('build');
   step = 'download the artifact and check its sha256';
   await page.waitForSelector('#artifacts a.download:has-text("image.img")', { timeout: T });
-  const row = page.locator('#artifacts tr', { has: page.locator('a:has-text("image.img")') });
+  // Exactly image.img (its block map, image.img.bmap, is listed beside it).
+  const row = page.locator('#artifacts tr', { has: page.locator('a', { hasText: /^image\.img$/ }) });
   const shown256 = (await row.locator('.sha').textContent()).trim();
   // Links carry no credential: the session cookie is enough.
   const downloadHref = await row.locator('a.download').getAttribute('href');

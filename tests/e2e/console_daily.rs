@@ -28,7 +28,14 @@ async fn console_daily_settings_titles_focus_and_releases() {
     let board = git.repo("board");
     // A few seconds of running (the page's title is seen to change when it ends), on both the
     // branch the project starts with and the one the Settings form moves it to.
-    let script = "for i in 1 2 3 4 5 6; do echo \"tick $i\"; sleep 1; done\necho done > \"$KILN_OUTPUT_DIR/board.img\"";
+    // A small root file system and a real ext4 image of it: the build page shows what the
+    // image carries (docs/image-record.md).
+    let script = r#"for i in 1 2 3 4 5 6; do echo "tick $i"; sleep 1; done
+R="$KILN_SCRATCH_DIR/rootfs"
+mkdir -p "$R/var/lib/dpkg" "$R/etc/apt"
+printf 'Package: base-files\nStatus: install ok installed\nArchitecture: all\nVersion: 12.4\n' > "$R/var/lib/dpkg/status"
+echo 'deb http://deb.example/debian bookworm main' > "$R/etc/apt/sources.list"
+PATH="$PATH:/usr/sbin:/sbin" mkfs.ext4 -q -F -L rootfs -d "$R" "$KILN_OUTPUT_DIR/board.img" 8M"#;
     board.script_branch("main", script);
     board.script_branch("dev", script);
     // Notifications: mail through a server nobody listens on (no build here fails, so none is

@@ -3,6 +3,7 @@ pub mod deliveries;
 pub mod live_status;
 pub mod log_text;
 pub mod log_view;
+pub mod record;
 mod regex;
 pub mod settings_form;
 pub mod state_badge;

@@ -1,11 +1,13 @@
 //! One build: state, timings, commit, slave, why it failed or waits; the live log; artifacts with
-//! size, sha256 and download; Cancel and Rebuild (for builders of its project: the page looks
-//! the project up for the person's role on it).
+//! size, sha256 and download; for a succeeded build, what its image carries (disk layout, apt
+//! sources, packages, changes since an earlier build: `components::record`); Cancel and Rebuild
+//! (for builders of its project: the page looks the project up for the person's role on it).
 
 use super::{load, loading_or_error, Loaded};
 use crate::api;
 use crate::components::live_status::LiveStatus;
 use crate::components::log_view::{target_line, LogView};
+use crate::components::record;
 use crate::components::{duration, elapsed, human_size, state_badge::StateBadge, when, CopyButton};
 use crate::live::{use_log, use_queue, LogStart, TAIL_LINES};
 use crate::routes::Route;
@@ -61,6 +63,21 @@ pub fn build_page(p: &Props) -> Html {
                         project.set(Some(p));
                     }
                 });
+            }
+        });
+    }
+    // What a succeeded build's image carries (`components::record`).
+    let rec = use_mut_ref(record::Record::default);
+    let rec_update = use_force_update();
+    {
+        let (rec, rec_update) = (rec.clone(), rec_update.clone());
+        let succeeded = b
+            .as_ref()
+            .filter(|b| b.state == BuildState::Succeeded)
+            .map(|b| b.project.clone());
+        use_effect_with((p.id, succeeded), move |(id, project)| {
+            if let Some(project) = project {
+                record::load(*id, project, &rec, &rec_update);
             }
         });
     }
@@ -255,6 +272,9 @@ pub fn build_page(p: &Props) -> Html {
                         }) }</tbody>
                     </table>
                 }
+            }
+            if b.as_ref().is_some_and(|b| b.state == BuildState::Succeeded) {
+                { record::view(p.id, &rec, &rec_update) }
             }
             <h2>{"Log"}</h2>
             <LogView lines={log.lines.clone()} version={log.version} start={log.start}

@@ -169,10 +169,18 @@ fn render(
     let text = match q.format.as_deref().unwrap_or("deb822") {
         "deb822" => sources::to_deb822(&list),
         "list" => sources::to_one_line(&list),
+        // Both forms in one JSON answer (the console's).
+        "json" => {
+            return Ok(Json(serde_json::json!({
+                "deb822": sources::to_deb822(&list),
+                "list": sources::to_one_line(&list),
+            }))
+            .into_response())
+        }
         other => {
             return Err(ApiError::invalid(
                 "format",
-                format!("format '{other}' is not one of deb822, list"),
+                format!("format '{other}' is not one of deb822, list, json"),
             ))
         }
     };

@@ -684,11 +684,18 @@ impl SlaveProc {
 impl Drop for SlaveProc {
     fn drop(&mut self) {
         self.kill9();
-        // Build runners are detached on purpose; a test must not leave them behind.
+        // Build runners are detached on purpose; a test must not leave them behind. A runner is
+        // PID 1 of its sandbox, a child of the sandbox's first process, which leads the
+        // build's session and process group: that group is killed (the runner's own pid leads
+        // no group).
         for pid in self.runner_pids() {
-            // SAFETY: signalling a process group we started.
+            // SAFETY: plain system calls on processes this slave started.
             unsafe {
-                libc::kill(-pid, libc::SIGKILL);
+                let group = libc::getpgid(pid);
+                if group > 1 && group != libc::getpgrp() {
+                    libc::kill(-group, libc::SIGKILL);
+                }
+                libc::kill(pid, libc::SIGKILL);
             }
         }
     }

@@ -684,8 +684,22 @@ mod tests {
         a.lock().unwrap();
         assert_eq!(evict(&root, 200).unwrap(), vec![("b.git".to_string(), 100)]);
         assert!(!gone("a") && gone("b") && !gone("c"));
+        // Released, a is the least recently used again. c is held meanwhile: until a child
+        // process another test forks right now has exec'd, it shares the descriptor of a's
+        // lock (and so its flock), and eviction must then skip a, never take c instead.
+        let c = open_lock(&root.join("c.lock")).unwrap();
+        c.lock().unwrap();
         drop(a);
-        assert_eq!(evict(&root, 100).unwrap(), vec![("a.git".to_string(), 100)]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let removed = evict(&root, 100).unwrap();
+            if !removed.is_empty() {
+                assert_eq!(removed, vec![("a.git".to_string(), 100)]);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "a stayed locked");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert!(gone("a") && !gone("c"));
     }
 

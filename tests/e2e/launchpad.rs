@@ -9,7 +9,7 @@ use kiln_tests::{Farm, FarmOptions};
 use reqwest::{redirect, StatusCode, Url};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -20,23 +20,12 @@ use std::time::{Duration, Instant};
 fn pydeps() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        // target/<profile>/deps/e2e-xxxx -> target
-        let target = exe.ancestors().nth(3).expect("the target dir").to_path_buf();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("launchpad/install.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .env("KILN_PYDEPS_DIR", target.join("launchpad-py"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("running tests/launchpad/install.sh");
-        assert!(
-            out.status.success(),
-            "tests/launchpad/install.sh failed (scripts/install-deps.sh installs python3-openid): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        PathBuf::from(stdout.lines().last().expect("the directory").trim())
+        kiln_tests::install_into_target(
+            "launchpad/install.sh",
+            "KILN_PYDEPS_DIR",
+            "launchpad-py",
+            "scripts/install-deps.sh installs python3-openid",
+        )
     })
 }
 

@@ -97,22 +97,12 @@ echo made the image
 fn pyspdxtools() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        // target/<profile>/deps/e2e-xxxx -> target
-        let target = exe.ancestors().nth(3).expect("the target dir").to_path_buf();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/install-spdx-tools.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .env("KILN_SPDX_DIR", target.join("spdx-venv"))
-            .output()
-            .expect("running tests/support/install-spdx-tools.sh");
-        assert!(
-            out.status.success(),
-            "tests/support/install-spdx-tools.sh failed (scripts/install-deps.sh installs python3-venv): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        PathBuf::from(stdout.lines().last().expect("the path").trim())
+        kiln_tests::install_into_target(
+            "support/install-spdx-tools.sh",
+            "KILN_SPDX_DIR",
+            "spdx-venv",
+            "scripts/install-deps.sh installs python3-venv",
+        )
     })
 }
 

@@ -21,7 +21,8 @@ pub use pg::Postgres;
 pub use proxy::Proxy;
 pub use session::Session;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Directory holding the built `kiln-master` and `kiln-slave` (the test's own target dir, or
 /// `KILN_BIN_DIR`).
@@ -219,4 +220,38 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// Runs one of the tests' idempotent installers (`tests/launchpad/install.sh`,
+/// `tests/support/install-spdx-tools.sh`: they install from PyPI into the target dir, locked, and
+/// print what they made as their last line) with `env` naming `target/<dir>`; that last line.
+/// `hint` says what provides the installer's own prerequisites.
+pub fn install_into_target(script: &str, env: &str, dir: &str, hint: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/e2e-xxxx -> target
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("the target dir")
+        .to_path_buf();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let out = Command::new("bash")
+        .arg(&path)
+        .env(env, target.join(dir))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running tests/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "tests/{script} failed ({hint}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("the installer's last line")
+            .trim(),
+    )
 }

@@ -264,12 +264,8 @@ pub async fn diff(
             let list = records::sources(&st.db, BuildId(id))
                 .await?
                 .unwrap_or_default();
-            let lines: Vec<String> =
-                sources::to_one_line(&rewritten(&st, &project.source_rewrites.0, list))
-                    .lines()
-                    .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-                    .map(str::to_string)
-                    .collect();
+            let lines =
+                sources::one_line_entries(&rewritten(&st, &project.source_rewrites.0, list));
             let artifacts: Vec<ArtifactFacts> = artifacts::list(&st.db, BuildId(id))
                 .await?
                 .into_iter()

@@ -17,6 +17,8 @@ PACKAGES=(
   minisign
   # foreign architectures through qemu-user
   qemu-user-static binfmt-support
+  # boot tests of amd64 images (`[boot]` in kiln.toml; arm64 images need qemu-system-arm)
+  qemu-system-x86
   # the web console's precompressed assets (scripts/build-console.sh: gzip -9 and brotli)
   gzip brotli
   # browser tests of the web console

@@ -3,6 +3,12 @@
 //! pool), `GET /api/health` tells the truth, and the background loops skip their rounds. When the
 //! database is the embedded cluster, the watchdog also restarts it (with back-off) when it is
 //! gone, saying why in the log.
+//!
+//! The same watchdog reads where the schema stands (`_sqlx_migrations` against the migrations
+//! this binary embeds, `db::migrations`) after each answer, so health also says when the
+//! database is not the schema this master needs (a migration pending, changed after it was
+//! applied, or one only a newer master knows). Health reads only what the watchdog kept: a
+//! poll of `/api/health` never reaches PostgreSQL.
 
 use crate::embedded_pg::EmbeddedPostgres;
 use sqlx::PgPool;
@@ -22,6 +28,17 @@ pub struct Database {
     /// Why it is down (the last error seen).
     error: Mutex<Option<String>>,
     embedded: OnceLock<Arc<Mutex<EmbeddedPostgres>>>,
+    /// Where the schema stood at the last look: `None` before the first one.
+    schema: Mutex<Option<Schema>>,
+}
+
+/// The schema as the watchdog last read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schema {
+    /// What is wrong (`db::migrations::Status::problem`), or why it could not be read.
+    pub problem: Option<String>,
+    /// In a few words: `current (migration 11 (image record))`, or the problem.
+    pub summary: String,
 }
 
 impl Database {
@@ -42,6 +59,46 @@ impl Database {
                 .clone()
                 .unwrap_or_else(|| "not answering".into()),
         )
+    }
+
+    /// The schema as last read; `None` before the first look.
+    pub fn schema(&self) -> Option<Schema> {
+        self.schema.lock().expect("schema state poisoned").clone()
+    }
+
+    /// Reads where the schema stands now and keeps it (the master's start does this once, the
+    /// watchdog after each answer). One small read of `_sqlx_migrations`.
+    pub async fn refresh_schema(&self, pool: &PgPool) {
+        let read = async {
+            let mut conn = pool.acquire().await?;
+            crate::db::migrations::status(&mut conn).await
+        };
+        let now = match tokio::time::timeout(ANSWER_WITHIN, read).await {
+            Ok(Ok(status)) => Schema {
+                problem: status.problem(),
+                summary: status.summary(),
+            },
+            Ok(Err(e)) => {
+                let why = format!("cannot read the applied migrations (_sqlx_migrations): {e}");
+                Schema {
+                    problem: Some(why.clone()),
+                    summary: why,
+                }
+            }
+            // A slow answer says nothing new about the schema: keep what was known.
+            Err(_) => return,
+        };
+        let mut kept = self.schema.lock().expect("schema state poisoned");
+        if kept.as_ref() != Some(&now) {
+            match &now.problem {
+                Some(p) => tracing::error!("the database's schema is not this master's: {p}"),
+                None if kept.is_some() => {
+                    tracing::info!("the database's schema is current again: {}", now.summary)
+                }
+                None => {}
+            }
+            *kept = Some(now);
+        }
     }
 
     /// Hands the embedded cluster to the watchdog (it restarts it, and stops it at the end).
@@ -81,6 +138,7 @@ impl Database {
                 Ok(Ok(_)) => {
                     self.mark_up();
                     backoff = EVERY;
+                    self.refresh_schema(&pool).await;
                     continue;
                 }
                 Ok(Err(e)) => self.mark_down(e.to_string()),

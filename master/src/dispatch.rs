@@ -25,9 +25,11 @@ pub async fn run(state: Arc<AppState>) {
             _ = state.hub.wake_dispatch.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+        let began = std::time::Instant::now();
         if let Err(e) = round(&state).await {
             tracing::warn!("dispatch round failed: {e:#}");
         }
+        state.metrics.dispatch_round(began.elapsed());
     }
 }
 

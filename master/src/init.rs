@@ -114,6 +114,11 @@ retry_for_secs = 86400        # a delivery is retried this long, then marked fai
 # minisign_key_file = "signing.key"
 # password_file = "signing.password"
 
+# GET /metrics (Prometheus) answers site admins; a scraper without an account sends the token
+# kept in this file as "Authorization: Bearer ..." (docs/operations.md, Monitoring).
+# [metrics]
+# token_file = "metrics.token"
+
 [database]
 # Leave url out to run a private PostgreSQL cluster in data_dir/postgres (unix socket only).
 # url = "postgres://kiln@db-host/kiln"

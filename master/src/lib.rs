@@ -19,6 +19,7 @@ pub mod listener;
 pub mod liveness;
 pub mod login;
 pub mod matching;
+pub mod metrics;
 pub mod notify;
 pub mod retention;
 pub mod schedule;
@@ -194,9 +195,11 @@ pub async fn build_with(
     })?;
     let notify = notify::Notifier::new(&cfg, &db).await?;
     let signer = signing::Signer::load(&cfg)?;
+    let metrics = metrics::Metrics::new(&cfg)?;
     let state = Arc::new(AppState {
         notify,
         signer,
+        metrics,
         db,
         cfg: Arc::new(cfg),
         storage,
@@ -213,6 +216,8 @@ pub async fn build_with(
         },
     });
     auth::adopt_admin_token(&state).await?;
+    // Health knows where the schema stands from the first request on.
+    state.database.refresh_schema(&state.db).await;
     let mut background = vec![
         tokio::spawn(state.database.clone().watch(state.db.clone())),
         tokio::spawn(dispatch::run(state.clone())),

@@ -4,6 +4,7 @@
 //!
 //! - [`AppState::queue_build`]: insert (in the caller's transaction, after its checks), re-read,
 //!   tell consoles, wake the dispatcher;
+//! - [`AppState::start_build`]: its slave started it (`running`);
 //! - [`AppState::build_changed`]: tell consoles the build's new row;
 //! - [`AppState::end_build`]: the terminal transition and everything that follows it;
 //! - [`AppState::lose_build`]: `end_build` to `lost` (which queues the retry);
@@ -45,6 +46,33 @@ impl AppState {
             .publish(ConsoleEvent::Build(row.clone().into_api()));
         self.hub.wake_dispatch.notify_one();
         Ok(row)
+    }
+
+    /// The slave holding a build says it started (its branch fetched, `commit` the one it
+    /// builds): `dispatched` → `running` if that slave still holds it, counted as a build started
+    /// (`GET /metrics`); consoles get the build either way.
+    pub async fn start_build(
+        &self,
+        id: BuildId,
+        slave: SlaveId,
+        commit: &str,
+    ) -> sqlx::Result<Transition> {
+        let t = builds::transition(
+            &self.db,
+            id,
+            BuildState::Running,
+            Change {
+                commit: Some(commit),
+                held_by: Some(slave),
+                ..Change::default()
+            },
+        )
+        .await?;
+        if matches!(t, Transition::Done { .. }) {
+            self.metrics.build_started();
+        }
+        self.build_changed(id).await;
+        Ok(t)
     }
 
     /// Tells consoles that a build changed (its row as it is now).
@@ -118,11 +146,18 @@ impl AppState {
         };
         // Who hears about it: outbox rows in this transaction, so none is lost or sent for an
         // ending that did not happen.
-        let notified = match builds::get(&mut *tx, id).await? {
-            Some(row) => crate::notify::queue_build_end(&mut tx, &row).await?,
+        let ended = builds::get(&mut *tx, id).await?;
+        let notified = match &ended {
+            Some(row) => crate::notify::queue_build_end(&mut tx, row).await?,
             None => 0,
         };
         tx.commit().await?;
+        // How long it ran: from its start (or its dispatch, when it never started) to its end.
+        let ran = ended.as_ref().and_then(|r| {
+            let from = r.started_at.or(r.dispatched_at)?;
+            (r.finished_at? - from).to_std().ok()
+        });
+        self.metrics.build_ended(to, ran);
         if notified > 0 {
             self.notify.wake();
         }

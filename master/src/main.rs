@@ -39,7 +39,13 @@ enum Cmd {
         tls_names: Vec<String>,
     },
     /// Apply database migrations and exit.
-    Migrate,
+    Migrate {
+        /// Change nothing: print the applied and the pending migrations and any that was
+        /// changed after it was applied; exit 0 when none is pending, 1 when some are, 2 on an
+        /// error (a changed or unknown migration, the database unreachable).
+        #[arg(long)]
+        check: bool,
+    },
     /// Make a new upload signing key (the previous one stays valid for tokens already handed
     /// out); restart the master to use it.
     RotateUploadKey,
@@ -85,13 +91,23 @@ fn load(cli: &Cli) -> Result<Config> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // The daemon logs to stdout (its service manager's journal); a one-off command logs to
+    // stderr, so that what it prints (`migrate --check`'s report) is all of its stdout.
+    let daemon = matches!(cli.cmd, None | Some(Cmd::Serve));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
                 .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
         )
+        .with_writer(move || -> Box<dyn std::io::Write> {
+            if daemon {
+                Box::new(std::io::stdout())
+            } else {
+                Box::new(std::io::stderr())
+            }
+        })
         .init();
-    let cli = Cli::parse();
     match &cli.cmd {
         Some(Cmd::Init {
             data_dir,
@@ -107,14 +123,35 @@ async fn main() -> Result<()> {
             };
             kiln_master::init::run(data_dir, listen, *force, names.as_deref())
         }
-        Some(Cmd::Migrate) => {
+        Some(Cmd::Migrate { check: true }) => {
+            let code = match migrate_check(&cli).await {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    2
+                }
+            };
+            std::process::exit(code)
+        }
+        Some(Cmd::Migrate { check: false }) => {
             let cfg = load(&cli)?;
             let (pool, mut pg) = kiln_master::db::open(&cfg).await?;
             if let Some(pg) = &mut pg {
                 pg.leave_running_if_reused();
             }
+            let before = {
+                let mut conn = pool.acquire().await?;
+                kiln_master::db::migrations::status(&mut conn).await?
+            };
             kiln_master::db::migrate(&pool).await?;
-            println!("database is up to date");
+            for p in &before.pending {
+                println!("applied migration {p}");
+            }
+            let after = {
+                let mut conn = pool.acquire().await?;
+                kiln_master::db::migrations::status(&mut conn).await?
+            };
+            println!("database is up to date: {}", after.summary());
             Ok(())
         }
         Some(Cmd::RotateUploadKey) => {
@@ -161,6 +198,60 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Some(Cmd::Serve) | None => serve(load(&cli)?).await,
+    }
+}
+
+/// `kiln-master migrate --check`: what `kiln-master migrate` (or starting this master) would do
+/// to the database, changing nothing. The exit code: 0 nothing pending, 1 migrations pending, 2
+/// an error (printed on stderr; `Err` here is one too).
+async fn migrate_check(cli: &Cli) -> Result<i32> {
+    use std::io::Write;
+    let cfg = load(cli)?;
+    let (mut conn, _pg) = kiln_master::db::connect_once(&cfg).await?;
+    let status = kiln_master::db::migrations::status(&mut conn)
+        .await
+        .context("reading the applied migrations (_sqlx_migrations)")?;
+    let mut out = std::io::stdout().lock();
+    for a in &status.applied {
+        let what = if status.unknown.iter().any(|u| u.version == a.version) {
+            "unknown"
+        } else if status.changed.iter().any(|c| c.version == a.version) {
+            "changed"
+        } else if !a.success {
+            "failed "
+        } else {
+            "applied"
+        };
+        writeln!(
+            out,
+            "{what} {} ({}), {}",
+            a.version,
+            a.description,
+            a.installed_on.format("%Y-%m-%d %H:%M:%S UTC")
+        )?;
+    }
+    for p in &status.pending {
+        writeln!(out, "pending {p}")?;
+    }
+    if let Some(e) = status.error() {
+        out.flush()?;
+        eprintln!("error: {e}");
+        return Ok(2);
+    }
+    match status.pending.len() {
+        0 => {
+            writeln!(out, "nothing to do: {}", status.summary())?;
+            Ok(0)
+        }
+        n => {
+            writeln!(
+                out,
+                "{n} migration{} pending: `kiln-master migrate` (or starting this master) applies {}; back up first (docs/operations.md)",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "it" } else { "them" },
+            )?;
+            Ok(1)
+        }
     }
 }
 

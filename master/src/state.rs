@@ -32,6 +32,8 @@ pub struct AppState {
     pub notify: crate::notify::Notifier,
     /// Signs builds' `SHA256SUMS` (`[signing]`), when configured.
     pub signer: Option<crate::signing::Signer>,
+    /// What `GET /metrics` reports that only this process knows, and its scrape token.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {

@@ -351,6 +351,29 @@ pub struct Slave {
     #[serde(default, with = "crate::ts::option")]
     pub last_seen: Option<DateTime<Utc>>,
     pub builds: Vec<BuildId>,
+    /// What the slave found on its machine when it last connected.
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
+}
+
+/// What a slave's machine offers image tools, probed by the slave at each connection (and
+/// printed by `kiln-slave doctor`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Tool → version (`"mmdebstrap": "1.3.5"`; `"unknown"` for a tool found on `PATH` that no
+    /// Debian package installed).
+    pub tools: std::collections::BTreeMap<String, String>,
+    /// `/dev/kvm` opens for the slave.
+    pub kvm: bool,
+    /// `/dev/loop-control` is there.
+    #[serde(rename = "loop")]
+    pub loop_devices: bool,
+    /// The kernel has device-mapper (`kpartx` needs it).
+    pub device_mapper: bool,
+    /// Foreign architectures run through an enabled qemu-user binfmt entry.
+    pub binfmt: Vec<String>,
+    /// Free space in the slave's work dir.
+    pub free_disk_bytes: u64,
 }
 
 /// What the console offers users to choose from: from the configuration, else from the slaves.
@@ -366,10 +389,19 @@ fn yes() -> bool {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// `ok`, or `unavailable` (HTTP 503) while the database does not answer.
+    /// `ok`, or `unavailable` (HTTP 503) while the database does not answer or its schema is
+    /// not the one this master needs.
     pub status: String,
     /// `up`, or `down: <why>`.
     pub database: String,
+    /// Where the schema stands against the master's migrations: `current (migration 11 (image
+    /// record))`, or what is wrong ("the database is at migration 10 (notifications); this
+    /// master needs 11 (image record): run `kiln-master migrate`").
+    #[serde(default)]
+    pub schema: String,
+    /// What is wrong, in words, when `status` is `unavailable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub version: String,
     pub protocol: u16,
 }

@@ -36,6 +36,19 @@ pub struct Config {
     /// Signing builds' `SHA256SUMS` (`[signing]`).
     #[serde(default)]
     pub signing: SigningConfig,
+    /// Who may scrape `GET /metrics` besides site admins (`[metrics]`).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: `GET /metrics` (Prometheus) answers site admins, and with `token_file` also
+/// `Authorization: Bearer <the token in that file>` (for a Prometheus server that has no account).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A file holding the scrape token (relative to the data dir), read at start; absent: only
+    /// site admins may read the metrics.
+    pub token_file: Option<PathBuf>,
 }
 
 /// `[signing]`: the key the master signs each build's `SHA256SUMS` with (minisign), so that a
@@ -582,6 +595,7 @@ impl Config {
             notify: NotifyConfig::default(),
             sources: SourcesConfig::default(),
             signing: SigningConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 
@@ -666,6 +680,17 @@ impl Config {
         }
         self.check_auth()?;
         self.check_notify()?;
+        if self
+            .metrics
+            .token_file
+            .as_ref()
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
+            return invalid(
+                "metrics.token_file",
+                "is empty: name a file holding the scrape token, or leave the key out",
+            );
+        }
         if self.slave.sandbox_uid_base < 65536
             || u64::from(self.slave.sandbox_uid_base) + 64 * 65536 > u64::from(u32::MAX)
         {
@@ -967,6 +992,22 @@ mod tests {
         );
         let e = Config::parse("[master.connections]\nmax = 1", Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("max"), "{e}");
+    }
+
+    #[test]
+    fn metrics_token_file_is_optional_and_checked() {
+        let c = Config::parse("", Path::new("/x")).unwrap();
+        assert!(c.metrics.token_file.is_none());
+        let c =
+            Config::parse("[metrics]\ntoken_file = \"metrics.token\"", Path::new("/x")).unwrap();
+        assert_eq!(
+            c.path(c.metrics.token_file.as_deref().unwrap()),
+            PathBuf::from("/x/metrics.token")
+        );
+        let e = Config::parse("[metrics]\ntoken = \"secret\"", Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("token"), "{e}");
+        let e = Config::parse("[metrics]\ntoken_file = \"\"", Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("metrics.token_file"), "{e}");
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct Hello {
     pub builds: Vec<BuildId>,
     /// Foreign architectures it can run through emulation (qemu-user binfmt).
     pub emulates: Vec<String>,
+    /// Its tools and what its machine offers them (shown in `GET /api/slaves`).
+    pub capabilities: crate::api::Capabilities,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

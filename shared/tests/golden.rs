@@ -81,6 +81,14 @@ fn frames_slave() -> Vec<(&'static str, SlaveFrame)> {
                 version: "0.1.0".into(),
                 builds: held(),
                 emulates: vec!["armhf".into()],
+                capabilities: kiln_shared::api::Capabilities {
+                    tools: [("mmdebstrap".to_string(), "1.3.5-1".to_string())].into(),
+                    kvm: false,
+                    loop_devices: true,
+                    device_mapper: false,
+                    binfmt: vec!["armhf".into()],
+                    free_disk_bytes: 1 << 30,
+                },
             }),
         ),
         ("slave_heartbeat", SlaveFrame::Heartbeat { builds: held() }),
@@ -270,6 +278,7 @@ fn console_frames_are_stable() {
         version: Some("0.1.0".into()),
         last_seen: Some(t),
         builds: vec![BuildId(42)],
+        capabilities: None,
     };
     let events = [
         ("console_build", ConsoleEvent::Build(build)),

@@ -224,6 +224,10 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
     };
 
     env.outbox.rewind();
+    let work_dir = s.work_dir.clone();
+    let capabilities = tokio::task::spawn_blocking(move || crate::capabilities::probe(&work_dir))
+        .await
+        .unwrap_or_default();
     let hello = SlaveFrame::Hello(Hello {
         name: s.name.clone(),
         arch: s.arch.clone(),
@@ -233,6 +237,7 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
         version: env!("CARGO_PKG_VERSION").into(),
         builds: env.outbox.held(),
         emulates: crate::machine::emulated_arches(),
+        capabilities,
     });
     sink.send(send(&hello)?).await.map_err(transient)?;
     let cadence = match tokio::time::timeout(Duration::from_secs(15), stream.next()).await {

@@ -19,6 +19,8 @@
 //! - [`tls`]: how the master's certificate is verified (system roots, `--ca`, `--ca-sha256`)
 
 pub mod backend;
+pub mod boot;
+pub mod capabilities;
 pub mod cgroup;
 pub mod connection;
 pub mod events;

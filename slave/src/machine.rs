@@ -36,7 +36,7 @@ pub fn have_tool(name: &str) -> bool {
 /// Backends this machine can run in its sandbox: live-build needs the host's root (its
 /// debootstrap makes device nodes), so only a `host-root` slave offers it.
 pub fn backends(sandbox: kiln_shared::config::SandboxMode) -> Vec<String> {
-    let mut v = vec!["script".to_string()];
+    let mut v = vec!["script".to_string(), "exec".to_string()];
     if have_tool("mmdebstrap") {
         v.push("mmdebstrap".into());
     }

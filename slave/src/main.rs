@@ -63,6 +63,14 @@ enum Cmd {
         #[arg(long)]
         registration_token: String,
     },
+    /// Says what this machine has for image builds (tools and versions, KVM, loop devices,
+    /// device-mapper, qemu-user binfmt, free disk) and which Debian packages it lacks for each
+    /// backend; exits 1 when something is missing.
+    Doctor {
+        /// Only these backends (script, exec, mmdebstrap, live-build, boot-test); default all.
+        #[arg(long = "backend")]
+        backends: Vec<String>,
+    },
     /// Internal: runs one build in its directory (started by the daemon, detached).
     #[command(hide = true)]
     RunBuild {
@@ -75,6 +83,17 @@ fn main() -> Result<()> {
     let c = Cli::parse();
     if let Some(Cmd::RunBuild { dir }) = &c.cmd {
         return kiln_slave::runner::main(dir);
+    }
+    if let Some(Cmd::Doctor { backends }) = &c.cmd {
+        let work_dir = c.work_dir.clone().unwrap_or_else(|| PathBuf::from("."));
+        let sandbox = match c.sandbox.as_deref() {
+            Some("host-root") => kiln_shared::config::SandboxMode::HostRoot,
+            _ => kiln_shared::config::SandboxMode::UserNamespace,
+        };
+        let caps = kiln_slave::capabilities::probe(&work_dir);
+        let (report, lacking) = kiln_slave::capabilities::doctor(&caps, backends, sandbox);
+        print!("{report}");
+        std::process::exit(i32::from(lacking));
     }
     if let Some(Cmd::Register { registration_token }) = &c.cmd {
         let registration_token = &if registration_token == "-" {

@@ -105,7 +105,8 @@ impl Log {
     }
 }
 
-async fn pump(reader: impl AsyncRead + Unpin, log: Log) {
+/// Writes what `reader` gives to the log, line by line, until its end.
+pub async fn pump(reader: impl AsyncRead + Unpin, log: Log) {
     let mut r = BufReader::new(reader);
     let mut buf = Vec::new();
     loop {

@@ -16,9 +16,140 @@ struct Raw {
     mmdebstrap: Option<MmdebstrapOptions>,
     #[serde(default, rename = "live-build")]
     live_build: Option<LiveBuildOptions>,
+    #[serde(default)]
+    exec: Option<ExecOptions>,
     /// Files the build must produce; a build without them fails, naming what is missing.
     #[serde(default)]
     outputs: Vec<String>,
+    /// A boot test of the image after a successful build (`boot.rs`).
+    #[serde(default)]
+    boot: Option<BootOptions>,
+}
+
+/// `[boot]`: boot the build's disk image in QEMU and wait for a pattern on its serial console.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootOptions {
+    /// The disk image artifact to boot; default: the first one the build made.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// `amd64` or `arm64`; default: the image's (mmdebstrap.architecture, else the slave's).
+    #[serde(default)]
+    pub architecture: Option<String>,
+    /// The kernel, a path in the image's root file system; default `/vmlinuz`, else the newest
+    /// `/boot/vmlinuz-*`.
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// Default `/initrd.img`, else the newest `/boot/initrd.img-*` (none: boot without one).
+    #[serde(default)]
+    pub initrd: Option<String>,
+    /// The kernel's `root=`; default the root file system's `UUID=…` (with an initrd) or its
+    /// partition (`/dev/vda1`).
+    #[serde(default)]
+    pub root: Option<String>,
+    /// More kernel command line.
+    #[serde(default)]
+    pub append: Option<String>,
+    /// The text on the serial console that means the image booted.
+    #[serde(default = "default_boot_pattern")]
+    pub pattern: String,
+    /// Texts that mean it did not (the test ends at once).
+    #[serde(default = "default_boot_fail_patterns")]
+    pub fail_patterns: Vec<String>,
+    #[serde(default = "default_boot_timeout")]
+    pub timeout_secs: u64,
+    /// The guest's memory, like "1G".
+    #[serde(default = "default_boot_memory")]
+    pub memory: String,
+}
+
+fn default_boot_pattern() -> String {
+    "login:".into()
+}
+fn default_boot_fail_patterns() -> Vec<String> {
+    [
+        "Kernel panic - not syncing",
+        "(initramfs)",
+        "You are in emergency mode",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_boot_timeout() -> u64 {
+    600
+}
+fn default_boot_memory() -> String {
+    "1G".into()
+}
+
+/// Architectures the boot test runs.
+pub const BOOT_ARCHITECTURES: [&str; 2] = ["amd64", "arm64"];
+
+impl BootOptions {
+    pub fn memory_mib(&self) -> u64 {
+        parse_size(&self.memory).unwrap_or(0) >> 20
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if let Some(i) = &self.image {
+            kiln_shared::api::validate_artifact_name(i)
+                .map_err(|m| format!("{FILE}: boot.image: {m}"))?;
+        }
+        if let Some(a) = &self.architecture {
+            if !BOOT_ARCHITECTURES.contains(&a.as_str()) {
+                return Err(format!(
+                    "{FILE}: boot.architecture = \"{a}\" is not one the boot test runs ({})",
+                    BOOT_ARCHITECTURES.join(", ")
+                ));
+            }
+        }
+        for (key, v) in [("kernel", &self.kernel), ("initrd", &self.initrd)] {
+            if let Some(p) = v {
+                if p.trim_matches('/').is_empty()
+                    || p.split('/').any(|c| c == "..")
+                    || p.contains(char::is_control)
+                {
+                    return Err(format!(
+                        "{FILE}: boot.{key} = \"{}\" must be a path in the image's root file system, without '..'",
+                        p.escape_debug()
+                    ));
+                }
+            }
+        }
+        for (key, v) in [("root", &self.root), ("append", &self.append)] {
+            if let Some(t) = v {
+                if t.len() > 1000 || t.contains(char::is_control) {
+                    return Err(format!(
+                        "{FILE}: boot.{key} must be one line of at most 1000 characters"
+                    ));
+                }
+            }
+        }
+        let pattern_ok = |p: &str| !p.trim().is_empty() && p.len() <= 200;
+        if !pattern_ok(&self.pattern) {
+            return Err(format!(
+                "{FILE}: boot.pattern must be a text of 1 to 200 characters"
+            ));
+        }
+        if !self.fail_patterns.iter().all(|p| pattern_ok(p)) {
+            return Err(format!(
+                "{FILE}: boot.fail_patterns must be texts of 1 to 200 characters"
+            ));
+        }
+        if !(10..=86_400).contains(&self.timeout_secs) {
+            return Err(format!(
+                "{FILE}: boot.timeout_secs = {} must be between 10 and 86400",
+                self.timeout_secs
+            ));
+        }
+        if !(64..=(256 << 10)).contains(&self.memory_mib()) {
+            return Err(format!(
+                "{FILE}: boot.memory = \"{}\" must be a size like \"1G\" or \"512M\", from 64M to 256G",
+                self.memory
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -92,19 +223,61 @@ fn yes() -> bool {
     true
 }
 
+/// `[exec]`: a site's own image tool run from the branch, talking to Kiln in JSON lines on its
+/// stdout (`backend/exec.rs`, `docs/backends.md`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecOptions {
+    /// The program, a path in the branch relative to its root (e.g. `./tools/build-image`),
+    /// followed by its arguments.
+    pub command: Vec<String>,
+}
+
+impl ExecOptions {
+    /// The program (checked to be there by [`Recipe::parse`]).
+    pub fn program(&self) -> &str {
+        self.command.first().map(String::as_str).unwrap_or_default()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.command.is_empty() {
+            return Err(format!(
+                "{FILE}: exec.command must name a program in the branch and its arguments, like [\"./tools/build-image\", \"--flag\"]"
+            ));
+        }
+        check_branch_path("exec.command", self.program())?;
+        if self.command.iter().any(|a| a.contains('\0')) {
+            return Err(format!(
+                "{FILE}: exec.command cannot contain a NUL character"
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Backend {
     Script(ScriptOptions),
     Mmdebstrap(Box<MmdebstrapOptions>),
     LiveBuild(LiveBuildOptions),
+    Exec(ExecOptions),
 }
 
 impl Backend {
+    /// The architecture of the image the backend makes, when its options name one.
+    pub fn architecture(&self) -> Option<&str> {
+        match self {
+            Backend::Mmdebstrap(o) => o.architecture.as_deref(),
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Script(_) => "script",
             Backend::Mmdebstrap(_) => "mmdebstrap",
             Backend::LiveBuild(_) => "live-build",
+            Backend::Exec(_) => "exec",
         }
     }
 }
@@ -113,9 +286,10 @@ impl Backend {
 pub struct Recipe {
     pub backend: Backend,
     pub outputs: Vec<String>,
+    pub boot: Option<BootOptions>,
 }
 
-pub const BACKENDS: [&str; 3] = ["script", "mmdebstrap", "live-build"];
+pub const BACKENDS: [&str; 4] = ["script", "mmdebstrap", "live-build", "exec"];
 
 fn section<T>(name: &str, v: Option<T>) -> Result<T, String> {
     v.ok_or_else(|| format!("{FILE}: backend \"{name}\" needs a [{name}] section"))
@@ -263,6 +437,11 @@ impl Recipe {
                 config_args: vec![],
                 use_slave_mirror: true,
             })),
+            "exec" => {
+                let o: ExecOptions = section("exec", raw.exec)?;
+                o.check()?;
+                Backend::Exec(o)
+            }
             other => {
                 return Err(format!(
                     "{FILE}: unknown backend \"{other}\" (known: {})",
@@ -274,9 +453,13 @@ impl Recipe {
             kiln_shared::api::validate_artifact_name(o)
                 .map_err(|m| format!("{FILE}: outputs: {m}"))?;
         }
+        if let Some(b) = &raw.boot {
+            b.check()?;
+        }
         Ok(Recipe {
             backend,
             outputs: raw.outputs,
+            boot: raw.boot,
         })
     }
 
@@ -360,6 +543,32 @@ image_size = "1G"
         let r =
             Recipe::parse("backend = \"script\"\n[script]\ncommand = \"./build.sh\"\n").unwrap();
         assert_eq!(r.backend.name(), "script");
+        assert!(r.boot.is_none());
+    }
+
+    #[test]
+    fn an_exec_recipe_parses() {
+        let r = Recipe::parse(
+            "backend = \"exec\"\n[exec]\ncommand = [\"./tools/build-with-mkosi\", \"--flag\"]\n",
+        )
+        .unwrap();
+        assert_eq!(r.backend.name(), "exec");
+        let Backend::Exec(o) = r.backend else {
+            panic!()
+        };
+        assert_eq!(o.program(), "./tools/build-with-mkosi");
+        assert_eq!(o.command[1..], ["--flag"]);
+    }
+
+    #[test]
+    fn a_boot_section_has_defaults() {
+        let r = Recipe::parse("backend = \"script\"\n[script]\ncommand = \"./build.sh\"\n[boot]\n")
+            .unwrap();
+        let b = r.boot.unwrap();
+        assert_eq!(b.pattern, "login:");
+        assert_eq!(b.timeout_secs, 600);
+        assert_eq!(b.memory_mib(), 1024);
+        assert!(b.fail_patterns.iter().any(|p| p.contains("Kernel panic")));
     }
 
     #[test]
@@ -374,6 +583,19 @@ image_size = "1G"
             ("backend = \"mmdebstrap\"\n[mmdebstrap]\nsuite = \"bookworm\"\npackages = \"udev\"", "packages"),
             ("backend = \"mmdebstrap\"\n[mmdebstrap]", "suite"),
             ("backend = \"script\"\n[script]\ncommand = \"../x\"", "script.command"),
+            ("backend = \"script\"\n[script]\ncommand = \"x\"\n[boot]\ntimeout_secs = 1", "boot.timeout_secs"),
+            ("backend = \"script\"\n[script]\ncommand = \"x\"\n[boot]\narchitecture = \"mips\"", "boot.architecture"),
+            ("backend = \"script\"\n[script]\ncommand = \"x\"\n[boot]\nkernel = \"/boot/../../etc/x\"", "boot.kernel"),
+            ("backend = \"script\"\n[script]\ncommand = \"x\"\n[boot]\nmemory = \"lots\"", "boot.memory"),
+            ("backend = \"script\"\n[script]\ncommand = \"x\"\n[boot]\npattern = \"\"", "boot.pattern"),
+            ("backend = \"script\"\n[script]\ncommand = \"x\"\n[boot]\nimage = \"../disk.img\"", "boot.image"),
+            ("backend = \"script\"\n[script]\ncommand = \"x\"\n[boot]\nkernal = \"x\"", "kernal"),
+            ("backend = \"exec\"", "needs a [exec] section"),
+            ("backend = \"exec\"\n[exec]\ncommand = []", "exec.command must name a program"),
+            ("backend = \"exec\"\n[exec]\ncommand = \"./x\"", "command"),
+            ("backend = \"exec\"\n[exec]\ncommand = [\"../x\"]", "exec.command"),
+            ("backend = \"exec\"\n[exec]\ncommand = [\"/usr/bin/mkosi\"]", "exec.command"),
+            ("backend = \"exec\"\n[exec]\ncommand = [\"./x\"]\nargs = []", "args"),
         ] {
             let e = Recipe::parse(text).unwrap_err();
             assert!(e.contains(says), "{text:?}: {e}");

@@ -44,6 +44,7 @@ pub fn main(dir: &Path) -> Result<()> {
         phase: Phase::Fetching,
         commit: None,
         result: None,
+        progress: None,
     });
     state.phase = Phase::Done;
     state.result = Some(result);
@@ -70,6 +71,7 @@ async fn run(
             phase,
             commit,
             result: None,
+            progress: None,
         })
         .map_err(|e| fail(format!("slave cannot record the build's state: {e}")))
     };
@@ -120,9 +122,20 @@ async fn run(
         apt_options: input.apt_options.clone(),
         emulates: input.emulates.clone(),
         record: Default::default(),
+        progress: backend::Progress::to(bd.clone()),
     };
     backend.run(&ctx).await?;
-    record(bd, &ctx, input);
+    record(&ctx);
+    let booted = match &recipe.boot {
+        Some(o) => Some(boot_test(&ctx, o, &recipe).await),
+        None => None,
+    };
+    write_record(bd, &ctx, input);
+    match booted {
+        Some(Err(reason)) => return Err(fail(format!("boot test failed: {reason}"))),
+        Some(Ok(t)) if !t.passed => return Err(fail(crate::boot::failure_reason(&t))),
+        _ => {}
+    }
     // Free the space of sources and scratch now; only the outputs are still needed.
     let _ = std::fs::remove_dir_all(bd.scratch());
     let _ = std::fs::remove_dir_all(bd.src());
@@ -153,10 +166,9 @@ async fn run(
 
 /// After a successful backend: what the backend did not record itself, read where the
 /// documentation says a build leaves it (a root file system at `scratch/rootfs`, raw `*.img`
-/// disk images in the output dir), then an SPDX SBOM of the packages as an artifact, and the
-/// record for the daemon to send. Nothing here fails the build: what cannot be read is said in
-/// the log.
-fn record(bd: &BuildDir, ctx: &Context, input: &crate::store::RunnerInput) {
+/// disk images in the output dir). Nothing here fails the build: what cannot be read is said
+/// in the log.
+fn record(ctx: &Context) {
     let rootfs = ctx.scratch.join("rootfs");
     if !ctx.has_packages() && rootfs.join("var/lib/dpkg/status").is_file() {
         ctx.record_rootfs(&rootfs);
@@ -173,6 +185,37 @@ fn record(bd: &BuildDir, ctx: &Context, input: &crate::store::RunnerInput) {
     for name in images {
         ctx.record_image(&ctx.output.join(&name), &name);
     }
+}
+
+/// The boot test (`[boot]`), its outcome recorded with the image it booted. `Err`: it could
+/// not be run.
+async fn boot_test(
+    ctx: &Context,
+    o: &crate::recipe::BootOptions,
+    recipe: &Recipe,
+) -> Result<kiln_shared::record::BootTest, String> {
+    let arch = o
+        .architecture
+        .as_deref()
+        .or(recipe.backend.architecture())
+        .unwrap_or(&ctx.arch)
+        .to_string();
+    let images = ctx.record.lock().expect("record lock").images.clone();
+    let (artifact, t) = crate::boot::test(ctx, o, &arch, &images).await?;
+    let mut r = ctx.record.lock().expect("record lock");
+    match r.images.iter_mut().find(|i| i.artifact == artifact) {
+        Some(i) => i.boot = Some(t.clone()),
+        None => r.images.push(kiln_shared::record::ImageLayout {
+            artifact,
+            boot: Some(t.clone()),
+            ..Default::default()
+        }),
+    }
+    Ok(t)
+}
+
+/// An SPDX SBOM of the packages as an artifact, and the record for the daemon to send.
+fn write_record(bd: &BuildDir, ctx: &Context, input: &crate::store::RunnerInput) {
     let record = ctx.record.lock().expect("record lock").clone();
     if !record.packages.is_empty() {
         write_sbom(ctx, input, &record);

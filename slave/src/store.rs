@@ -11,7 +11,7 @@
 //! | `sandbox/` | the build (0700, its own host user) | the only part of the work dir a build sees |
 //! | `sandbox/input.json` | daemon | the runner's copy of the input, without the upload token |
 //! | `sandbox/checkout.tar` | daemon, from its git cache | the build's commit, unpacked into `src/` (then removed) by the runner |
-//! | `sandbox/state.json` | runner | phase, commit, and at the end its result |
+//! | `sandbox/state.json` | runner | phase, commit, the backend's progress, and at the end its result |
 //! | `sandbox/src/`, `output/`, `scratch/`, `home/`, `tmp/` | runner | the branch, the artifacts, scratch space, `$HOME`, `/tmp` |
 //!
 //! The build dir itself is the daemon's (0700): what the daemon trusts (its record, the log it
@@ -63,6 +63,24 @@ pub struct RunnerState {
     pub phase: Phase,
     pub commit: Option<String>,
     pub result: Option<RunnerResult>,
+    /// What the backend says it is doing now (a step, a percentage; `exec`'s protocol): the
+    /// daemon's watcher sends it to the master as `Progress` whenever it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<(String, Option<u8>)>,
+}
+
+/// Longest step text sent as a build's progress.
+pub const MAX_PHASE: usize = 200;
+
+/// A build's progress as the master may be told it (`state.json` is the build's word): the step
+/// on one line of at most [`MAX_PHASE`] characters, the percentage at most 100.
+pub fn clean_progress((phase, percent): (String, Option<u8>)) -> (String, Option<u8>) {
+    let phase: String = phase
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_PHASE)
+        .collect();
+    (phase.trim().to_string(), percent.map(|p| p.min(100)))
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

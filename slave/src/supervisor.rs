@@ -270,6 +270,7 @@ async fn launch(env: Arc<Env>, dir: BuildDir, record: Record, job: Job) {
                     phase: store::Phase::Done,
                     commit: None,
                     result: Some(RunnerResult::Failed { reason }),
+                    progress: None,
                 };
                 if let Err(e) = dir.write_state(&state) {
                     tracing::error!(%build, "cannot record the build's state: {e}");
@@ -394,8 +395,8 @@ pub fn adopt_all(env: &Arc<Env>) {
 /// Follows a runner until it ends (stopping it if asked), then settles the build's outcome.
 ///
 /// Woken by events only: the runner's exit (the child's wait, or for an adopted runner, which is
-/// not the daemon's child, its pidfd), its `state.json` replaced (inotify: the commit it fetched),
-/// a cancel request; plus a slow safety-net look.
+/// not the daemon's child, its pidfd), its `state.json` replaced (inotify: the commit it fetched,
+/// the backend's progress), a cancel request; plus a slow safety-net look.
 async fn watch(
     env: Arc<Env>,
     dir: BuildDir,
@@ -429,11 +430,20 @@ async fn watch(
     let mut term_sent = false;
     let mut kill_at: Option<tokio::time::Instant> = None;
     let mut exited = pid.is_none();
+    let mut progress_sent = None;
     loop {
+        let state = dir.read_state().ok().flatten();
         if !o.has_commit(build) {
-            if let Some(c) = dir.read_state().ok().flatten().and_then(|s| s.commit) {
+            if let Some(c) = state.as_ref().and_then(|s| s.commit.clone()) {
                 o.started(build, c);
                 o.progress(build, "building", None);
+            }
+        }
+        // What the backend says it is doing (`exec`'s steps), sent when it changed.
+        if let Some(p) = state.and_then(|s| s.progress).map(store::clean_progress) {
+            if progress_sent.as_ref() != Some(&p) {
+                o.progress(build, &p.0, p.1);
+                progress_sent = Some(p);
             }
         }
         if exited {
@@ -498,14 +508,31 @@ async fn settle(env: &Arc<Env>, dir: &BuildDir, pid: Option<i32>) {
     let result = dir.read_state().ok().flatten().and_then(|s| s.result);
     let outcome = match (o.cancel_reason(build), result) {
         (Some(reason), _) => Outcome::Cancelled { reason },
-        (None, Some(RunnerResult::BackendSucceeded)) => match upload_all(env, dir, &log).await {
+        (None, Some(RunnerResult::BackendSucceeded)) => match upload_outputs(env, dir, &log, true)
+            .await
+        {
             Ok(()) => Outcome::Succeeded,
             Err(reason) if o.cancel_requested(build) => Outcome::Cancelled {
                 reason: o.cancel_reason(build).unwrap_or(reason),
             },
             Err(reason) => Outcome::Failed { reason },
         },
-        (None, Some(RunnerResult::Failed { reason })) => Outcome::Failed { reason },
+        (None, Some(RunnerResult::Failed { reason })) => {
+            // What was recorded before the failure (a failed boot test's outcome, the image's
+            // packages) still helps to find out why.
+            if let Ok(Some(input)) = dir.read_input() {
+                // So are the files the build left (a tool's own log, a boot test's serial
+                // console): kept as the failed build's artifacts, without SHA256SUMS.
+                let left = std::fs::read_dir(dir.output()).is_ok_and(|mut d| d.next().is_some());
+                if left {
+                    if let Err(e) = upload_outputs(env, dir, &log, false).await {
+                        log.note(&format!("the failed build's files were not all kept: {e}"));
+                    }
+                }
+                send_image_record(env, dir, &log, &input.job).await;
+            }
+            Outcome::Failed { reason }
+        }
         (None, None) => Outcome::Failed {
             reason: format!(
                 "the build process{} ended without a result: it was killed or crashed (see the end of the log)",
@@ -527,11 +554,17 @@ async fn settle(env: &Arc<Env>, dir: &BuildDir, pid: Option<i32>) {
     o.finished(build, outcome);
 }
 
-/// Uploads every file the backend left in `output/` that is not uploaded yet, then SHA256SUMS.
-/// Runs only once every process of the build has ended; each file is opened once, relative to
-/// the output dir opened without following links, checked and streamed from there, hashed as
-/// it is sent (one read per file).
-async fn upload_all(env: &Arc<Env>, dir: &BuildDir, log: &Log) -> Result<(), String> {
+/// Uploads every file the backend left in `output/` that is not uploaded yet, then (for a
+/// succeeded build, `succeeded`) SHA256SUMS and the image record. Runs only once every process
+/// of the build has ended; each file is opened once, relative to the output dir opened without
+/// following links, checked and streamed from there, hashed as it is sent (one read per file).
+/// A failed build's files are uploaded as they are: none is required, none is summed or signed.
+async fn upload_outputs(
+    env: &Arc<Env>,
+    dir: &BuildDir,
+    log: &Log,
+    succeeded: bool,
+) -> Result<(), String> {
     let build = dir.id;
     let o = &env.outbox;
     let job = dir
@@ -565,12 +598,12 @@ async fn upload_all(env: &Arc<Env>, dir: &BuildDir, log: &Log) -> Result<(), Str
             }
         }
     }
-    if artifacts.is_empty() {
+    if artifacts.is_empty() && succeeded {
         return Err("the backend finished but left no files in the output dir".into());
     }
     // Each file is read once: hashed as it is sent. SHA256SUMS (unless the build made one) is
     // written from those sums, and goes last.
-    let make_sums = !artifacts.iter().any(|a| a.name == "SHA256SUMS");
+    let make_sums = succeeded && !artifacts.iter().any(|a| a.name == "SHA256SUMS");
     let done = o.uploaded(build);
     let mut sums = o.uploaded_sha256(build);
     let count = artifacts.len() + usize::from(make_sums);
@@ -602,7 +635,9 @@ async fn upload_all(env: &Arc<Env>, dir: &BuildDir, log: &Log) -> Result<(), Str
             upload_one(env, dir, log, &job, &a, (count - 1) * 100 / count).await?;
         }
     }
-    send_image_record(env, dir, log, &job).await;
+    if succeeded {
+        send_image_record(env, dir, log, &job).await;
+    }
     Ok(())
 }
 

@@ -149,6 +149,11 @@ try {
   await page.waitForSelector('#slaves tbody tr', { timeout: T });
   const heads = await page.$$eval('#slaves th', (ths) => ths.map((t) => t.textContent.trim()));
   if (heads.some((h) => !h)) throw new Error(`a column without a heading: ${JSON.stringify(heads)}`);
+  step = 'the slaves table shows what each slave\'s machine offers';
+  const tools = await page.textContent('#slaves tbody tr td.tools');
+  const versions = await page.getAttribute('#slaves tbody tr td.tools', 'title');
+  if (!tools.includes('script') || !tools.includes('free')) throw new Error(`the tools cell says ${tools}`);
+  if (!/^git \S+$/m.test(versions || '')) throw new Error(`the tools cell's title lists no git version: ${versions}`);
 
   step = 'after a navigation, focus is on the new page\'s h1';
   await page.click('nav a[href="/projects"]');

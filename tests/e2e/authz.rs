@@ -333,6 +333,9 @@ PATH="$PATH:/usr/sbin:/sbin" mkfs.ext4 -q -F -d "$R" "$KILN_OUTPUT_DIR/disk.img"
         // it is gone).
         (m("DELETE"), format!("/api/tokens/{viewer_token}"), None, [401, 404, 204, 404, 404, 404]),
         (m("GET"), "/api/audit".into(), None, [401, 403, 403, 403, 403, 200]),
+        // Prometheus metrics: site admins (and the scrape token of `[metrics] token_file`,
+        // which no person has: tests/e2e/metrics.rs).
+        (m("GET"), "/metrics".into(), None, [401, 403, 403, 403, 403, 200]),
         // Notifications (docs/notifications.md). A project's subscriptions: its maintainers see
         // and change all of them; anyone who sees the project, their own (`user` = them).
         // Someone else's subscription is 404 to those who may not see it (as a token is), a

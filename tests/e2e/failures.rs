@@ -339,3 +339,28 @@ async fn a_symlink_in_the_output_dir_fails_the_build_naming_it_and_nothing_is_up
     let b = fails_with(&farm, "sneaky", &["'evil'", "symbolic link"]).await;
     assert!(farm.artifacts(b.id).await.is_empty(), "nothing is uploaded");
 }
+
+#[tokio::test]
+async fn a_failed_build_keeps_the_files_it_left_without_sums() {
+    let git = GitServer::start();
+    let repo = git.repo("half");
+    repo.script_branch(
+        "main",
+        "echo 'E: the tool gave up at step 3' > \"$KILN_OUTPUT_DIR/tool.log\"\necho 'E: the tool gave up' >&2\nexit 4",
+    );
+    let farm = Farm::start().await;
+    let _slave = farm.slave("s1").await;
+    farm.project("half", &repo.url, "main").await;
+    let b = fails_with(&farm, "half", &["exit status 4", "E: the tool gave up"]).await;
+    let names: Vec<String> = farm
+        .artifacts(b.id)
+        .await
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["tool.log"], "kept, and not summed or signed");
+    assert_eq!(
+        farm.download(b.id, "tool.log").await,
+        b"E: the tool gave up at step 3\n"
+    );
+}

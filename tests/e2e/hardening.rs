@@ -32,6 +32,7 @@ async fn a_hello_out_of_bounds_is_refused_with_the_reason() {
             version: "test".into(),
             builds: vec![],
             emulates: vec![],
+            capabilities: Default::default(),
         });
         ws.send(Message::Binary(codec::encode(&hello).unwrap().into()))
             .await

@@ -21,6 +21,9 @@ pub struct FarmOptions {
     pub lost_retries: i32,
     /// Use the embedded PostgreSQL instead of the shared test cluster.
     pub embedded_db: bool,
+    /// Use this database (a URL, e.g. one made with `Postgres::new_database` and filled by the
+    /// test) instead of a new one in the shared test cluster.
+    pub database_url: Option<String>,
     pub extra_master_toml: String,
     /// Serve HTTPS/WSS with a private CA made the way `kiln-master init --tls-self-signed`
     /// makes it (default); slaves get `--ca`, the test's clients trust it.
@@ -40,6 +43,7 @@ impl Default for FarmOptions {
             lost_timeout_secs: 4,
             lost_retries: 1,
             embedded_db: false,
+            database_url: None,
             extra_master_toml: String::new(),
             tls: true,
             extra_toml: String::new(),
@@ -126,13 +130,13 @@ fn write_config(
     };
     let token = "kiln_a_test_admin_token".to_string();
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
-    let db = if o.embedded_db {
-        String::new()
-    } else {
-        format!(
+    let db = match (&o.database_url, o.embedded_db) {
+        (None, true) => String::new(),
+        (Some(url), _) => format!("[database]\nurl = \"{url}\"\nmax_connections = 8\n"),
+        (None, false) => format!(
             "[database]\nurl = \"{}\"\nmax_connections = 8\n",
             Postgres::shared().new_database()
-        )
+        ),
     };
     let config = dir.path().join("kiln.toml");
     std::fs::write(
@@ -713,5 +717,6 @@ pub fn test_hello(name: &str) -> kiln_shared::frames::Hello {
         version: "test".into(),
         builds: vec![],
         emulates: vec![],
+        capabilities: Default::default(),
     }
 }

@@ -170,6 +170,7 @@ fn images(o: &mut String, id: i64, list: &[Value]) {
             esc(o, bmap);
             o.push_str("</a>");
         }
+        boot(o, &img["boot"]);
         o.push_str("</p>");
         table(
             o,
@@ -210,6 +211,30 @@ fn images(o: &mut String, id: i64, list: &[Value]) {
         o.push_str(END);
         o.push_str("</section>");
     }
+}
+
+/// The image's boot test (`[boot]`): its outcome, and the serial console's last lines.
+fn boot(o: &mut String, t: &Value) {
+    if !t.is_object() {
+        return;
+    }
+    let passed = t["passed"].as_bool() == Some(true);
+    o.push_str("<br>Boot test: <span class=\"boot-test\">");
+    esc(
+        o,
+        &format!(
+            "{} ({}, {})",
+            if passed { "passed" } else { "failed" },
+            s(t, "accel").to_ascii_uppercase(),
+            s(t, "detail")
+        ),
+    );
+    o.push_str("</span><details><summary>Serial console</summary><pre class=\"log\">");
+    for l in arr(t, "serial_tail") {
+        esc(o, l.as_str().unwrap_or_default());
+        o.push('\n');
+    }
+    o.push_str("</pre></details>");
 }
 
 /// `GET /api/builds/{a}/diff/{b}`, as people read it.
@@ -459,6 +484,21 @@ mod tests {
         assert!(o.contains("4.0 GiB, table gpt, disk D1"));
         assert!(o.contains("<span class=\"os-release\">Debian GNU/Linux 13 (trixie)</span>"));
         assert!(o.contains("href=\"/api/builds/7/artifacts/disk.img.bmap\""));
+        assert!(!o.contains("Boot test"));
         assert!(o.contains("<td>2</td><td>0FC63DAF-8483-4772-8E79-3D69D8477DE4</td><td>257.0 MiB</td><td>1.0 GiB</td><td>ext4</td><td>root</td><td>u2</td><td>512.0 MiB / 512.0 MiB</td>"));
+    }
+
+    #[test]
+    fn an_image_shows_its_boot_test() {
+        let l: Value = serde_json::from_str(
+            r#"[{"artifact":"disk.img.zst","size":1,"partitions":[],"boot":{"passed":true,"pattern":"login:",
+                 "accel":"tcg","machine":"qemu-system-x86_64 -machine q35","seconds":63,
+                 "detail":"\"login:\" on the serial console after 63 s","serial_tail":["<b>", "vm login:"]}}]"#,
+        )
+        .unwrap();
+        let mut o = String::new();
+        images(&mut o, 7, l.as_array().unwrap());
+        assert!(o.contains("Boot test: <span class=\"boot-test\">passed (TCG, &quot;login:&quot; on the serial console after 63 s)</span>"), "{o}");
+        assert!(o.contains("&lt;b&gt;\nvm login:\n</pre>"), "{o}");
     }
 }

@@ -111,6 +111,7 @@ pub(crate) mod tests {
             version: None,
             last_seen: None,
             builds: vec![],
+            capabilities: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Slaves: online or not, architecture, tags, current build, last heartbeat; for admins (only they
+//! Slaves: online or not, architecture, tags, tools (backends, KVM, free disk; tool versions in
+//! the cell's title), current build, last heartbeat; for admins (only they
 //! see these controls): add a
 //! slave (its token is shown once), drain, disable, enable or revoke one, and enrol a board with
 //! a registration token (the one command to run on it is shown once; the tokens are listed and
@@ -16,6 +17,28 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use web_sys::{HtmlInputElement, HtmlSelectElement};
 use yew::prelude::*;
 use yew_router::prelude::*;
+
+/// Its backends and what its machine offers them, in a few words; the versions in the title.
+fn tools(s: &Slave) -> String {
+    let mut t = s.backends.join(", ");
+    if let Some(c) = &s.capabilities {
+        if c.kvm {
+            t.push_str(" · KVM");
+        }
+        t.push_str(" · ");
+        t.push_str(&crate::components::human_size(c.free_disk_bytes));
+        t.push_str(" free");
+    }
+    t
+}
+
+fn tool_versions(s: &Slave) -> String {
+    s.capabilities
+        .iter()
+        .flat_map(|c| c.tools.iter())
+        .map(|(k, v)| format!("{k} {v}\n"))
+        .collect()
+}
 
 #[function_component(Slaves)]
 pub fn slaves() -> Html {
@@ -98,7 +121,7 @@ pub fn slaves() -> Html {
             <h1 tabindex="-1">{"Slaves"}</h1>
             { super::error_box(&err) }
             <table>
-                <thead><tr><th>{"Name"}</th><th>{"Status"}</th><th>{"Arch"}</th><th>{"Tags"}</th><th>{"Building"}</th><th>{"Last heartbeat"}</th>
+                <thead><tr><th>{"Name"}</th><th>{"Status"}</th><th>{"Arch"}</th><th>{"Tags"}</th><th>{"Tools"}</th><th>{"Building"}</th><th>{"Last heartbeat"}</th>
                     if admin { <th>{"Actions"}</th> }</tr></thead>
                 <tbody>
                 { for q.slaves.values().map(|s| html! {
@@ -112,6 +135,7 @@ pub fn slaves() -> Html {
                         </td>
                         <td>{s.arch.clone().unwrap_or_default()}{ if s.emulates.is_empty() { String::new() } else { format!(" (+{})", s.emulates.join(", ")) } }</td>
                         <td>{s.tags.join(", ")}</td>
+                        <td class="tools" title={tool_versions(s)}>{tools(s)}</td>
                         <td>{ for s.builds.iter().map(|b| html! { <Link<Route> to={Route::Build { id: b.0 }}>{format!("#{b} ")}</Link<Route>> }) }</td>
                         <td>{when(s.last_seen)}</td>
                         if admin {

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod artifacts;
 pub mod builds;
 pub mod guard;
+pub mod metrics;
 pub mod notify;
 pub mod projects;
 pub mod record;
@@ -123,6 +124,7 @@ pub fn router() -> Router<Arc<AppState>> {
             axum::routing::delete(accounts::revoke_token),
         )
         .route("/api/audit", get(accounts::audit))
+        .route("/metrics", get(metrics::scrape))
         .route("/api/slaves", get(slaves::list).post(slaves::create))
         .route(
             "/api/slaves/registration-tokens",
@@ -191,26 +193,32 @@ async fn catalog(
     }))
 }
 
-/// `GET /api/health`: 200 `ok` while the database answers, else 503 with why.
+/// `GET /api/health`: 200 `ok` while the database answers and its schema is current (every
+/// migration this master embeds applied, as it is here, and none it does not know), else 503
+/// naming what is wrong. Answered from what the database watchdog last saw: a poll never
+/// reaches PostgreSQL.
 async fn health(
     axum::extract::State(st): axum::extract::State<Arc<AppState>>,
 ) -> (axum::http::StatusCode, Json<Health>) {
-    let trouble = st.database.trouble();
-    let status = if trouble.is_some() {
+    let down = st.database.trouble();
+    let schema = st.database.schema();
+    let error = match (&down, &schema) {
+        (Some(why), _) => Some(format!("the database does not answer: {why}")),
+        (None, Some(s)) => s.problem.clone(),
+        (None, None) => None,
+    };
+    let body = Health {
+        status: if error.is_some() { "unavailable" } else { "ok" }.into(),
+        database: down.map_or_else(|| "up".into(), |t| format!("down: {t}")),
+        schema: schema.map_or_else(|| "not read yet".into(), |s| s.summary),
+        error,
+        version: env!("CARGO_PKG_VERSION").into(),
+        protocol: kiln_shared::codec::PROTOCOL_VERSION,
+    };
+    let status = if body.error.is_some() {
         axum::http::StatusCode::SERVICE_UNAVAILABLE
     } else {
         axum::http::StatusCode::OK
-    };
-    let body = Health {
-        status: if trouble.is_some() {
-            "unavailable"
-        } else {
-            "ok"
-        }
-        .into(),
-        database: trouble.map_or_else(|| "up".into(), |t| format!("down: {t}")),
-        version: env!("CARGO_PKG_VERSION").into(),
-        protocol: kiln_shared::codec::PROTOCOL_VERSION,
     };
     (status, Json(body))
 }

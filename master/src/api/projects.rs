@@ -100,7 +100,7 @@ fn check_settings(
         check_word(
             "backend",
             b,
-            "a backend name (like script, mmdebstrap, live-build)",
+            "a backend name (like script, mmdebstrap, live-build, exec)",
         )?;
     }
     if let Some(map) = &patch.source_rewrites {

@@ -15,7 +15,7 @@ use axum::Json;
 use kiln_shared::api::{validate_artifact_name, Role};
 use kiln_shared::record::diff::{self, ArtifactFacts, Side};
 use kiln_shared::record::{
-    sources, AptSource, BuildDiff, BuildRecord, ImageLayout, Package, MAX_RECORD_BYTES,
+    sources, AptSource, BootTest, BuildDiff, BuildRecord, ImageLayout, Package, MAX_RECORD_BYTES,
 };
 use kiln_shared::BuildId;
 use serde::Deserialize;
@@ -76,7 +76,39 @@ fn check(r: &mut BuildRecord) -> Result<(), String> {
             validate_artifact_name(b).map_err(|m| format!("image layout bmap: {m}"))?;
         }
     }
+    for b in r.images.iter_mut().filter_map(|i| i.boot.as_mut()) {
+        check_boot(b)?;
+    }
     sources::clean(&mut r.sources);
+    Ok(())
+}
+
+/// A boot test's outcome: bounded, one line per line, a known accelerator.
+fn check_boot(b: &mut BootTest) -> Result<(), String> {
+    if !["kvm", "tcg"].contains(&b.accel.as_str()) {
+        return Err(format!(
+            "boot test: accel '{}' is not kvm or tcg",
+            b.accel.escape_debug()
+        ));
+    }
+    if b.serial_tail.len() > BootTest::TAIL_LINES {
+        return Err(format!(
+            "boot test: more than {} serial lines",
+            BootTest::TAIL_LINES
+        ));
+    }
+    if let Some(l) = &b.log {
+        validate_artifact_name(l).map_err(|m| format!("boot test log: {m}"))?;
+    }
+    let one_line = |s: &str, max: usize| -> String {
+        s.chars().filter(|c| !c.is_control()).take(max).collect()
+    };
+    b.pattern = one_line(&b.pattern, 200);
+    b.machine = one_line(&b.machine, 200);
+    b.detail = one_line(&b.detail, 1000);
+    for l in &mut b.serial_tail {
+        *l = one_line(l, BootTest::MAX_LINE);
+    }
     Ok(())
 }
 

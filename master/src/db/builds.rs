@@ -557,3 +557,17 @@ pub async fn set_log_lines(
         .await
         .map(|_| ())
 }
+
+/// Queued builds counted by project and waiting reason (`None`: not explained yet), for
+/// `GET /metrics`.
+pub async fn queued_by_reason(
+    db: impl PgExecutor<'_>,
+) -> sqlx::Result<Vec<(String, Option<String>, i64)>> {
+    sqlx::query_as(
+        "SELECT p.name, b.waiting_reason, count(*) FROM builds b
+         JOIN projects p ON p.id = b.project_id
+         WHERE b.state = 'queued' GROUP BY p.name, b.waiting_reason ORDER BY p.name, 2",
+    )
+    .fetch_all(db)
+    .await
+}

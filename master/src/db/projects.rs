@@ -263,3 +263,17 @@ pub async fn last_good_commit(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<
     .await
     .map(Option::flatten)
 }
+
+/// Bytes each project stores: `(name, of logs, of artifacts)`, the parts of its `disk_bytes`
+/// (for `GET /metrics`).
+pub async fn stored_bytes(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, i64, i64)>> {
+    sqlx::query_as(
+        "SELECT p.name,
+                COALESCE((SELECT sum(b.log_bytes) FROM builds b WHERE b.project_id = p.id), 0)::bigint,
+                COALESCE((SELECT sum(a.size) FROM artifacts a JOIN builds b ON b.id = a.build_id
+                          WHERE b.project_id = p.id), 0)::bigint
+         FROM projects p ORDER BY p.name",
+    )
+    .fetch_all(db)
+    .await
+}

@@ -19,6 +19,7 @@ pub struct SlaveRow {
     pub version: Option<String>,
     pub last_seen: Option<DateTime<Utc>>,
     pub builds: Vec<i64>,
+    pub capabilities: Option<sqlx::types::Json<api::Capabilities>>,
 }
 
 impl SlaveRow {
@@ -37,12 +38,13 @@ impl SlaveRow {
             version: self.version,
             last_seen: self.last_seen,
             builds: self.builds.into_iter().map(BuildId).collect(),
+            capabilities: self.capabilities.map(|c| c.0),
         }
     }
 }
 
 const SELECT: &str = "SELECT s.id, s.name, s.enabled, s.online, s.arch, s.tags, s.backends,
-        s.capacity, s.emulates, s.version, s.last_seen,
+        s.capacity, s.emulates, s.version, s.last_seen, s.capabilities,
         ARRAY(SELECT b.id FROM builds b WHERE b.slave_id = s.id
               AND b.state IN ('dispatched','running') ORDER BY b.id) AS builds
     FROM slaves s";
@@ -145,7 +147,7 @@ pub async fn came_online(
 ) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE slaves SET online = true, last_seen = now(), arch = $2, tags = $3,
-             backends = $4, capacity = $5, version = $6, emulates = $7,
+             backends = $4, capacity = $5, version = $6, emulates = $7, capabilities = $8,
              approved_arch = COALESCE(approved_arch, $2) WHERE id = $1",
     )
     .bind(id.0)
@@ -155,6 +157,7 @@ pub async fn came_online(
     .bind(h.capacity as i32)
     .bind(&h.version)
     .bind(&h.emulates)
+    .bind(sqlx::types::Json(&h.capabilities))
     .execute(db)
     .await
     .map(|_| ())

@@ -110,6 +110,7 @@ impl Follow {
 }
 
 async fn session(st: Arc<AppState>, who: Principal, socket: WebSocket) {
+    let _counted = st.metrics.websocket(crate::metrics::WsKind::Console);
     let (mut sink, mut stream) = socket.split();
     let mut events = st.hub.events.subscribe();
     let mut grew = st.storage.follow_logs();

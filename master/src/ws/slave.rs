@@ -7,7 +7,7 @@
 //! master carries on.
 
 use crate::auth;
-use crate::db::{builds, builds::Change, slaves};
+use crate::db::{builds, slaves};
 use crate::lifecycle::EndedBy;
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -81,6 +81,7 @@ pub async fn upgrade(
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
             let _running = st.hub.session_guard();
+            let _counted = st.metrics.websocket(crate::metrics::WsKind::Slave);
             if let Err(e) = session(st.clone(), id, name.clone(), socket).await {
                 tracing::warn!(slave = %name, "slave session closed: {e}");
             }
@@ -363,18 +364,7 @@ async fn handle(
                     reason: "the commit id reported is not a full hex commit id".into(),
                 }]);
             }
-            let t = builds::transition(
-                &st.db,
-                build,
-                BuildState::Running,
-                Change {
-                    commit: Some(&commit),
-                    held_by: Some(slave),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            st.build_changed(build).await;
+            let t = st.start_build(build, slave, &commit).await?;
             Ok(match t {
                 // A resend after a reconnect: already running here.
                 builds::Transition::Done { .. }
@@ -496,6 +486,37 @@ fn check_hello(h: &kiln_shared::frames::Hello) -> Result<(), String> {
     if h.tags.len() > 64 || h.backends.len() > 64 || h.emulates.len() > 64 || h.builds.len() > 4096
     {
         return Err("too many tags, backends, architectures or builds".into());
+    }
+    let c = &h.capabilities;
+    if c.tools.len() > 64 || c.binfmt.len() > 64 {
+        return Err("too many tools or binfmt architectures".into());
+    }
+    for a in &c.binfmt {
+        word("binfmt architecture", a)?;
+    }
+    for (tool, version) in &c.tools {
+        if tool.is_empty()
+            || tool.len() > 32
+            || !tool
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._".contains(c))
+        {
+            return Err(format!(
+                "tool '{}' is not a valid name",
+                tool.escape_debug()
+            ));
+        }
+        if version.is_empty()
+            || version.len() > 64
+            || !version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.:~_".contains(c))
+        {
+            return Err(format!(
+                "the version of {tool} '{}' is not a version",
+                version.escape_debug()
+            ));
+        }
     }
     Ok(())
 }

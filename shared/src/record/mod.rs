@@ -87,6 +87,40 @@ pub struct ImageLayout {
     /// The `.bmap` artifact made for it, if any.
     #[serde(default)]
     pub bmap: Option<String>,
+    /// How the boot test of this image went, when the build's `[boot]` asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootTest>,
+}
+
+/// The boot test of a disk image (`[boot]` in `kiln.toml`): QEMU booted it with the kernel of
+/// its root file system and watched the serial console for a pattern.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootTest {
+    pub passed: bool,
+    /// The text waited for (`login:` unless the build says otherwise).
+    pub pattern: String,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    /// The emulator and machine, like `qemu-system-x86_64 -machine q35`.
+    pub machine: String,
+    /// Seconds from starting QEMU to the outcome.
+    pub seconds: u32,
+    /// What happened, for a person: `"login:" on the serial console after 63 s`.
+    pub detail: String,
+    /// The serial console's last lines, control characters removed.
+    #[serde(default)]
+    pub serial_tail: Vec<String>,
+    /// The artifact holding the whole serial log (a succeeded build's).
+    #[serde(default)]
+    pub log: Option<String>,
+}
+
+impl BootTest {
+    /// At most this many lines of [`BootTest::serial_tail`] are kept, each at most
+    /// [`BootTest::MAX_LINE`] characters.
+    pub const TAIL_LINES: usize = 40;
+    pub const MAX_LINE: usize = 300;
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,12 +1,14 @@
 //! Image backends, one file each, behind the [`Backend`] trait. A backend turns a checked-out
 //! branch into files in the output directory; `job.rs` uploads whatever it leaves there.
 
+pub mod exec;
 pub mod live_build;
 pub mod mmdebstrap;
 pub mod script;
 
 use crate::process::{self, Log};
 use crate::recipe;
+use crate::store::BuildDir;
 use kiln_shared::record::BuildRecord;
 use kiln_shared::BuildId;
 use std::future::Future;
@@ -39,6 +41,48 @@ pub struct Context {
     pub emulates: Vec<String>,
     /// What the image carries, as far as the backend and the runner have read it.
     pub record: Mutex<BuildRecord>,
+    /// Where the backend says what it is doing, for the master's live views.
+    pub progress: Progress,
+}
+
+/// A backend's progress (a step, a percentage), written to `sandbox/state.json`; the daemon's
+/// watcher sends it to the master as `Progress` when it changes. Only changes are written.
+#[derive(Default)]
+pub struct Progress {
+    dir: Option<BuildDir>,
+    last: Mutex<Option<(String, Option<u8>)>>,
+}
+
+impl Progress {
+    /// Progress written to the state file of the build `dir`.
+    pub fn to(dir: BuildDir) -> Progress {
+        Progress {
+            dir: Some(dir),
+            last: Mutex::default(),
+        }
+    }
+
+    pub fn report(&self, step: &str, percent: Option<u8>) {
+        let now = crate::store::clean_progress((step.to_string(), percent));
+        let mut last = self.last.lock().expect("progress lock");
+        if last.as_ref() == Some(&now) {
+            return;
+        }
+        *last = Some(now.clone());
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        let written = dir.read_state().and_then(|state| match state {
+            Some(mut state) => {
+                state.progress = Some(now);
+                dir.write_state(&state)
+            }
+            None => Ok(()),
+        });
+        if let Err(e) = written {
+            tracing::debug!("cannot record the build's progress: {e}");
+        }
+    }
 }
 
 impl Context {
@@ -151,7 +195,41 @@ pub fn for_recipe(r: &recipe::Backend) -> Box<dyn Backend> {
         recipe::Backend::Script(o) => Box::new(script::Script(o.clone())),
         recipe::Backend::Mmdebstrap(o) => Box::new(mmdebstrap::Mmdebstrap((**o).clone())),
         recipe::Backend::LiveBuild(o) => Box::new(live_build::LiveBuild(o.clone())),
+        recipe::Backend::Exec(o) => Box::new(exec::Exec(o.clone())),
     }
+}
+
+/// An executable of the branch that a backend runs (`key` is its option, for the message), found
+/// by [`recipe::branch_file`]: links only within the checkout.
+pub fn branch_program(ctx: &Context, key: &str, rel: &str) -> Result<PathBuf, BackendError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = recipe::branch_file(&ctx.src, rel)
+        .map_err(|e| BackendError::Failed(format!("kiln.toml: {key} \"{rel}\" {e}")))?;
+    let meta = std::fs::metadata(&path)
+        .map_err(|e| BackendError::Failed(format!("kiln.toml: {key}: {e}")))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(BackendError::Failed(format!(
+            "kiln.toml: {key} \"{rel}\" is not an executable file (chmod +x it and commit)"
+        )));
+    }
+    Ok(path)
+}
+
+/// A command of the branch's, run in the checkout with the build's `KILN_*` variables
+/// (`docs/backends.md`).
+pub fn branch_command(ctx: &Context, program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(&ctx.src)
+        .env("KILN_OUTPUT_DIR", &ctx.output)
+        .env("KILN_BUILD_ID", ctx.build.to_string())
+        .env("KILN_PROJECT", &ctx.project)
+        .env("KILN_COMMIT", &ctx.commit)
+        .env("KILN_ARCH", &ctx.arch)
+        .env("KILN_SCRATCH_DIR", &ctx.scratch);
+    if let Some(r) = &ctx.release {
+        cmd.env("KILN_RELEASE", r);
+    }
+    cmd
 }
 
 /// Runs one step of a backend; a non-zero exit fails the build, naming the step, the status and

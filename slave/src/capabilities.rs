@@ -123,6 +123,10 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
+fn unknown_backend(name: &str) -> String {
+    format!("unknown backend \"{name}\" (known: script, exec, mmdebstrap, live-build, boot-test)")
+}
+
 /// What a backend (or the boot test) needs that `c` lacks: `(what, Debian package)` pairs.
 pub fn missing_for(
     backend: &str,
@@ -134,9 +138,7 @@ pub fn missing_for(
         "mmdebstrap" => &["git", "mmdebstrap", "sfdisk", "mkfs.ext4", "zstd"],
         "live-build" => &["git", "live-build", "debootstrap"],
         "boot-test" => &["zstd"],
-        other => return Err(format!(
-            "unknown backend \"{other}\" (known: script, exec, mmdebstrap, live-build, boot-test)"
-        )),
+        other => return Err(unknown_backend(other)),
     };
     let mut missing: Vec<(String, String)> = need
         .iter()

@@ -762,7 +762,13 @@ async fn launchpad_removed_member_loses_access_after_refresh() {
         erinr.teams().await.is_empty().then_some(())
     })
     .await;
-    let audit: Vec<Value> = farm.get("/api/audit?action=memberships_refreshed").await;
+    // The audit entry is written just after the memberships change: wait for it as well.
+    let farmr = &farm;
+    let audit: Vec<Value> = wait_for("the refresh in the audit log", 30, || async move {
+        let a: Vec<Value> = farmr.get("/api/audit?action=memberships_refreshed").await;
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
     assert_eq!(audit[0]["target"], "user erin", "{audit:?}");
     assert_eq!(audit[0]["detail"]["after"], json!([]));
     // And she cannot sign in again while in no mapped team.

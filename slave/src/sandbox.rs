@@ -136,6 +136,10 @@ struct Setup {
     /// `Range`: the child sends its pid on the first and waits for a byte on the second while
     /// the daemon writes the maps.
     sync: Option<(OwnedFd, OwnedFd)>,
+    /// The daemon's ends of those pipes (raw numbers): the child inherits them across the fork
+    /// and closes them at once, so a daemon killed before it wrote the maps ends the child's
+    /// wait (end of file) instead of leaving it blocked for ever.
+    daemon_fds: Option<(libc::c_int, libc::c_int)>,
 }
 
 fn check(r: libc::c_int) -> io::Result<()> {
@@ -225,6 +229,10 @@ impl Setup {
             check(libc::unshare(flags))?;
             match (&self.ids, &self.sync) {
                 (Ids::Range { .. }, Some((tell, wait))) => {
+                    if let Some((a, b)) = self.daemon_fds {
+                        libc::close(a);
+                        libc::close(b);
+                    }
                     let pid = libc::getpid();
                     let n = libc::write(tell.as_raw_fd(), (&pid as *const i32).cast(), 4);
                     if n != 4 {
@@ -460,6 +468,9 @@ pub fn confine(
         }
         Ids::Host => (None, None, None),
     };
+    let daemon_fds = daemon_end
+        .as_ref()
+        .map(|(pid_r, go_w, _)| (pid_r.as_raw_fd(), go_w.as_raw_fd()));
     let nested_maps = match record.ids {
         Ids::Own { .. } => vec![
             (cstr(Path::new("/proc/self/setgroups"))?, b"deny".to_vec()),
@@ -502,6 +513,7 @@ pub fn confine(
         hostname: CString::new("kiln-build").expect("no NUL"),
         own_maps,
         sync,
+        daemon_fds,
     };
     // SAFETY: `enter` makes only async-signal-safe system calls on memory prepared here.
     unsafe {

@@ -27,6 +27,8 @@ use tokio::process::Command;
 pub const SERIAL_LOG: &str = "boot-serial.log";
 /// How long a guest under KVM may stay silent before it is booted again under TCG.
 pub const KVM_PROBE: Duration = Duration::from_secs(20);
+/// How long the serial console is still read after a failure pattern showed.
+const FAILURE_GRACE: Duration = Duration::from_secs(3);
 /// Serial output beyond this goes neither to the build log nor to the serial log.
 const MAX_SERIAL_BYTES: u64 = 16 << 20;
 
@@ -452,7 +454,32 @@ async fn boot(
                 Ok(0) | Err(_) => break None,
                 Ok(n) => match serial.feed(&buf[..n], &o.pattern, &o.fail_patterns) {
                     Some(Seen::Pattern) => break Some(Ended::Matched { seconds: secs() }),
-                    Some(Seen::Failure(p)) => break Some(Ended::Failed { pattern: p, seconds: secs() }),
+                    Some(Seen::Failure(p)) => {
+                        let seconds = secs();
+                        // The rest of what the guest says (a panic's reason follows on the same
+                        // line; with panic=-1 QEMU stops right after): read on briefly.
+                        let grace = tokio::time::Instant::now() + FAILURE_GRACE;
+                        loop {
+                            tokio::select! {
+                                r = out.read(&mut buf) => match r {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => {
+                                        serial.feed(&buf[..n], &o.pattern, &o.fail_patterns);
+                                    }
+                                },
+                                _ = tokio::time::sleep_until(grace) => break,
+                            }
+                        }
+                        // The whole line that showed it, when the tail has it.
+                        let line = serial
+                            .tail
+                            .iter()
+                            .rev()
+                            .find(|l| l.contains(p.as_str()))
+                            .cloned()
+                            .unwrap_or(p);
+                        break Some(Ended::Failed { pattern: line, seconds });
+                    }
                     None => {}
                 },
             },

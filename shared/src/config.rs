@@ -428,6 +428,10 @@ pub struct SlaveConfig {
     /// hold; the least recently used mirrors are removed past it. 0 turns the cache off: each
     /// build then fetches its branch afresh, inside its sandbox.
     pub git_cache_bytes: u64,
+    /// Bytes the slave's package cache (`apt-cache/` in the work dir: the package files its
+    /// builds downloaded, kept for the next build of any project) may hold; the least recently
+    /// used go first. 0 turns it off.
+    pub apt_cache_bytes: u64,
 }
 
 /// How a slave confines its builds (`slave.sandbox`).
@@ -441,6 +445,9 @@ pub enum SandboxMode {
 /// The first host user id of build sandboxes (2^30: far above the ids distributions give to
 /// users and to `/etc/subuid` ranges).
 pub const DEFAULT_SANDBOX_UID_BASE: u32 = 1 << 30;
+
+/// The default size of a slave's package cache (`slave.apt_cache_bytes`): 10 GiB.
+pub const DEFAULT_APT_CACHE_BYTES: u64 = 10 << 30;
 
 /// The default size of a slave's git cache (`slave.git_cache_bytes`): 2 GiB.
 pub const DEFAULT_GIT_CACHE_BYTES: u64 = 2 << 30;
@@ -460,6 +467,7 @@ impl Default for SlaveConfig {
             sandbox: SandboxMode::UserNamespace,
             sandbox_uid_base: DEFAULT_SANDBOX_UID_BASE,
             git_cache_bytes: DEFAULT_GIT_CACHE_BYTES,
+            apt_cache_bytes: DEFAULT_APT_CACHE_BYTES,
         }
     }
 }

@@ -84,7 +84,20 @@ pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
             )
         })
         .ok();
+    let apt_cache = if settings.apt_cache_bytes > 0 {
+        let dir = settings.work_dir.join("apt-cache");
+        match crate::apt_cache::AptCache::start(dir, settings.apt_cache_bytes).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("no package cache for builds: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let env = Arc::new(Env {
+        apt_cache,
         mirror,
         apt_options: crate::machine::apt_options(),
         http: reqwest::Client::builder()

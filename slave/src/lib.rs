@@ -18,6 +18,7 @@
 //! - [`register`]: `kiln-slave register`, enrolment with a registration token
 //! - [`tls`]: how the master's certificate is verified (system roots, `--ca`, `--ca-sha256`)
 
+pub mod apt_cache;
 pub mod backend;
 pub mod boot;
 pub mod capabilities;

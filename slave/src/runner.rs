@@ -120,6 +120,7 @@ async fn run(
         log: log.clone(),
         mirror: input.mirror.clone(),
         apt_options: input.apt_options.clone(),
+        apt_proxy: input.apt_proxy.clone(),
         emulates: input.emulates.clone(),
         record: Default::default(),
         progress: backend::Progress::to(bd.clone()),

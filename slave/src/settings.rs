@@ -26,6 +26,9 @@ pub struct Settings {
     /// The most the git cache (`git-cache/` in the work dir) may hold; 0: no cache
     /// (`slave.git_cache_bytes`).
     pub git_cache_bytes: u64,
+    /// The most the package cache (`apt-cache/` in the work dir) may hold; 0: none
+    /// (`slave.apt_cache_bytes`).
+    pub apt_cache_bytes: u64,
     /// The config file read, if any (hidden from builds: it may hold the token).
     pub config_file: Option<PathBuf>,
 }
@@ -151,6 +154,7 @@ pub fn resolve(
         sandbox: s.sandbox,
         sandbox_uid_base: s.sandbox_uid_base,
         git_cache_bytes: s.git_cache_bytes,
+        apt_cache_bytes: s.apt_cache_bytes,
         config_file: config.map(std::path::absolute).transpose()?,
     })
 }

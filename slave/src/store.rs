@@ -39,6 +39,9 @@ pub struct RunnerInput {
     /// (`git_cache.rs`): the runner unpacks it instead of fetching.
     #[serde(default)]
     pub checkout: Option<String>,
+    /// The slave's package cache (`apt_cache.rs`), as an http proxy for apt.
+    #[serde(default)]
+    pub apt_proxy: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

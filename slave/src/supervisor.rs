@@ -38,6 +38,8 @@ pub struct Env {
     /// The git cache (`slave.git_cache_bytes` > 0): the daemon fetches and exports each build's
     /// commit; without it, the runner fetches inside the sandbox.
     pub git_cache: Option<crate::git_cache::GitCache>,
+    /// The package cache its builds' apt goes through (`slave.apt_cache_bytes` > 0).
+    pub apt_cache: Option<crate::apt_cache::AptCache>,
     /// The daemon's inotify instance (none: build files are looked at once a second).
     pub events: Option<Arc<crate::events::Events>>,
 }
@@ -231,6 +233,7 @@ pub fn start(env: &Arc<Env>, job: Job) {
         apt_options: env.apt_options.clone(),
         emulates: crate::machine::emulated_arches(),
         checkout: None,
+        apt_proxy: env.apt_cache.as_ref().map(|c| c.proxy.clone()),
     };
     let prepared = private_dir(&dir.path)
         .and_then(|_| dir.write_input(&input))

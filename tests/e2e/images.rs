@@ -552,3 +552,52 @@ async fn live_build_minimal_image() {
     let sources = farm.get_raw(&format!("/api/builds/{}/sources", b.id)).await;
     assert_eq!(sources.status(), 200);
 }
+
+/// The slave's package cache (issue 19): the same minbase image built twice on one slave; the
+/// second build takes every package file from the cache (counted in its access log) and makes
+/// the same packages. The times go to docs/benchmarks.md, not into an assertion.
+#[tokio::test]
+#[ignore = "slow tier: two real mmdebstrap images (scripts/test.sh runs it)"]
+async fn a_second_mmdebstrap_build_takes_its_packages_from_the_slave_cache() {
+    let git = GitServer::start();
+    let repo = git.repo("cached");
+    mmdebstrap_branch(&repo, "amd64", "\"hello\"", "");
+    let farm = Farm::start().await;
+    let slave = farm.slave("cacher").await;
+    farm.project("cached", &repo.url, "main").await;
+    let access = slave.work.join("apt-cache/access.log");
+    let mut times = vec![];
+    let mut manifests = vec![];
+    let mut seen = 0;
+    let mut lines_of_build = vec![];
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let b = farm.request_build("cached", json!({})).await;
+        let b = farm.wait_ended(b.id, Duration::from_secs(1500)).await;
+        assert_eq!(b.state, BuildState::Succeeded, "{:?}", b.reason);
+        times.push(started.elapsed().as_secs_f64());
+        manifests.push(farm.download(b.id, "packages.manifest").await);
+        let log = std::fs::read_to_string(&access).expect("the cache's access log");
+        let all: Vec<String> = log.lines().map(str::to_string).collect();
+        lines_of_build.push(all[seen..].to_vec());
+        seen = all.len();
+    }
+    let debs = |lines: &[String], what: &str| {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(what) && l.ends_with(".deb"))
+            .count()
+    };
+    let (first, second) = (&lines_of_build[0], &lines_of_build[1]);
+    assert!(debs(first, "MISS") > 50, "{first:?}");
+    assert_eq!(debs(second, "MISS"), 0, "{second:?}");
+    assert_eq!(debs(second, "HIT"), debs(first, "MISS"), "{second:?}");
+    assert_eq!(manifests[0], manifests[1], "the same image");
+    eprintln!(
+        "package cache: first build {:.1} s ({} package files fetched), second {:.1} s ({} from the cache)",
+        times[0],
+        debs(first, "MISS"),
+        times[1],
+        debs(second, "HIT")
+    );
+}

@@ -609,6 +609,7 @@ exit 3
             log: Log::open(&log_path).unwrap(),
             mirror: None,
             apt_options: vec![],
+            apt_proxy: None,
             emulates: vec![],
             record: Default::default(),
             progress: super::super::Progress::to(bd.clone()),

@@ -72,6 +72,11 @@ impl Backend for Mmdebstrap {
             for opt in ctx.apt_options.iter().chain(&o.aptopts) {
                 cmd.arg(format!("--aptopt={opt}"));
             }
+            // Package files through the slave's cache (plain-http archives only; mmdebstrap
+            // removes this setting from the image at its clean-up).
+            if let Some(p) = &ctx.apt_proxy {
+                cmd.arg(format!("--aptopt=Acquire::http::Proxy \"{p}\""));
+            }
             for (flag, hooks) in [
                 ("--setup-hook", &o.setup_hooks),
                 ("--essential-hook", &o.essential_hooks),

@@ -36,6 +36,8 @@ pub struct Context {
     pub mirror: Option<String>,
     /// apt options the host's apt uses that builds must share.
     pub apt_options: Vec<String>,
+    /// The slave's package cache, an http proxy (`apt_cache.rs`).
+    pub apt_proxy: Option<String>,
     /// Architectures the host runs through binfmt (read by the daemon: the sandbox's own /proc
     /// has no binfmt_misc to look at).
     pub emulates: Vec<String>,

@@ -150,6 +150,9 @@ pub async fn round(state: &AppState) -> anyhow::Result<usize> {
                 priority: c.priority,
                 last_served: c.last_dispatched_at,
                 needs: needs(c),
+                warm: c
+                    .last_slave_id
+                    .and_then(|w| view.slaves.iter().position(|(id, _, _)| id.0 == w)),
             })
             .collect();
         plan(&queued, &view.offers(state))

@@ -209,13 +209,17 @@ pub struct Queued<'a> {
     /// ago goes first among equal priorities.
     pub last_served: Option<chrono::DateTime<chrono::Utc>>,
     pub needs: Needs<'a>,
+    /// Index (into the round's slaves) of the slave that took its project's last build.
+    pub warm: Option<usize>,
 }
 
 /// One dispatch round, decided in memory: which queued build goes to which slave (by index into
-/// `slaves`). Each slave in turn fills its free slots with the first build it may take, in queue
-/// order: higher priority first; then the project served longest ago (a project that just got a
-/// build goes behind the others, so one project's 50 builds do not starve another's one); then
-/// first in, first out. A project never goes past its `max_running`.
+/// `slaves`). Builds go out in queue order: higher priority first; then the project served
+/// longest ago (a project that just got a build goes behind the others, so one project's 50
+/// builds do not starve another's one); then first in, first out. A project never goes past its
+/// `max_running`. Each build goes to its project's warm slave (the one that took its last build,
+/// whose package and git caches hold what it needs) when that slave can take it now, else to the
+/// first slave that can.
 pub fn plan(queued: &[Queued], slaves: &[Offer]) -> Vec<(i64, usize)> {
     // Fairness rank per project: never served first, then by when it was last served.
     let mut served: Vec<_> = queued.iter().map(|q| q.last_served).collect();
@@ -230,30 +234,47 @@ pub fn plan(queued: &[Queued], slaves: &[Offer]) -> Vec<(i64, usize)> {
         .iter()
         .map(|q| (q.project, q.needs.running))
         .collect();
+    let mut slaves: Vec<Offer> = slaves.to_vec();
     let mut taken = vec![false; queued.len()];
     let mut out = vec![];
-    for (si, slave) in slaves.iter().enumerate() {
-        let mut s = slave.clone();
-        loop {
-            let pick = (0..queued.len())
-                .filter(|&i| !taken[i])
-                .filter(|&i| !queued[i].needs.at_limit(running[&queued[i].project]))
-                .filter(|&i| refusal(&queued[i].needs, &s).is_none())
-                .min_by_key(|&i| {
-                    let q = &queued[i];
-                    (std::cmp::Reverse(q.priority), rank[&q.project], q.id)
-                });
-            let Some(i) = pick else { break };
-            let q = &queued[i];
-            taken[i] = true;
-            out.push((q.id, si));
-            s.active += 1;
-            *running.get_mut(&q.project).expect("every project counted") += 1;
-            rank.insert(q.project, next_rank);
-            next_rank += 1;
-        }
+    loop {
+        // A project's builds all ask the same, so where one of them would go is decided once.
+        let mut goes_to: HashMap<i64, Option<usize>> = HashMap::new();
+        let pick = (0..queued.len())
+            .filter(|&i| !taken[i])
+            .filter(|&i| !queued[i].needs.at_limit(running[&queued[i].project]))
+            .filter_map(|i| {
+                let q = &queued[i];
+                let si = *goes_to
+                    .entry(q.project)
+                    .or_insert_with(|| slave_for(q, &slaves));
+                si.map(|si| (i, si))
+            })
+            .min_by_key(|&(i, _)| {
+                let q = &queued[i];
+                (std::cmp::Reverse(q.priority), rank[&q.project], q.id)
+            });
+        let Some((i, si)) = pick else { break };
+        let q = &queued[i];
+        taken[i] = true;
+        out.push((q.id, si));
+        slaves[si].active += 1;
+        *running.get_mut(&q.project).expect("every project counted") += 1;
+        rank.insert(q.project, next_rank);
+        next_rank += 1;
     }
     out
+}
+
+/// The slave that takes `q` now: its warm slave if that one can, else the first that can.
+fn slave_for(q: &Queued, slaves: &[Offer]) -> Option<usize> {
+    q.warm
+        .filter(|&w| {
+            slaves
+                .get(w)
+                .is_some_and(|s| refusal(&q.needs, s).is_none())
+        })
+        .or_else(|| slaves.iter().position(|s| refusal(&q.needs, s).is_none()))
 }
 
 #[cfg(test)]
@@ -469,6 +490,7 @@ mod tests {
                     priority: 0,
                     last_served: None,
                     needs: need.clone(),
+                    warm: None,
                 };
                 let planned =
                     !plan(std::slice::from_ref(&q), std::slice::from_ref(slave)).is_empty();
@@ -495,6 +517,7 @@ mod tests {
             priority,
             last_served: None,
             needs: needs(None, &[]),
+            warm: None,
         };
         // Project 1 has three builds queued first, project 2 one: 2 is not starved.
         let queued = vec![q(1, 1, 0), q(2, 1, 0), q(3, 1, 0), q(4, 2, 0)];
@@ -515,5 +538,33 @@ mod tests {
         limited.needs.max_running = Some(1);
         let queued = vec![limited.clone(), Queued { id: 2, ..limited }];
         assert_eq!(plan(&queued, std::slice::from_ref(&slave)).len(), 1);
+    }
+
+    #[test]
+    fn a_build_goes_to_its_projects_warm_slave_when_it_can() {
+        let none: Vec<String> = vec![];
+        let slaves = [s("a", "amd64", &none, 0), s("b", "amd64", &none, 0)];
+        let q = |id, project, warm| Queued {
+            id,
+            project,
+            priority: 0,
+            last_served: None,
+            needs: needs(None, &[]),
+            warm,
+        };
+        // Without a warm slave the first free one takes it; with one, that one does.
+        assert_eq!(plan(&[q(1, 1, None)], &slaves), vec![(1, 0)]);
+        assert_eq!(plan(&[q(1, 1, Some(1))], &slaves), vec![(1, 1)]);
+        // Two projects warm on the same slave: the first in queue order gets it, the other
+        // goes to the free one rather than wait.
+        assert_eq!(
+            plan(&[q(1, 1, Some(1)), q(2, 2, Some(1))], &slaves),
+            vec![(1, 1), (2, 0)]
+        );
+        // A warm slave that cannot take it now (busy) is passed over.
+        let busy = [s("a", "amd64", &none, 0), s("b", "amd64", &none, 1)];
+        assert_eq!(plan(&[q(1, 1, Some(1))], &busy), vec![(1, 0)]);
+        // A warm slave that left the round (an index past the end) is ignored.
+        assert_eq!(plan(&[q(1, 1, Some(7))], &slaves), vec![(1, 0)]);
     }
 }

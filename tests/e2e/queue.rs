@@ -169,6 +169,43 @@ async fn three_slaves_racing_for_200_builds_run_each_exactly_once() {
     );
 }
 
+/// A project's next build goes to the slave that built it last, whose package and git caches
+/// are warm for it, even when another slave is free and first in line; a project never built
+/// goes to the first free slave.
+#[tokio::test]
+async fn a_projects_next_build_goes_to_the_slave_that_built_it_last() {
+    let git = GitServer::start();
+    let repo = git.repo("warm");
+    repo.script_branch("main", "echo ok > \"$KILN_OUTPUT_DIR/ok\"");
+    let farm = Farm::start().await;
+    let _s1 = farm.slave("s1").await;
+    let _s2 = farm.slave("s2").await;
+    farm.wait_slave_online("s1", true).await;
+    farm.wait_slave_online("s2", true).await;
+    farm.project("warm", &repo.url, "main").await;
+    farm.project("cold", &repo.url, "main").await;
+
+    // s1 is first in line; while it is disabled the first build goes to s2.
+    let (s, v) = farm.post("/api/slaves/s1/disable", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let first = farm.request_build("warm", json!({})).await;
+    let first = farm.wait_ended(first.id, Duration::from_secs(60)).await;
+    assert_eq!(first.state, BuildState::Succeeded, "{:?}", first.reason);
+    assert_eq!(first.slave.as_deref(), Some("s2"));
+    let (s, v) = farm.post("/api/slaves/s1/enable", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+
+    // Both are free now: the project's next build goes back to s2, another project's to s1.
+    let again = farm.request_build("warm", json!({})).await;
+    let again = farm.wait_ended(again.id, Duration::from_secs(60)).await;
+    assert_eq!(again.state, BuildState::Succeeded, "{:?}", again.reason);
+    assert_eq!(again.slave.as_deref(), Some("s2"), "the warm slave");
+    let other = farm.request_build("cold", json!({})).await;
+    let other = farm.wait_ended(other.id, Duration::from_secs(60)).await;
+    assert_eq!(other.state, BuildState::Succeeded, "{:?}", other.reason);
+    assert_eq!(other.slave.as_deref(), Some("s1"), "the first free slave");
+}
+
 #[tokio::test]
 async fn one_projects_fifty_builds_do_not_starve_anothers_one() {
     let git = GitServer::start();

@@ -229,10 +229,14 @@ pub async fn claim(
     let Some(project) = project else {
         return Ok(None);
     };
-    sqlx::query("UPDATE projects SET last_dispatched_at = clock_timestamp() WHERE id = $1")
-        .bind(project)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE projects SET last_dispatched_at = clock_timestamp(), last_slave_id = $2
+         WHERE id = $1",
+    )
+    .bind(project)
+    .bind(slave.0)
+    .execute(&mut *tx)
+    .await?;
     record_event(
         &mut *tx,
         id,
@@ -258,6 +262,8 @@ pub struct Candidate {
     pub backend: Option<String>,
     pub max_running: Option<i32>,
     pub timeout_minutes: Option<i32>,
+    /// The slave that last took a build of the project (its caches are warm for it).
+    pub last_slave_id: Option<i64>,
     /// The project's builds dispatched or running now.
     pub running: i64,
     /// The project's queued builds without a waiting reason yet (queued, or put back in the
@@ -280,7 +286,7 @@ pub async fn candidates(
     sqlx::query_as(
         "SELECT c.id, c.project_id, c.priority, c.waiting_reason, p.last_dispatched_at,
                 p.architecture, p.allow_emulation, p.tags, p.backend, p.max_running,
-                p.timeout_minutes,
+                p.timeout_minutes, p.last_slave_id,
                 (SELECT count(*) FROM builds r WHERE r.project_id = p.id
                    AND r.state IN ('dispatched','running')) AS running,
                 (SELECT count(*) FROM builds u WHERE u.project_id = p.id AND u.state = 'queued'

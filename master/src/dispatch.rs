@@ -212,6 +212,7 @@ async fn assign(
         branch: b.branch.clone(),
         commit: b.requested_commit.clone(),
         release: b.release.clone(),
+        path: b.path.clone(),
         allow_file_urls: state.cfg.master.allow_file_urls,
         upload_path: format!("/api/slave/builds/{build}/artifacts"),
         upload_token,

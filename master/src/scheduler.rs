@@ -114,6 +114,7 @@ async fn handle_slot(
                     requested_commit: head.as_deref(),
                     branch_url: &p.branch_url,
                     branch: &p.branch,
+                    path: p.path.as_deref(),
                     retry_of: None,
                     attempt: 0,
                     priority: p.priority,

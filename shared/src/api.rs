@@ -41,6 +41,8 @@ pub struct CreateProject {
     pub allow_emulation: Option<bool>,
     #[serde(default)]
     pub backend: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
     /// The team that owns the project; its members hold their role on it. Admins may leave
     /// it out (only admins then reach a private project).
     #[serde(default)]
@@ -69,6 +71,7 @@ impl CreateProject {
             max_running: self.max_running.map(Some),
             allow_emulation: self.allow_emulation,
             backend: self.backend.clone().map(Some),
+            path: self.path.clone().map(Some),
             team: None,
             visibility: None,
             source_rewrites: None,
@@ -121,6 +124,10 @@ pub struct PatchProject {
     /// take the project's builds; `null`: any slave.
     #[serde(default, with = "double_option")]
     pub backend: Option<Option<String>>,
+    /// The directory of the branch the build runs in (where its `kiln.toml` is), like
+    /// `images/board`, for a repository holding several image configurations; `null`: the top.
+    #[serde(default, with = "double_option")]
+    pub path: Option<Option<String>>,
     /// Moves the project to another team (a maintainer of both, or an admin); `null`: no team
     /// (admins only).
     #[serde(default, with = "double_option")]
@@ -172,6 +179,9 @@ pub struct Project {
     /// Only slaves reporting this backend take the project's builds.
     #[serde(default)]
     pub backend: Option<String>,
+    /// The directory of the branch its builds run in; absent: the top.
+    #[serde(default)]
+    pub path: Option<String>,
     /// When the schedule runs next.
     #[serde(default, with = "crate::ts::option")]
     pub next_run: Option<DateTime<Utc>>,
@@ -233,6 +243,9 @@ pub struct Build {
     pub rebuild_of: Option<BuildId>,
     pub branch_url: String,
     pub branch: String,
+    /// The directory of the branch it ran in (its project's `path` when it was requested).
+    #[serde(default)]
+    pub path: Option<String>,
     pub slave: Option<String>,
     /// The build this one retries (after its slave was lost).
     pub retry_of: Option<BuildId>,
@@ -445,6 +458,28 @@ pub fn is_word(v: &str) -> bool {
         && !v.starts_with('-')
         && v.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// A project's `path`: a relative directory inside its branch, like `images/board`: 1–200 bytes
+/// of `/`-separated names, none empty, `.` or `..`, no leading or trailing `/`, no control
+/// characters or backslashes. Checked where a project names it and again on the slave.
+pub fn check_branch_dir(p: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("path \"{}\" {why}", p.escape_debug()));
+    if p.is_empty() || p.len() > 200 {
+        return bad("must be 1-200 bytes long");
+    }
+    if p.starts_with('/') {
+        return bad("must be relative to the top of the branch (no leading /)");
+    }
+    if p.chars()
+        .any(|c| c.is_control() || c == '\\' || is_bidi_control(c))
+    {
+        return bad("has a control character or a backslash");
+    }
+    if p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return bad("must name directories: no empty, . or .. parts and no trailing /");
+    }
+    Ok(())
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters (a path segment, or the

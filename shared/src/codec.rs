@@ -7,7 +7,7 @@
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The protocol version this build of Kiln speaks on `/ws/slave` and `/ws/console`.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// No frame may be larger than this; the WebSocket layers are configured with the same limit.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;

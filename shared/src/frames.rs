@@ -154,6 +154,8 @@ pub struct Job {
     /// Build exactly this commit instead of the branch head.
     pub commit: Option<String>,
     pub release: Option<String>,
+    /// The directory of the branch to build in (checked again on the slave); `None`: the top.
+    pub path: Option<String>,
     /// Whether the master accepts `file:` URLs; the slave refuses them otherwise.
     pub allow_file_urls: bool,
     /// Path (on the master's HTTP API) where artifacts are PUT, e.g. `/api/slave/builds/7/artifacts`.

@@ -56,6 +56,40 @@ fn fail(s: impl Into<String>) -> BackendError {
     BackendError::Failed(s.into())
 }
 
+/// The directory of the checkout `top` the build runs in: the project's `path` (as the master
+/// sent it, so checked again here), which must be a directory inside the checkout.
+fn build_dir(top: &Path, path: Option<&str>) -> Result<std::path::PathBuf, String> {
+    let Some(p) = path else {
+        return Ok(top.to_path_buf());
+    };
+    kiln_shared::api::check_branch_dir(p).map_err(|m| format!("the project's {m}"))?;
+    let root = top
+        .canonicalize()
+        .map_err(|e| format!("cannot read the checkout: {e}"))?;
+    let Ok(real) = root.join(p).canonicalize() else {
+        return Err(format!(
+            "the branch has no directory {p} (the project's path)"
+        ));
+    };
+    if !real.starts_with(&root) {
+        return Err(format!(
+            "{p} (the project's path) leads outside the branch through a symbolic link"
+        ));
+    }
+    if !real.is_dir() {
+        return Err(format!(
+            "{p} (the project's path) is not a directory in the branch"
+        ));
+    }
+    if !real.join(crate::recipe::FILE).exists() {
+        return Err(format!(
+            "no {} in {p} (the project's path); add one that names a backend",
+            crate::recipe::FILE
+        ));
+    }
+    Ok(real)
+}
+
 async fn run(
     bd: &BuildDir,
     input: &crate::store::RunnerInput,
@@ -105,7 +139,8 @@ async fn run(
     };
     write_state(Phase::Running, Some(commit.clone()))?;
 
-    let recipe = Recipe::load(&bd.src()).map_err(fail)?;
+    let src = build_dir(&bd.src(), job.path.as_deref()).map_err(fail)?;
+    let recipe = Recipe::load(&src).map_err(fail)?;
     let backend = backend::for_recipe(&recipe.backend);
     log.note(&format!("backend: {}", backend.name()));
     let ctx = Context {
@@ -114,7 +149,7 @@ async fn run(
         commit,
         release: job.release.clone(),
         arch: input.arch.clone(),
-        src: bd.src(),
+        src,
         output: bd.output(),
         scratch: bd.scratch(),
         log: log.clone(),

@@ -190,3 +190,99 @@ async fn cancelling_a_running_build_kills_its_processes() {
     let b2 = farm.wait_ended(b2.id, Duration::from_secs(60)).await;
     assert_eq!(b2.state, BuildState::Succeeded, "{:?}", b2.reason);
 }
+
+/// A repository holding several image configurations: a project builds in its `path`, each build
+/// keeps the path it ran in, and a path that is malformed, missing, not a directory or leads
+/// out of the checkout fails with a reason that names it.
+#[tokio::test]
+async fn a_project_builds_in_its_directory_of_the_branch() {
+    let git = GitServer::start();
+    let repo = git.repo("several");
+    let script = "backend = \"script\"\n[script]\ncommand = \"./build.sh\"\n";
+    repo.file("kiln.toml", script, false)
+        .file(
+            "build.sh",
+            "#!/bin/sh\necho top > \"$KILN_OUTPUT_DIR/which\"\n",
+            true,
+        )
+        .file("images/board/kiln.toml", script, false)
+        .file(
+            "images/board/build.sh",
+            "#!/bin/sh\nset -e\necho \"board in ${PWD##*/}\" > \"$KILN_OUTPUT_DIR/which\"\n",
+            true,
+        )
+        .file("images/notes.txt", "not a directory\n", false)
+        .file("images/bare/README", "no kiln.toml here\n", false)
+        .symlink("images/out", "/etc")
+        .commit("main", "two configurations");
+    let farm = Farm::start().await;
+    let _slave = farm.slave("s1").await;
+    let (s, v) = farm
+        .post(
+            "/api/projects",
+            json!({"name": "board", "branch_url": repo.url, "branch": "main",
+                   "path": "images/board"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["path"], "images/board", "{v}");
+
+    let b = farm.request_build("board", json!({})).await;
+    let b = farm.wait_ended(b.id, Duration::from_secs(60)).await;
+    assert_eq!(b.state, BuildState::Succeeded, "{:?}", b.reason);
+    assert_eq!(b.path.as_deref(), Some("images/board"));
+    assert_eq!(farm.download(b.id, "which").await, b"board in board\n");
+
+    let patch = |body: serde_json::Value| {
+        let farm = &farm;
+        async move {
+            let r = farm
+                .http
+                .patch(farm.api("/api/projects/board"))
+                .bearer_auth(&farm.token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    // Malformed paths are refused by the API, naming the field.
+    for bad in [
+        "/etc",
+        "images/../..",
+        "images//board",
+        "images/board/",
+        "",
+        "a\\b",
+    ] {
+        let (s, v) = patch(json!({ "path": bad })).await;
+        assert_eq!(s, 400, "path {bad:?}: {v}");
+        assert_eq!(v["field"], "path", "path {bad:?}: {v}");
+    }
+    // Paths the branch does not have as a directory of its own fail the build, saying so.
+    for (path, says) in [
+        ("images/none", "the branch has no directory images/none"),
+        ("images/notes.txt", "is not a directory"),
+        ("images/bare", "no kiln.toml in images/bare"),
+        ("images/out", "leads outside the branch"),
+    ] {
+        let (s, v) = patch(json!({ "path": path })).await;
+        assert_eq!(s, 200, "{v}");
+        let b = farm.request_build("board", json!({})).await;
+        let b = farm.wait_ended(b.id, Duration::from_secs(60)).await;
+        assert_eq!(b.state, BuildState::Failed, "{path}: {b:?}");
+        let reason = b.reason.unwrap_or_default();
+        assert!(reason.contains(says), "{path}: {reason}");
+    }
+    // null: the top of the branch again.
+    let (s, v) = patch(json!({ "path": null })).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["path"].is_null(), "{v}");
+    let b = farm.request_build("board", json!({})).await;
+    let b = farm.wait_ended(b.id, Duration::from_secs(60)).await;
+    assert_eq!(b.state, BuildState::Succeeded, "{:?}", b.reason);
+    assert_eq!(b.path, None);
+    assert_eq!(farm.download(b.id, "which").await, b"top\n");
+}

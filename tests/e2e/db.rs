@@ -54,6 +54,7 @@ async fn queue(pool: &PgPool, project_id: i64, priority: i32) -> BuildId {
             requested_commit: None,
             branch_url: "git://h/r.git",
             branch: "main",
+            path: None,
             retry_of: None,
             attempt: 0,
             priority,

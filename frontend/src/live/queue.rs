@@ -85,6 +85,7 @@ pub(crate) mod tests {
             rebuild_of: None,
             branch_url: "https://git.example.org/board.git".into(),
             branch: "main".into(),
+            path: None,
             slave: None,
             retry_of: None,
             log_lines: 0,

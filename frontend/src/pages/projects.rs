@@ -68,6 +68,7 @@ pub fn projects() -> Html {
                 max_running: None,
                 allow_emulation: None,
                 backend: None,
+                path: None,
                 team: (!t.is_empty()).then_some(t),
                 visibility: Some(if public {
                     Visibility::Public

@@ -103,6 +103,9 @@ fn check_settings(
             "a backend name (like script, mmdebstrap, live-build, exec)",
         )?;
     }
+    if let Some(Some(p)) = &patch.path {
+        kiln_shared::api::check_branch_dir(p).map_err(|m| ApiError::invalid("path", m))?;
+    }
     if let Some(map) = &patch.source_rewrites {
         kiln_shared::record::check_rewrite_map(map)
             .map_err(|m| ApiError::invalid("source_rewrites", m))?;

@@ -22,6 +22,7 @@ pub struct BuildRow {
     pub commit_sha: Option<String>,
     pub branch_url: String,
     pub branch: String,
+    pub path: Option<String>,
     pub slave_id: Option<i64>,
     pub slave: Option<String>,
     pub retry_of: Option<i64>,
@@ -59,6 +60,7 @@ impl BuildRow {
             rebuild_of: self.rebuild_of.map(BuildId),
             branch_url: self.branch_url,
             branch: self.branch,
+            path: self.path,
             slave: self.slave,
             retry_of: self.retry_of.map(BuildId),
             log_lines: self.log_lines,
@@ -72,7 +74,7 @@ impl BuildRow {
 }
 
 const SELECT: &str = "SELECT b.id, b.project_id, p.name AS project, b.state, b.reason, b.trigger,
-        b.priority, b.waiting_reason, b.rebuild_of, b.release, b.requested_commit, b.commit_sha, b.branch_url, b.branch, b.slave_id,
+        b.priority, b.waiting_reason, b.rebuild_of, b.release, b.requested_commit, b.commit_sha, b.branch_url, b.branch, b.path, b.slave_id,
         s.name AS slave, b.retry_of, b.attempt, b.log_lines, b.created_at, b.dispatched_at,
         b.started_at, b.finished_at, b.release_notes
     FROM builds b JOIN projects p ON p.id = b.project_id LEFT JOIN slaves s ON s.id = b.slave_id";
@@ -84,6 +86,8 @@ pub struct NewBuild<'a> {
     pub requested_commit: Option<&'a str>,
     pub branch_url: &'a str,
     pub branch: &'a str,
+    /// The directory of the branch to build in.
+    pub path: Option<&'a str>,
     pub retry_of: Option<BuildId>,
     pub attempt: i32,
     pub priority: i32,
@@ -97,8 +101,8 @@ pub async fn insert(db: &mut PgConnection, b: NewBuild<'_>) -> sqlx::Result<Buil
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO builds (project_id, state, trigger, release, requested_commit, branch_url,
                              branch, retry_of, attempt, priority, rebuild_of, release_notes,
-                             requested_by)
-         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                             requested_by, path)
+         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
     )
     .bind(b.project_id)
     .bind(b.trigger)
@@ -112,6 +116,7 @@ pub async fn insert(db: &mut PgConnection, b: NewBuild<'_>) -> sqlx::Result<Buil
     .bind(b.rebuild_of.map(|b| b.0))
     .bind(b.release_notes)
     .bind(b.requested_by)
+    .bind(b.path)
     .fetch_one(&mut *db)
     .await?;
     sqlx::query("INSERT INTO build_events (build_id, to_state, reason) VALUES ($1, 'queued', $2)")
@@ -498,6 +503,7 @@ pub async fn queue_retry(tx: &mut PgConnection, id: BuildId) -> sqlx::Result<Opt
         requested_commit: Option<String>,
         branch_url: String,
         branch: String,
+        path: Option<String>,
         attempt: i32,
         lost_retries: i32,
         release_notes: Option<String>,
@@ -505,7 +511,7 @@ pub async fn queue_retry(tx: &mut PgConnection, id: BuildId) -> sqlx::Result<Opt
     }
     let r: Retry = sqlx::query_as(
         "SELECT b.project_id, b.priority, b.trigger, b.release, b.requested_commit, b.branch_url, b.branch,
-                b.attempt, p.lost_retries, b.release_notes, b.requested_by
+                b.path, b.attempt, p.lost_retries, b.release_notes, b.requested_by
          FROM builds b JOIN projects p ON p.id = b.project_id WHERE b.id = $1",
     )
     .bind(id.0)
@@ -523,6 +529,7 @@ pub async fn queue_retry(tx: &mut PgConnection, id: BuildId) -> sqlx::Result<Opt
             requested_commit: r.requested_commit.as_deref(),
             branch_url: &r.branch_url,
             branch: &r.branch,
+            path: r.path.as_deref(),
             retry_of: Some(id),
             attempt: r.attempt + 1,
             priority: r.priority,

@@ -24,6 +24,7 @@ pub struct ProjectRow {
     pub max_running: Option<i32>,
     pub allow_emulation: bool,
     pub backend: Option<String>,
+    pub path: Option<String>,
     pub next_run: Option<DateTime<Utc>>,
     pub disk_bytes: i64,
     pub created_at: DateTime<Utc>,
@@ -54,6 +55,7 @@ impl ProjectRow {
             max_running: self.max_running,
             allow_emulation: self.allow_emulation,
             backend: self.backend,
+            path: self.path,
             next_run: self.next_run,
             disk_bytes: self.disk_bytes,
             created_at: self.created_at,
@@ -73,7 +75,7 @@ impl ProjectRow {
 
 const SELECT: &str = "SELECT p.id, p.name, p.branch_url, p.branch, p.architecture, p.tags,
         p.lost_retries, p.schedule, p.timezone, p.only_if_changed, p.priority, p.timeout_minutes,
-        p.keep_builds, p.keep_days, p.max_running, p.allow_emulation, p.backend, p.next_run,
+        p.keep_builds, p.keep_days, p.max_running, p.allow_emulation, p.backend, p.path, p.next_run,
         (COALESCE((SELECT sum(a.size) FROM artifacts a JOIN builds b ON b.id = a.build_id
                    WHERE b.project_id = p.id), 0)
          + COALESCE((SELECT sum(b.log_bytes) FROM builds b WHERE b.project_id = p.id), 0))::bigint
@@ -164,7 +166,8 @@ pub async fn update(
             backend = CASE WHEN $25 THEN $26 ELSE backend END,
             team_id = CASE WHEN $27 THEN $28 ELSE team_id END,
             visibility = COALESCE($29, visibility),
-            source_rewrites = COALESCE($30, source_rewrites)
+            source_rewrites = COALESCE($30, source_rewrites),
+            path = CASE WHEN $31 THEN $32 ELSE path END
          WHERE id = $1",
     )
     .bind(id)
@@ -197,6 +200,8 @@ pub async fn update(
     .bind(team.flatten())
     .bind(patch.visibility.map(|v| v.as_str()))
     .bind(patch.source_rewrites.as_ref().map(sqlx::types::Json))
+    .bind(patch.path.is_some())
+    .bind(patch.path.clone().flatten())
     .execute(db)
     .await
     .map(|_| ())

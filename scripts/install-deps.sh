@@ -9,7 +9,7 @@ PACKAGES=(
   # database (server binaries for the embedded/private cluster, psql for tests)
   postgresql postgresql-client
   # image backends and the tools they call
-  mmdebstrap live-build debootstrap fdisk e2fsprogs zstd xz-utils dosfstools arch-test
+  mmdebstrap live-build debootstrap fdisk e2fsprogs zstd xz-utils dosfstools mtools arch-test
   # what an image carries: its layout is read with sfdisk, blkid and debugfs (above); tests
   # flash with bmaptool and check SBOMs with the SPDX validator (in a venv, from PyPI)
   bmap-tools python3-venv

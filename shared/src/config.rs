@@ -413,6 +413,9 @@ pub struct SlaveConfig {
     pub arch: Option<String>,
     /// Debian mirror for mmdebstrap; default: the first one the slave's own apt uses.
     pub mirror: Option<String>,
+    /// Debian security archive for builds that use the slave's mirror (live-build's
+    /// `use_slave_mirror`); default: the security archive the slave's own apt uses.
+    pub security_mirror: Option<String>,
     /// How builds are confined (see docs/security.md): `user-namespace` (default: each build is
     /// root only inside a user namespace of its own, an unprivileged user id on the host) or
     /// `host-root` (builds run as the host's root inside their own mount, PID, IPC and UTS
@@ -464,6 +467,7 @@ impl Default for SlaveConfig {
             capacity: 1,
             arch: None,
             mirror: None,
+            security_mirror: None,
             sandbox: SandboxMode::UserNamespace,
             sandbox_uid_base: DEFAULT_SANDBOX_UID_BASE,
             git_cache_bytes: DEFAULT_GIT_CACHE_BYTES,

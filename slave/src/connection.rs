@@ -75,6 +75,10 @@ pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
         .with_context(|| format!("cannot create work dir {}", settings.work_dir.display()))?;
     let _lock = lock_work_dir(&settings)?;
     let mirror = settings.mirror.clone().or_else(crate::machine::apt_mirror);
+    let security_mirror = settings
+        .security_mirror
+        .clone()
+        .or_else(crate::machine::apt_security_mirror);
     let tls = crate::tls::client_config(&settings.trust)?;
     let events = crate::events::Events::start()
         .map_err(|e| {
@@ -99,6 +103,7 @@ pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
     let env = Arc::new(Env {
         apt_cache,
         mirror,
+        security_mirror,
         apt_options: crate::machine::apt_options(),
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))

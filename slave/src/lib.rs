@@ -7,6 +7,7 @@
 //! - [`runner`]: `kiln-slave run-build`, the detached process that fetches and runs the backend
 //! - [`sandbox`]: each build's own user, files and processes (namespaces, ids, mounts)
 //! - [`cgroup`]: a cgroup v2 directory per build, killed as a whole at its end
+//! - [`leftovers`]: loop devices and mounts a build left attached, released at its end
 //! - [`store`]: the build's directory in the work dir (the local store that outlives the daemon)
 //! - [`fetch`]: shallow git fetch of the configuration branch (no cache), and unpacking an export
 //! - [`git_cache`]: the slave's bare mirror per branch URL, and each build's export from it
@@ -27,6 +28,7 @@ pub mod connection;
 pub mod events;
 pub mod fetch;
 pub mod git_cache;
+pub mod leftovers;
 pub mod machine;
 pub mod outbox;
 pub mod process;

@@ -60,6 +60,22 @@ pub fn apt_mirror() -> Option<String> {
 }
 
 pub fn apt_mirror_from(etc_apt: &Path) -> Option<String> {
+    apt_source_from(etc_apt, is_main_archive)
+}
+
+/// The first security archive (a suite ending in `-security`) in the machine's apt sources.
+pub fn apt_security_mirror() -> Option<String> {
+    apt_security_mirror_from(Path::new("/etc/apt"))
+}
+
+pub fn apt_security_mirror_from(etc_apt: &Path) -> Option<String> {
+    apt_source_from(etc_apt, |s| {
+        s.ends_with("-security") || s.ends_with("/updates")
+    })
+}
+
+/// The URI of the first `deb` source with a suite that `wanted` accepts.
+fn apt_source_from(etc_apt: &Path, wanted: fn(&str) -> bool) -> Option<String> {
     let mut files: Vec<_> = std::fs::read_dir(etc_apt.join("sources.list.d"))
         .into_iter()
         .flatten()
@@ -72,9 +88,9 @@ pub fn apt_mirror_from(etc_apt: &Path) -> Option<String> {
             continue;
         };
         let found = if f.extension().is_some_and(|e| e == "sources") {
-            from_deb822(&text)
+            from_deb822(&text, wanted)
         } else if f.extension().is_some_and(|e| e == "list") {
-            from_one_line(&text)
+            from_one_line(&text, wanted)
         } else {
             None
         };
@@ -84,14 +100,14 @@ pub fn apt_mirror_from(etc_apt: &Path) -> Option<String> {
     }
     std::fs::read_to_string(etc_apt.join("sources.list"))
         .ok()
-        .and_then(|t| from_one_line(&t))
+        .and_then(|t| from_one_line(&t, wanted))
 }
 
 fn is_main_archive(suite: &str) -> bool {
     !suite.contains("security") && !suite.contains("updates") && !suite.contains("backports")
 }
 
-fn from_deb822(text: &str) -> Option<String> {
+fn from_deb822(text: &str, wanted: fn(&str) -> bool) -> Option<String> {
     for stanza in text.split("\n\n") {
         let field = |name: &str| {
             stanza.lines().find_map(|l| {
@@ -104,7 +120,7 @@ fn from_deb822(text: &str) -> Option<String> {
         let suites = field("Suites").unwrap_or_default();
         if enabled
             && types.split_whitespace().any(|t| t == "deb")
-            && suites.split_whitespace().any(is_main_archive)
+            && suites.split_whitespace().any(wanted)
         {
             if let Some(uri) =
                 field("URIs").and_then(|u| u.split_whitespace().next().map(str::to_string))
@@ -116,7 +132,7 @@ fn from_deb822(text: &str) -> Option<String> {
     None
 }
 
-fn from_one_line(text: &str) -> Option<String> {
+fn from_one_line(text: &str, wanted: fn(&str) -> bool) -> Option<String> {
     text.lines().find_map(|l| {
         let mut w = l.split_whitespace().filter(|w| !w.starts_with('['));
         if w.next()? != "deb" {
@@ -124,7 +140,7 @@ fn from_one_line(text: &str) -> Option<String> {
         }
         let uri = w.next()?;
         let suite = w.next()?;
-        is_main_archive(suite).then(|| uri.to_string())
+        wanted(suite).then(|| uri.to_string())
     })
 }
 
@@ -203,20 +219,39 @@ pub fn can_run_arch(arch: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn is_security(s: &str) -> bool {
+        s.ends_with("-security")
+    }
+
     #[test]
-    fn deb822_skips_security() {
+    fn deb822_tells_the_archive_from_its_security_archive() {
         let t = "Types: deb\nURIs: http://sec.example/debian-security\nSuites: bookworm-security\n\n\
                  Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n";
         assert_eq!(
-            from_deb822(t).as_deref(),
+            from_deb822(t, is_main_archive).as_deref(),
             Some("http://mirror.example/debian")
+        );
+        assert_eq!(
+            from_deb822(t, is_security).as_deref(),
+            Some("http://sec.example/debian-security")
         );
     }
 
     #[test]
     fn one_line_format() {
-        let t = "# c\ndeb [arch=amd64] http://m.example/debian bookworm main\n";
-        assert_eq!(from_one_line(t).as_deref(), Some("http://m.example/debian"));
-        assert_eq!(from_one_line("deb-src http://x/ y main"), None);
+        let t = "# c\ndeb [arch=amd64] http://m.example/debian bookworm main\n\
+                 deb http://s.example/debian-security bookworm-security main\n";
+        assert_eq!(
+            from_one_line(t, is_main_archive).as_deref(),
+            Some("http://m.example/debian")
+        );
+        assert_eq!(
+            from_one_line(t, is_security).as_deref(),
+            Some("http://s.example/debian-security")
+        );
+        assert_eq!(
+            from_one_line("deb-src http://x/ y main", is_main_archive),
+            None
+        );
     }
 }

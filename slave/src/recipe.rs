@@ -193,6 +193,25 @@ pub struct MmdebstrapOptions {
     /// Extra apt options, e.g. `Acquire::Retries "3"`.
     #[serde(default)]
     pub aptopts: Vec<String>,
+    /// `[[mmdebstrap.layout]]`: the disk image's partitions; none: one ext4 root labelled
+    /// `rootfs` (`backend/layout.rs`).
+    #[serde(default)]
+    pub layout: Vec<LayoutPartition>,
+}
+
+/// One `[[mmdebstrap.layout]]` entry: a partition of the disk image holding the root file
+/// system's subtree at `mountpoint`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutPartition {
+    pub mountpoint: String,
+    /// "vfat" or "ext4".
+    pub filesystem: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Like "128M"; only the last partition may leave it out (it takes the rest).
+    #[serde(default)]
+    pub size: Option<String>,
 }
 
 fn default_variant() -> String {
@@ -322,7 +341,7 @@ fn check_branch_path(key: &str, p: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_size(s: &str) -> Option<u64> {
+pub(crate) fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().last()? {
         (i, 'K' | 'k') => (&s[..i], 1u64 << 10),
@@ -415,6 +434,7 @@ impl MmdebstrapOptions {
                 check_branch_path(&format!("mmdebstrap.{key}"), h)?;
             }
         }
+        crate::backend::layout::plan(self)?;
         Ok(())
     }
 }

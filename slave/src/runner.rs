@@ -154,6 +154,7 @@ async fn run(
         scratch: bd.scratch(),
         log: log.clone(),
         mirror: input.mirror.clone(),
+        security_mirror: input.security_mirror.clone(),
         apt_options: input.apt_options.clone(),
         apt_proxy: input.apt_proxy.clone(),
         emulates: input.emulates.clone(),
@@ -172,9 +173,8 @@ async fn run(
         Some(Ok(t)) if !t.passed => return Err(fail(crate::boot::failure_reason(&t))),
         _ => {}
     }
-    // Free the space of sources and scratch now; only the outputs are still needed.
-    let _ = std::fs::remove_dir_all(bd.scratch());
-    let _ = std::fs::remove_dir_all(bd.src());
+    // The daemon frees the space of sources and scratch as soon as the build's processes are
+    // gone and it has released what the build left attached to those files (`leftovers.rs`).
     let missing: Vec<&String> = recipe
         .outputs
         .iter()

@@ -18,6 +18,7 @@ pub struct Settings {
     pub capacity: u32,
     pub arch: String,
     pub mirror: Option<String>,
+    pub security_mirror: Option<String>,
     /// How the master's certificate is verified (for https:// masters).
     pub trust: crate::tls::Trust,
     /// How builds are confined (`slave.sandbox`).
@@ -150,6 +151,7 @@ pub fn resolve(
         capacity,
         arch,
         mirror: s.mirror.clone(),
+        security_mirror: s.security_mirror.clone(),
         trust: crate::tls::Trust::System,
         sandbox: s.sandbox,
         sandbox_uid_base: s.sandbox_uid_base,

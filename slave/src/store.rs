@@ -31,6 +31,8 @@ pub struct RunnerInput {
     pub arch: String,
     pub slave: String,
     pub mirror: Option<String>,
+    #[serde(default)]
+    pub security_mirror: Option<String>,
     pub apt_options: Vec<String>,
     /// What the host runs through binfmt, as the daemon saw it.
     #[serde(default)]

@@ -20,6 +20,7 @@ pub struct Env {
     pub outbox: Outbox,
     pub http: reqwest::Client,
     pub mirror: Option<String>,
+    pub security_mirror: Option<String>,
     pub apt_options: Vec<String>,
     /// This program, started again as `run-build` for each build.
     pub exe: PathBuf,
@@ -230,6 +231,7 @@ pub fn start(env: &Arc<Env>, job: Job) {
         arch: env.settings.arch.clone(),
         slave: env.settings.name.clone(),
         mirror: env.mirror.clone(),
+        security_mirror: env.security_mirror.clone(),
         apt_options: env.apt_options.clone(),
         emulates: crate::machine::emulated_arches(),
         checkout: None,
@@ -482,10 +484,48 @@ async fn watch(
         }
     }
     // Whatever the build left running goes with it, before anything of it is read.
+    // Then what it left attached to the machine (loop devices, mounts) is released.
     let d = dir.clone();
-    let _ = tokio::task::spawn_blocking(move || end_processes(&d, pid)).await;
+    let released = tokio::task::spawn_blocking(move || {
+        end_processes(&d, pid);
+        let released = crate::leftovers::release(&d.path);
+        // Only the outputs are still needed: free the space of sources and scratch now.
+        let _ = std::fs::remove_dir_all(d.src());
+        let _ = std::fs::remove_dir_all(d.scratch());
+        released
+    })
+    .await
+    .unwrap_or_default();
+    note_released(&dir, &released);
     o.changed.notify_one();
     settle(&env, &dir, pid).await;
+}
+
+/// Says in the build's log what [`crate::leftovers::release`] freed or could not free.
+fn note_released(dir: &BuildDir, r: &crate::leftovers::Released) {
+    if r.is_empty() {
+        return;
+    }
+    let mut parts = vec![];
+    if !r.loop_devices.is_empty() {
+        parts.push(format!(
+            "detached loop devices {}",
+            r.loop_devices.join(", ")
+        ));
+    }
+    if !r.mounts.is_empty() {
+        let m: Vec<String> = r.mounts.iter().map(|p| p.display().to_string()).collect();
+        parts.push(format!("unmounted {}", m.join(", ")));
+    }
+    if !r.failures.is_empty() {
+        parts.push(format!("could not release: {}", r.failures.join("; ")));
+        tracing::error!(build = %dir.id, failures = ?r.failures, "a build left something attached");
+    }
+    let text = format!("the build left these attached; {}", parts.join("; "));
+    match Log::open(&dir.log()) {
+        Ok(log) => log.note(&text),
+        Err(_) => tracing::warn!(build = %dir.id, "{text}"),
+    }
 }
 
 async fn settle(env: &Arc<Env>, dir: &BuildDir, pid: Option<i32>) {

@@ -18,8 +18,8 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Checks a built disk image: one Linux partition at 1 MiB, an ext4 root with /etc/os-release.
-fn check_disk_image(dir: &Path, zst: &[u8], want_arch_file: Option<&str>) {
+/// Unpacks a built `disk.img.zst` into `dir`: the raw image and its partition table (sfdisk's).
+fn unpack_disk_image(dir: &Path, zst: &[u8]) -> (std::path::PathBuf, serde_json::Value) {
     let zpath = dir.join("disk.img.zst");
     std::fs::write(&zpath, zst).unwrap();
     let img = dir.join("disk.img");
@@ -30,20 +30,45 @@ fn check_disk_image(dir: &Path, zst: &[u8], want_arch_file: Option<&str>) {
         .arg(&img));
     let table: serde_json::Value =
         serde_json::from_str(&run(Command::new("sfdisk").arg("-J").arg(&img))).unwrap();
-    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+    (img, table["partitiontable"].clone())
+}
+
+/// Checks a built disk image: one Linux partition at 1 MiB, an ext4 root with /etc/os-release.
+fn check_disk_image(dir: &Path, zst: &[u8], want_arch_file: Option<&str>) {
+    let (img, table) = unpack_disk_image(dir, zst);
+    let parts = table["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 1, "{table}");
     assert_eq!(parts[0]["start"], 2048, "{table}");
-    assert_eq!(table["partitiontable"]["label"], "gpt");
-    let part = dir.join("root.ext4");
+    assert_eq!(table["label"], "gpt");
+    check_root_partition(dir, &img, &parts[0], want_arch_file);
+}
+
+/// Copies partition `part` (an entry of sfdisk's JSON) of `img` into a file of `dir`.
+fn extract_partition(
+    dir: &Path,
+    img: &Path,
+    part: &serde_json::Value,
+    name: &str,
+) -> std::path::PathBuf {
+    let out = dir.join(name);
     run(Command::new("dd")
         .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", part.display()))
+        .arg(format!("of={}", out.display()))
         .args(["bs=1M", "iflag=skip_bytes,count_bytes", "status=none"])
-        .arg(format!("skip={}", 2048 * 512))
-        .arg(format!(
-            "count={}",
-            parts[0]["size"].as_u64().unwrap() * 512
-        )));
+        .arg(format!("skip={}", part["start"].as_u64().unwrap() * 512))
+        .arg(format!("count={}", part["size"].as_u64().unwrap() * 512)));
+    out
+}
+
+/// Checks the ext4 root file system in partition `part` of `img`: it is clean, has
+/// /etc/os-release saying Debian, and `want_arch_file`; returns the extracted partition.
+fn check_root_partition(
+    dir: &Path,
+    img: &Path,
+    part: &serde_json::Value,
+    want_arch_file: Option<&str>,
+) -> std::path::PathBuf {
+    let part = extract_partition(dir, img, part, "root.ext4");
     let fsck = Command::new("e2fsck")
         .args(["-f", "-n"])
         .arg(&part)
@@ -77,6 +102,7 @@ fn check_disk_image(dir: &Path, zst: &[u8], want_arch_file: Option<&str>) {
             .arg(&part));
         assert!(listing.contains("Inode"), "{f} missing: {listing}");
     }
+    part
 }
 
 /// The branch of the mmdebstrap image tests: a minbase image of `arch` with `packages` (TOML
@@ -90,16 +116,23 @@ fn mmdebstrap_branch(repo: &kiln_tests::Repo, arch: &str, packages: &str, extra:
         false,
     )
     .file("hooks/stamp.sh", "#!/bin/sh\nset -e\necho kiln-test > \"$1/etc/kiln-stamp\"\n", true)
+    // A board's firmware configuration, for the layout with a vfat boot partition.
+    .file(
+        "hooks/firmware.sh",
+        "#!/bin/sh\nset -e\nmkdir -p \"$1/boot/firmware\"\necho arm_64bit=1 > \"$1/boot/firmware/config.txt\"\n",
+        true,
+    )
     .commit("main", &format!("image with {packages}"))
 }
 
 async fn mmdebstrap_build(
     arch: &str,
     packages: &str,
+    extra: &str,
 ) -> (Farm, kiln_shared::api::Build, GitServer) {
     let git = GitServer::start();
     let repo = git.repo("image");
-    mmdebstrap_branch(&repo, arch, packages, "");
+    mmdebstrap_branch(&repo, arch, packages, extra);
     let farm = Farm::with(kiln_tests::FarmOptions {
         heartbeat_secs: 5,
         lost_timeout_secs: 60,
@@ -472,7 +505,20 @@ async fn mmdebstrap_arm64_minbase_image_under_qemu() {
         eprintln!("\n!!!!!!!! SKIPPED arm64 image test: {why} !!!!!!!!\n");
         return;
     }
-    let (farm, b, _git) = mmdebstrap_build("arm64", "").await;
+    // A board's layout: an MBR with a FAT boot partition for the firmware and an ext4 root.
+    let layout = r#"partition_table = "msdos"
+essential_hooks = ["hooks/firmware.sh"]
+[[mmdebstrap.layout]]
+mountpoint = "/boot/firmware"
+filesystem = "vfat"
+label = "BOOT"
+size = "128M"
+[[mmdebstrap.layout]]
+mountpoint = "/"
+filesystem = "ext4"
+label = "rootfs"
+"#;
+    let (farm, b, _git) = mmdebstrap_build("arm64", "", layout).await;
     assert_eq!(
         b.state,
         BuildState::Succeeded,
@@ -488,10 +534,50 @@ async fn mmdebstrap_arm64_minbase_image_under_qemu() {
         "{manifest}"
     );
     let dir = kiln_tests::tempdir("kiln-img-");
-    check_disk_image(
-        dir.path(),
-        &farm.download(b.id, "disk.img.zst").await,
-        Some("/etc/kiln-stamp"),
+    let (img, table) = unpack_disk_image(dir.path(), &farm.download(b.id, "disk.img.zst").await);
+    assert_eq!(table["label"], "dos", "{table}");
+    let parts = table["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{table}");
+    assert_eq!(parts[0]["start"], 2048, "{table}");
+    assert_eq!(parts[0]["size"], 128 * 2048, "{table}");
+    assert_eq!(parts[0]["type"], "c", "{table}");
+    assert_eq!(parts[1]["start"], 129 * 2048, "{table}");
+    assert_eq!(parts[1]["type"], "83", "{table}");
+    // The FAT boot partition: its label and the hook's file, read with mtools at its offset.
+    let fat = format!("{}@@{}", img.display(), 2048 * 512);
+    let mtools = |tool: &str, args: &[&str]| {
+        run(Command::new(tool)
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&fat)
+            .args(args))
+    };
+    let label = mtools("mlabel", &["-s", "::"]);
+    assert!(label.contains("BOOT"), "{label}");
+    assert_eq!(mtools("mtype", &["::config.txt"]), "arm_64bit=1\n");
+    // The ext4 root: Debian's files, an empty mount point for the boot partition, an fstab.
+    let root = check_root_partition(dir.path(), &img, &parts[1], Some("/etc/kiln-stamp"));
+    let debugfs = |req: &str| run(Command::new("debugfs").args(["-R", req]).arg(&root));
+    assert!(!debugfs("cat /etc/debian_version").trim().is_empty());
+    let firmware = debugfs("ls -p /boot/firmware");
+    assert_eq!(
+        firmware.lines().filter(|l| !l.trim().is_empty()).count(),
+        2,
+        "/boot/firmware is not empty in the root partition: {firmware}"
+    );
+    let fstab = debugfs("cat /etc/fstab");
+    assert!(
+        fstab.contains("LABEL=BOOT\t/boot/firmware\tvfat"),
+        "{fstab}"
+    );
+    assert!(fstab.contains("LABEL=rootfs\t/\text4"), "{fstab}");
+    // rootfs.tar.zst keeps the whole tree, the boot partition's files too.
+    let tar = dir.path().join("rootfs.tar.zst");
+    std::fs::write(&tar, farm.download(b.id, "rootfs.tar.zst").await).unwrap();
+    let listing = run(Command::new("tar").args(["-I", "zstd", "-tf"]).arg(&tar));
+    assert!(
+        listing.lines().any(|l| l == "./boot/firmware/config.txt"),
+        "no config.txt in rootfs.tar.zst"
     );
 }
 
@@ -504,7 +590,7 @@ async fn live_build_minimal_image() {
     repo.file("kiln.toml", "backend = \"live-build\"\n", false)
         .file(
             "auto/config",
-            "#!/bin/sh\nset -e\nlb config noauto \\\n  --distribution bookworm \\\n  --binary-images tar \\\n  --bootloaders \"\" \\\n  --chroot-filesystem plain \\\n  --apt-recommends false \\\n  --memtest none --win32-loader false \\\n  --security false --updates false \\\n  --debian-installer none \\\n  --firmware-binary false --firmware-chroot false \\\n  \"${@}\"\n",
+            "#!/bin/sh\nset -e\nlb config noauto \\\n  --distribution bookworm \\\n  --binary-images tar \\\n  --bootloaders \"\" \\\n  --chroot-filesystem plain \\\n  --apt-recommends false \\\n  --memtest none --win32-loader false \\\n  --security true --updates true \\\n  --debian-installer none \\\n  --firmware-binary false --firmware-chroot false \\\n  \"${@}\"\n",
             true,
         )
         .file("config/package-lists/kiln.list.chroot", "ca-certificates\n", false)
@@ -549,8 +635,57 @@ async fn live_build_minimal_image() {
             "{name}: {packages:?}"
         );
     }
-    let sources = farm.get_raw(&format!("/api/builds/{}/sources", b.id)).await;
+    // use_slave_mirror (the default) took the security archive to the slave's too; the
+    // image's sources say so and the log names no other archive.
+    let log = farm.log(b.id).await;
+    assert!(
+        !log.contains("use_slave_mirror: the image's apt sources still reach"),
+        "{}",
+        kiln_tests::farm::tail(&log, 80)
+    );
+    let sources = farm
+        .get_raw(&format!("/api/builds/{}/sources?format=list", b.id))
+        .await;
     assert_eq!(sources.status(), 200);
+    let sources = sources.text().await.unwrap();
+    let security = host_security_mirror();
+    assert!(
+        sources
+            .lines()
+            .any(|l| l.contains(&security) && l.contains("bookworm-security")),
+        "{security} for bookworm-security in:\n{sources}"
+    );
+}
+
+/// The security archive this machine's apt uses (the `URIs:` of the first deb822 stanza whose
+/// `Suites:` has a `-security` suite).
+fn host_security_mirror() -> String {
+    let mut files: Vec<_> = std::fs::read_dir("/etc/apt/sources.list.d")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sources"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            text.split("\n\n").map(str::to_string).collect::<Vec<_>>()
+        })
+        .filter(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Suites:") && l.contains("-security"))
+        })
+        .find_map(|s| {
+            s.lines()
+                .filter_map(|l| l.strip_prefix("URIs:"))
+                .flat_map(|l| l.split_whitespace())
+                .next()
+                .map(|u| u.trim_end_matches('/').to_string())
+        })
+        .expect("this machine's apt has a security archive")
 }
 
 /// The slave's package cache (issue 19): the same minbase image built twice on one slave; the

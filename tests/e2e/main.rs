@@ -23,6 +23,7 @@ mod images;
 mod isolation;
 mod latency;
 mod launchpad;
+mod leftovers;
 mod localdb;
 mod log_search;
 mod metrics;

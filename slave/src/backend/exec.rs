@@ -608,6 +608,7 @@ exit 3
             scratch: d.scratch.clone(),
             log: Log::open(&log_path).unwrap(),
             mirror: None,
+            security_mirror: None,
             apt_options: vec![],
             apt_proxy: None,
             emulates: vec![],

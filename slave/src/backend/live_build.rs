@@ -24,6 +24,41 @@ fn is_product(name: &str) -> bool {
         || name.ends_with(".zsync")
 }
 
+/// `lb config` options pointing every archive live-build reaches at the slave's mirrors: the
+/// main archive (whose `-updates` suite live-build takes from the same mirror) for debootstrap,
+/// the chroot, the installer and the image's own sources, and the security archive for the
+/// chroot and the image. Each with its `--parent-` twin: those are what live-build writes into
+/// the sources of a Debian (not derived) image, and the first `lb config` already saved them
+/// with live-build's defaults.
+fn slave_mirror_args(mirror: Option<&str>, security: Option<&str>) -> Vec<String> {
+    const MAIN: &[&str] = &[
+        "--mirror-bootstrap",
+        "--parent-mirror-bootstrap",
+        "--mirror-chroot",
+        "--parent-mirror-chroot",
+        "--mirror-binary",
+        "--parent-mirror-binary",
+        "--mirror-debian-installer",
+        "--parent-mirror-debian-installer",
+    ];
+    const SECURITY: &[&str] = &[
+        "--mirror-chroot-security",
+        "--parent-mirror-chroot-security",
+        "--mirror-binary-security",
+        "--parent-mirror-binary-security",
+    ];
+    let mut out = vec![];
+    for (flags, m) in [(MAIN, mirror), (SECURITY, security)] {
+        if let Some(m) = m {
+            for f in flags {
+                out.push(f.to_string());
+                out.push(m.to_string());
+            }
+        }
+    }
+    out
+}
+
 impl Backend for LiveBuild {
     fn name(&self) -> &'static str {
         "live-build"
@@ -56,12 +91,10 @@ impl Backend for LiveBuild {
             step(ctx, "lb config", config).await?;
             let mut extra: Vec<String> = vec![];
             if self.0.use_slave_mirror {
-                if let Some(m) = &ctx.mirror {
-                    for flag in ["--mirror-bootstrap", "--mirror-chroot", "--mirror-binary"] {
-                        extra.push(flag.into());
-                        extra.push(m.clone());
-                    }
-                }
+                extra.extend(slave_mirror_args(
+                    ctx.mirror.as_deref(),
+                    ctx.security_mirror.as_deref(),
+                ));
             }
             if !ctx.apt_options.is_empty() {
                 let opts: Vec<String> = ctx
@@ -82,6 +115,14 @@ impl Backend for LiveBuild {
             let chroot = dir.join("chroot");
             if chroot.join("var/lib/dpkg/status").is_file() {
                 ctx.record_rootfs(&chroot);
+                if self.0.use_slave_mirror {
+                    for a in ctx.foreign_archives() {
+                        ctx.log.note(&format!(
+                            "use_slave_mirror: the image's apt sources still reach {}, which is not one of the slave's mirrors (slave.mirror, slave.security_mirror)",
+                            kiln_shared::record::sources::strip_credentials(&a)
+                        ));
+                    }
+                }
             }
             let mut found = 0;
             for e in std::fs::read_dir(&dir)
@@ -102,5 +143,41 @@ impl Backend for LiveBuild {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slave_mirror_covers_the_security_archive_too() {
+        let a = slave_mirror_args(Some("http://m/debian"), Some("http://m/debian-security"));
+        let pairs: Vec<(&str, &str)> = a
+            .chunks(2)
+            .map(|c| (c[0].as_str(), c[1].as_str()))
+            .collect();
+        let main = "http://m/debian";
+        let security = "http://m/debian-security";
+        assert_eq!(
+            pairs,
+            [
+                ("--mirror-bootstrap", main),
+                ("--parent-mirror-bootstrap", main),
+                ("--mirror-chroot", main),
+                ("--parent-mirror-chroot", main),
+                ("--mirror-binary", main),
+                ("--parent-mirror-binary", main),
+                ("--mirror-debian-installer", main),
+                ("--parent-mirror-debian-installer", main),
+                ("--mirror-chroot-security", security),
+                ("--parent-mirror-chroot-security", security),
+                ("--mirror-binary-security", security),
+                ("--parent-mirror-binary-security", security),
+            ]
+        );
+        // Without a known security archive, live-build keeps its own (and the build says so).
+        assert_eq!(slave_mirror_args(Some("http://m/debian"), None).len(), 16);
+        assert!(slave_mirror_args(None, None).is_empty());
     }
 }

@@ -1,7 +1,7 @@
 //! `backend = "mmdebstrap"`: a Debian root file system from declarative options, delivered as
 //! - `rootfs.tar.zst`: the root file system,
-//! - `disk.img.zst`: a raw disk image with one partition (GPT or MBR) holding it as ext4, made
-//!   without loop devices (`mkfs.ext4 -d` at the partition's offset),
+//! - `disk.img.zst`: a raw disk image (GPT or MBR) with one ext4 partition holding it, or the
+//!   partitions of `[[mmdebstrap.layout]]` (`layout.rs`), made without loop devices or mounts,
 //! - `packages.manifest`: every installed package with its version and architecture.
 //!
 //! The mirror defaults to the one the slave's own apt uses, and the host's
@@ -9,37 +9,12 @@
 
 use super::{step, Backend, BackendError, BoxFuture, Context};
 use crate::recipe::MmdebstrapOptions;
-use std::path::Path;
 use tokio::process::Command;
 
 pub struct Mmdebstrap(pub MmdebstrapOptions);
 
-const SECTOR: u64 = 512;
-/// The partition starts at 1 MiB and the last MiB is left for the GPT backup header.
-const MARGIN: u64 = 1 << 20;
-
 fn failed(s: impl Into<String>) -> BackendError {
     BackendError::Failed(s.into())
-}
-
-fn dir_size(p: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else {
-                continue;
-            };
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-            total += m.len().div_ceil(4096) * 4096;
-        }
-    }
-    total
 }
 
 impl Backend for Mmdebstrap {
@@ -155,49 +130,10 @@ impl Backend for Mmdebstrap {
                 .arg(".");
             step(ctx, "packing rootfs.tar.zst", tar).await?;
 
-            // Raw disk image: partition table, then ext4 written at the partition's offset.
-            let size = o.image_bytes() / SECTOR * SECTOR;
-            let part_bytes = size.saturating_sub(2 * MARGIN) / 4096 * 4096;
-            let needed = dir_size(&rootfs);
-            if needed + needed / 5 + (16 << 20) > part_bytes {
-                return Err(failed(format!(
-                    "mmdebstrap.image_size = \"{}\" is too small: the root file system needs about {} MiB; raise it",
-                    o.image_size,
-                    (needed + needed / 5 + (16 << 20)) >> 20
-                )));
-            }
+            // Raw disk image: its partitions (`layout.rs`).
+            let plan = super::layout::plan(o).map_err(failed)?;
             let img = ctx.scratch.join("disk.img");
-            let f = std::fs::File::create(&img)
-                .map_err(|e| failed(format!("creating the disk image: {e}")))?;
-            f.set_len(size)
-                .map_err(|e| failed(format!("sizing the disk image: {e}")))?;
-            drop(f);
-            let (label, ptype) = match o.partition_table.as_str() {
-                "msdos" => ("dos", "83"),
-                _ => ("gpt", "0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
-            };
-            let script = format!(
-                "label: {label}\nstart={}, size={}, type={ptype}\n",
-                MARGIN / SECTOR,
-                part_bytes / SECTOR
-            );
-            let script_file = ctx.scratch.join("partitions.sfdisk");
-            std::fs::write(&script_file, &script).map_err(|e| failed(e.to_string()))?;
-            let mut sf = Command::new("sh");
-            sf.arg("-c")
-                .arg("sfdisk --no-reread --no-tell-kernel \"$1\" < \"$2\"")
-                .arg("sh")
-                .arg(&img)
-                .arg(&script_file);
-            step(ctx, "partitioning disk.img", sf).await?;
-            let mut mkfs = Command::new("mkfs.ext4");
-            mkfs.args(["-q", "-F", "-L", "rootfs", "-d"])
-                .arg(&rootfs)
-                .arg("-E")
-                .arg(format!("offset={MARGIN}"))
-                .arg(&img)
-                .arg(format!("{}k", part_bytes / 1024));
-            step(ctx, "making the ext4 root file system", mkfs).await?;
+            super::layout::assemble(ctx, &plan, &rootfs, &img, &o.image_size).await?;
             ctx.record_image(&img, "disk.img.zst");
             let mut z = Command::new("zstd");
             z.args(["-T0", "-q", "--rm", "-f"])

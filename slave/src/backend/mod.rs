@@ -2,6 +2,7 @@
 //! branch into files in the output directory; `job.rs` uploads whatever it leaves there.
 
 pub mod exec;
+pub mod layout;
 pub mod live_build;
 pub mod mmdebstrap;
 pub mod script;
@@ -34,6 +35,8 @@ pub struct Context {
     pub log: Log,
     /// The slave's configured or apt-derived mirror.
     pub mirror: Option<String>,
+    /// Its security archive, likewise.
+    pub security_mirror: Option<String>,
     /// apt options the host's apt uses that builds must share.
     pub apt_options: Vec<String>,
     /// The slave's package cache, an http proxy (`apt_cache.rs`).
@@ -118,6 +121,28 @@ impl Context {
             }
         }
         r.packages = packages;
+    }
+
+    /// The archives the recorded apt sources reach that are not the slave's (`mirror`,
+    /// `security_mirror`), each once: what a build meant to use the slave's mirrors still reaches.
+    pub fn foreign_archives(&self) -> Vec<String> {
+        let norm = |u: &str| u.trim_end_matches('/').to_string();
+        let ours: Vec<String> = [&self.mirror, &self.security_mirror]
+            .into_iter()
+            .flatten()
+            .map(|m| norm(m))
+            .collect();
+        let r = self.record.lock().expect("record lock");
+        let mut out: Vec<String> = vec![];
+        for s in &r.sources {
+            for u in &s.uris {
+                let u = norm(u);
+                if !ours.contains(&u) && !out.contains(&u) {
+                    out.push(u);
+                }
+            }
+        }
+        out
     }
 
     /// Records a source the image tool was given (before those the image itself lists).

@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # build
   build-essential pkg-config git ca-certificates curl
+  # Debian packages of Kiln (scripts/package.sh checks them with lintian)
+  lintian
   # database (server binaries for the embedded/private cluster, psql for tests)
   postgresql postgresql-client
   # image backends and the tools they call

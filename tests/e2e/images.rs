@@ -147,37 +147,6 @@ async fn mmdebstrap_build(
     (farm, b, git)
 }
 
-/// The Debian mirror this machine's apt uses (the first `URIs:` of
-/// `/etc/apt/sources.list.d/*.sources`, else the first `deb` line of `/etc/apt/sources.list`).
-fn host_mirror() -> String {
-    let mut files: Vec<_> = std::fs::read_dir("/etc/apt/sources.list.d")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "sources"))
-        .collect();
-    files.sort();
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
-        if let Some(u) = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("URIs:"))
-            .flat_map(|l| l.split_whitespace())
-            .find(|u| u.starts_with("http"))
-        {
-            return u.trim_end_matches('/').to_string();
-        }
-    }
-    let text = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("deb "))
-        .flat_map(|l| l.split_whitespace())
-        .find(|u| u.starts_with("http"))
-        .map(|u| u.trim_end_matches('/').to_string())
-        .expect("this machine's apt has an http mirror")
-}
-
 /// An internal mirror that wants a password: a reverse proxy on loopback in front of
 /// `upstream` that answers 401 to requests without `user:password` (HTTP basic auth).
 /// Returns its base URL (`http://127.0.0.1:PORT/debian`).
@@ -262,7 +231,7 @@ fn run_in(dir: &Path, cmd: &mut Command) -> String {
 #[ignore = "slow tier: real mmdebstrap image (scripts/test.sh runs it)"]
 async fn mmdebstrap_amd64_minbase_image() {
     const PASSWORD: &str = "mirror-Pa55word";
-    let upstream = host_mirror();
+    let upstream = kiln_tests::host_apt::mirror();
     let internal = mirror_with_password(upstream.clone(), "kiln", PASSWORD).await;
     let with_password = internal.replacen("http://", &format!("http://kiln:{PASSWORD}@"), 1);
     let git = GitServer::start();
@@ -648,44 +617,13 @@ async fn live_build_minimal_image() {
         .await;
     assert_eq!(sources.status(), 200);
     let sources = sources.text().await.unwrap();
-    let security = host_security_mirror();
+    let security = kiln_tests::host_apt::security_mirror();
     assert!(
         sources
             .lines()
             .any(|l| l.contains(&security) && l.contains("bookworm-security")),
         "{security} for bookworm-security in:\n{sources}"
     );
-}
-
-/// The security archive this machine's apt uses (the `URIs:` of the first deb822 stanza whose
-/// `Suites:` has a `-security` suite).
-fn host_security_mirror() -> String {
-    let mut files: Vec<_> = std::fs::read_dir("/etc/apt/sources.list.d")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "sources"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            let text = std::fs::read_to_string(f).unwrap_or_default();
-            text.split("\n\n").map(str::to_string).collect::<Vec<_>>()
-        })
-        .filter(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Suites:") && l.contains("-security"))
-        })
-        .find_map(|s| {
-            s.lines()
-                .filter_map(|l| l.strip_prefix("URIs:"))
-                .flat_map(|l| l.split_whitespace())
-                .next()
-                .map(|u| u.trim_end_matches('/').to_string())
-        })
-        .expect("this machine's apt has a security archive")
 }
 
 /// The slave's package cache (issue 19): the same minbase image built twice on one slave; the

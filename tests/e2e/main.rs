@@ -30,6 +30,7 @@ mod metrics;
 mod notify;
 mod oidc;
 mod oidc_browser;
+mod packaging;
 mod protocol;
 mod queue;
 mod quotas;

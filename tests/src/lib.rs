@@ -9,6 +9,7 @@
 
 pub mod farm;
 pub mod git;
+pub mod host_apt;
 pub mod measure;
 pub mod pg;
 pub mod proc;

@@ -8,7 +8,10 @@
 //! - dispatch at scale: with 10,000 builds queued (`KILN_BENCH_QUEUED`) for projects no slave
 //!   can take and 100 connected slaves (capacity 4 each), a build requested for a project they
 //!   can take → the `Assign` read by a slave (client clock), p50/p99 over 200 builds; and the
-//!   master's own created → dispatched.
+//!   master's own created → dispatched;
+//! - 100 consoles (`KILN_BENCH_CONSOLES`) following one live log over `/ws/console`: a simulated
+//!   slave sends a line every 10 ms (each carrying the time it was sent), and every console's
+//!   delay per line is measured, p50/p99, with the master's CPU meanwhile.
 //!
 //! Speed is never asserted: this prints numbers.
 
@@ -106,6 +109,125 @@ async fn sim_slave(
             }
         }
     });
+}
+
+fn frame(f: &SlaveFrame) -> Message {
+    Message::Binary(codec::encode(f).unwrap().into())
+}
+
+/// `consoles` consoles follow the log of one build while a simulated slave (tag `logger`, so the
+/// build goes to it) sends `lines` lines, one every 10 ms, each its send time in ns. Returns the
+/// table row: send → console p50/p99 over every console and line, and the master's CPU.
+async fn live_log(farm: &Farm, consoles: usize, lines: u64) -> String {
+    use kiln_shared::frames::{ConsoleEvent, ConsoleRequest};
+    let token = farm.register_slave_tagged("logger", &["logger"]).await;
+    let mut ws: Ws = farm.slave_ws(&token).await.expect("slave WebSocket");
+    let hello = SlaveFrame::Hello(kiln_shared::frames::Hello {
+        tags: vec!["logger".into()],
+        ..test_hello("logger")
+    });
+    ws.send(frame(&hello)).await.unwrap();
+    let (s, v) = farm
+        .post(
+            "/api/projects",
+            json!({"name": "live", "branch_url": "https://git.example.org/live.git", "tags": ["logger"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let b = farm
+        .request_build(
+            "live",
+            json!({"commit": "0123456789abcdef0123456789abcdef01234567"}),
+        )
+        .await;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("the logger gets its build within 30 s");
+        if let Some(Ok(Message::Binary(bytes))) = m {
+            if let Ok(MasterFrame::Assign(job)) = codec::decode::<MasterFrame>(&bytes) {
+                assert_eq!(job.build, b.id);
+                break;
+            }
+        }
+    }
+    // The consoles, each subscribed from the first line, counting the delay of every line.
+    let delays = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let mut followers = vec![];
+    for _ in 0..consoles {
+        let mut c = farm
+            .ws(
+                "/ws/console",
+                Some(&farm.token),
+                &codec::PROTOCOL_VERSION.to_string(),
+            )
+            .await
+            .expect("console socket");
+        let sub = ConsoleRequest::SubscribeLog {
+            build: b.id,
+            from_seq: 0,
+        };
+        c.send(Message::Binary(codec::encode(&sub).unwrap().into()))
+            .await
+            .unwrap();
+        let delays = delays.clone();
+        followers.push(tokio::spawn(async move {
+            let mut next = 0;
+            while next < lines {
+                let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(60), c.next()).await
+                else {
+                    panic!("a console stopped hearing the log at line {next}");
+                };
+                let Message::Binary(bytes) = m else { continue };
+                if let Ok(ConsoleEvent::LogLines { lines: got, .. }) = codec::decode(&bytes) {
+                    let at = now_ns();
+                    let mut d = delays.lock().unwrap();
+                    for l in &got {
+                        if let Ok(sent) = l.trim().parse::<i128>() {
+                            d.push((at - sent) as f64 / 1e6);
+                            next += 1;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    // Let every subscription reach the master before the first line.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = farm.master_pid().expect("the master runs");
+    let (m0, t0) = (cpu_ticks(pid), Instant::now());
+    let (mut tx, mut rx) = ws.split();
+    tokio::spawn(async move { while rx.next().await.is_some() {} });
+    tx.send(frame(&SlaveFrame::Started {
+        build: b.id,
+        commit: "0123456789abcdef0123456789abcdef01234567".into(),
+    }))
+    .await
+    .unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for seq in 0..lines {
+        tick.tick().await;
+        let f = SlaveFrame::Log {
+            build: b.id,
+            first_seq: seq,
+            lines: vec![now_ns().to_string()],
+        };
+        tx.send(frame(&f)).await.unwrap();
+    }
+    for f in followers {
+        f.await.expect("a console follower");
+    }
+    let cpu = (cpu_ticks(pid) - m0) as f64 / ticks_per_second() / t0.elapsed().as_secs_f64();
+    let rss = status_kib(pid, "VmRSS:");
+    let mut d = delays.lock().unwrap().clone();
+    format!(
+        "| {consoles} consoles following one live log ({lines} lines, one every 10 ms): line sent by the slave → shown to each console ({} deliveries) | p50 {:.1} ms, p99 {:.1} ms; master {:.1} % of a core, RSS {:.1} MiB |",
+        d.len(),
+        percentile(&mut d, 0.5),
+        percentile(&mut d, 0.99),
+        cpu * 100.0,
+        rss as f64 / 1024.0
+    )
 }
 
 #[tokio::main]
@@ -234,7 +356,10 @@ async fn main() {
         percentile(&mut to_dispatch, 0.99)
     ));
 
-    // 3. Idle with `many` slaves (and the long queue, and the builds held).
+    // 3. Consoles following one live log.
+    rows.push(live_log(&farm, env_or("KILN_BENCH_CONSOLES", 100), 500).await);
+
+    // 4. Idle with `many` slaves (and the long queue, and the builds held).
     let t0 = Instant::now();
     for i in 100..many {
         sim_slave(&farm, &format!("sim-{i}"), 1, tx.clone()).await;

@@ -470,14 +470,9 @@ async fn boot(
                                 _ = tokio::time::sleep_until(grace) => break,
                             }
                         }
-                        // The whole line that showed it, when the tail has it.
-                        let line = serial
-                            .tail
-                            .iter()
-                            .rev()
-                            .find(|l| l.contains(p.as_str()))
-                            .cloned()
-                            .unwrap_or(p);
+                        // The whole line that showed it (the pattern alone when the guest
+                        // never ended that line).
+                        let line = serial.failure_line.clone().unwrap_or(p);
                         break Some(Ended::Failed { pattern: line, seconds });
                     }
                     None => {}
@@ -539,6 +534,9 @@ struct Serial {
     partial: Vec<u8>,
     tail: VecDeque<String>,
     printed: bool,
+    /// The first whole line that showed a failure pattern: a panic's register dump that follows
+    /// can push it out of `tail` before the reason is written.
+    failure_line: Option<String>,
 }
 
 impl Serial {
@@ -551,6 +549,7 @@ impl Serial {
             partial: vec![],
             tail: VecDeque::new(),
             printed: false,
+            failure_line: None,
         })
     }
 
@@ -561,6 +560,7 @@ impl Serial {
         self.partial.clear();
         self.tail.clear();
         self.printed = false;
+        self.failure_line = None;
     }
 
     fn printed(&self) -> bool {
@@ -585,7 +585,12 @@ impl Serial {
         for &b in bytes {
             if b == b'\n' {
                 let line = std::mem::take(&mut self.partial);
-                seen = seen.or_else(|| self.check(&line, pattern, failures));
+                let found = self.check(&line, pattern, failures);
+                if self.failure_line.is_none() && matches!(found, Some(Seen::Failure(_))) {
+                    self.failure_line =
+                        Some(clean(&line).chars().take(BootTest::MAX_LINE).collect());
+                }
+                seen = seen.or(found);
                 self.line(&line);
             } else if self.partial.len() < 64 << 10 {
                 self.partial.push(b);
@@ -761,6 +766,41 @@ mod tests {
         s.flush_partial();
         let tail: Vec<&str> = s.tail.iter().map(String::as_str).collect();
         assert_eq!(tail, ["[ 1.0] Kernel panic - not syncing", "login:"]);
+    }
+
+    /// The line that showed a failure is kept whole, though it came in two reads and a register
+    /// dump longer than the tail followed it.
+    #[test]
+    fn the_failure_line_outlives_the_dump_after_it() {
+        let d = tempfile::tempdir().unwrap();
+        let log =
+            crate::process::Log::from_file(std::fs::File::create(d.path().join("l")).unwrap());
+        let mut s = Serial::create(&d.path().join("s"), log).unwrap();
+        let fails = vec!["Kernel panic - not syncing".to_string()];
+        assert!(matches!(
+            s.feed(
+                b"[ 20.9] Kernel panic - not syncing: Attemp",
+                "login:",
+                &fails
+            ),
+            Some(Seen::Failure(_))
+        ));
+        assert_eq!(s.failure_line, None, "the line is not whole yet");
+        s.feed(b"ted to kill init! exitcode=0x00000100\n", "login:", &fails);
+        for i in 0..BootTest::TAIL_LINES + 5 {
+            s.feed(
+                format!("[ 20.9] R{i:02}: 0000\n").as_bytes(),
+                "login:",
+                &fails,
+            );
+        }
+        assert!(!s.tail.iter().any(|l| l.contains("Kernel panic")));
+        assert_eq!(
+            s.failure_line.as_deref(),
+            Some("[ 20.9] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100")
+        );
+        s.restart();
+        assert_eq!(s.failure_line, None);
     }
 
     #[test]

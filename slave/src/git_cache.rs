@@ -385,12 +385,13 @@ fn size_of(p: &Path) -> u64 {
     if !m.is_dir() {
         return m.len();
     }
-    std::fs::read_dir(p)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| size_of(&e.path()))
-        .sum()
+    let mut total = 0;
+    crate::tree::walk(p, |_, m| {
+        if !m.is_dir() {
+            total += m.len();
+        }
+    });
+    total
 }
 
 /// Removes the least recently used mirrors until the cache holds at most `limit` bytes, skipping

@@ -144,23 +144,12 @@ fn parse_losetup(json: &str) -> Vec<LoopDevice> {
 /// (device as (major, minor), inode) of every regular file under `dir`, not following links.
 fn files_under(dir: &Path) -> HashSet<((u64, u64), u64)> {
     let mut out = HashSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else {
-                continue;
-            };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else if m.is_file() {
-                let dev = m.dev();
-                out.insert(((libc::major(dev).into(), libc::minor(dev).into()), m.ino()));
-            }
+    crate::tree::walk(dir, |_, m| {
+        if m.is_file() {
+            let dev = m.dev();
+            out.insert(((libc::major(dev).into(), libc::minor(dev).into()), m.ino()));
         }
-    }
+    });
     out
 }
 

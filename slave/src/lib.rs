@@ -8,6 +8,7 @@
 //! - [`sandbox`]: each build's own user, files and processes (namespaces, ids, mounts)
 //! - [`cgroup`]: a cgroup v2 directory per build, killed as a whole at its end
 //! - [`leftovers`]: loop devices and mounts a build left attached, released at its end
+//! - [`tree`]: walking a directory tree without following links
 //! - [`store`]: the build's directory in the work dir (the local store that outlives the daemon)
 //! - [`fetch`]: shallow git fetch of the configuration branch (no cache), and unpacking an export
 //! - [`git_cache`]: the slave's bare mirror per branch URL, and each build's export from it
@@ -41,6 +42,7 @@ pub mod settings;
 pub mod store;
 pub mod supervisor;
 pub mod tls;
+pub mod tree;
 pub mod upload;
 
 pub use connection::run;

@@ -233,21 +233,7 @@ async fn a_project_builds_in_its_directory_of_the_branch() {
     assert_eq!(b.path.as_deref(), Some("images/board"));
     assert_eq!(farm.download(b.id, "which").await, b"board in board\n");
 
-    let patch = |body: serde_json::Value| {
-        let farm = &farm;
-        async move {
-            let r = farm
-                .http
-                .patch(farm.api("/api/projects/board"))
-                .bearer_auth(&farm.token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let s = r.status().as_u16();
-            (s, r.json::<serde_json::Value>().await.unwrap_or_default())
-        }
-    };
+    let patch = |body: serde_json::Value| farm.patch("/api/projects/board", body);
     // Malformed paths are refused by the API, naming the field.
     for bad in [
         "/etc",

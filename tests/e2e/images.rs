@@ -246,15 +246,13 @@ async fn mmdebstrap_amd64_minbase_image() {
     .await;
     let _slave = farm.slave("builder").await;
     farm.project("image", &repo.url, "main").await;
-    let r = farm
-        .http
-        .patch(farm.api("/api/projects/image"))
-        .bearer_auth(&farm.token)
-        .json(&json!({"source_rewrites": {internal.clone(): upstream.clone()}}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let (s, v) = farm
+        .patch(
+            "/api/projects/image",
+            json!({"source_rewrites": {internal.clone(): upstream.clone()}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
     let b = farm.request_build("image", json!({})).await;
     let b = farm.wait_ended(b.id, Duration::from_secs(1500)).await;
     let log = farm.log(b.id).await;

@@ -15,16 +15,7 @@ fn t(s: &str) -> DateTime<Utc> {
 }
 
 async fn patch(farm: &Farm, project: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let r = farm
-        .http
-        .patch(farm.api(&format!("/api/projects/{project}")))
-        .bearer_auth(&farm.token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or_default())
+    farm.patch(&format!("/api/projects/{project}"), body).await
 }
 
 async fn builds_of(farm: &Farm, project: &str) -> Vec<Build> {

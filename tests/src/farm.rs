@@ -389,14 +389,24 @@ impl Farm {
 
     /// POST returning (status, JSON body).
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send_json(reqwest::Method::POST, path, body).await
+    }
+
+    /// PATCH returning (status, JSON body).
+    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send_json(reqwest::Method::PATCH, path, body).await
+    }
+
+    /// `method` with a JSON body as the admin, returning (status, JSON body or null).
+    async fn send_json(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .http
-            .post(self.api(path))
+            .request(method.clone(), self.api(path))
             .bearer_auth(&self.token)
             .json(&body)
             .send()
             .await
-            .expect("POST");
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = r.status().as_u16();
         let v = r.json().await.unwrap_or(Value::Null);
         (status, v)

@@ -599,21 +599,8 @@ exit 3
         std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
         let ctx = Context {
             build: bd.id,
-            project: "board".into(),
-            commit: "0".repeat(40),
-            release: None,
-            arch: "amd64".into(),
-            src: d.src.clone(),
-            output: d.output.clone(),
-            scratch: d.scratch.clone(),
-            log: Log::open(&log_path).unwrap(),
-            mirror: None,
-            security_mirror: None,
-            apt_options: vec![],
-            apt_proxy: None,
-            emulates: vec![],
-            record: Default::default(),
             progress: super::super::Progress::to(bd.clone()),
+            ..Context::for_test(&d.src, &d.output, &d.scratch, Log::open(&log_path).unwrap())
         };
         let exec = Exec(ExecOptions {
             command: vec!["./tools/build".into(), "--flag".into(), "x y".into()],

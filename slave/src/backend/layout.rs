@@ -302,23 +302,12 @@ fn failed(s: impl Into<String>) -> BackendError {
 fn tree_size(p: &Path) -> (u64, Option<PathBuf>) {
     let mut total = 0;
     let mut odd = None;
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else {
-                continue;
-            };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else if !m.is_file() && odd.is_none() {
-                odd = Some(e.path());
-            }
-            total += m.len().div_ceil(4096) * 4096;
+    crate::tree::walk(p, |path, m| {
+        if !m.is_dir() && !m.is_file() && odd.is_none() {
+            odd = Some(path.to_path_buf());
         }
-    }
+        total += m.len().div_ceil(4096) * 4096;
+    });
     (total, odd)
 }
 
@@ -826,24 +815,12 @@ label = "rootfs"
         std::fs::write(rootfs.join("boot/firmware/config.txt"), "arm_64bit=1\n").unwrap();
         std::fs::write(rootfs.join("boot/firmware/overlays/a.dtbo"), "dtbo").unwrap();
         std::fs::write(rootfs.join("boot/vmlinuz"), "kernel").unwrap();
-        let ctx = Context {
-            build: kiln_shared::BuildId(1),
-            project: "board".into(),
-            commit: "0".repeat(40),
-            release: None,
-            arch: "amd64".into(),
-            src: d.path().to_path_buf(),
-            output: d.path().to_path_buf(),
-            scratch: scratch.clone(),
-            log: crate::process::Log::open(&d.path().join("log")).unwrap(),
-            mirror: None,
-            security_mirror: None,
-            apt_options: vec![],
-            apt_proxy: None,
-            emulates: vec![],
-            record: Default::default(),
-            progress: Default::default(),
-        };
+        let ctx = Context::for_test(
+            d.path(),
+            d.path(),
+            &scratch,
+            crate::process::Log::open(&d.path().join("log")).unwrap(),
+        );
         let o = options(&BOARD.replace("1G", "100M").replace("128M", "20M")).unwrap();
         let p = plan(&o).unwrap();
         let img = scratch.join("disk.img");

@@ -90,6 +90,32 @@ impl Progress {
     }
 }
 
+#[cfg(test)]
+impl Context {
+    /// A context for a backend's unit test: build 1 of project `board` on amd64, its
+    /// directories and log as given, no mirrors, no progress reporting.
+    pub fn for_test(src: &Path, output: &Path, scratch: &Path, log: Log) -> Context {
+        Context {
+            build: BuildId(1),
+            project: "board".into(),
+            commit: "0".repeat(40),
+            release: None,
+            arch: "amd64".into(),
+            src: src.to_path_buf(),
+            output: output.to_path_buf(),
+            scratch: scratch.to_path_buf(),
+            log,
+            mirror: None,
+            security_mirror: None,
+            apt_options: vec![],
+            apt_proxy: None,
+            emulates: vec![],
+            record: Default::default(),
+            progress: Default::default(),
+        }
+    }
+}
+
 impl Context {
     /// Records the apt sources and packages of a Debian root file system the build made. A
     /// part that cannot be read is said in the log; it does not fail the build.

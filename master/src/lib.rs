@@ -221,6 +221,7 @@ pub async fn build_with(
     let mut background = vec![
         tokio::spawn(state.database.clone().watch(state.db.clone())),
         tokio::spawn(dispatch::run(state.clone())),
+        tokio::spawn(db::access::listen(state.db.clone())),
     ];
     if loops == Loops::All {
         background.push(tokio::spawn(liveness::run(state.clone())));

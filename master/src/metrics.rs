@@ -291,6 +291,7 @@ pub const FAMILIES: &[&str] = &[
     "kiln_log_bytes_stored",
     "kiln_artifact_bytes_stored",
     "kiln_websocket_connections",
+    "kiln_access_changes_total",
     "kiln_db_pool_connections",
     "kiln_db_pool_max",
     "kiln_database_up",
@@ -373,6 +374,17 @@ pub async fn render(st: &AppState) -> String {
         let n = m.ws(k).load(Ordering::Relaxed);
         t.sample("kiln_websocket_connections", &[("kind", kind)], n as f64);
     }
+    t.family(
+        "kiln_access_changes_total",
+        "counter",
+        "Times access may have changed (a sign-out, a revoked token, a team or visibility change, \
+         here or heard from the database): open consoles read their access again.",
+    );
+    t.sample(
+        "kiln_access_changes_total",
+        &[],
+        crate::db::access::current() as f64,
+    );
     let size = st.db.size();
     let idle = u32::try_from(st.db.num_idle())
         .unwrap_or(u32::MAX)

@@ -27,8 +27,14 @@ const WHO: [&str; 6] = [
 /// mappings can be made, and mail configured (to a port where nothing listens: mails wait) so
 /// that mail subscriptions can be made, and webhooks allowed to loopback.
 pub async fn people_farm() -> Farm {
+    people_farm_on(None).await
+}
+
+/// [`people_farm`] on the database at `database_url` (a fresh one of its own when `None`).
+pub async fn people_farm_on(database_url: Option<String>) -> Farm {
     let port = free_port();
     let farm = Farm::with(FarmOptions {
+        database_url,
         listen: Some(format!("127.0.0.1:{port}")),
         extra_master_toml: format!("public_url = \"https://127.0.0.1:{port}\"\n"),
         extra_toml: format!(

@@ -2,7 +2,7 @@
 //! tokens and allowed origins, rate limits, logout, time-outs, API tokens, and permissions read
 //! again on every request and every console message.
 
-use crate::authz::{people_farm, sign_in};
+use crate::authz::{people_farm, people_farm_on, sign_in};
 use kiln_shared::frames::{ConsoleEvent, ConsoleRequest};
 use kiln_tests::session::{browser_client, console_next, console_send};
 use kiln_tests::{Farm, FarmOptions, GitServer, Session};
@@ -513,4 +513,91 @@ async fn a_new_admin_token_hash_in_the_config_replaces_the_old_token() {
     farm.token = new;
     let tokens: Value = farm.get("/api/tokens").await;
     assert_eq!(tokens.as_array().unwrap().len(), 1, "{tokens}");
+}
+
+/// The master's count of access changes (`kiln_access_changes_total`).
+async fn access_changes(farm: &Farm) -> f64 {
+    let text = farm
+        .http
+        .get(farm.api("/metrics"))
+        .bearer_auth(&farm.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("kiln_access_changes_total "))
+        .unwrap_or_else(|| panic!("no kiln_access_changes_total in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// An open console keeps its person's access while nothing changes it, and a change made by
+/// another process (a second master, a `kiln-master` command, an admin's `psql`) reaches it too:
+/// the database's triggers tell the master, which reads the console's access again.
+#[tokio::test]
+async fn a_change_made_by_another_process_reaches_an_open_console() {
+    use kiln_master::db;
+    let git = GitServer::start();
+    let repo = git.repo("elsewhere");
+    repo.script_branch("main", "true");
+    let url = kiln_tests::Postgres::shared().new_database();
+    let farm = people_farm_on(Some(url.clone())).await;
+    project(&farm, "p", &repo.url, "boards", json!({})).await;
+    project(
+        &farm,
+        "open",
+        &repo.url,
+        "others",
+        json!({"visibility": "public"}),
+    )
+    .await;
+    let viewer = sign_in(&farm, "viewer").await.unwrap();
+    let mut ws = viewer.console(&farm, &farm.url).await.unwrap();
+    console_send(&mut ws, &ConsoleRequest::SubscribeQueue).await;
+    let before = farm.request_build("p", json!({})).await;
+    loop {
+        if let Some(ConsoleEvent::Build(b)) = console_next(&mut ws).await {
+            if b.id == before.id {
+                break;
+            }
+        }
+    }
+    let changes = access_changes(&farm).await;
+    let pool = db::connect(db::Target::Url(&url), 1)
+        .await
+        .expect("connect");
+    let gone = sqlx::query(
+        "DELETE FROM team_members WHERE user_id = (SELECT id FROM users WHERE username = 'viewer')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(gone, 1);
+    // The master hears of it ...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while access_changes(&farm).await <= changes {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the master did not hear of a change made in the database"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // ... and the open console no longer gets builds of `p`.
+    let hidden = farm.request_build("p", json!({})).await;
+    let shown = farm.request_build("open", json!({})).await;
+    loop {
+        match console_next(&mut ws).await {
+            Some(ConsoleEvent::Build(b)) if b.id == hidden.id => {
+                panic!("the console still got a build of a project its user was taken out of")
+            }
+            Some(ConsoleEvent::Build(b)) if b.id == shown.id => break,
+            Some(_) => {}
+            None => panic!("console closed"),
+        }
+    }
 }

@@ -285,18 +285,22 @@ pub async fn set_member(
     .bind(source)
     .bind(role.as_str())
     .execute(db)
-    .await
-    .map(|_| ())
+    .await?;
+    super::access::changed();
+    Ok(())
 }
 
 /// Takes `user` out of `team` (every way they were in it); false when they were not.
 pub async fn remove_member(db: impl PgExecutor<'_>, team: i64, user: i64) -> sqlx::Result<bool> {
-    sqlx::query("DELETE FROM team_members WHERE team_id = $1 AND user_id = $2")
+    let removed = sqlx::query("DELETE FROM team_members WHERE team_id = $1 AND user_id = $2")
         .bind(team)
         .bind(user)
         .execute(db)
-        .await
-        .map(|r| r.rows_affected() > 0)
+        .await?
+        .rows_affected()
+        > 0;
+    super::access::changed();
+    Ok(removed)
 }
 
 /// Each team `user` is in, with their highest role there.
@@ -362,7 +366,9 @@ pub async fn set_provider_memberships(
     .bind(groups)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await
+    tx.commit().await?;
+    super::access::changed();
+    Ok(())
 }
 
 /// After a mapping of `provider` changed: every person known there gets the memberships the
@@ -515,8 +521,9 @@ pub async fn delete_session(db: impl PgExecutor<'_>, id_sha256: &str) -> sqlx::R
     sqlx::query("DELETE FROM sessions WHERE id_sha256 = $1")
         .bind(id_sha256)
         .execute(db)
-        .await
-        .map(|_| ())
+        .await?;
+    super::access::changed();
+    Ok(())
 }
 
 /// Ends every session of `user` but `keep` (after a password change).
@@ -529,8 +536,9 @@ pub async fn delete_other_sessions(
         .bind(user)
         .bind(keep)
         .execute(db)
-        .await
-        .map(|_| ())
+        .await?;
+    super::access::changed();
+    Ok(())
 }
 
 /// Deletes sessions past their time-outs, and sign-in flows and nonces older than a day.
@@ -668,12 +676,16 @@ pub async fn revoke_token(
     id: i64,
     at: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    sqlx::query("UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-        .bind(id)
-        .bind(at)
-        .execute(db)
-        .await
-        .map(|r| r.rows_affected() > 0)
+    let revoked =
+        sqlx::query("UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(at)
+            .execute(db)
+            .await?
+            .rows_affected()
+            > 0;
+    super::access::changed();
+    Ok(revoked)
 }
 
 // ---- sign-ins in progress, nonces -------------------------------------------------------------

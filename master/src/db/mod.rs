@@ -1,5 +1,6 @@
 //! Database access, one file per aggregate. Plain SQL; migrations live in `/migrations`.
 
+pub mod access;
 pub mod accounts;
 pub mod artifacts;
 pub mod builds;

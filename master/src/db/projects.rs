@@ -203,16 +203,18 @@ pub async fn update(
     .bind(patch.path.is_some())
     .bind(patch.path.clone().flatten())
     .execute(db)
-    .await
-    .map(|_| ())
+    .await?;
+    super::access::changed();
+    Ok(())
 }
 
 pub async fn delete(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM projects WHERE id = $1")
         .bind(id)
         .execute(db)
-        .await
-        .map(|_| ())
+        .await?;
+    super::access::changed();
+    Ok(())
 }
 
 /// Projects whose schedule is due at `now` (read without locks: the scheduler asks the branch

@@ -1,11 +1,12 @@
 //! `/ws/console`: live data for the web console. The upgrade rides the session cookie (its
 //! `Origin` must be allowed) or an API token as the bearer. Requests and events are
 //! `kiln_shared::frames` `ConsoleRequest` / `ConsoleEvent`, bincode-encoded by the shared codec.
-//! Before each event it sends and each request it answers, the person's access is read from the
-//! database again ([`crate::auth::live`]): builds of projects hidden from them are not sent, and
-//! when their session ends the socket closes with an `Error` event.
+//! Each event it sends and each request it answers is checked against the person's access
+//! ([`crate::auth::live`], kept per socket until access may have changed): builds of projects
+//! hidden from them are not sent, and when their session ends the socket closes with an `Error`
+//! event.
 
-use crate::auth::live::{self, About, Verdict};
+use crate::auth::live::{About, LiveAccess, Verdict};
 use crate::auth::principal::{self, Principal, Via};
 use crate::db::{builds, slaves};
 use crate::error::ApiError;
@@ -52,6 +53,7 @@ const SIGNED_OUT: &str = "your session has ended (or your token was revoked); si
 /// a request the person sent (counts as use of the session).
 async fn may_send(
     st: &AppState,
+    access: &mut LiveAccess,
     who: &Principal,
     ev: &ConsoleEvent,
     by_person: bool,
@@ -64,7 +66,7 @@ async fn may_send(
         | ConsoleEvent::EarlierLines { build, .. } => About::Build(*build),
         ConsoleEvent::Slave(_) | ConsoleEvent::Error { .. } | ConsoleEvent::Resync => About::Farm,
     };
-    match live::check(st, who, about, by_person).await {
+    match access.check(st, who, about, by_person).await {
         Ok(Verdict::Visible) => Some(true),
         Ok(Verdict::Hidden) => Some(false),
         Ok(Verdict::SignedOut) => None,
@@ -118,6 +120,7 @@ async fn session(st: Arc<AppState>, who: Principal, socket: WebSocket) {
     let mut logs: BTreeMap<BuildId, Follow> = BTreeMap::new();
     // Round-robin over the logs with lines to send.
     let mut turn = BuildId(i64::MIN);
+    let mut access = LiveAccess::default();
     loop {
         let pending = logs.values().any(|f| f.dirty);
         tokio::select! {
@@ -135,8 +138,8 @@ async fn session(st: Arc<AppState>, who: Principal, socket: WebSocket) {
                         return;
                     }
                 };
-                if may_send(&st, &who, &ConsoleEvent::Resync, true).await.is_none() {
-                    let _ = send_checked(&st, &who, &mut sink, &ConsoleEvent::Error { message: SIGNED_OUT.into() }).await;
+                if may_send(&st, &mut access, &who, &ConsoleEvent::Resync, true).await.is_none() {
+                    let _ = send_checked(&st, &mut access, &who, &mut sink, &ConsoleEvent::Error { message: SIGNED_OUT.into() }).await;
                     return;
                 }
                 let replies = match req {
@@ -156,7 +159,7 @@ async fn session(st: Arc<AppState>, who: Principal, socket: WebSocket) {
                     }
                 };
                 for r in replies {
-                    if !send_checked(&st, &who, &mut sink, &r).await { return; }
+                    if !send_checked(&st, &mut access, &who, &mut sink, &r).await { return; }
                 }
             }
             ev = events.recv() => {
@@ -182,7 +185,7 @@ async fn session(st: Arc<AppState>, who: Principal, socket: WebSocket) {
                     ConsoleEvent::Progress { .. } => queue,
                     ConsoleEvent::Error { .. } | ConsoleEvent::Resync => true,
                 };
-                if wanted && !send_checked(&st, &who, &mut sink, &ev).await {
+                if wanted && !send_checked(&st, &mut access, &who, &mut sink, &ev).await {
                     return;
                 }
             }
@@ -204,7 +207,7 @@ async fn session(st: Arc<AppState>, who: Principal, socket: WebSocket) {
                 turn = build;
                 let f = logs.get_mut(&build).expect("found above");
                 let Some(ev) = next_event(build, f).await else { continue };
-                if !send_checked(&st, &who, &mut sink, &ev).await { return; }
+                if !send_checked(&st, &mut access, &who, &mut sink, &ev).await { return; }
             }
         }
     }
@@ -214,6 +217,7 @@ async fn session(st: Arc<AppState>, who: Principal, socket: WebSocket) {
 /// then an `Error` event says so first).
 async fn send_checked(
     st: &AppState,
+    access: &mut LiveAccess,
     who: &Principal,
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     ev: &ConsoleEvent,
@@ -235,7 +239,7 @@ async fn send_checked(
         }
         other => other,
     };
-    match may_send(st, who, ev, false).await {
+    match may_send(st, access, who, ev, false).await {
         Some(true) => match frame(ev) {
             Some(m) => sink.send(m).await.is_ok(),
             None => true,

@@ -31,6 +31,8 @@ PACKAGES=(
   # notification tests: a real SMTP server on loopback (tests/support/smtp_sink.py) that the
   # master's mailer delivers to
   python3-aiosmtpd
+  # several masters serving one farm are tested behind a real load balancer
+  haproxy
 )
 
 missing=()

@@ -3,11 +3,24 @@
 
 use chrono::{DateTime, Utc};
 use kiln_shared::frames::{ConsoleEvent, MasterFrame};
-use kiln_shared::SlaveId;
+use kiln_shared::{BuildId, SlaveId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use tokio::sync::{broadcast, mpsc, Notify};
+
+/// What this master tells the other masters serving the same farm.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum Peer {
+    /// For their consoles.
+    Event(ConsoleEvent),
+    /// A build's log grew (their consoles following it read on from the shared storage).
+    LogGrew(BuildId),
+    /// Their dispatchers should run a round.
+    Wake,
+    /// For a slave whose session one of them holds.
+    ToSlave(SlaveId, MasterFrame),
+}
 
 #[derive(Clone)]
 pub struct ConnectedSlave {
@@ -34,6 +47,11 @@ pub struct SlaveInfo {
 }
 
 pub struct Hub {
+    /// This master process, among the masters serving one farm (random at start).
+    pub instance: String,
+    /// Where what other masters must hear goes ([`crate::fanout`]); unset: this master is
+    /// alone (tests of the hub itself).
+    peers: OnceLock<mpsc::UnboundedSender<Peer>>,
     slaves: Mutex<HashMap<SlaveId, ConnectedSlave>>,
     /// When each slave's last frame arrived (the master's clock), kept after it disconnects:
     /// liveness counts a slave's silence only from what this master could hear.
@@ -49,7 +67,11 @@ pub struct Hub {
 
 impl Default for Hub {
     fn default() -> Self {
+        let mut id = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
         Hub {
+            instance: hex::encode(id),
+            peers: OnceLock::new(),
             slaves: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
             live_sessions: AtomicUsize::new(0),
@@ -151,9 +173,41 @@ impl Hub {
         self.heard.lock().expect("hub poisoned").get(&id).copied()
     }
 
+    /// Sends `frame` to the slave if its session is on this master; false otherwise.
     pub fn send(&self, id: SlaveId, frame: MasterFrame) -> bool {
         let m = self.slaves.lock().expect("hub poisoned");
         m.get(&id).is_some_and(|s| s.tx.send(frame).is_ok())
+    }
+
+    /// Sends `frame` to the slave wherever its session is: here, or through the other masters
+    /// (the one holding it delivers it). False only when it is not here and this master is
+    /// alone.
+    pub fn send_anywhere(&self, id: SlaveId, frame: MasterFrame) -> bool {
+        if self.send(id, frame.clone()) {
+            return true;
+        }
+        self.to_peers(Peer::ToSlave(id, frame))
+    }
+
+    /// Wakes the dispatcher, here and on the other masters (a build was queued or a slot
+    /// freed).
+    pub fn wake(&self) {
+        self.wake_dispatch.notify_one();
+        self.to_peers(Peer::Wake);
+    }
+
+    /// Connects the hub to the other masters: what it publishes goes to `tx` as well.
+    pub fn set_peers(&self, tx: mpsc::UnboundedSender<Peer>) {
+        let _ = self.peers.set(tx);
+    }
+
+    fn to_peers(&self, p: Peer) -> bool {
+        self.peers.get().is_some_and(|tx| tx.send(p).is_ok())
+    }
+
+    /// An event another master published: to this master's consoles only.
+    pub fn publish_here(&self, ev: ConsoleEvent) {
+        let _ = self.events.send(ev);
     }
 
     pub fn set_draining(&self, id: SlaveId) {
@@ -174,7 +228,11 @@ impl Hub {
         v
     }
 
+    /// Tells every console, on this master and the others.
     pub fn publish(&self, ev: ConsoleEvent) {
+        if self.peers.get().is_some() {
+            self.to_peers(Peer::Event(ev.clone()));
+        }
         // No subscriber is fine.
         let _ = self.events.send(ev);
     }

@@ -11,6 +11,7 @@ pub mod db;
 pub mod dispatch;
 pub mod embedded_pg;
 pub mod error;
+pub mod fanout;
 pub mod git;
 pub mod hub;
 pub mod init;
@@ -185,7 +186,14 @@ pub async fn build_with(
     let upload_keys = upload_token::UploadKeys::load_or_create(cfg.data_dir())
         .context("the upload signing key (upload-keys in the data dir)")?;
     db::migrate(&db).await?;
-    db::slaves::all_offline(&db).await?;
+    // Slaves no master has heard for the lost time-out are offline (those of another master
+    // serving this farm stay as they are).
+    db::slaves::unheard_offline(
+        &db,
+        chrono::Utc::now() - chrono::Duration::seconds(i64::from(cfg.master.lost_timeout_secs)),
+        &[],
+    )
+    .await?;
     let storage_dir = cfg.path(&cfg.master.storage_dir);
     let storage = storage::Storage::new(storage_dir.clone()).with_context(|| {
         format!(
@@ -223,6 +231,7 @@ pub async fn build_with(
         tokio::spawn(dispatch::run(state.clone())),
         tokio::spawn(db::access::listen(state.db.clone())),
     ];
+    background.extend(fanout::spawn(state.clone()));
     if loops == Loops::All {
         background.push(tokio::spawn(liveness::run(state.clone())));
         background.push(tokio::spawn(scheduler::run(state.clone())));

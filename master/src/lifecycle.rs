@@ -44,7 +44,7 @@ impl AppState {
             .ok_or(sqlx::Error::RowNotFound)?;
         self.hub
             .publish(ConsoleEvent::Build(row.clone().into_api()));
-        self.hub.wake_dispatch.notify_one();
+        self.hub.wake();
         Ok(row)
     }
 
@@ -171,7 +171,7 @@ impl AppState {
         ) = (by, from.is_active(), slave)
         {
             // A slave away gets it through reconciliation (`Forget`) when it returns.
-            self.hub.send(
+            self.hub.send_anywhere(
                 s,
                 MasterFrame::Cancel {
                     build: id,
@@ -185,7 +185,7 @@ impl AppState {
         if let Some(r) = retry {
             self.build_changed(r).await;
         }
-        self.hub.wake_dispatch.notify_one();
+        self.hub.wake();
         Ok(t)
     }
 

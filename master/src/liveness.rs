@@ -2,9 +2,12 @@
 //! *while this master could hear it*, and fails builds that ran past their project's
 //! `timeout_minutes`.
 //!
-//! Whose silence it is: a slave's silence counts from the later of its last frame and this
-//! master's start (the master's clock), so a master that was down for an hour loses nothing whose
-//! slave reconnects within the time-out after the master is back. A slave whose builds are lost
+//! Whose silence it is: a slave's silence counts from the latest of its last frame here, the
+//! last time any master serving the farm recorded hearing it (`slaves.last_seen`, written once a
+//! heartbeat interval) and this master's start (the master's clock), so a master that was down
+//! for an hour loses nothing whose slave reconnects within the time-out after the master is back,
+//! and a slave held by another master is not lost while that master hears it. Slaves no master
+//! has heard for the time-out are marked offline (a master that died cannot do it itself). A slave whose builds are lost
 //! for silence is unregistered from the hub in the same step (its session closes), so nothing
 //! more is dispatched to it; it comes back with a new hello.
 
@@ -31,6 +34,9 @@ pub async fn run(state: Arc<AppState>) {
             if let Err(e) = record_last_seen(&state).await {
                 tracing::warn!("recording when slaves were last seen failed: {e:#}");
             }
+            if let Err(e) = unheard_offline(&state).await {
+                tracing::warn!("marking unheard slaves offline failed: {e:#}");
+            }
         }
     }
 }
@@ -45,13 +51,29 @@ pub async fn record_last_seen(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Marks offline the slaves no master has heard for the lost time-out (not those connected
+/// here).
+async fn unheard_offline(state: &AppState) -> anyhow::Result<()> {
+    let timeout = chrono::Duration::seconds(i64::from(state.cfg.master.lost_timeout_secs));
+    let before = state.clock.now() - timeout;
+    if state.started_at > before {
+        return Ok(());
+    }
+    let here: Vec<i64> = state.hub.connected().iter().map(|(id, _)| id.0).collect();
+    for id in crate::db::slaves::unheard_offline(&state.db, before, &here).await? {
+        state.slave_changed(id).await;
+    }
+    Ok(())
+}
+
 /// Loses the builds of slaves silent past the time-out at the clock's now; returns them.
 pub async fn sweep(state: &AppState) -> anyhow::Result<Vec<BuildId>> {
     let timeout = i64::from(state.cfg.master.lost_timeout_secs);
     let now = state.clock.now();
     let mut lost = vec![];
-    for (id, slave, name) in builds::held(&state.db).await? {
-        let heard = state.hub.last_heard(slave);
+    for h in builds::held(&state.db, &state.hub.instance).await? {
+        let (id, slave, name) = (h.build, h.slave, h.name);
+        let heard = state.hub.last_heard(slave).max(h.seen_elsewhere);
         let since = heard.map_or(state.started_at, |h| h.max(state.started_at));
         if now - since <= chrono::Duration::seconds(timeout) {
             continue;

@@ -10,6 +10,7 @@
 //! line, or the last N lines, is found without reading the log: consoles read any log in bounded
 //! chunks ([`LogReader`]), and learn that a log grew from [`Storage::follow_logs`].
 
+mod file_lock;
 mod log_index;
 
 pub use log_index::{LogReader, ReadFrom};
@@ -17,6 +18,7 @@ pub use log_index::{LogReader, ReadFrom};
 use kiln_shared::BuildId;
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -29,6 +31,8 @@ pub struct Storage {
     /// The id of every build whose log grew, as it grows (small items: a console that falls
     /// behind reads on from its own position in the file, so nothing is lost with them).
     grew: broadcast::Sender<BuildId>,
+    /// The id of every build whose log this master appended to (for the other masters).
+    appended: broadcast::Sender<BuildId>,
     /// Bytes of artifact uploads in flight, per build and per project (see [`Reservation`]).
     uploading: Mutex<HashMap<Holder, u64>>,
 }
@@ -153,6 +157,7 @@ impl Storage {
             root,
             open_logs: Mutex::new(HashMap::new()),
             grew: broadcast::channel(1024).0,
+            appended: broadcast::channel(1024).0,
             uploading: Mutex::new(HashMap::new()),
         })
     }
@@ -161,6 +166,18 @@ impl Storage {
     /// assume every log it follows grew).
     pub fn follow_logs(&self) -> broadcast::Receiver<BuildId> {
         self.grew.subscribe()
+    }
+
+    /// Tells the id of every build whose log this master appends to (what another master
+    /// appends is not told here).
+    pub fn appended_here(&self) -> broadcast::Receiver<BuildId> {
+        self.appended.subscribe()
+    }
+
+    /// Another master appended to the log of `id` (the storage is shared): consoles here
+    /// following it read on.
+    pub fn log_grew_elsewhere(&self, id: BuildId) {
+        let _ = self.grew.send(id);
     }
 
     /// A reader of the stored log of `id` from `from`, following it as it grows; opens the
@@ -267,6 +284,19 @@ impl Storage {
     ) -> io::Result<Appended> {
         let log = self.open_log(id).await?;
         let mut log = log.lock().await;
+        let _locked = file_lock::Flock::exclusive_async(log.file.as_raw_fd()).await?;
+        if log.file.metadata().await?.len() != log.bytes {
+            // Another master appended to this log (the storage is shared): its end is read again.
+            let path = self.log_path(id);
+            let (next_seq, bytes) = tokio::task::spawn_blocking(move || {
+                log_index::recover_locked(&path)
+            })
+            .await
+            .map_err(io::Error::other)??;
+            log.next_seq = next_seq;
+            log.bytes = bytes;
+            log.index_len = log.index.metadata().await?.len();
+        }
         let next = log.next_seq;
         let mut out = Appended {
             bytes: log.bytes,
@@ -338,6 +368,7 @@ impl Storage {
         out.bytes = log.bytes;
         drop(log);
         let _ = self.grew.send(id);
+        let _ = self.appended.send(id);
         Ok(out)
     }
 

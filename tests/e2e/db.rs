@@ -403,8 +403,13 @@ async fn slaves_are_found_by_token_hash_and_report_what_they_hold() {
     assert!(claim(&pool, b, s).await);
     let row = slaves::get(&pool, s).await.unwrap().unwrap();
     assert_eq!(row.builds, vec![b.0]);
-    let held = builds::held(&pool).await.unwrap();
-    assert_eq!(held, vec![(b, s, "board-1".to_string())]);
+    let held: Vec<_> = builds::held(&pool, "this-master")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.build, h.slave, h.name, h.seen_elsewhere))
+        .collect();
+    assert_eq!(held, vec![(b, s, "board-1".to_string(), None)]);
     assert_eq!(
         builds::active_for_slave(&pool, s).await.unwrap(),
         vec![(b, BuildState::Dispatched)]
@@ -435,8 +440,12 @@ async fn last_seen_is_recorded_in_batches_and_only_moves_forward() {
         (Some(t(10)), Some(t(30))),
         "never backwards"
     );
-    slaves::went_offline(&pool, a, Some(t(40))).await.unwrap();
-    slaves::went_offline(&pool, b, Some(t(1))).await.unwrap();
+    slaves::went_offline(&pool, a, Some(t(40)), "m")
+        .await
+        .unwrap();
+    slaves::went_offline(&pool, b, Some(t(1)), "m")
+        .await
+        .unwrap();
     assert_eq!((seen(a).await, seen(b).await), (Some(t(40)), Some(t(30))));
     let row = slaves::get(&pool, a).await.unwrap().unwrap();
     assert!(!row.online);

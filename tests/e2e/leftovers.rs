@@ -79,8 +79,14 @@ async fn loop_devices_a_build_attached_are_detached_after_it_whatever_its_end() 
     assert_eq!(s, 200, "{v}");
     let b = farm.wait_ended(b.id, Duration::from_secs(60)).await;
     assert_eq!(b.state, BuildState::Cancelled, "{:?}", b.reason);
-    assert!(
-        !is_attached(&dev),
-        "{dev} is still attached after the cancel"
-    );
+    // The master ends a cancelled build at once; the slave stops the runner, then releases
+    // what it left attached.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while is_attached(&dev) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{dev} is still attached a minute after the cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

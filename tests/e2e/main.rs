@@ -26,6 +26,7 @@ mod launchpad;
 mod leftovers;
 mod localdb;
 mod log_search;
+mod masters;
 mod metrics;
 mod notify;
 mod oidc;

@@ -241,6 +241,13 @@ impl Farm {
     }
 
     /// The name of the farm's database in the shared test cluster (`None`: embedded).
+    /// The URL of the farm's database (`None`: the embedded one).
+    pub fn database_url(&self) -> Option<String> {
+        let cfg = std::fs::read_to_string(&self.config).ok()?;
+        let url = cfg.lines().find_map(|l| l.strip_prefix("url = \""))?;
+        Some(url.trim_end_matches('"').to_string())
+    }
+
     pub fn database_name(&self) -> Option<String> {
         let cfg = std::fs::read_to_string(&self.config).ok()?;
         let url = cfg.lines().find_map(|l| l.strip_prefix("url = \""))?;
@@ -250,6 +257,13 @@ impl Farm {
 
     pub fn master_log(&self) -> String {
         std::fs::read_to_string(&self.master_log).unwrap_or_default()
+    }
+
+    /// Another master serving this farm: the same config (database, storage, keys), its own
+    /// port and log (`master-{name}.log` in the farm's dir). Returns it and its URL.
+    pub fn another_master(&self, name: &str) -> (Killed, String) {
+        let log = self.dir.path().join(format!("master-{name}.log"));
+        spawn_master(&self.config, "127.0.0.1:0", &log).expect("another master")
     }
 
     pub fn master_pid(&self) -> Option<i32> {
@@ -318,9 +332,19 @@ impl Farm {
         bearer: Option<&str>,
         protocol: &str,
     ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        self.ws_at(&self.url, path, bearer, protocol).await
+    }
+
+    /// [`Farm::ws`] to the master at `url` (another master serving this farm).
+    pub async fn ws_at(
+        &self,
+        url: &str,
+        path: &str,
+        bearer: Option<&str>,
+        protocol: &str,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let base = self
-            .url
+        let base = url
             .replace("https://", "wss://")
             .replace("http://", "ws://");
         let mut req = format!("{base}{path}").into_client_request()?;

@@ -9,6 +9,7 @@
 
 pub mod farm;
 pub mod git;
+pub mod haproxy;
 pub mod host_apt;
 pub mod measure;
 pub mod pg;

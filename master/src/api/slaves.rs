@@ -34,7 +34,10 @@ pub async fn drain(
 ) -> ApiResult<(StatusCode, Json<Slave>)> {
     let row = find(&st, &name).await?;
     let id = SlaveId(row.id);
-    if !st.hub.send(id, MasterFrame::Drain) {
+    // Here, or through the master that holds its session.
+    if !st.hub.send(id, MasterFrame::Drain)
+        && !(slaves::is_online(&st.db, id).await? && st.hub.send_anywhere(id, MasterFrame::Drain))
+    {
         return Err(ApiError::Conflict(format!(
             "slave '{name}' is not connected; stop its daemon on the machine instead"
         )));
@@ -124,7 +127,7 @@ pub async fn disable(
     slaves::set_enabled(&st.db, id, false).await?;
     st.slave_changed(id).await;
     // A round now re-explains the builds that were waiting for this slave.
-    st.hub.wake_dispatch.notify_one();
+    st.hub.wake();
     who.audit(
         &st,
         "slave_disabled",
@@ -144,7 +147,7 @@ pub async fn enable(
     let row = find(&st, &name).await?;
     slaves::set_enabled(&st.db, SlaveId(row.id), true).await?;
     st.slave_changed(SlaveId(row.id)).await;
-    st.hub.wake_dispatch.notify_one();
+    st.hub.wake();
     who.audit(
         &st,
         "slave_enabled",
@@ -367,7 +370,7 @@ pub async fn rotate_token(
     let until =
         st.clock.now() + chrono::Duration::seconds(i64::from(st.cfg.master.token_grace_secs));
     slaves::rotate_token(&st.db, id, &auth::sha256_hex(&token), until).await?;
-    st.hub.send(
+    st.hub.send_anywhere(
         id,
         MasterFrame::TokenRotated {
             token: token.clone(),

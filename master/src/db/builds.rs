@@ -543,16 +543,33 @@ pub async fn queue_retry(tx: &mut PgConnection, id: BuildId) -> sqlx::Result<Opt
 }
 
 /// Every build held by a slave now (dispatched or running), with the slave's id and name.
-pub async fn held(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(BuildId, SlaveId, String)>> {
-    let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-        "SELECT b.id, s.id, s.name FROM builds b JOIN slaves s ON s.id = b.slave_id
-         WHERE b.state IN ('dispatched','running') ORDER BY b.id",
+/// A build a slave holds, with the slave's name and, when another master instance than
+/// `instance` holds the slave's session now, when that master last recorded hearing it.
+pub struct Held {
+    pub build: BuildId,
+    pub slave: SlaveId,
+    pub name: String,
+    pub seen_elsewhere: Option<DateTime<Utc>>,
+}
+
+pub async fn held(db: impl PgExecutor<'_>, instance: &str) -> sqlx::Result<Vec<Held>> {
+    let rows: Vec<(i64, i64, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT b.id, s.id, s.name,
+                CASE WHEN s.online AND s.master_instance IS DISTINCT FROM $1 THEN s.last_seen END
+           FROM builds b JOIN slaves s ON s.id = b.slave_id
+          WHERE b.state IN ('dispatched','running') ORDER BY b.id",
     )
+    .bind(instance)
     .fetch_all(db)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(b, s, n)| (BuildId(b), SlaveId(s), n))
+        .map(|(b, s, name, seen_elsewhere)| Held {
+            build: BuildId(b),
+            slave: SlaveId(s),
+            name,
+            seen_elsewhere,
+        })
         .collect())
 }
 

@@ -144,11 +144,12 @@ pub async fn came_online(
     id: SlaveId,
     h: &Hello,
     tags: &[String],
+    instance: &str,
 ) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE slaves SET online = true, last_seen = now(), arch = $2, tags = $3,
              backends = $4, capacity = $5, version = $6, emulates = $7, capabilities = $8,
-             approved_arch = COALESCE(approved_arch, $2) WHERE id = $1",
+             approved_arch = COALESCE(approved_arch, $2), master_instance = $9 WHERE id = $1",
     )
     .bind(id.0)
     .bind(&h.arch)
@@ -158,6 +159,7 @@ pub async fn came_online(
     .bind(&h.version)
     .bind(&h.emulates)
     .bind(sqlx::types::Json(&h.capabilities))
+    .bind(instance)
     .execute(db)
     .await
     .map(|_| ())
@@ -195,23 +197,47 @@ pub async fn went_offline(
     db: impl PgExecutor<'_>,
     id: SlaveId,
     last_heard: Option<DateTime<Utc>>,
+    instance: &str,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE slaves SET online = false, last_seen = GREATEST(last_seen, $2) WHERE id = $1",
+        "UPDATE slaves SET last_seen = GREATEST(last_seen, $2),
+             online = online AND master_instance IS NOT NULL AND master_instance <> $3
+         WHERE id = $1",
     )
     .bind(id.0)
     .bind(last_heard)
+    .bind(instance)
     .execute(db)
     .await
     .map(|_| ())
 }
 
-/// At start no slave is connected, whatever the table says.
-pub async fn all_offline(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
-    sqlx::query("UPDATE slaves SET online = false WHERE online")
-        .execute(db)
+/// Marks offline every slave no master has heard from since `before`, but those connected here
+/// (a master that stopped cannot mark its slaves offline; another master, or this one at its
+/// start, does). Returns their ids.
+pub async fn unheard_offline(
+    db: impl PgExecutor<'_>,
+    before: DateTime<Utc>,
+    connected_here: &[i64],
+) -> sqlx::Result<Vec<SlaveId>> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "UPDATE slaves SET online = false
+         WHERE online AND (last_seen IS NULL OR last_seen < $1) AND id <> ALL($2) RETURNING id",
+    )
+    .bind(before)
+    .bind(connected_here)
+    .fetch_all(db)
+    .await?;
+    Ok(ids.into_iter().map(SlaveId).collect())
+}
+
+/// Whether the slave is online through any master now.
+pub async fn is_online(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT online FROM slaves WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(db)
         .await
-        .map(|_| ())
+        .map(|o| o.unwrap_or(false))
 }
 
 /// Architectures the slaves have (natively or emulated), for the catalog.

@@ -155,6 +155,15 @@ fn position(log_path: &Path, log: &File, target: u64) -> io::Result<(u64, u64)> 
 /// (a crash mid-write), drops index records the log does not bear out, and indexes what follows
 /// the last good record (for a log written before the index existed: the whole file, once).
 pub fn recover(log_path: &Path) -> io::Result<(u64, u64)> {
+    recover_with(log_path, true)
+}
+
+/// [`recover`] by a writer that holds the log's lock already (on another descriptor).
+pub fn recover_locked(log_path: &Path) -> io::Result<(u64, u64)> {
+    recover_with(log_path, false)
+}
+
+fn recover_with(log_path: &Path, lock: bool) -> io::Result<(u64, u64)> {
     let log = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -163,6 +172,15 @@ pub fn recover(log_path: &Path) -> io::Result<(u64, u64)> {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
         Err(e) => return Err(e),
+    };
+    // Another master may be appending: a partial last line is a crash's only when it holds no
+    // lock.
+    let _locked = if lock {
+        Some(super::file_lock::Flock::exclusive(
+            std::os::fd::AsRawFd::as_raw_fd(&log),
+        )?)
+    } else {
+        None
     };
     let len = log.metadata()?.len();
     // The end of the last whole line, read backwards block by block.

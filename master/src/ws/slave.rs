@@ -149,7 +149,7 @@ async fn session(
         }
     };
     st.hub.heard(id, st.clock.now());
-    slaves::came_online(&st.db, id, &hello, &tags).await?;
+    slaves::came_online(&st.db, id, &hello, &tags, &st.hub.instance).await?;
     let cfg = &st.cfg.master;
     let cadence = Cadence {
         heartbeat_secs: cfg.heartbeat_secs,
@@ -191,7 +191,7 @@ async fn session(
             sink.send(binary(&r)).await.ok();
         }
         st.slave_changed(id).await;
-        st.hub.wake_dispatch.notify_one();
+        st.hub.wake();
         // The session's read time-out counts only what the slave sends: frames the master sends
         // it (an `Assign`, say) prove nothing about whether it is still there.
         let silent = Duration::from_secs(u64::from(cfg.lost_timeout_secs));
@@ -261,7 +261,7 @@ async fn session(
     let replaced = !st.hub.unregister(id, conn) && st.hub.connected().iter().any(|(s, _)| *s == id);
     if !replaced {
         let last_heard = st.hub.last_heard(id);
-        if let Err(e) = slaves::went_offline(&st.db, id, last_heard).await {
+        if let Err(e) = slaves::went_offline(&st.db, id, last_heard, &st.hub.instance).await {
             tracing::warn!("marking slave offline: {e}");
         }
         st.slave_changed(id).await;
@@ -283,7 +283,10 @@ fn tell_if_still_away(
     tokio::spawn(async move {
         let grace = std::time::Duration::from_secs(st.cfg.master.lost_timeout_secs.into());
         tokio::time::sleep(grace).await;
-        if st.hub.connected().iter().any(|(s, _)| *s == id) {
+        // Back here, or with another master serving the farm.
+        if st.hub.connected().iter().any(|(s, _)| *s == id)
+            || slaves::is_online(&st.db, id).await.unwrap_or(false)
+        {
             return;
         }
         let since = last_heard.unwrap_or_else(chrono::Utc::now);

@@ -1,0 +1,259 @@
+//! Several masters serving one farm: two `kiln-master` processes on one database and one
+//! storage, behind a real load balancer (HAProxy, as `docs/deployment.md` shows), three slaves
+//! spread over both. Builds requested on either master run exactly once, consoles on both see
+//! the queue and a live log whichever master holds the slave, and SIGKILLing one master in the
+//! middle moves its slaves to the other with no build lost and every log whole.
+
+use futures_util::StreamExt;
+use kiln_shared::frames::{ConsoleEvent, ConsoleRequest};
+use kiln_shared::{codec, BuildId, BuildState};
+use kiln_tests::farm::Ws;
+use kiln_tests::haproxy::Haproxy;
+use kiln_tests::session::console_send;
+use kiln_tests::{Farm, FarmOptions, GitServer};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+const BUILDS: usize = 200;
+const LINES: u32 = 20;
+
+async fn get(farm: &Farm, base: &str, path: &str) -> Value {
+    let r = farm
+        .http
+        .get(format!("{base}{path}"))
+        .bearer_auth(&farm.token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {base}{path}: {e}"));
+    assert!(r.status().is_success(), "GET {base}{path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+async fn request(farm: &Farm, base: &str, project: &str) -> BuildId {
+    let r = farm
+        .http
+        .post(format!("{base}/api/projects/{project}/builds"))
+        .bearer_auth(&farm.token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    BuildId(r.json::<Value>().await.unwrap()["id"].as_i64().unwrap())
+}
+
+/// What one console saw: builds by their last state, and each followed log's lines and end.
+#[derive(Default)]
+struct Seen {
+    states: BTreeMap<BuildId, BuildState>,
+    lines: BTreeMap<BuildId, Vec<String>>,
+    ended: BTreeSet<BuildId>,
+}
+
+/// Reads a console until `done` holds; false if 120 s pass without it.
+async fn watch(ws: &mut Ws, seen: &mut Seen, done: impl Fn(&Seen) -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done(seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(msg) = tokio::time::timeout(left, ws.next()).await else {
+            return false;
+        };
+        let Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) = msg else {
+            panic!("the console closed: {msg:?}");
+        };
+        match codec::decode::<ConsoleEvent>(&b).unwrap() {
+            ConsoleEvent::Build(b) => {
+                seen.states.insert(b.id, b.state);
+            }
+            ConsoleEvent::LogLines {
+                build,
+                first_seq,
+                lines,
+            } => {
+                let have = seen.lines.entry(build).or_default();
+                assert_eq!(first_seq as usize, have.len(), "lines in order, none twice");
+                have.extend(lines);
+            }
+            ConsoleEvent::LogEnd { build } => {
+                seen.ended.insert(build);
+            }
+            // Events were dropped: ask again (a fresh snapshot).
+            ConsoleEvent::Resync => console_send(ws, &ConsoleRequest::SubscribeQueue).await,
+            _ => {}
+        }
+    }
+    true
+}
+
+fn numbered(lines: &[String]) -> bool {
+    let want: Vec<String> = (1..=LINES).map(|i| format!("line {i}")).collect();
+    lines
+        .iter()
+        .filter(|l| l.starts_with("line "))
+        .cloned()
+        .collect::<Vec<_>>()
+        == want
+}
+
+#[tokio::test]
+async fn two_masters_serve_one_farm_and_one_dies_without_losing_a_build() {
+    let git = GitServer::start();
+    let repo = git.repo("masters");
+    repo.script_branch(
+        "main",
+        &format!(
+            "for i in $(seq 1 {LINES}); do echo \"line $i\"; done\necho ok > \"$KILN_OUTPUT_DIR/ok\""
+        ),
+    );
+    // A lost build would be retried as a new build: none may be.
+    let mut farm = Farm::with(FarmOptions {
+        lost_retries: 0,
+        lost_timeout_secs: 20,
+        ..Default::default()
+    })
+    .await;
+    let (_b, b_url) = farm.another_master("b");
+    let a_url = farm.url.clone();
+    let lb = Haproxy::start(farm.dir.path(), &[&a_url, &b_url], &farm.http)
+        .await
+        .expect("haproxy");
+    farm.project("p", &repo.url, "main").await;
+    let _slaves = [
+        farm.slave_through("s1", &lb.url, &["--capacity", "2"])
+            .await,
+        farm.slave_through("s2", &lb.url, &["--capacity", "2"])
+            .await,
+        farm.slave_through("s3", &lb.url, &["--capacity", "2"])
+            .await,
+    ];
+    // Round robin put slaves on both masters.
+    let url = farm.database_url().expect("the farm's database");
+    let pool = kiln_master::db::connect(kiln_master::db::Target::Url(&url), 1)
+        .await
+        .unwrap();
+    let holders: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT master_instance) FROM slaves WHERE online")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        holders, 2,
+        "the balancer spread the slaves over both masters"
+    );
+
+    // A console on each master follows the first build's log and the queue.
+    let version = codec::PROTOCOL_VERSION.to_string();
+    let mut consoles = vec![];
+    for url in [&a_url, &b_url] {
+        let mut ws = farm
+            .ws_at(url, "/ws/console", Some(&farm.token), &version)
+            .await
+            .expect("a console");
+        console_send(&mut ws, &ConsoleRequest::SubscribeQueue).await;
+        consoles.push(ws);
+    }
+    let first = request(&farm, &a_url, "p").await;
+    for ws in &mut consoles {
+        console_send(
+            ws,
+            &ConsoleRequest::SubscribeLog {
+                build: first,
+                from_seq: 0,
+            },
+        )
+        .await;
+    }
+    let mut states = BTreeMap::new();
+    for ws in &mut consoles {
+        let mut seen = Seen::default();
+        assert!(
+            watch(ws, &mut seen, |s| s.ended.contains(&first)).await,
+            "the first build's log did not end on a console: {:?}",
+            seen.lines
+        );
+        assert!(
+            numbered(&seen.lines[&first]),
+            "a console on each master got the whole live log: {:?}",
+            seen.lines[&first]
+        );
+        states.extend(seen.states);
+    }
+
+    // The rest, requested alternately on each master; one master dies part-way.
+    let mut ids = vec![first];
+    for i in 1..BUILDS {
+        ids.push(request(&farm, if i % 2 == 0 { &a_url } else { &b_url }, "p").await);
+    }
+    let ended = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| {
+                ["succeeded", "failed", "cancelled", "lost"].contains(&b["state"].as_str().unwrap())
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let v = get(&farm, &b_url, "/api/builds?project=p&limit=500").await;
+        if ended(&v) >= BUILDS / 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "builds did not get going");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    farm.kill_master();
+    let mut b_console = consoles.pop().unwrap();
+    drop(consoles);
+
+    // The surviving master's console sees every build end (those the dead master's slaves ran
+    // too), all of them succeeded, and nothing was retried.
+    let mut seen = Seen {
+        states,
+        ..Default::default()
+    };
+    let all_ended = watch(&mut b_console, &mut seen, |s| {
+        ids.iter()
+            .all(|id| s.states.get(id).is_some_and(|st| st.is_terminal()))
+    })
+    .await;
+    let v = get(&farm, &b_url, "/api/builds?project=p&limit=500").await;
+    if !all_ended {
+        let open: Vec<String> = ids
+            .iter()
+            .filter(|id| !seen.states.get(id).is_some_and(|st| st.is_terminal()))
+            .map(|id| {
+                let b = v.as_array().unwrap().iter().find(|b| b["id"] == id.0);
+                format!(
+                    "{}: {:?} in the console, {} in the API",
+                    id.0,
+                    seen.states.get(id),
+                    b.map_or("?".into(), |b| b.to_string())
+                )
+            })
+            .collect();
+        panic!(
+            "the surviving master's console did not see every build end:\n{}",
+            open.join("\n")
+        );
+    }
+    let all = v.as_array().unwrap();
+    assert_eq!(all.len(), BUILDS, "no build was added (a retry) or lost");
+    for b in all {
+        assert_eq!(b["state"], "succeeded", "{b}");
+    }
+    // Every log whole: its numbered lines once each, in order.
+    for id in &ids {
+        let r = farm
+            .http
+            .get(format!("{b_url}/api/builds/{}/log", id.0))
+            .bearer_auth(&farm.token)
+            .send()
+            .await
+            .unwrap();
+        let text = r.text().await.unwrap();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        assert!(numbered(&lines), "build {}: log not whole:\n{text}", id.0);
+    }
+}

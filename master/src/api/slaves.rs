@@ -35,9 +35,9 @@ pub async fn drain(
     let row = find(&st, &name).await?;
     let id = SlaveId(row.id);
     // Here, or through the master that holds its session.
-    if !st.hub.send(id, MasterFrame::Drain)
-        && !(slaves::is_online(&st.db, id).await? && st.hub.send_anywhere(id, MasterFrame::Drain))
-    {
+    let delivered = st.hub.send(id, MasterFrame::Drain)
+        || (slaves::is_online(&st.db, id).await? && st.hub.send_anywhere(id, MasterFrame::Drain));
+    if !delivered {
         return Err(ApiError::Conflict(format!(
             "slave '{name}' is not connected; stop its daemon on the machine instead"
         )));

@@ -238,11 +238,34 @@ async fn assign(
 /// Records on every queued build why it still waits (only where the reason changed). The builds
 /// of one project ask the same of a slave, so the reason is decided per project.
 async fn explain_waiting(state: &AppState, view: &View) -> anyhow::Result<()> {
-    let offers = view.offers(state);
     let mut heads: HashMap<i64, &Candidate> = HashMap::new();
     for c in &view.candidates {
         heads.entry(c.project_id).or_insert(c);
     }
+    if heads.is_empty() {
+        return Ok(());
+    }
+    // The reason speaks of the whole farm: the slaves other masters hold count too (as
+    // heard from; what they hold is read from the builds).
+    let elsewhere = crate::db::slaves::online_elsewhere(&state.db, &state.hub.instance).await?;
+    let active = if elsewhere.is_empty() {
+        HashMap::new()
+    } else {
+        builds::active_per_slave(&state.db).await?
+    };
+    let mut offers = view.offers(state);
+    offers.extend(elsewhere.iter().map(|s| Offer {
+        name: &s.name,
+        arch: s.arch.as_deref().unwrap_or_default(),
+        emulates: &s.emulates,
+        tags: &s.tags,
+        backends: &s.backends,
+        capacity: u32::try_from(s.capacity).unwrap_or(0),
+        active: active.get(&SlaveId(s.id)).copied().unwrap_or(0),
+        disabled: !s.enabled,
+        draining: false,
+        heard_recently: true,
+    }));
     for (project, c) in heads {
         let reason = why_waiting(&needs(c), &offers);
         if c.waiting_reason.as_deref() == Some(reason.as_str()) && c.unexplained == 0 {

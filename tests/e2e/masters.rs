@@ -122,7 +122,7 @@ async fn two_masters_serve_one_farm_and_one_dies_without_losing_a_build() {
     let _slaves = [
         farm.slave_through("s1", &lb.url, &["--capacity", "2"])
             .await,
-        farm.slave_through("s2", &lb.url, &["--capacity", "2"])
+        farm.slave_through("s2", &lb.url, &["--capacity", "2", "--tags", "t2"])
             .await,
         farm.slave_through("s3", &lb.url, &["--capacity", "2"])
             .await,
@@ -141,6 +141,38 @@ async fn two_masters_serve_one_farm_and_one_dies_without_losing_a_build() {
         holders, 2,
         "the balancer spread the slaves over both masters"
     );
+
+    // Why a build waits speaks of the whole farm, whichever master explains it: only s2 has
+    // the tag, and it is disabled.
+    let (s, v) = farm
+        .post(
+            "/api/projects",
+            json!({"name": "tagged", "branch_url": repo.url, "branch": "main", "tags": ["t2"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = farm.post("/api/slaves/s2/disable", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let tagged = request(&farm, &b_url, "tagged").await;
+    let want = "every matching slave is disabled (s2); an admin can enable it";
+    let mut reasons = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline || reasons.is_empty() {
+        for url in [&a_url, &b_url] {
+            let b = get(&farm, url, &format!("/api/builds/{}", tagged.0)).await;
+            if let Some(r) = b["waiting_reason"].as_str() {
+                reasons.insert(r.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        reasons,
+        BTreeSet::from([want.to_string()]),
+        "the waiting reason stays right"
+    );
+    let (s, v) = farm.post("/api/slaves/s2/enable", json!({})).await;
+    assert_eq!(s, 200, "{v}");
 
     // A console on each master follows the first build's log and the queue.
     let version = codec::PROTOCOL_VERSION.to_string();
@@ -219,6 +251,11 @@ async fn two_masters_serve_one_farm_and_one_dies_without_losing_a_build() {
     })
     .await;
     let v = get(&farm, &b_url, "/api/builds?project=p&limit=500").await;
+    let t = get(&farm, &b_url, &format!("/api/builds/{}", tagged.0)).await;
+    assert_eq!(
+        t["state"], "succeeded",
+        "the tagged build ran once s2 was enabled: {t}"
+    );
     if !all_ended {
         let open: Vec<String> = ids
             .iter()

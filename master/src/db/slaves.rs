@@ -231,6 +231,34 @@ pub async fn unheard_offline(
     Ok(ids.into_iter().map(SlaveId).collect())
 }
 
+/// An online slave whose session another master instance holds, as the dispatcher sees it.
+#[derive(Debug, Clone, FromRow)]
+pub struct ElsewhereRow {
+    pub id: i64,
+    pub name: String,
+    pub arch: Option<String>,
+    pub emulates: Vec<String>,
+    pub tags: Vec<String>,
+    pub backends: Vec<String>,
+    pub capacity: i32,
+    pub enabled: bool,
+}
+
+/// The online slaves other master instances than `instance` hold (for waiting reasons that
+/// speak of the whole farm).
+pub async fn online_elsewhere(
+    db: impl PgExecutor<'_>,
+    instance: &str,
+) -> sqlx::Result<Vec<ElsewhereRow>> {
+    sqlx::query_as(
+        "SELECT id, name, arch, emulates, tags, backends, capacity, enabled FROM slaves
+         WHERE online AND master_instance IS NOT NULL AND master_instance <> $1 ORDER BY id",
+    )
+    .bind(instance)
+    .fetch_all(db)
+    .await
+}
+
 /// Whether the slave is online through any master now.
 pub async fn is_online(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<bool> {
     sqlx::query_scalar("SELECT online FROM slaves WHERE id = $1")

@@ -108,6 +108,23 @@ impl From<std::io::Error> for ApiError {
     }
 }
 
+impl From<crate::objects::StoreError> for ApiError {
+    fn from(e: crate::objects::StoreError) -> Self {
+        match e {
+            crate::objects::StoreError::Io(e) => e.into(),
+            // A row whose bytes are gone from the bucket: as a missing file would be.
+            crate::objects::StoreError::Object(object_store::Error::NotFound { path, .. }) => {
+                tracing::warn!("object {path} is missing from the artifact store");
+                ApiError::NotFound(
+                    "the artifact's bytes are missing from the artifact store".into(),
+                )
+            }
+            // The store's answer (or silence) is the master's business: logged, a 500.
+            crate::objects::StoreError::Object(e) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, field) = match &self {

@@ -22,6 +22,7 @@ pub mod login;
 pub mod matching;
 pub mod metrics;
 pub mod notify;
+pub mod objects;
 pub mod retention;
 pub mod schedule;
 pub mod scheduler;
@@ -201,6 +202,7 @@ pub async fn build_with(
             storage_dir.display()
         )
     })?;
+    let artifacts = objects::ArtifactStore::open(&cfg, storage_dir)?;
     let notify = notify::Notifier::new(&cfg, &db).await?;
     let signer = signing::Signer::load(&cfg)?;
     let metrics = metrics::Metrics::new(&cfg)?;
@@ -211,6 +213,7 @@ pub async fn build_with(
         db,
         cfg: Arc::new(cfg),
         storage,
+        artifacts,
         hub: hub::Hub::default(),
         started_at: clock.now(),
         clock,

@@ -204,6 +204,7 @@ impl AppState {
 
     /// Removes an ended build's files and row (retention). Active builds are never touched.
     pub async fn delete_build(&self, id: BuildId) -> anyhow::Result<()> {
+        self.artifacts.delete_build(id).await?;
         let dir = self.storage.build_dir(id);
         self.storage.close_log(id);
         tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {

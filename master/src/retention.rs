@@ -1,6 +1,9 @@
 //! Retention: in the background, deletes ended builds (rows, logs, artifacts) that their project
 //! no longer keeps (`keep_builds`, `keep_days`). Release builds are always kept; running builds
 //! are never touched. Ended sessions and stale sign-in flows go too. Files go first, on a blocking thread, so no request or build waits on it.
+//! Artifacts in an object store (`[storage] kind = "s3"`) are deleted from the bucket before the
+//! build's row (`lifecycle::delete_build`): a store that does not answer leaves the build for the
+//! next pass rather than an object no row points to.
 
 use crate::db::builds;
 use crate::state::AppState;

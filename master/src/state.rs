@@ -15,6 +15,8 @@ pub struct AppState {
     pub db: PgPool,
     pub cfg: Arc<Config>,
     pub storage: Storage,
+    /// Artifact bytes: the data dir or an object store (`[storage]`).
+    pub artifacts: crate::objects::ArtifactStore,
     pub hub: Hub,
     pub clock: Arc<dyn crate::clock::Clock>,
     /// Time zone of schedules that name none.

@@ -1,7 +1,8 @@
 //! Files on disk: build logs and artifacts, under `master.storage_dir`.
 //!
 //! Layout: `builds/{id}/log` (one line per log line, `\n`-terminated) and
-//! `builds/{id}/artifacts/{name}`. The database holds only the index (line count, artifact
+//! `builds/{id}/artifacts/{name}` (with `[storage] kind = "filesystem"`; the bytes of artifacts are
+//! read and written by [`crate::objects`], which may keep them in an object store instead). The database holds only the index (line count, artifact
 //! names/sizes/hashes). A log file is the truth for "which lines do we have": its line count is the
 //! next sequence number expected, so a master restarted mid-build resumes exactly where the file
 //! ends and stores every line once.
@@ -288,11 +289,10 @@ impl Storage {
         if log.file.metadata().await?.len() != log.bytes {
             // Another master appended to this log (the storage is shared): its end is read again.
             let path = self.log_path(id);
-            let (next_seq, bytes) = tokio::task::spawn_blocking(move || {
-                log_index::recover_locked(&path)
-            })
-            .await
-            .map_err(io::Error::other)??;
+            let (next_seq, bytes) =
+                tokio::task::spawn_blocking(move || log_index::recover_locked(&path))
+                    .await
+                    .map_err(io::Error::other)??;
             log.next_seq = next_seq;
             log.bytes = bytes;
             log.index_len = log.index.metadata().await?.len();

@@ -39,6 +39,148 @@ pub struct Config {
     /// Who may scrape `GET /metrics` besides site admins (`[metrics]`).
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Where artifacts are kept (`[storage]`): the data dir or an S3-compatible object store.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: where the master keeps artifacts (logs always stay in `master.storage_dir`).
+/// `kind = "filesystem"` (the default) keeps them under `master.storage_dir`; `kind = "s3"` in a
+/// bucket of an S3-compatible object store, with the credentials in a file of their own.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub kind: StorageKind,
+    /// The store's URL, e.g. `https://s3.example.net` or `http://127.0.0.1:3900` (s3).
+    pub endpoint: Option<String>,
+    /// The bucket artifacts go to (s3).
+    pub bucket: Option<String>,
+    /// The region the store expects in signatures (s3; Garage's default is `garage`).
+    pub region: String,
+    /// A TOML file (relative to the data dir) with `access_key_id` and `secret_access_key`
+    /// (s3): the secrets never sit in this file.
+    pub credentials_file: Option<PathBuf>,
+    /// Path-style requests (`endpoint/bucket/key`) rather than virtual-hosted ones
+    /// (`bucket.endpoint/key`); most self-hosted stores want path style.
+    pub path_style: bool,
+    /// A prefix before every key (`{prefix}/builds/{id}/{name}`), to share a bucket.
+    pub prefix: Option<String>,
+    /// Downloads answer 307 to a presigned URL of the store, which users must be able to
+    /// reach; off: the master streams the bytes itself.
+    pub presign_downloads: bool,
+    /// How long a presigned download URL stays valid, in seconds.
+    pub presign_secs: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            kind: StorageKind::Filesystem,
+            endpoint: None,
+            bucket: None,
+            region: "us-east-1".into(),
+            credentials_file: None,
+            path_style: true,
+            prefix: None,
+            presign_downloads: false,
+            presign_secs: 300,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    #[default]
+    Filesystem,
+    S3,
+}
+
+/// The file `storage.credentials_file` names.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<hidden>")
+            .finish()
+    }
+}
+
+impl StorageConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_string(),
+            })
+        };
+        if self.kind == StorageKind::Filesystem {
+            for (key, set) in [
+                ("storage.endpoint", self.endpoint.is_some()),
+                ("storage.bucket", self.bucket.is_some()),
+                ("storage.credentials_file", self.credentials_file.is_some()),
+                ("storage.prefix", self.prefix.is_some()),
+                ("storage.presign_downloads", self.presign_downloads),
+            ] {
+                if set {
+                    return invalid(key, "is for kind = \"s3\" only");
+                }
+            }
+            return Ok(());
+        }
+        match self.endpoint.as_deref() {
+            None => return invalid("storage.endpoint", "is needed for kind = \"s3\""),
+            Some(e) if !(e.starts_with("http://") || e.starts_with("https://")) => {
+                return invalid(
+                    "storage.endpoint",
+                    &format!("'{e}' is not an http:// or https:// URL"),
+                )
+            }
+            Some(_) => {}
+        }
+        match self.bucket.as_deref() {
+            None => return invalid("storage.bucket", "is needed for kind = \"s3\""),
+            Some(b) if b.is_empty() || b.contains('/') => {
+                return invalid("storage.bucket", &format!("'{b}' is not a bucket name"))
+            }
+            Some(_) => {}
+        }
+        if self.region.is_empty() {
+            return invalid("storage.region", "must not be empty");
+        }
+        if self
+            .credentials_file
+            .as_ref()
+            .is_none_or(|f| f.as_os_str().is_empty())
+        {
+            return invalid(
+                "storage.credentials_file",
+                "is needed for kind = \"s3\" (a file with access_key_id and secret_access_key)",
+            );
+        }
+        if let Some(p) = &self.prefix {
+            if p.is_empty() || p.starts_with('/') || p.ends_with('/') || p.contains("//") {
+                return invalid(
+                    "storage.prefix",
+                    &format!("'{p}' must be path segments like 'kiln/prod', without a leading or trailing '/'"),
+                );
+            }
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.presign_secs) {
+            return invalid(
+                "storage.presign_secs",
+                "must be between 1 and 604800 (7 days)",
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `[metrics]`: `GET /metrics` (Prometheus) answers site admins, and with `token_file` also
@@ -608,6 +750,7 @@ impl Config {
             sources: SourcesConfig::default(),
             signing: SigningConfig::default(),
             metrics: MetricsConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 
@@ -692,6 +835,7 @@ impl Config {
         }
         self.check_auth()?;
         self.check_notify()?;
+        self.storage.check()?;
         if self
             .metrics
             .token_file
@@ -1121,5 +1265,34 @@ mod tests {
     fn wrong_type_is_named() {
         let e = Config::parse("[slave]\ntags = \"a\"", Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("tags"), "{e}");
+    }
+
+    #[test]
+    fn storage_section_is_checked_naming_the_key() {
+        let c = Config::parse("", Path::new("/")).unwrap();
+        assert_eq!(c.storage.kind, StorageKind::Filesystem);
+        let s3 = "[storage]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:3900\"\nbucket = \"kiln\"\nregion = \"garage\"\ncredentials_file = \"s3.toml\"\n";
+        let c = Config::parse(s3, Path::new("/d")).unwrap();
+        assert_eq!(c.storage.kind, StorageKind::S3);
+        assert!(c.storage.path_style && !c.storage.presign_downloads);
+        for (text, key) in [
+            (s3.replace("bucket = \"kiln\"\n", ""), "storage.bucket"),
+            (s3.replace("http://127", "ftp://127"), "storage.endpoint"),
+            (
+                s3.replace("credentials_file = \"s3.toml\"\n", ""),
+                "storage.credentials_file",
+            ),
+            (format!("{s3}prefix = \"/a/\"\n"), "storage.prefix"),
+            (format!("{s3}presign_secs = 0\n"), "storage.presign_secs"),
+            ("[storage]\nbucket = \"x\"\n".to_string(), "storage.bucket"),
+            (
+                format!("{s3}secret_access_key = \"x\"\n"),
+                "secret_access_key",
+            ),
+            ("[storage]\nkind = \"ftp\"\n".to_string(), "ftp"),
+        ] {
+            let e = Config::parse(&text, Path::new("/")).unwrap_err();
+            assert!(e.to_string().contains(key), "{key}: {e}");
+        }
     }
 }

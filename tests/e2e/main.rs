@@ -29,6 +29,7 @@ mod log_search;
 mod masters;
 mod metrics;
 mod notify;
+mod object_store;
 mod oidc;
 mod oidc_browser;
 mod packaging;

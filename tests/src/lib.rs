@@ -8,6 +8,7 @@
 //! - [`Proxy`]: a TCP proxy that can partition a slave from the master without closing anything.
 
 pub mod farm;
+pub mod garage;
 pub mod git;
 pub mod haproxy;
 pub mod host_apt;

@@ -1,10 +1,12 @@
-//! Artifacts: uploaded by slaves (streamed, sha256 checked), listed and downloaded (with Range).
+//! Artifacts: uploaded by slaves (streamed, sha256 checked), listed and downloaded (with Range,
+//! or redirected to the object store). The bytes are kept by [`crate::objects`].
 
 use crate::auth::{access, Principal, UploadAuth};
 use crate::db::artifacts::{self, ArtifactRow};
 use crate::db::builds::BuildRow;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::EndedBy;
+use crate::objects::Download;
 use crate::state::AppState;
 use crate::storage::Over;
 use axum::body::Body;
@@ -19,7 +21,6 @@ use kiln_shared::config::human_bytes;
 use kiln_shared::{BuildId, BuildState};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 use tower::ServiceExt;
 
 pub const SHA256_HEADER: &str = "x-kiln-sha256";
@@ -47,34 +48,64 @@ pub async fn download(
     let a = artifacts::get(&st.db, BuildId(id), &name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("build {id} has no artifact '{name}'")))?;
-    let path = st.storage.artifact_path(BuildId(id), &a.name);
-    let mut resp = tower_http::services::ServeFile::new(path)
-        .oneshot(req)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("serving artifact: {e}")))?
-        .map(Body::new);
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let head = req.method() == axum::http::Method::HEAD;
+    let how = st
+        .artifacts
+        .download(BuildId(id), &a.name, range.as_deref(), head)
+        .await?;
+    let mut resp = match how {
+        Download::File(path) => tower_http::services::ServeFile::new(path)
+            .oneshot(req)
+            .await
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("serving artifact: {e}")))?
+            .map(Body::new),
+        Download::Redirect(url) => {
+            let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+            let loc = HeaderValue::from_str(&url)
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("presigned URL: {e}")))?;
+            r.headers_mut().insert(header::LOCATION, loc);
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Ok(r);
+        }
+        Download::Unsatisfiable { size } => {
+            let mut r = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(r);
+        }
+        Download::Stream { body, size, range } => {
+            let mut r = Response::new(Body::from_stream(body));
+            let h = r.headers_mut();
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            let len = match &range {
+                Some(rg) => {
+                    *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                    let cr = format!("bytes {}-{}/{size}", rg.start, rg.end.saturating_sub(1));
+                    if let Ok(v) = HeaderValue::from_str(&cr) {
+                        r.headers_mut().insert(header::CONTENT_RANGE, v);
+                    }
+                    rg.end - rg.start
+                }
+                None => size,
+            };
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            r
+        }
+    };
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    // RFC 6266: an ASCII fallback, and the exact name percent-encoded as UTF-8.
-    let ascii: String = a
-        .name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let disposition = format!(
-        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
-        kiln_shared::api::percent_encode(&a.name)
-    );
-    if let Ok(v) = HeaderValue::from_str(&disposition) {
+    if let Ok(v) = HeaderValue::from_str(&crate::objects::content_disposition(&a.name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     if let Ok(v) = HeaderValue::from_str(&a.sha256) {
@@ -134,7 +165,7 @@ async fn fail_build(st: &AppState, build: BuildId, reason: &str) {
 }
 
 /// `PUT /api/slave/builds/{id}/artifacts/{name}` with the build's upload token: streams the body
-/// to disk, hashing as it goes, and answers 201 with the name, size and sha256 of what it stored:
+/// into the artifact store (`objects.rs`), hashing as it goes, and answers 201 with the name, size and sha256 of what it stored:
 /// the slave, which hashed what it sent in the same pass, compares (and sends again when they
 /// differ), so it reads a multi-GB image once. A client that knows the sum beforehand may send it
 /// in `x-kiln-sha256`: a mismatch then fails the build with that reason. The token must name this
@@ -207,11 +238,8 @@ async fn store(
             return Err(over_limit(&st, &b, over, project_used).await);
         }
     }
-    let dir = st.storage.artifact_dir(build);
-    crate::storage::private_dir(&dir).await?;
-    let partial = dir.join(format!(".{name}.partial"));
+    let mut upload = st.artifacts.begin(build, &name).await?;
     let result = async {
-        let mut file = crate::storage::private_file(&partial).await?;
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let mut stream = body.into_data_stream();
@@ -223,22 +251,21 @@ async fn store(
                 return Ok(Err(over));
             }
             hasher.update(&chunk);
-            file.write_all(&chunk).await?;
+            upload.write(chunk).await?;
         }
-        file.flush().await?;
-        file.sync_all().await?;
+        upload.written().await?;
         Ok::<_, ApiError>(Ok((hex::encode(hasher.finalize()), size)))
     }
     .await;
     let (actual, size) = match result {
         Ok(Ok(r)) => r,
         Ok(Err(over)) => {
-            let _ = tokio::fs::remove_file(&partial).await;
+            upload.discard().await;
             drop(reservation);
             return Err(over_limit(&st, &b, over, project_used).await);
         }
         Err(e) => {
-            let _ = tokio::fs::remove_file(&partial).await;
+            upload.discard().await;
             if let ApiError::InsufficientStorage(m) = &e {
                 fail_build(
                     &st,
@@ -251,7 +278,7 @@ async fn store(
         }
     };
     if let Some(claimed) = claimed.filter(|c| *c != actual) {
-        let _ = tokio::fs::remove_file(&partial).await;
+        upload.discard().await;
         let reason = format!(
             "artifact '{name}' rejected: the slave said sha256 {claimed}, the master received data with sha256 {actual} ({size} bytes)"
         );
@@ -275,7 +302,7 @@ async fn store(
         .is_some_and(|now| now.state().is_active() && now.slave_id == b.slave_id);
     if over.is_some() || !running {
         drop(tx);
-        let _ = tokio::fs::remove_file(&partial).await;
+        upload.discard().await;
         drop(reservation);
         return Err(match over {
             Some(over) => over_limit(&st, &b, over, project_used).await,
@@ -284,7 +311,7 @@ async fn store(
             )),
         });
     }
-    tokio::fs::rename(&partial, st.storage.artifact_path(build, &name)).await?;
+    upload.keep().await?;
     artifacts::upsert(&mut *tx, build, &name, size as i64, &actual).await?;
     tx.commit().await?;
     drop(reservation);
@@ -315,13 +342,14 @@ async fn sign_sums(
     use anyhow::Context;
     const MAX_SUMS: u64 = 4 << 20;
     let build = BuildId(b.id);
-    let path = st.storage.artifact_path(build, crate::signing::SUMS);
-    if tokio::fs::metadata(&path).await?.len() > MAX_SUMS {
+    let Some(bytes) = st
+        .artifacts
+        .read_small(build, crate::signing::SUMS, MAX_SUMS)
+        .await?
+    else {
         anyhow::bail!("it is larger than {MAX_SUMS} bytes");
-    }
-    let text = tokio::fs::read_to_string(&path)
-        .await
-        .context("it is not UTF-8 text")?;
+    };
+    let text = String::from_utf8(bytes.to_vec()).context("it is not UTF-8 text")?;
     let stored = artifacts::list(&st.db, build)
         .await?
         .into_iter()
@@ -337,10 +365,13 @@ async fn sign_sums(
             b.commit_sha.as_deref().unwrap_or("unknown")
         ),
     )?;
-    let sig_path = st.storage.artifact_path(build, crate::signing::SIGNATURE);
-    let mut f = crate::storage::private_file(&sig_path).await?;
-    f.write_all(sig.as_bytes()).await?;
-    f.sync_all().await?;
+    st.artifacts
+        .put_small(
+            build,
+            crate::signing::SIGNATURE,
+            bytes::Bytes::from(sig.clone().into_bytes()),
+        )
+        .await?;
     let sha = hex::encode(Sha256::digest(sig.as_bytes()));
     artifacts::upsert(
         &st.db,
@@ -386,10 +417,7 @@ async fn drop_artifacts(st: &AppState, build: BuildId, project: i64) -> anyhow::
     let mut tx = st.db.begin().await?;
     artifacts::lock_project_usage(&mut tx, project).await?;
     for name in artifacts::delete_for_build(&mut *tx, build).await? {
-        match tokio::fs::remove_file(st.storage.artifact_path(build, &name)).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
-        }
+        st.artifacts.delete(build, &name).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -332,6 +332,12 @@ pub async fn delete(
     )
     .await;
     for b in rows {
+        if let Err(e) = st.artifacts.delete_build(kiln_shared::BuildId(b.id)).await {
+            tracing::warn!(
+                build = b.id,
+                "removing the artifacts of a deleted project: {e}"
+            );
+        }
         let dir = st.storage.build_dir(kiln_shared::BuildId(b.id));
         if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
             if e.kind() != std::io::ErrorKind::NotFound {

@@ -1,5 +1,6 @@
-//! Several masters serving one farm: two `kiln-master` processes on one database and one
-//! storage, behind a real load balancer (HAProxy, as `docs/deployment.md` shows), three slaves
+//! Several masters serving one farm: two `kiln-master` processes on one database, one storage
+//! dir and one object store (a real Garage on loopback, for the artifacts), behind a real load
+//! balancer (HAProxy, as `docs/deployment.md` shows), three slaves
 //! spread over both. Builds requested on either master run exactly once, consoles on both see
 //! the queue and a live log whichever master holds the slave, and SIGKILLing one master in the
 //! middle moves its slaves to the other with no build lost and every log whole.
@@ -8,6 +9,7 @@ use futures_util::StreamExt;
 use kiln_shared::frames::{ConsoleEvent, ConsoleRequest};
 use kiln_shared::{codec, BuildId, BuildState};
 use kiln_tests::farm::Ws;
+use kiln_tests::garage::Garage;
 use kiln_tests::haproxy::Haproxy;
 use kiln_tests::session::console_send;
 use kiln_tests::{Farm, FarmOptions, GitServer};
@@ -106,10 +108,13 @@ async fn two_masters_serve_one_farm_and_one_dies_without_losing_a_build() {
             "for i in $(seq 1 {LINES}); do echo \"line $i\"; done\necho ok > \"$KILN_OUTPUT_DIR/ok\""
         ),
     );
+    let garage = Garage::start();
+    let creds = garage.write_credentials(garage.dir.path());
     // A lost build would be retried as a new build: none may be.
     let mut farm = Farm::with(FarmOptions {
         lost_retries: 0,
         lost_timeout_secs: 20,
+        extra_toml: garage.storage_toml(&creds, "masters", false),
         ..Default::default()
     })
     .await;
@@ -292,5 +297,17 @@ async fn two_masters_serve_one_farm_and_one_dies_without_losing_a_build() {
         let text = r.text().await.unwrap();
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
         assert!(numbered(&lines), "build {}: log not whole:\n{text}", id.0);
+    }
+    // Every build's artifact is in the shared bucket, whichever master took the upload.
+    let kept: Vec<String> = garage
+        .list("masters/builds")
+        .await
+        .into_iter()
+        .map(|(key, _)| key)
+        .filter(|key| key.ends_with("/ok"))
+        .collect();
+    for id in ids.iter().chain([&tagged]) {
+        let key = format!("masters/builds/{}/ok", id.0);
+        assert!(kept.contains(&key), "{key} is not in the bucket");
     }
 }

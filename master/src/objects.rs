@@ -147,19 +147,11 @@ impl ArtifactStore {
         }))
     }
 
-    /// The file of an artifact (filesystem only).
-    fn file(root: &std::path::Path, build: BuildId, name: &str) -> PathBuf {
-        root.join("builds")
-            .join(build.0.to_string())
-            .join("artifacts")
-            .join(name)
-    }
-
     /// Starts storing artifact `name` of `build` (a name checked by `validate_artifact_name`).
     pub async fn begin(&self, build: BuildId, name: &str) -> Result<Upload, StoreError> {
         match self {
             ArtifactStore::Filesystem { root } => {
-                let dest = Self::file(root, build, name);
+                let dest = crate::storage::artifact_file(root, build, name);
                 let dir = dest.parent().expect("an artifact file has a directory");
                 crate::storage::private_dir(dir).await?;
                 let partial = dir.join(format!(".{name}.partial"));
@@ -221,7 +213,7 @@ impl ArtifactStore {
     ) -> Result<Option<Bytes>, StoreError> {
         match self {
             ArtifactStore::Filesystem { root } => {
-                let path = Self::file(root, build, name);
+                let path = crate::storage::artifact_file(root, build, name);
                 if tokio::fs::metadata(&path).await?.len() > max {
                     return Ok(None);
                 }
@@ -248,7 +240,9 @@ impl ArtifactStore {
     ) -> Result<Download, StoreError> {
         let s3 = match self {
             ArtifactStore::Filesystem { root } => {
-                return Ok(Download::File(Self::file(root, build, name)))
+                return Ok(Download::File(crate::storage::artifact_file(
+                    root, build, name,
+                )))
             }
             ArtifactStore::S3(s3) => s3,
         };
@@ -289,7 +283,7 @@ impl ArtifactStore {
     pub async fn delete(&self, build: BuildId, name: &str) -> Result<(), StoreError> {
         let done = match self {
             ArtifactStore::Filesystem { root } => {
-                tokio::fs::remove_file(Self::file(root, build, name))
+                tokio::fs::remove_file(crate::storage::artifact_file(root, build, name))
                     .await
                     .map_err(StoreError::from)
             }

@@ -221,20 +221,11 @@ impl Storage {
     }
 
     pub fn build_dir(&self, id: BuildId) -> PathBuf {
-        self.root.join("builds").join(id.0.to_string())
+        build_dir_in(&self.root, id)
     }
 
     pub fn log_path(&self, id: BuildId) -> PathBuf {
         self.build_dir(id).join("log")
-    }
-
-    pub fn artifact_dir(&self, id: BuildId) -> PathBuf {
-        self.build_dir(id).join("artifacts")
-    }
-
-    /// Caller has validated `name` with `validate_artifact_name`.
-    pub fn artifact_path(&self, id: BuildId, name: &str) -> PathBuf {
-        self.artifact_dir(id).join(name)
     }
 
     async fn open_log(&self, id: BuildId) -> io::Result<Arc<tokio::sync::Mutex<LogFile>>> {
@@ -424,6 +415,16 @@ impl Storage {
             .expect("log table poisoned")
             .remove(&id);
     }
+}
+
+fn build_dir_in(root: &Path, id: BuildId) -> PathBuf {
+    root.join("builds").join(id.0.to_string())
+}
+
+/// The file of artifact `name` of build `id` under the storage dir `root` (`kind =
+/// "filesystem"`; the caller has validated `name` with `validate_artifact_name`).
+pub fn artifact_file(root: &Path, id: BuildId, name: &str) -> PathBuf {
+    build_dir_in(root, id).join("artifacts").join(name)
 }
 
 /// Creates a directory (and its parents) readable by the master only: logs and images are

@@ -152,11 +152,7 @@ async fn signed_in_until(
                 by_person,
             )
             .await?
-            .map(|s| {
-                let idle = chrono::Duration::seconds(a.session_idle_secs as i64);
-                let max = chrono::Duration::seconds(a.session_max_secs as i64);
-                (s.last_seen + idle).min(s.created_at + max)
-            })
+            .map(|s| s.ends_at(a.session_idle_secs, a.session_max_secs))
         }
         Via::Token { id } => accounts::token_by_id(&st.db, *id)
             .await?

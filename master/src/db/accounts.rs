@@ -455,6 +455,16 @@ pub struct SessionRow {
     pub last_seen: DateTime<Utc>,
 }
 
+impl SessionRow {
+    /// When the session ends unless it is used again: the earlier of its idle and absolute
+    /// time-outs.
+    pub fn ends_at(&self, idle_secs: u64, max_secs: u64) -> DateTime<Utc> {
+        let idle = chrono::Duration::seconds(idle_secs as i64);
+        let max = chrono::Duration::seconds(max_secs as i64);
+        (self.last_seen + idle).min(self.created_at + max)
+    }
+}
+
 pub struct NewSession<'a> {
     pub id_sha256: &'a str,
     pub user: i64,
@@ -498,9 +508,7 @@ pub async fn live_session(
     .fetch_optional(db)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let idle = chrono::Duration::seconds(idle_secs as i64);
-    let max = chrono::Duration::seconds(max_secs as i64);
-    if now - row.last_seen > idle || now - row.created_at > max {
+    if now > row.ends_at(idle_secs, max_secs) {
         delete_session(db, id_sha256).await?;
         return Ok(None);
     }

@@ -7,18 +7,19 @@
 //! message, bincode-encoded by the shared codec and base64'd (a payload is text, under 8,000
 //! bytes: a larger event goes as `Resync`, which makes consoles ask again). Messages are sent in
 //! batches, one statement per batch, in the order they were made. A master alone on its database
-//! pays one small statement per batch and hears nothing.
+//! pays one small statement per batch and hears nothing. The same connection hears the access
+//! changes of [`crate::db::access`].
 
+use crate::db::access;
+use crate::db::notifications::{self, Heard};
 use crate::hub::Peer;
 use crate::state::AppState;
 use base64::Engine;
 use kiln_shared::codec;
 use kiln_shared::frames::{ConsoleEvent, MasterFrame};
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgListener;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
@@ -118,31 +119,20 @@ async fn send_loop(st: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<Peer>) {
     }
 }
 
+/// Listens for the other masters' messages and for access changes, on one connection.
 async fn listen_loop(st: Arc<AppState>) {
-    loop {
-        match PgListener::connect_with(&st.db).await {
-            Ok(mut l) => match l.listen(CHANNEL).await {
-                Ok(()) => loop {
-                    match l.try_recv().await {
-                        Ok(Some(n)) => heard(&st, n.payload()),
-                        // The connection was lost (it is made again on the next call): what
-                        // was said meanwhile is lost, so consoles ask again and the dispatcher
-                        // looks.
-                        Ok(None) => caught_up(&st),
-                        Err(sqlx::Error::PoolClosed) => return,
-                        Err(e) => {
-                            tracing::warn!("listening to the other masters: {e}");
-                            break;
-                        }
-                    }
-                },
-                Err(e) => tracing::warn!("listening to the other masters: {e}"),
-            },
-            Err(e) => tracing::debug!("connecting to listen to the other masters: {e}"),
+    let channels = [CHANNEL, access::CHANNEL];
+    notifications::listen(st.db.clone(), &channels, |h| match h {
+        Heard::Notification { channel, payload } if channel == CHANNEL => heard(&st, payload),
+        Heard::Notification { .. } => access::changed(),
+        // What was said meanwhile is lost: access is read again, consoles ask again and the
+        // dispatcher looks.
+        Heard::Gap => {
+            access::changed();
+            caught_up(&st);
         }
-        caught_up(&st);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    })
+    .await
 }
 
 fn caught_up(st: &AppState) {

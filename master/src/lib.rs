@@ -232,7 +232,6 @@ pub async fn build_with(
     let mut background = vec![
         tokio::spawn(state.database.clone().watch(state.db.clone())),
         tokio::spawn(dispatch::run(state.clone())),
-        tokio::spawn(db::access::listen(state.db.clone())),
     ];
     background.extend(fanout::spawn(state.clone()));
     if loops == Loops::All {

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod artifacts;
 pub mod builds;
 pub mod migrations;
+pub mod notifications;
 pub mod notify;
 pub mod projects;
 pub mod records;

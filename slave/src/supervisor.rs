@@ -383,16 +383,22 @@ pub fn adopt_all(env: &Arc<Env>) {
         if ended {
             continue;
         }
-        // Stopped before its runner started (during the fetch into the git cache): start again.
+        // Stopped before its runner started: while its sandbox was being prepared (the previous
+        // daemon may have exited half-way through `start`) or during the fetch into the git
+        // cache. Prepared again from the start and launched afresh; a runner spawned in the
+        // instant before its pid was recorded is ended first (by its cgroup).
         let never_started = pid.is_none() && matches!(dir.read_state(), Ok(None));
-        match dir.read_sandbox() {
-            Ok(Some(record)) if never_started => {
-                tracing::info!(build = %dir.id, "its runner never started; fetching again");
-                tokio::spawn(launch(env.clone(), dir, record, input.job));
+        if never_started {
+            tracing::info!(build = %dir.id, "its runner never started; preparing it again");
+            end_processes(&dir, None);
+            match prepare_sandbox(env, &dir, &input) {
+                Ok(record) => {
+                    tokio::spawn(launch(env.clone(), dir, record, input.job));
+                }
+                Err(e) => not_started(env, &dir, e),
             }
-            _ => {
-                tokio::spawn(watch(env.clone(), dir, pid, None));
-            }
+        } else {
+            tokio::spawn(watch(env.clone(), dir, pid, None));
         }
     }
 }

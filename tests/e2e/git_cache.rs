@@ -112,8 +112,16 @@ async fn a_build_waiting_for_the_cache_is_fetched_again_after_a_slave_kill_and_c
     let held = lock(&cache, &repo.url);
     let b = farm.request_build("board", json!({})).await;
     wait_log(&farm, b.id, "git cache: waiting for another build").await;
-    // The daemon dies mid-fetch; the next one starts the build's fetch again.
+    // The daemon dies mid-fetch; the next one starts the build's fetch again. Its sandbox is
+    // left as a daemon stopped half-way through preparing it would leave it (the runner's copy
+    // of the input not written yet): the next daemon prepares it again.
     slave.kill9();
+    let sandbox = slave
+        .work
+        .join("builds")
+        .join(b.id.to_string())
+        .join("sandbox");
+    std::fs::remove_file(sandbox.join("input.json")).unwrap();
     drop(held);
     slave.start();
     let b = farm.wait_ended(b.id, Duration::from_secs(60)).await;

@@ -137,18 +137,21 @@ pub async fn unpack(
     commit: &str,
     log: &Log,
 ) -> Result<(), FetchError> {
-    let mut tar = Command::new("tar");
-    tar.arg("-x")
-        .arg("--no-same-owner")
-        .arg("-f")
-        .arg(archive)
-        .arg("-C")
-        .arg(dest);
-    let ok = run_git(tar, log).await?;
+    // In this process (no `tar` to start): entries stay inside `dest`, owners are not kept,
+    // file modes (the executable bit) and times are.
+    let (from, to) = (archive.to_path_buf(), dest.to_path_buf());
+    let unpacked = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let file = std::fs::File::open(&from)?;
+        let mut tar = tar::Archive::new(std::io::BufReader::new(file));
+        tar.set_overwrite(true);
+        tar.unpack(&to)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     let _ = std::fs::remove_file(archive);
-    if !ok {
+    if let Err(e) = unpacked {
         return Err(FetchError::Local(format!(
-            "cannot unpack commit {commit} into {} (see the log above)",
+            "cannot unpack commit {commit} into {}: {e}",
             dest.display()
         )));
     }

@@ -215,6 +215,13 @@ impl Job<'_> {
         }
     }
 
+    /// The head of the branch as the server advertises it, when the mirror already has that
+    /// commit (`git://` only, see `git_refs.rs`).
+    async fn advertised_and_present(&self, mirror: &Path) -> Option<String> {
+        let head = crate::git_refs::advertised_head(self.url, self.branch).await?;
+        self.resolve(mirror, &head).await
+    }
+
     async fn fetch(&self, mirror: &Path, what: &str) -> Result<bool, FetchError> {
         let mut f = self.git(mirror);
         f.args([
@@ -260,11 +267,18 @@ impl Job<'_> {
         }
         let present = match self.commit {
             Some(c) => self.resolve(&mirror, c).await,
+            None if !fresh => self.advertised_and_present(&mirror).await,
             None => None,
         };
         let sha = match (present, self.commit) {
             (Some(sha), Some(c)) => {
                 log.note(&format!("git cache: commit {c} already present, no fetch"));
+                sha
+            }
+            (Some(sha), None) => {
+                log.note(&format!(
+                    "git cache: branch '{branch}' is at {sha} on the server, already present, no fetch"
+                ));
                 sha
             }
             (_, commit) => {

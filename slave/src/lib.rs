@@ -12,6 +12,7 @@
 //! - [`store`]: the build's directory in the work dir (the local store that outlives the daemon)
 //! - [`fetch`]: shallow git fetch of the configuration branch (no cache), and unpacking an export
 //! - [`git_cache`]: the slave's bare mirror per branch URL, and each build's export from it
+//! - [`git_refs`]: the head of a branch as a `git://` server advertises it (no fetch when known)
 //! - [`recipe`]: the branch's `kiln.toml`
 //! - [`backend`]: one file per image tool, behind one trait
 //! - [`process`]: running a command with its output in the build log
@@ -29,6 +30,7 @@ pub mod connection;
 pub mod events;
 pub mod fetch;
 pub mod git_cache;
+pub mod git_refs;
 pub mod leftovers;
 pub mod machine;
 pub mod outbox;

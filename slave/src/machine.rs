@@ -2,9 +2,16 @@
 //! options its own apt uses (so builds default to them; no mirror is ever written in the code).
 
 use std::path::Path;
+use std::sync::OnceLock;
 
-/// Debian architecture name of this machine.
+/// Debian architecture name of this machine: asked of dpkg once per process (a build's start
+/// asks it for every architecture it might emulate).
 pub fn native_arch() -> String {
+    static NATIVE: OnceLock<String> = OnceLock::new();
+    NATIVE.get_or_init(ask_native_arch).clone()
+}
+
+fn ask_native_arch() -> String {
     if let Ok(out) = std::process::Command::new("dpkg")
         .arg("--print-architecture")
         .output()

@@ -59,6 +59,17 @@ async fn a_second_build_uses_the_cache_picks_up_new_commits_and_pinned_old_ones(
         "{log2}"
     );
 
+    // 2b. The branch unchanged on the server, unpinned: its head is asked, present, no fetch.
+    let b2b = build(&farm, json!({})).await;
+    assert_eq!(b2b.commit.as_deref(), Some(first.as_str()));
+    let log2b = farm.log(b2b.id).await;
+    assert!(
+        log2b.contains(&format!(
+            "git cache: branch 'main' is at {first} on the server, already present, no fetch"
+        )),
+        "{log2b}"
+    );
+
     // 3. A new commit pushed between builds is fetched (incrementally) and built.
     let second = repo.script_branch("main", &script(2));
     let b3 = build(&farm, json!({})).await;

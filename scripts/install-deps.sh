@@ -12,6 +12,8 @@ PACKAGES=(
   postgresql postgresql-client
   # image backends and the tools they call
   mmdebstrap live-build debootstrap fdisk e2fsprogs zstd xz-utils dosfstools mtools arch-test
+  # debos (natively here: its fakemachine's kernel is a recommended package, not installed)
+  debos parted
   # what an image carries: its layout is read with sfdisk, blkid and debugfs (above); tests
   # flash with bmaptool and check SBOMs with the SPDX validator (in a venv, from PyPI)
   bmap-tools python3-venv
@@ -47,6 +49,15 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
   # The postgresql package starts a system cluster; Kiln runs its own, so leave that one be.
+fi
+
+# debos recommends systemd-resolved, which (installed with recommends, outside systemd) leaves
+# /etc/resolv.conf a dangling link: put back the copy it saved.
+if [ -L /etc/resolv.conf ] && [ ! -e /etc/resolv.conf ] && [ -f /etc/.resolv.conf.systemd-resolved.bak ]; then
+  echo "restoring /etc/resolv.conf (left dangling by systemd-resolved)"
+  SUDO=""; if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO rm -f /etc/resolv.conf
+  $SUDO cp /etc/.resolv.conf.systemd-resolved.bak /etc/resolv.conf
 fi
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then

@@ -124,7 +124,7 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 }
 
 fn unknown_backend(name: &str) -> String {
-    format!("unknown backend \"{name}\" (known: script, exec, mmdebstrap, live-build, boot-test)")
+    format!("unknown backend \"{name}\" (known: script, exec, mmdebstrap, live-build, debos, boot-test)")
 }
 
 /// What a backend (or the boot test) needs that `c` lacks: `(what, Debian package)` pairs.
@@ -137,6 +137,7 @@ pub fn missing_for(
         "script" | "exec" => &["git"],
         "mmdebstrap" => &["git", "mmdebstrap", "sfdisk", "mkfs.ext4", "zstd"],
         "live-build" => &["git", "live-build", "debootstrap"],
+        "debos" => &["git", "debos", "zstd", "xz"],
         "boot-test" => &["zstd"],
         other => return Err(unknown_backend(other)),
     };
@@ -147,6 +148,10 @@ pub fn missing_for(
         .map(|t| (t.name.to_string(), t.package.to_string()))
         .collect();
     match backend {
+        "debos" if sandbox != SandboxMode::HostRoot => missing.push((
+            "the host's root (debos runs as root, natively or to start its fakemachine)".into(),
+            "slave.sandbox = \"host-root\"".into(),
+        )),
         "live-build" if sandbox != SandboxMode::HostRoot => missing.push((
             "the host's root (live-build makes device nodes)".into(),
             "slave.sandbox = \"host-root\"".into(),

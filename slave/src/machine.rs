@@ -50,6 +50,11 @@ pub fn backends(sandbox: kiln_shared::config::SandboxMode) -> Vec<String> {
     if have_tool("lb") && sandbox == kiln_shared::config::SandboxMode::HostRoot {
         v.push("live-build".into());
     }
+    // Without its fakemachine, debos needs the host's root like live-build; builds run as root
+    // in either case (`backend/debos.rs`).
+    if have_tool("debos") && sandbox == kiln_shared::config::SandboxMode::HostRoot {
+        v.push("debos".into());
+    }
     v
 }
 

@@ -103,6 +103,12 @@ impl Log {
     pub fn first_error(&self) -> Option<String> {
         self.first_error.lock().expect("poisoned").clone()
     }
+
+    /// Forgets the error lines so far: what failed before was dealt with (a tool tried another
+    /// way), and a later failure quotes its own.
+    pub fn forget_errors(&self) {
+        *self.first_error.lock().expect("poisoned") = None;
+    }
 }
 
 /// Writes what `reader` gives to the log, line by line, until its end.

@@ -18,6 +18,8 @@ struct Raw {
     live_build: Option<LiveBuildOptions>,
     #[serde(default)]
     exec: Option<ExecOptions>,
+    #[serde(default)]
+    debos: Option<DebosOptions>,
     /// Files the build must produce; a build without them fails, naming what is missing.
     #[serde(default)]
     outputs: Vec<String>,
@@ -274,12 +276,99 @@ impl ExecOptions {
     }
 }
 
+/// `[debos]`: a debos recipe of the branch (`backend/debos.rs`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebosOptions {
+    /// The recipe, a path in the branch (debos runs in its directory).
+    pub recipe: String,
+    /// Template variables (`-t name:value`).
+    #[serde(default)]
+    pub variables: std::collections::BTreeMap<String, String>,
+    /// Debian architecture of the image, given to the recipe as `architecture`; also what the
+    /// master matches slaves on.
+    #[serde(default)]
+    pub architecture: Option<String>,
+    /// The fakemachine's memory and scratch space, like "2G" (debos's defaults otherwise).
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub scratch_size: Option<String>,
+    /// "auto" (the fakemachine when /dev/kvm opens, else natively), "kvm" or "none".
+    #[serde(default = "default_fakemachine")]
+    pub fakemachine: String,
+    /// How raw `*.img` artifacts are compressed: "zstd", "xz" or "none".
+    #[serde(default = "default_compress")]
+    pub compress: String,
+    /// Give the recipe the slave's mirrors as `mirror` and `security_mirror` (default true).
+    #[serde(default = "yes")]
+    pub use_slave_mirror: bool,
+}
+
+fn default_fakemachine() -> String {
+    "auto".into()
+}
+fn default_compress() -> String {
+    "zstd".into()
+}
+
+impl DebosOptions {
+    fn check(&self) -> Result<(), String> {
+        check_branch_path("debos.recipe", &self.recipe)?;
+        for (k, v) in &self.variables {
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!(
+                    "{FILE}: debos.variables: \"{k}\" must be a name of letters, digits and '_'"
+                ));
+            }
+            if v.contains(['\0', '\n']) {
+                return Err(format!(
+                    "{FILE}: debos.variables.{k} cannot contain a NUL or a line break"
+                ));
+            }
+        }
+        if let Some(a) = &self.architecture {
+            if a.is_empty() || !a.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(format!(
+                    "{FILE}: debos.architecture = \"{a}\" must be a Debian architecture like arm64"
+                ));
+            }
+        }
+        for (key, v) in [
+            ("memory", &self.memory),
+            ("scratch_size", &self.scratch_size),
+        ] {
+            if let Some(v) = v {
+                if parse_size(v).is_none_or(|n| n == 0) {
+                    return Err(format!(
+                        "{FILE}: debos.{key} = \"{v}\" must be a size like \"2G\" or \"512M\""
+                    ));
+                }
+            }
+        }
+        if !["auto", "kvm", "none"].contains(&self.fakemachine.as_str()) {
+            return Err(format!(
+                "{FILE}: debos.fakemachine = \"{}\" must be \"auto\", \"kvm\" or \"none\"",
+                self.fakemachine
+            ));
+        }
+        if !["zstd", "xz", "none"].contains(&self.compress.as_str()) {
+            return Err(format!(
+                "{FILE}: debos.compress = \"{}\" must be \"zstd\", \"xz\" or \"none\"",
+                self.compress
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Backend {
     Script(ScriptOptions),
     Mmdebstrap(Box<MmdebstrapOptions>),
     LiveBuild(LiveBuildOptions),
     Exec(ExecOptions),
+    Debos(DebosOptions),
 }
 
 impl Backend {
@@ -287,6 +376,7 @@ impl Backend {
     pub fn architecture(&self) -> Option<&str> {
         match self {
             Backend::Mmdebstrap(o) => o.architecture.as_deref(),
+            Backend::Debos(o) => o.architecture.as_deref(),
             _ => None,
         }
     }
@@ -297,6 +387,7 @@ impl Backend {
             Backend::Mmdebstrap(_) => "mmdebstrap",
             Backend::LiveBuild(_) => "live-build",
             Backend::Exec(_) => "exec",
+            Backend::Debos(_) => "debos",
         }
     }
 }
@@ -308,7 +399,7 @@ pub struct Recipe {
     pub boot: Option<BootOptions>,
 }
 
-pub const BACKENDS: [&str; 4] = ["script", "mmdebstrap", "live-build", "exec"];
+pub const BACKENDS: [&str; 5] = ["script", "mmdebstrap", "live-build", "exec", "debos"];
 
 fn section<T>(name: &str, v: Option<T>) -> Result<T, String> {
     v.ok_or_else(|| format!("{FILE}: backend \"{name}\" needs a [{name}] section"))
@@ -461,6 +552,11 @@ impl Recipe {
                 let o: ExecOptions = section("exec", raw.exec)?;
                 o.check()?;
                 Backend::Exec(o)
+            }
+            "debos" => {
+                let o: DebosOptions = section("debos", raw.debos)?;
+                o.check()?;
+                Backend::Debos(o)
             }
             other => {
                 return Err(format!(
@@ -616,6 +712,15 @@ image_size = "1G"
             ("backend = \"exec\"\n[exec]\ncommand = [\"../x\"]", "exec.command"),
             ("backend = \"exec\"\n[exec]\ncommand = [\"/usr/bin/mkosi\"]", "exec.command"),
             ("backend = \"exec\"\n[exec]\ncommand = [\"./x\"]\nargs = []", "args"),
+            ("backend = \"debos\"", "needs a [debos] section"),
+            ("backend = \"debos\"\n[debos]\nrecipe = \"/etc/x.yaml\"", "debos.recipe"),
+            ("backend = \"debos\"\n[debos]\nrecipe = \"b.yaml\"\nfakemachine = \"uml\"", "debos.fakemachine"),
+            ("backend = \"debos\"\n[debos]\nrecipe = \"b.yaml\"\ncompress = \"gzip\"", "debos.compress"),
+            ("backend = \"debos\"\n[debos]\nrecipe = \"b.yaml\"\nmemory = \"lots\"", "debos.memory"),
+            ("backend = \"debos\"\n[debos]\nrecipe = \"b.yaml\"\nscratch_size = \"0\"", "debos.scratch_size"),
+            ("backend = \"debos\"\n[debos]\nrecipe = \"b.yaml\"\nvariables = { \"a b\" = \"x\" }", "debos.variables"),
+            ("backend = \"debos\"\n[debos]\nrecipe = \"b.yaml\"\narchitecture = \"arm 64\"", "debos.architecture"),
+            ("backend = \"debos\"\n[debos]\nrecipe = \"b.yaml\"\nrecipes = \"x\"", "recipes"),
         ] {
             let e = Recipe::parse(text).unwrap_err();
             assert!(e.contains(says), "{text:?}: {e}");

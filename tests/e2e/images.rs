@@ -624,6 +624,128 @@ async fn live_build_minimal_image() {
     );
 }
 
+/// A debos recipe kept as board teams keep them: template variables with defaults, the mirror
+/// given by Kiln (the slave's), a `pack` of the root file system and a raw image written to the
+/// artifact dir by a post-processing step. On this kind of machine `/dev/kvm` opens but runs no
+/// guest: `fakemachine = "auto"` tries it, then runs debos natively on the host-root slave.
+#[tokio::test]
+#[ignore = "slow tier: real debos build (scripts/test.sh runs it)"]
+async fn debos_recipe_packs_a_rootfs_and_compresses_its_image() {
+    let git = GitServer::start();
+    let repo = git.repo("debos");
+    let recipe = r#"{{- $suite := or .suite "bookworm" -}}
+{{- $architecture := or .architecture "amd64" -}}
+{{- $hostname := or .hostname "board" -}}
+architecture: {{ $architecture }}
+
+actions:
+  - action: debootstrap
+    suite: {{ $suite }}
+    components: [ main ]
+    mirror: {{ .mirror }}
+    variant: minbase
+    check-gpg: true
+    keyring-file: /usr/share/keyrings/debian-archive-keyring.gpg
+
+  - action: run
+    description: name the board
+    chroot: true
+    command: echo {{ $hostname }} > /etc/hostname
+
+  - action: pack
+    file: rootfs.tar.gz
+    compression: gz
+
+  - action: run
+    description: a raw file system image beside it
+    postprocess: true
+    command: truncate -s 16M "$ARTIFACTDIR/board.img" && mkfs.ext4 -q -L kiln "$ARTIFACTDIR/board.img"
+"#;
+    repo.file(
+        "kiln.toml",
+        "backend = \"debos\"\n[debos]\nrecipe = \"recipes/board.yaml\"\nvariables = { hostname = \"kiln-board\" }\n",
+        false,
+    )
+    .file("recipes/board.yaml", recipe, false)
+    .commit("main", "debos");
+    let farm = Farm::with(kiln_tests::FarmOptions {
+        heartbeat_secs: 5,
+        lost_timeout_secs: 60,
+        ..Default::default()
+    })
+    .await;
+    // Natively, debos needs the host's root: only a host-root slave offers it.
+    let _slave = farm
+        .slave_with("builder", &["--sandbox", "host-root"])
+        .await;
+    farm.project("debos", &repo.url, "main").await;
+    let b = farm.request_build("debos", json!({})).await;
+    let b = farm.wait_ended(b.id, Duration::from_secs(1800)).await;
+    let log = farm.log(b.id).await;
+    assert_eq!(
+        b.state,
+        BuildState::Succeeded,
+        "{:?}\n{}",
+        b.reason,
+        kiln_tests::farm::tail(&log, 80)
+    );
+    // Where debos ran (the fakemachine, or natively after it could not start), for the record.
+    for l in log.lines().filter(|l| l.starts_with("[kiln] debos")) {
+        eprintln!("{l}");
+    }
+    assert!(
+        log.contains("variables: hostname=kiln-board, mirror="),
+        "{}",
+        kiln_tests::farm::tail(&log, 80)
+    );
+    let mut names: Vec<String> = farm
+        .artifacts(b.id)
+        .await
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    names.sort();
+    for want in [
+        "SHA256SUMS",
+        "board.img.bmap",
+        "board.img.sha256",
+        "board.img.zst",
+        "rootfs.tar.gz",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want}: {names:?}");
+    }
+    assert!(!names.iter().any(|n| n == "board.img"), "{names:?}");
+    let dir = tempfile::tempdir().unwrap();
+    // The variable reached the recipe: the board's name is in its root file system.
+    std::fs::write(
+        dir.path().join("rootfs.tar.gz"),
+        farm.download(b.id, "rootfs.tar.gz").await,
+    )
+    .unwrap();
+    let hostname = run(Command::new("tar")
+        .arg("-xzOf")
+        .arg(dir.path().join("rootfs.tar.gz"))
+        .arg("./etc/hostname"));
+    assert_eq!(hostname.trim(), "kiln-board");
+    // The raw image's sum was taken before compression: it is the sum of what unpacks.
+    std::fs::write(
+        dir.path().join("board.img.zst"),
+        farm.download(b.id, "board.img.zst").await,
+    )
+    .unwrap();
+    run(Command::new("zstd")
+        .args(["-d", "-q", "-f"])
+        .arg(dir.path().join("board.img.zst")));
+    let sum = run(Command::new("sha256sum").arg(dir.path().join("board.img")));
+    let recorded = String::from_utf8(farm.download(b.id, "board.img.sha256").await).unwrap();
+    assert_eq!(
+        recorded.split_whitespace().next(),
+        sum.split_whitespace().next(),
+        "{recorded}"
+    );
+    assert!(recorded.trim_end().ends_with("  board.img"), "{recorded}");
+}
+
 /// The slave's package cache (issue 19): the same minbase image built twice on one slave; the
 /// second build takes every package file from the cache (counted in its access log) and makes
 /// the same packages. The times go to docs/benchmarks.md, not into an assertion.

@@ -1,6 +1,7 @@
 //! Image backends, one file each, behind the [`Backend`] trait. A backend turns a checked-out
 //! branch into files in the output directory; `job.rs` uploads whatever it leaves there.
 
+pub mod debos;
 pub mod exec;
 pub mod layout;
 pub mod live_build;
@@ -249,6 +250,7 @@ pub fn for_recipe(r: &recipe::Backend) -> Box<dyn Backend> {
         recipe::Backend::Mmdebstrap(o) => Box::new(mmdebstrap::Mmdebstrap((**o).clone())),
         recipe::Backend::LiveBuild(o) => Box::new(live_build::LiveBuild(o.clone())),
         recipe::Backend::Exec(o) => Box::new(exec::Exec(o.clone())),
+        recipe::Backend::Debos(o) => Box::new(debos::Debos(o.clone())),
     }
 }
 

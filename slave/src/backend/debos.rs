@@ -1,0 +1,327 @@
+//! `backend = "debos"`: runs a debos recipe of the branch as it is (`[debos] recipe`), with the
+//! template variables of `kiln.toml`, the architecture, and the slave's mirrors as `mirror` and
+//! `security_mirror` unless the recipe's variables name them. debos runs in its fakemachine (a
+//! KVM guest) or natively on the host's root, as `fakemachine` says (`auto`: the guest when
+//! `/dev/kvm` opens, and natively when fakemachine then cannot start its guest: some hosts open
+//! `/dev/kvm` but run no guest). The files the recipe writes to its artifact dir are the build's artifacts;
+//! each raw `*.img` gets its sha256 written beside it (`board.img.sha256`), its layout recorded,
+//! and is then compressed as `compress` says.
+
+use super::{step, Backend, BackendError, BoxFuture, Context};
+use crate::recipe::DebosOptions;
+use std::path::Path;
+use tokio::process::Command;
+
+pub struct Debos(pub DebosOptions);
+
+fn failed(s: impl Into<String>) -> BackendError {
+    BackendError::Failed(s.into())
+}
+
+/// Where debos runs.
+#[derive(Debug, PartialEq, Eq)]
+enum Machine {
+    /// In its fakemachine, a KVM guest.
+    Kvm,
+    /// On the host, as root (`--disable-fakemachine`).
+    Native,
+}
+
+fn machine(choice: &str, kvm: bool) -> Result<Machine, String> {
+    match (choice, kvm) {
+        ("kvm", true) | ("auto", true) => Ok(Machine::Kvm),
+        ("none", _) | ("auto", false) => Ok(Machine::Native),
+        ("kvm", false) => Err(
+            "debos.fakemachine = \"kvm\" but /dev/kvm cannot be opened on this slave; use \"auto\" or \"none\", or a slave with KVM".into(),
+        ),
+        (other, _) => Err(format!(
+            "debos.fakemachine = \"{other}\" must be \"auto\", \"kvm\" or \"none\""
+        )),
+    }
+}
+
+/// The `-t name:value` pairs: the recipe's variables, then what Kiln knows that they leave out.
+fn template_vars(o: &DebosOptions, ctx: &Context) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = o
+        .variables
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut add = |k: &str, v: Option<&str>| {
+        if let Some(v) = v {
+            if !o.variables.contains_key(k) {
+                vars.push((k.to_string(), v.to_string()));
+            }
+        }
+    };
+    add("architecture", o.architecture.as_deref());
+    if o.use_slave_mirror {
+        add("mirror", ctx.mirror.as_deref());
+        add("security_mirror", ctx.security_mirror.as_deref());
+    }
+    vars
+}
+
+impl Backend for Debos {
+    fn name(&self) -> &'static str {
+        "debos"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let o = &self.0;
+            if !crate::machine::have_tool("debos") {
+                return Err(failed(
+                    "debos is not installed on this slave (apt-get install debos)",
+                ));
+            }
+            let arch = o.architecture.clone().unwrap_or_else(|| ctx.arch.clone());
+            if !ctx.emulates.contains(&arch) {
+                crate::machine::can_run_arch(&arch).map_err(failed)?;
+            }
+            let kvm = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/kvm")
+                .is_ok();
+            let m = machine(&o.fakemachine, kvm).map_err(|e| failed(format!("kiln.toml: {e}")))?;
+            if m == Machine::Native && crate::machine::in_user_namespace() {
+                return Err(failed(
+                    "debos without its fakemachine needs the host's root (debootstrap makes device nodes) and this slave runs builds in a user namespace; run debos projects on a slave with slave.sandbox = \"host-root\" or with KVM (see docs/security.md)",
+                ));
+            }
+            let recipe = crate::recipe::branch_file(&ctx.src, &o.recipe)
+                .map_err(|e| failed(format!("kiln.toml: debos.recipe \"{}\" {e}", o.recipe)))?;
+            let recipe_dir = recipe.parent().unwrap_or(&ctx.src).to_path_buf();
+            let vars = template_vars(o, ctx);
+            let command = |m: &Machine| {
+                let mut cmd = Command::new("debos");
+                cmd.current_dir(&recipe_dir)
+                    .env("LC_ALL", "C.UTF-8")
+                    .arg(format!("--artifactdir={}", ctx.output.display()));
+                match m {
+                    Machine::Native => {
+                        cmd.arg("--disable-fakemachine");
+                    }
+                    Machine::Kvm => {
+                        cmd.arg("--fakemachine-backend=kvm");
+                        if let Some(mem) = &o.memory {
+                            cmd.arg(format!("--memory={mem}"));
+                        }
+                        if let Some(s) = &o.scratch_size {
+                            cmd.arg(format!("--scratchsize={s}"));
+                        }
+                    }
+                }
+                for (k, v) in &vars {
+                    cmd.arg("-t").arg(format!("{k}:{v}"));
+                }
+                cmd.arg(&recipe).kill_on_drop(true);
+                cmd
+            };
+            let shown: Vec<String> = vars
+                .iter()
+                .map(|(k, v)| format!("{k}={}", kiln_shared::record::sources::strip_credentials(v)))
+                .collect();
+            ctx.log.note(&format!(
+                "debos: {} ({}), variables: {}",
+                o.recipe,
+                match m {
+                    Machine::Kvm => "in its fakemachine, KVM",
+                    Machine::Native => "natively, without fakemachine",
+                },
+                if shown.is_empty() {
+                    "none".to_string()
+                } else {
+                    shown.join(", ")
+                }
+            ));
+            let what = format!("debos {}", o.recipe);
+            if m == Machine::Kvm && o.fakemachine == "auto" {
+                ctx.log.note(&what);
+                let (status, no_guest) = run_watching(command(&m), &ctx.log, NO_GUEST)
+                    .await
+                    .map_err(|e| failed(format!("{what}: {e}")))?;
+                if !status.success() {
+                    if !no_guest || crate::machine::in_user_namespace() {
+                        return Err(failed(format!(
+                            "{what} failed with {}{}",
+                            crate::process::describe(status),
+                            ctx.log
+                                .first_error()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
+                        )));
+                    }
+                    ctx.log.note(
+                        "debos: fakemachine could not start its KVM guest on this slave (/dev/kvm opens but runs no guest); running natively instead",
+                    );
+                    ctx.log.forget_errors();
+                    step(ctx, &what, command(&Machine::Native)).await?;
+                }
+            } else {
+                step(ctx, &what, command(&m)).await?;
+            }
+            let produced = std::fs::read_dir(&ctx.output)
+                .map_err(|e| failed(format!("reading the artifact dir: {e}")))?
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .count();
+            if produced == 0 {
+                return Err(failed(format!(
+                    "debos succeeded but {} wrote no file to its artifact dir (a `pack` or `image-partition` action's file)",
+                    o.recipe
+                )));
+            }
+            compress_images(ctx, &o.compress).await
+        })
+    }
+}
+
+/// What debos prints when its fakemachine's KVM guest does not start (before any action ran).
+const NO_GUEST: &str = "error starting kvm backend";
+
+/// Runs `cmd` like [`crate::process::run`], its output in the log; also says whether a line
+/// contained `needle`.
+async fn run_watching(
+    mut cmd: Command,
+    log: &crate::process::Log,
+    needle: &'static str,
+) -> std::io::Result<(std::process::ExitStatus, bool)> {
+    use std::process::Stdio;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::io::AsyncBufReadExt;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let seen = Arc::new(AtomicBool::new(false));
+    let pump = |r: Box<dyn tokio::io::AsyncRead + Send + Unpin>| {
+        let (log, seen) = (log.clone(), seen.clone());
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(r).split(b'\n');
+            while let Ok(Some(l)) = lines.next_segment().await {
+                let l = String::from_utf8_lossy(&l);
+                if l.contains(needle) {
+                    seen.store(true, Ordering::Relaxed);
+                }
+                log.line(&l);
+            }
+        })
+    };
+    let out = pump(Box::new(child.stdout.take().expect("piped")));
+    let err = pump(Box::new(child.stderr.take().expect("piped")));
+    let status = child.wait().await?;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let _ = out.await;
+        let _ = err.await;
+    })
+    .await;
+    Ok((status, seen.load(Ordering::Relaxed)))
+}
+
+/// Each raw `*.img` of the output dir: its sha256 written beside it, its layout recorded, then
+/// compressed (unless `compress` is "none").
+async fn compress_images(ctx: &Context, compress: &str) -> Result<(), BackendError> {
+    let mut images: Vec<String> = std::fs::read_dir(&ctx.output)
+        .map_err(|e| failed(format!("reading the artifact dir: {e}")))?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".img"))
+        .collect();
+    images.sort();
+    for name in images {
+        let raw = ctx.output.join(&name);
+        let sha = sha256_file(&raw)
+            .await
+            .map_err(|e| failed(format!("hashing {name}: {e}")))?;
+        std::fs::write(
+            ctx.output.join(format!("{name}.sha256")),
+            format!("{sha}  {name}\n"),
+        )
+        .map_err(|e| failed(format!("writing {name}.sha256: {e}")))?;
+        ctx.log.note(&format!("{name}: sha256 {sha} (raw image)"));
+        let (artifact, mut cmd) = match compress {
+            "none" => {
+                ctx.record_image(&raw, &name);
+                continue;
+            }
+            "xz" => {
+                let mut c = Command::new("xz");
+                c.args(["-T0", "-q", "-f"]).arg(&raw);
+                (format!("{name}.xz"), c)
+            }
+            _ => {
+                let mut c = Command::new("zstd");
+                c.args(["-T0", "-q", "--rm", "-f"]).arg(&raw);
+                (format!("{name}.zst"), c)
+            }
+        };
+        ctx.record_image(&raw, &artifact);
+        cmd.kill_on_drop(true);
+        step(ctx, &format!("compressing {artifact}"), cmd).await?;
+    }
+    Ok(())
+}
+
+async fn sha256_file(p: &Path) -> std::io::Result<String> {
+    let p = p.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use sha2::Digest;
+        let mut f = std::fs::File::open(p)?;
+        let mut h = sha2::Sha256::new();
+        std::io::copy(&mut f, &mut h)?;
+        Ok(hex::encode(h.finalize()))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fakemachine_auto_follows_kvm_and_kvm_needs_it() {
+        assert_eq!(machine("auto", true), Ok(Machine::Kvm));
+        assert_eq!(machine("auto", false), Ok(Machine::Native));
+        assert_eq!(machine("none", true), Ok(Machine::Native));
+        assert_eq!(machine("kvm", true), Ok(Machine::Kvm));
+        assert!(machine("kvm", false).unwrap_err().contains("/dev/kvm"));
+        assert!(machine("uml", true).unwrap_err().contains("\"auto\""));
+    }
+
+    #[test]
+    fn the_slave_mirror_is_offered_unless_the_recipe_names_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ctx = Context::for_test(
+            dir.path(),
+            dir.path(),
+            dir.path(),
+            crate::process::Log::open(&dir.path().join("log")).unwrap(),
+        );
+        ctx.mirror = Some("http://m/debian".into());
+        let mut o: DebosOptions = toml::from_str(
+            "recipe = \"board.yaml\"\narchitecture = \"arm64\"\nvariables = { suite = \"trixie\" }",
+        )
+        .unwrap();
+        let vars = template_vars(&o, &ctx);
+        assert_eq!(
+            vars,
+            [
+                ("suite".to_string(), "trixie".to_string()),
+                ("architecture".into(), "arm64".into()),
+                ("mirror".into(), "http://m/debian".into()),
+            ]
+        );
+        o.variables
+            .insert("mirror".into(), "http://own/debian".into());
+        assert!(template_vars(&o, &ctx).contains(&("mirror".into(), "http://own/debian".into())));
+        assert!(!template_vars(&o, &ctx).contains(&("mirror".into(), "http://m/debian".into())));
+        o.variables.remove("mirror");
+        o.use_slave_mirror = false;
+        assert!(!template_vars(&o, &ctx).iter().any(|(k, _)| k == "mirror"));
+    }
+}

@@ -1,10 +1,13 @@
-//! The head of a branch as a `git://` server advertises it, read in-process: one round trip on
-//! one connection, no git process on either side beyond the server's `upload-pack`. The git cache
-//! asks it before fetching an unpinned build's branch, and skips the fetch when its mirror already
-//! holds that commit (the usual case: a branch built again without a new push).
+//! The head of a branch as a git server advertises it, read in-process: for `git://` one round
+//! trip on one connection, for `http(s)://` one `GET …/info/refs?service=git-upload-pack` (git's
+//! smart HTTP protocol, certificates checked against the system's roots); no git process on this
+//! side. The git cache asks it before fetching an unpinned build's branch, and skips the fetch
+//! when its mirror already holds that commit (the usual case: a branch built again without a new
+//! push).
 //!
-//! Only an optimisation: any other scheme, a URL with credentials, a slow or unexpected answer
-//! gives `None`, and the cache fetches as it always did (and reports what went wrong then).
+//! Only an optimisation: `ssh://`, a URL with credentials, a server that wants a login, a slow or
+//! unexpected answer give `None`, and the cache fetches as it always did (and reports what went
+//! wrong then).
 
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,14 +17,86 @@ const PATIENCE: Duration = Duration::from_secs(5);
 /// The most the advertisement may hold (a repository with very many refs is fetched instead).
 const MAX_BYTES: usize = 4 << 20;
 
-/// The commit the server at `url` (a `git://` URL) advertises as `refs/heads/<branch>`.
+/// The commit the server at `url` advertises as `refs/heads/<branch>`.
 pub async fn advertised_head(url: &str, branch: &str) -> Option<String> {
-    let (authority, path) = split_git_url(url)?;
     let want = format!("refs/heads/{branch}");
-    tokio::time::timeout(PATIENCE, ask(authority, path, &want))
-        .await
-        .ok()
-        .flatten()
+    let asked = async {
+        if let Some((authority, path)) = split_git_url(url) {
+            ask(authority, path, &want).await
+        } else if is_plain_http_url(url) {
+            ask_http(url, &want).await
+        } else {
+            None
+        }
+    };
+    tokio::time::timeout(PATIENCE, asked).await.ok().flatten()
+}
+
+/// `http://` or `https://` without credentials in it.
+fn is_plain_http_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    !authority.is_empty() && !authority.contains('@') && !url.contains(['?', '#'])
+}
+
+/// One HTTP client for every build (system roots, as git uses).
+fn http_client() -> Option<&'static reqwest::Client> {
+    static CLIENT: std::sync::OnceLock<Option<reqwest::Client>> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let tls = crate::tls::client_config(&crate::tls::Trust::System).ok()?;
+            reqwest::Client::builder()
+                .use_preconfigured_tls((*tls).clone())
+                // Smart HTTP servers answer git clients only ("git/…").
+                .user_agent(concat!("git/kiln-slave-", env!("CARGO_PKG_VERSION")))
+                .build()
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Git's smart HTTP: `GET URL/info/refs?service=git-upload-pack` answers a service line, a
+/// flush, then the same advertisement as `git://`.
+async fn ask_http(url: &str, want: &str) -> Option<String> {
+    let u = format!(
+        "{}/info/refs?service=git-upload-pack",
+        url.trim_end_matches('/')
+    );
+    let mut resp = http_client()?.get(u).send().await.ok()?;
+    let smart = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        == Some("application/x-git-upload-pack-advertisement");
+    if !resp.status().is_success() || !smart {
+        return None;
+    }
+    let mut got = Vec::new();
+    while let Some(chunk) = resp.chunk().await.ok()? {
+        got.extend_from_slice(&chunk);
+        if got.len() > MAX_BYTES {
+            return None;
+        }
+    }
+    match parse(after_service_line(&got)?, want) {
+        Parsed::Head(h) => h,
+        _ => None,
+    }
+}
+
+/// What follows `# service=git-upload-pack` and its flush.
+fn after_service_line(buf: &[u8]) -> Option<&[u8]> {
+    let len = usize::from_str_radix(std::str::from_utf8(buf.get(..4)?).ok()?, 16).ok()?;
+    let line = buf.get(4..len)?;
+    if line.strip_suffix(b"\n").unwrap_or(line) != b"# service=git-upload-pack" {
+        return None;
+    }
+    buf.get(len..)?.strip_prefix(b"0000")
 }
 
 /// `git://host[:port]/path` → (`host[:port]`, `/path`); `None` for anything else.
@@ -181,6 +256,23 @@ mod tests {
         assert_eq!(parse(b"HTTP/1.1 400", "refs/heads/main"), Parsed::Absent);
         let bad = pkt_line("not-an-id refs/heads/main\n");
         assert_eq!(parse(&bad, "refs/heads/main"), Parsed::Absent);
+    }
+
+    #[test]
+    fn a_smart_http_answer_starts_with_its_service_line() {
+        let mut body = pkt_line("# service=git-upload-pack\n");
+        body.extend(b"0000");
+        body.extend(advertisement());
+        assert_eq!(
+            parse(after_service_line(&body).unwrap(), "refs/heads/main"),
+            Parsed::Head(Some("1".repeat(40)))
+        );
+        assert_eq!(after_service_line(&advertisement()), None);
+        assert!(is_plain_http_url("https://example.org/board.git"));
+        assert!(is_plain_http_url("http://127.0.0.1:8080/board.git"));
+        assert!(!is_plain_http_url("https://user:pw@example.org/board.git"));
+        assert!(!is_plain_http_url("ssh://example.org/board.git"));
+        assert!(!is_plain_http_url("https:///board.git"));
     }
 
     #[test]

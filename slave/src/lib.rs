@@ -12,7 +12,8 @@
 //! - [`store`]: the build's directory in the work dir (the local store that outlives the daemon)
 //! - [`fetch`]: shallow git fetch of the configuration branch (no cache), and unpacking an export
 //! - [`git_cache`]: the slave's bare mirror per branch URL, and each build's export from it
-//! - [`git_refs`]: the head of a branch as a `git://` server advertises it (no fetch when known)
+//! - [`git_refs`]: the head of a branch as a `git://` or smart-HTTP server advertises it (no
+//!   fetch when the mirror has it)
 //! - [`recipe`]: the branch's `kiln.toml`
 //! - [`backend`]: one file per image tool, behind one trait
 //! - [`process`]: running a command with its output in the build log

@@ -110,6 +110,47 @@ async fn a_second_build_uses_the_cache_picks_up_new_commits_and_pinned_old_ones(
     );
 }
 
+/// Over git's smart HTTP (the real `git http-backend`): a branch that did not move is not fetched
+/// again, its head read from the server's advertisement (one request); a push is fetched.
+#[tokio::test]
+async fn an_unchanged_http_branch_is_not_fetched_again() {
+    let git = GitServer::start();
+    let http = kiln_tests::GitHttp::start(&git);
+    let repo = git.repo("web");
+    let first = repo.script_branch("main", "echo one > \"$KILN_OUTPUT_DIR/out.txt\"");
+    let url = http.url("web");
+    let farm = Farm::start().await;
+    let _slave = farm.slave("s1").await;
+    farm.project("board", &url, "main").await;
+    let b1 = build(&farm, json!({})).await;
+    assert_eq!(b1.commit.as_deref(), Some(first.as_str()));
+    let log1 = farm.log(b1.id).await;
+    assert!(log1.contains("git cache: new mirror of http://"), "{log1}");
+
+    let before = http.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let b2 = build(&farm, json!({})).await;
+    let log2 = farm.log(b2.id).await;
+    assert!(
+        log2.contains(&format!(
+            "git cache: branch 'main' is at {first} on the server, already present, no fetch"
+        )),
+        "{log2}"
+    );
+    let asked = http.requests.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(asked, 1, "one GET of info/refs, no fetch");
+
+    let second = repo.script_branch("main", "echo two > \"$KILN_OUTPUT_DIR/out.txt\"");
+    let b3 = build(&farm, json!({})).await;
+    assert_eq!(b3.commit.as_deref(), Some(second.as_str()));
+    let log3 = farm.log(b3.id).await;
+    assert!(
+        log3.contains(&format!("git cache: branch 'main' updated to {second}")),
+        "{log3}"
+    );
+    let out = String::from_utf8(farm.download(b3.id, "out.txt").await).unwrap();
+    assert_eq!(out.trim(), "two");
+}
+
 #[tokio::test]
 async fn a_build_waiting_for_the_cache_is_fetched_again_after_a_slave_kill_and_cancels_at_once() {
     let git = GitServer::start();

@@ -84,6 +84,11 @@ impl GitServer {
         }
     }
 
+    /// Where the bare repositories are (`NAME.git`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// A new repository `name.git` served as `git://127.0.0.1:PORT/name.git`.
     pub fn repo(&self, name: &str) -> Repo {
         let bare = self.root.join(format!("{name}.git"));

@@ -3,6 +3,7 @@
 //! - [`Postgres`]: one private cluster per test run (initdb + postgres on a unix socket in a temp
 //!   dir, as an unprivileged user when run as root), one fresh database per farm.
 //! - [`GitServer`]: `git daemon` on loopback serving repositories the test writes.
+//! - [`GitHttp`]: the same repositories over git's smart HTTP (`git http-backend` as CGI).
 //! - [`Farm`]: the real `kiln-master` binary on port 0 (readiness read from its stdout) with
 //!   real `kiln-slave` processes, driven over HTTP like a user would.
 //! - [`Proxy`]: a TCP proxy that can partition a slave from the master without closing anything.
@@ -10,6 +11,7 @@
 pub mod farm;
 pub mod garage;
 pub mod git;
+pub mod git_http;
 pub mod haproxy;
 pub mod host_apt;
 pub mod measure;
@@ -20,6 +22,7 @@ pub mod session;
 
 pub use farm::{Farm, FarmOptions, SlaveProc};
 pub use git::{GitServer, Repo};
+pub use git_http::GitHttp;
 pub use pg::Postgres;
 pub use proxy::Proxy;
 pub use session::Session;

@@ -625,9 +625,10 @@ async fn live_build_minimal_image() {
 }
 
 /// A debos recipe kept as board teams keep them: template variables with defaults, the mirror
-/// given by Kiln (the slave's), a `pack` of the root file system and a raw image written to the
-/// artifact dir by a post-processing step. On this kind of machine `/dev/kvm` opens but runs no
-/// guest: `fakemachine = "auto"` tries it, then runs debos natively on the host-root slave.
+/// given by Kiln (the slave's), a `pack` of the root file system and a partitioned disk image
+/// (`image-partition`, `filesystem-deploy`). On this kind of machine `/dev/kvm` opens but runs no
+/// guest: `fakemachine = "auto"` tries it, then runs debos natively on the host-root slave (with
+/// a stand-in `udevadm` where no udev daemon runs).
 #[tokio::test]
 #[ignore = "slow tier: real debos build (scripts/test.sh runs it)"]
 async fn debos_recipe_packs_a_rootfs_and_compresses_its_image() {
@@ -656,10 +657,22 @@ actions:
     file: rootfs.tar.gz
     compression: gz
 
-  - action: run
-    description: a raw file system image beside it
-    postprocess: true
-    command: truncate -s 16M "$ARTIFACTDIR/board.img" && mkfs.ext4 -q -L kiln "$ARTIFACTDIR/board.img"
+  - action: image-partition
+    imagename: board.img
+    imagesize: 512MB
+    partitiontype: msdos
+    mountpoints:
+      - mountpoint: /
+        partition: root
+    partitions:
+      - name: root
+        fs: ext4
+        start: 1MiB
+        end: 100%
+        flags: [ boot ]
+
+  - action: filesystem-deploy
+    description: the root file system into the image
 "#;
     repo.file(
         "kiln.toml",
@@ -727,16 +740,15 @@ actions:
         .arg(dir.path().join("rootfs.tar.gz"))
         .arg("./etc/hostname"));
     assert_eq!(hostname.trim(), "kiln-board");
+    // The image: one partition at 1 MiB (MBR) holding a clean ext4 root with the board's name.
+    let (img, table) = unpack_disk_image(dir.path(), &farm.download(b.id, "board.img.zst").await);
+    assert_eq!(table["label"], "dos", "{table}");
+    let parts = table["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 1, "{table}");
+    assert_eq!(parts[0]["start"], 2048, "{table}");
+    check_root_partition(dir.path(), &img, &parts[0], None);
     // The raw image's sum was taken before compression: it is the sum of what unpacks.
-    std::fs::write(
-        dir.path().join("board.img.zst"),
-        farm.download(b.id, "board.img.zst").await,
-    )
-    .unwrap();
-    run(Command::new("zstd")
-        .args(["-d", "-q", "-f"])
-        .arg(dir.path().join("board.img.zst")));
-    let sum = run(Command::new("sha256sum").arg(dir.path().join("board.img")));
+    let sum = run(Command::new("sha256sum").arg(&img));
     let recorded = String::from_utf8(farm.download(b.id, "board.img.sha256").await).unwrap();
     assert_eq!(
         recorded.split_whitespace().next(),

@@ -102,6 +102,9 @@ impl Backend for Debos {
                 match m {
                     Machine::Native => {
                         cmd.arg("--disable-fakemachine");
+                        if let Some(path) = without_udev(ctx) {
+                            cmd.env("PATH", path);
+                        }
                     }
                     Machine::Kvm => {
                         cmd.arg("--fakemachine-backend=kvm");
@@ -176,6 +179,43 @@ impl Backend for Debos {
             compress_images(ctx, &o.compress).await
         })
     }
+}
+
+/// Natively on a host without a udev daemon (a container, a host whose PID 1 is not systemd),
+/// debos's `image-partition` waits forever in `udevadm trigger --settle`, and systemd-nspawn
+/// (its chroot steps) wants `/dev/disk`, which udev makes. Then debos gets a `udevadm` that
+/// does nothing, first on its `PATH` (returned), and an empty `/dev/disk`; the log says so.
+fn without_udev(ctx: &Context) -> Option<String> {
+    if Path::new("/run/udev/control").exists() {
+        return None;
+    }
+    let bin = ctx.scratch.join("debos-bin");
+    let shim = bin.join("udevadm");
+    let made = std::fs::create_dir_all(&bin).and_then(|_| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(
+            &shim,
+            "#!/bin/sh\n# No udev daemon on this slave: nothing to wait for.\nexit 0\n",
+        )?;
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755))
+    });
+    if let Err(e) = made {
+        ctx.log.note(&format!(
+            "debos: no udev daemon here, and no udevadm stand-in: {e}"
+        ));
+        return None;
+    }
+    if !Path::new("/dev/disk").exists() {
+        if let Err(e) = std::fs::create_dir("/dev/disk") {
+            ctx.log
+                .note(&format!("debos: cannot create /dev/disk: {e}"));
+        }
+    }
+    ctx.log.note(
+        "debos: no udev daemon on this slave (/run/udev/control is missing): debos runs with a udevadm that does nothing, and an empty /dev/disk",
+    );
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    Some(format!("{}:{path}", bin.display()))
 }
 
 /// What debos prints when its fakemachine's KVM guest does not start (before any action ran).

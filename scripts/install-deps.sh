@@ -12,8 +12,8 @@ PACKAGES=(
   postgresql postgresql-client
   # image backends and the tools they call
   mmdebstrap live-build debootstrap fdisk e2fsprogs zstd xz-utils dosfstools mtools arch-test
-  # debos (natively here: its fakemachine's kernel is a recommended package, not installed)
-  debos parted
+  # debos (natively here: its fakemachine's kernel is a recommended package, not installed), vmdb2
+  debos parted vmdb2 kpartx qemu-utils
   # what an image carries: its layout is read with sfdisk, blkid and debugfs (above); tests
   # flash with bmaptool and check SBOMs with the SPDX validator (in a venv, from PyPI)
   bmap-tools python3-venv

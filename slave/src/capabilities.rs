@@ -124,7 +124,7 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 }
 
 fn unknown_backend(name: &str) -> String {
-    format!("unknown backend \"{name}\" (known: script, exec, mmdebstrap, live-build, debos, boot-test)")
+    format!("unknown backend \"{name}\" (known: script, exec, mmdebstrap, live-build, debos, vmdb2, boot-test)")
 }
 
 /// What a backend (or the boot test) needs that `c` lacks: `(what, Debian package)` pairs.
@@ -138,6 +138,7 @@ pub fn missing_for(
         "mmdebstrap" => &["git", "mmdebstrap", "sfdisk", "mkfs.ext4", "zstd"],
         "live-build" => &["git", "live-build", "debootstrap"],
         "debos" => &["git", "debos", "zstd", "xz"],
+        "vmdb2" => &["git", "vmdb2", "zstd", "xz"],
         "boot-test" => &["zstd"],
         other => return Err(unknown_backend(other)),
     };
@@ -148,6 +149,10 @@ pub fn missing_for(
         .map(|t| (t.name.to_string(), t.package.to_string()))
         .collect();
     match backend {
+        "vmdb2" if sandbox != SandboxMode::HostRoot => missing.push((
+            "the host's root (vmdb2 partitions, formats and mounts loop devices)".into(),
+            "slave.sandbox = \"host-root\"".into(),
+        )),
         "debos" if sandbox != SandboxMode::HostRoot => missing.push((
             "the host's root (debos runs as root, natively or to start its fakemachine)".into(),
             "slave.sandbox = \"host-root\"".into(),

@@ -55,6 +55,10 @@ pub fn backends(sandbox: kiln_shared::config::SandboxMode) -> Vec<String> {
     if have_tool("debos") && sandbox == kiln_shared::config::SandboxMode::HostRoot {
         v.push("debos".into());
     }
+    // vmdb2 partitions, formats and mounts loop devices: the host's root.
+    if have_tool("vmdb2") && sandbox == kiln_shared::config::SandboxMode::HostRoot {
+        v.push("vmdb2".into());
+    }
     v
 }
 

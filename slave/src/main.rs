@@ -67,7 +67,7 @@ enum Cmd {
     /// device-mapper, qemu-user binfmt, free disk) and which Debian packages it lacks for each
     /// backend; exits 1 when something is missing.
     Doctor {
-        /// Only these backends (script, exec, mmdebstrap, live-build, debos, boot-test); default all.
+        /// Only these backends (script, exec, mmdebstrap, live-build, debos, vmdb2, boot-test); default all.
         #[arg(long = "backend")]
         backends: Vec<String>,
     },

@@ -20,6 +20,8 @@ struct Raw {
     exec: Option<ExecOptions>,
     #[serde(default)]
     debos: Option<DebosOptions>,
+    #[serde(default)]
+    vmdb2: Option<Vmdb2Options>,
     /// Files the build must produce; a build without them fails, naming what is missing.
     #[serde(default)]
     outputs: Vec<String>,
@@ -362,6 +364,77 @@ impl DebosOptions {
     }
 }
 
+/// `[vmdb2]`: a vmdb2 specification of the branch (`backend/vmdb2.rs`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vmdb2Options {
+    /// The specification, a path in the branch (vmdb2 runs in its directory).
+    pub spec: String,
+    /// The image's file name (`--output`), an artifact once compressed.
+    #[serde(default = "default_vmdb2_image")]
+    pub image: String,
+    /// Given to the specification as the Jinja2 variable `size` (its `mkimg` step's size).
+    #[serde(default)]
+    pub size: Option<String>,
+    /// More Jinja2 variables (`--variable name=value`).
+    #[serde(default)]
+    pub variables: std::collections::BTreeMap<String, String>,
+    /// Keep the root file system vmdb2 caches (`--rootfs-tarball`) as the artifact
+    /// `rootfs.tar.gz` (the specification's `cache-rootfs` step writes it).
+    #[serde(default)]
+    pub rootfs_tarball: bool,
+    /// vmdb2's `--verbose`: the output of every command it runs, in the build log.
+    #[serde(default)]
+    pub verbose: bool,
+    /// How the image is compressed: "zstd", "xz" or "none".
+    #[serde(default = "default_compress")]
+    pub compress: String,
+}
+
+fn default_vmdb2_image() -> String {
+    "board.img".into()
+}
+
+impl Vmdb2Options {
+    fn check(&self) -> Result<(), String> {
+        check_branch_path("vmdb2.spec", &self.spec)?;
+        if !self.image.ends_with(".img") {
+            return Err(format!(
+                "{FILE}: vmdb2.image = \"{}\" must be a file name ending in .img",
+                self.image
+            ));
+        }
+        kiln_shared::api::validate_artifact_name(&self.image)
+            .map_err(|m| format!("{FILE}: vmdb2.image: {m}"))?;
+        if let Some(s) = &self.size {
+            if parse_size(s).is_none_or(|n| n < 1 << 20) {
+                return Err(format!(
+                    "{FILE}: vmdb2.size = \"{s}\" must be a size like \"4G\" or \"1536M\""
+                ));
+            }
+        }
+        for (k, v) in &self.variables {
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!(
+                    "{FILE}: vmdb2.variables: \"{k}\" must be a name of letters, digits and '_'"
+                ));
+            }
+            if v.contains(['\0', '\n']) {
+                return Err(format!(
+                    "{FILE}: vmdb2.variables.{k} cannot contain a NUL or a line break"
+                ));
+            }
+        }
+        if !["zstd", "xz", "none"].contains(&self.compress.as_str()) {
+            return Err(format!(
+                "{FILE}: vmdb2.compress = \"{}\" must be \"zstd\", \"xz\" or \"none\"",
+                self.compress
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Backend {
     Script(ScriptOptions),
@@ -369,6 +442,7 @@ pub enum Backend {
     LiveBuild(LiveBuildOptions),
     Exec(ExecOptions),
     Debos(DebosOptions),
+    Vmdb2(Vmdb2Options),
 }
 
 impl Backend {
@@ -388,6 +462,7 @@ impl Backend {
             Backend::LiveBuild(_) => "live-build",
             Backend::Exec(_) => "exec",
             Backend::Debos(_) => "debos",
+            Backend::Vmdb2(_) => "vmdb2",
         }
     }
 }
@@ -399,7 +474,14 @@ pub struct Recipe {
     pub boot: Option<BootOptions>,
 }
 
-pub const BACKENDS: [&str; 5] = ["script", "mmdebstrap", "live-build", "exec", "debos"];
+pub const BACKENDS: [&str; 6] = [
+    "script",
+    "mmdebstrap",
+    "live-build",
+    "exec",
+    "debos",
+    "vmdb2",
+];
 
 fn section<T>(name: &str, v: Option<T>) -> Result<T, String> {
     v.ok_or_else(|| format!("{FILE}: backend \"{name}\" needs a [{name}] section"))
@@ -557,6 +639,11 @@ impl Recipe {
                 let o: DebosOptions = section("debos", raw.debos)?;
                 o.check()?;
                 Backend::Debos(o)
+            }
+            "vmdb2" => {
+                let o: Vmdb2Options = section("vmdb2", raw.vmdb2)?;
+                o.check()?;
+                Backend::Vmdb2(o)
             }
             other => {
                 return Err(format!(
@@ -721,6 +808,13 @@ image_size = "1G"
             ("backend = \"debos\"\n[debos]\nrecipe = \"b.yaml\"\nvariables = { \"a b\" = \"x\" }", "debos.variables"),
             ("backend = \"debos\"\n[debos]\nrecipe = \"b.yaml\"\narchitecture = \"arm 64\"", "debos.architecture"),
             ("backend = \"debos\"\n[debos]\nrecipe = \"b.yaml\"\nrecipes = \"x\"", "recipes"),
+            ("backend = \"vmdb2\"", "needs a [vmdb2] section"),
+            ("backend = \"vmdb2\"\n[vmdb2]\nspec = \"../b.yaml\"", "vmdb2.spec"),
+            ("backend = \"vmdb2\"\n[vmdb2]\nspec = \"b.yaml\"\nimage = \"board.iso\"", "vmdb2.image"),
+            ("backend = \"vmdb2\"\n[vmdb2]\nspec = \"b.yaml\"\nimage = \"a/b.img\"", "vmdb2.image"),
+            ("backend = \"vmdb2\"\n[vmdb2]\nspec = \"b.yaml\"\nsize = \"big\"", "vmdb2.size"),
+            ("backend = \"vmdb2\"\n[vmdb2]\nspec = \"b.yaml\"\ncompress = \"bz2\"", "vmdb2.compress"),
+            ("backend = \"vmdb2\"\n[vmdb2]\nspec = \"b.yaml\"\nvariables = { \"x-y\" = \"1\" }", "vmdb2.variables"),
         ] {
             let e = Recipe::parse(text).unwrap_err();
             assert!(e.contains(says), "{text:?}: {e}");

@@ -806,3 +806,105 @@ async fn a_second_mmdebstrap_build_takes_its_packages_from_the_slave_cache() {
         debs(second, "HIT")
     );
 }
+
+/// A vmdb2 specification as Debian's board images keep them: an image made, partitioned,
+/// mapped with `kpartx`, formatted, mounted, debootstrapped from the mirror Kiln gives, its
+/// root file system cached (`rootfs_tarball`), an fstab written. Where the host has no
+/// device-mapper the slave's `kpartx` stand-in maps the partitions instead.
+#[tokio::test]
+#[ignore = "slow tier: real vmdb2 build (scripts/test.sh runs it)"]
+async fn vmdb2_spec_builds_a_partitioned_image() {
+    let git = GitServer::start();
+    let repo = git.repo("vmdb2");
+    let spec = r#"steps:
+  - mkimg: "{{ output }}"
+    size: "{{ size }}"
+  - mklabel: msdos
+    device: "{{ output }}"
+  - mkpart: primary
+    device: "{{ output }}"
+    start: 1M
+    end: 100%
+    tag: root
+  - kpartx: "{{ output }}"
+  - mkfs: ext4
+    partition: root
+  - mount: root
+  - unpack-rootfs: root
+  - debootstrap: bookworm
+    mirror: "{{ mirror }}"
+    target: root
+    variant: minbase
+    unless: rootfs_unpacked
+  - cache-rootfs: root
+    unless: rootfs_unpacked
+  - chroot: root
+    shell: echo {{ hostname }} > /etc/hostname
+  - fstab: root
+"#;
+    repo.file(
+        "kiln.toml",
+        "backend = \"vmdb2\"\n[vmdb2]\nspec = \"board.yaml\"\nimage = \"board.img\"\nsize = \"512M\"\nrootfs_tarball = true\nvariables = { hostname = \"kiln-vmdb2\" }\n",
+        false,
+    )
+    .file("board.yaml", spec, false)
+    .commit("main", "vmdb2");
+    let farm = Farm::with(kiln_tests::FarmOptions {
+        heartbeat_secs: 5,
+        lost_timeout_secs: 60,
+        ..Default::default()
+    })
+    .await;
+    let _slave = farm
+        .slave_with("builder", &["--sandbox", "host-root"])
+        .await;
+    farm.project("vmdb2", &repo.url, "main").await;
+    let b = farm.request_build("vmdb2", json!({})).await;
+    let b = farm.wait_ended(b.id, Duration::from_secs(1800)).await;
+    let log = farm.log(b.id).await;
+    assert_eq!(
+        b.state,
+        BuildState::Succeeded,
+        "{:?}\n{}",
+        b.reason,
+        kiln_tests::farm::tail(&log, 80)
+    );
+    for l in log.lines().filter(|l| l.starts_with("[kiln] vmdb2")) {
+        eprintln!("{l}");
+    }
+    let names: Vec<String> = farm
+        .artifacts(b.id)
+        .await
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    for want in [
+        "board.img.zst",
+        "board.img.sha256",
+        "board.img.bmap",
+        "rootfs.tar.gz",
+        "vmdb2.log",
+        "SHA256SUMS",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want}: {names:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (img, table) = unpack_disk_image(dir.path(), &farm.download(b.id, "board.img.zst").await);
+    assert_eq!(table["label"], "dos", "{table}");
+    let parts = table["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 1, "{table}");
+    let root = check_root_partition(dir.path(), &img, &parts[0], None);
+    let hostname = run(Command::new("debugfs")
+        .args(["-R", "cat /etc/hostname"])
+        .arg(&root));
+    assert_eq!(hostname.trim(), "kiln-vmdb2");
+    let sum = run(Command::new("sha256sum").arg(&img));
+    let recorded = String::from_utf8(farm.download(b.id, "board.img.sha256").await).unwrap();
+    assert_eq!(
+        recorded.split_whitespace().next(),
+        sum.split_whitespace().next()
+    );
+    // Nothing of the build is left attached.
+    let attached = run(Command::new("losetup").args(["-n", "-O", "BACK-FILE"]));
+    assert!(!attached.contains("board.img"), "{attached}");
+}

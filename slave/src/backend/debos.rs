@@ -176,7 +176,7 @@ impl Backend for Debos {
                     o.recipe
                 )));
             }
-            compress_images(ctx, &o.compress).await
+            super::images::sum_record_compress(ctx, &o.compress).await
         })
     }
 }
@@ -259,64 +259,6 @@ async fn run_watching(
     })
     .await;
     Ok((status, seen.load(Ordering::Relaxed)))
-}
-
-/// Each raw `*.img` of the output dir: its sha256 written beside it, its layout recorded, then
-/// compressed (unless `compress` is "none").
-async fn compress_images(ctx: &Context, compress: &str) -> Result<(), BackendError> {
-    let mut images: Vec<String> = std::fs::read_dir(&ctx.output)
-        .map_err(|e| failed(format!("reading the artifact dir: {e}")))?
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".img"))
-        .collect();
-    images.sort();
-    for name in images {
-        let raw = ctx.output.join(&name);
-        let sha = sha256_file(&raw)
-            .await
-            .map_err(|e| failed(format!("hashing {name}: {e}")))?;
-        std::fs::write(
-            ctx.output.join(format!("{name}.sha256")),
-            format!("{sha}  {name}\n"),
-        )
-        .map_err(|e| failed(format!("writing {name}.sha256: {e}")))?;
-        ctx.log.note(&format!("{name}: sha256 {sha} (raw image)"));
-        let (artifact, mut cmd) = match compress {
-            "none" => {
-                ctx.record_image(&raw, &name);
-                continue;
-            }
-            "xz" => {
-                let mut c = Command::new("xz");
-                c.args(["-T0", "-q", "-f"]).arg(&raw);
-                (format!("{name}.xz"), c)
-            }
-            _ => {
-                let mut c = Command::new("zstd");
-                c.args(["-T0", "-q", "--rm", "-f"]).arg(&raw);
-                (format!("{name}.zst"), c)
-            }
-        };
-        ctx.record_image(&raw, &artifact);
-        cmd.kill_on_drop(true);
-        step(ctx, &format!("compressing {artifact}"), cmd).await?;
-    }
-    Ok(())
-}
-
-async fn sha256_file(p: &Path) -> std::io::Result<String> {
-    let p = p.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        use sha2::Digest;
-        let mut f = std::fs::File::open(p)?;
-        let mut h = sha2::Sha256::new();
-        std::io::copy(&mut f, &mut h)?;
-        Ok(hex::encode(h.finalize()))
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 #[cfg(test)]

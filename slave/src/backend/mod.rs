@@ -3,10 +3,12 @@
 
 pub mod debos;
 pub mod exec;
+pub mod images;
 pub mod layout;
 pub mod live_build;
 pub mod mmdebstrap;
 pub mod script;
+pub mod vmdb2;
 
 use crate::process::{self, Log};
 use crate::recipe;
@@ -251,6 +253,7 @@ pub fn for_recipe(r: &recipe::Backend) -> Box<dyn Backend> {
         recipe::Backend::LiveBuild(o) => Box::new(live_build::LiveBuild(o.clone())),
         recipe::Backend::Exec(o) => Box::new(exec::Exec(o.clone())),
         recipe::Backend::Debos(o) => Box::new(debos::Debos(o.clone())),
+        recipe::Backend::Vmdb2(o) => Box::new(vmdb2::Vmdb2(o.clone())),
     }
 }
 

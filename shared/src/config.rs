@@ -577,6 +577,11 @@ pub struct SlaveConfig {
     /// builds downloaded, kept for the next build of any project) may hold; the least recently
     /// used go first. 0 turns it off.
     pub apt_cache_bytes: u64,
+    /// Bytes the slave's root file system cache (`rootfs-cache/` in the work dir: per project,
+    /// the last root file system of an mmdebstrap build with `rootfs_cache = true`, reused while
+    /// its inputs and the archive stay the same) may hold; the least recently used projects'
+    /// go first. 0 turns it off.
+    pub rootfs_cache_bytes: u64,
 }
 
 /// How a slave confines its builds (`slave.sandbox`).
@@ -597,6 +602,9 @@ pub const DEFAULT_APT_CACHE_BYTES: u64 = 10 << 30;
 /// The default size of a slave's git cache (`slave.git_cache_bytes`): 2 GiB.
 pub const DEFAULT_GIT_CACHE_BYTES: u64 = 2 << 30;
 
+/// The default size of a slave's root file system cache (`slave.rootfs_cache_bytes`): 8 GiB.
+pub const DEFAULT_ROOTFS_CACHE_BYTES: u64 = 8 << 30;
+
 impl Default for SlaveConfig {
     fn default() -> Self {
         SlaveConfig {
@@ -614,6 +622,7 @@ impl Default for SlaveConfig {
             sandbox_uid_base: DEFAULT_SANDBOX_UID_BASE,
             git_cache_bytes: DEFAULT_GIT_CACHE_BYTES,
             apt_cache_bytes: DEFAULT_APT_CACHE_BYTES,
+            rootfs_cache_bytes: DEFAULT_ROOTFS_CACHE_BYTES,
         }
     }
 }

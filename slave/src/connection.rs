@@ -102,6 +102,10 @@ pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
     };
     let env = Arc::new(Env {
         apt_cache,
+        rootfs_cache: crate::rootfs_cache::RootfsCache::new(
+            &settings.work_dir,
+            settings.rootfs_cache_bytes,
+        ),
         mirror,
         security_mirror,
         apt_options: crate::machine::apt_options(),

@@ -19,6 +19,7 @@
 //! - [`process`]: running a command with its output in the build log
 //! - [`upload`]: artifacts to the master over streaming HTTP
 //! - [`machine`]: what this machine is (architecture, tools, apt mirror)
+//! - [`rootfs_cache`]: per project, the last mmdebstrap root file system and the key of its inputs
 //! - [`register`]: `kiln-slave register`, enrolment with a registration token
 //! - [`tls`]: how the master's certificate is verified (system roots, `--ca`, `--ca-sha256`)
 
@@ -39,6 +40,7 @@ pub mod process;
 pub mod recipe;
 pub mod record;
 pub mod register;
+pub mod rootfs_cache;
 pub mod runner;
 pub mod sandbox;
 pub mod settings;

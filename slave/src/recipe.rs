@@ -201,6 +201,10 @@ pub struct MmdebstrapOptions {
     /// `rootfs` (`backend/layout.rs`).
     #[serde(default)]
     pub layout: Vec<LayoutPartition>,
+    /// Reuse the root file system of this project's last build on the slave while everything
+    /// it is made from is the same (`rootfs_cache.rs`).
+    #[serde(default)]
+    pub rootfs_cache: bool,
 }
 
 /// One `[[mmdebstrap.layout]]` entry: a partition of the disk image holding the root file

@@ -160,6 +160,7 @@ async fn run(
         emulates: input.emulates.clone(),
         record: Default::default(),
         progress: backend::Progress::to(bd.clone()),
+        rootfs_cache: bd.sandbox().join(crate::rootfs_cache::SANDBOX_DIR),
     };
     backend.run(&ctx).await?;
     record(&ctx);

@@ -30,6 +30,9 @@ pub struct Settings {
     /// The most the package cache (`apt-cache/` in the work dir) may hold; 0: none
     /// (`slave.apt_cache_bytes`).
     pub apt_cache_bytes: u64,
+    /// The most the root file system cache (`rootfs-cache/` in the work dir) may hold; 0: none
+    /// (`slave.rootfs_cache_bytes`).
+    pub rootfs_cache_bytes: u64,
     /// The config file read, if any (hidden from builds: it may hold the token).
     pub config_file: Option<PathBuf>,
 }
@@ -157,6 +160,7 @@ pub fn resolve(
         sandbox_uid_base: s.sandbox_uid_base,
         git_cache_bytes: s.git_cache_bytes,
         apt_cache_bytes: s.apt_cache_bytes,
+        rootfs_cache_bytes: s.rootfs_cache_bytes,
         config_file: config.map(std::path::absolute).transpose()?,
     })
 }

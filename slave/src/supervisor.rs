@@ -41,6 +41,8 @@ pub struct Env {
     pub git_cache: Option<crate::git_cache::GitCache>,
     /// The package cache its builds' apt goes through (`slave.apt_cache_bytes` > 0).
     pub apt_cache: Option<crate::apt_cache::AptCache>,
+    /// Per project, the last mmdebstrap root file system (`slave.rootfs_cache_bytes` > 0).
+    pub rootfs_cache: Option<crate::rootfs_cache::RootfsCache>,
     /// The daemon's inotify instance (none: build files are looked at once a second).
     pub events: Option<Arc<crate::events::Events>>,
 }
@@ -257,6 +259,7 @@ pub fn start(env: &Arc<Env>, job: Job) {
 /// then starts the runner and watches it.
 async fn launch(env: Arc<Env>, dir: BuildDir, record: Record, job: Job) {
     let build = dir.id;
+    offer_rootfs(&env, &dir, &record, &job).await;
     if let Some(cache) = &env.git_cache {
         // A cancel does not wait for the fetch (nor for another build's): git is killed, and a
         // mirror left half-fetched is fetched afresh by the next build.
@@ -299,6 +302,75 @@ async fn launch(env: Arc<Env>, dir: BuildDir, record: Record, job: Job) {
             watch(env.clone(), dir, pid, Some(child)).await
         }
         Err(e) => not_started(&env, &dir, e),
+    }
+}
+
+/// Puts the project's entry of the root file system cache, if it has one, in the build's
+/// sandbox (`rootfs_cache.rs`); the build decides whether it fits.
+async fn offer_rootfs(env: &Arc<Env>, dir: &BuildDir, record: &Record, job: &Job) {
+    if env.rootfs_cache.is_none() {
+        return;
+    }
+    let (env2, sandbox, project, owner) = (
+        env.clone(),
+        dir.sandbox(),
+        job.project.clone(),
+        record.owner(),
+    );
+    let offered = tokio::task::spawn_blocking(move || {
+        let cache = env2.rootfs_cache.as_ref().expect("checked");
+        let offered = cache.offer(&project, &sandbox)?;
+        if offered {
+            sandbox::hand_over(&sandbox.join(crate::rootfs_cache::SANDBOX_DIR), owner)?;
+        }
+        Ok::<_, std::io::Error>(offered)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    match offered {
+        Ok(true) => {
+            tracing::debug!(build = %dir.id, "offered the project's cached root file system")
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(build = %dir.id, "cannot offer the cached root file system: {e}"),
+    }
+}
+
+/// After a successful build: its root file system kept for the project's next builds, when it
+/// computed a new cache key.
+async fn keep_rootfs(env: &Arc<Env>, dir: &BuildDir, log: &Log) {
+    if env.rootfs_cache.is_none() {
+        return;
+    }
+    let Ok(Some(input)) = dir.read_input() else {
+        return;
+    };
+    let (env2, d) = (env.clone(), dir.clone());
+    let kept = tokio::task::spawn_blocking(move || {
+        let cache = env2.rootfs_cache.as_ref().expect("checked");
+        cache.keep(&input.job.project, &d.sandbox(), &d.output())
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    match kept {
+        Ok(Some((size, removed))) => {
+            log.note(&format!(
+                "rootfs cache: kept this root file system ({size} bytes) for the project's next builds{}",
+                if removed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; removed {} least recently used entr{} past slave.rootfs_cache_bytes",
+                        removed.len(),
+                        if removed.len() == 1 { "y" } else { "ies" }
+                    )
+                }
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => log.note(&format!(
+            "rootfs cache: could not keep this root file system: {e}"
+        )),
     }
 }
 
@@ -560,7 +632,10 @@ async fn settle(env: &Arc<Env>, dir: &BuildDir, pid: Option<i32>) {
         (None, Some(RunnerResult::BackendSucceeded)) => match upload_outputs(env, dir, &log, true)
             .await
         {
-            Ok(()) => Outcome::Succeeded,
+            Ok(()) => {
+                keep_rootfs(env, dir, &log).await;
+                Outcome::Succeeded
+            }
             Err(reason) if o.cancel_requested(build) => Outcome::Cancelled {
                 reason: o.cancel_reason(build).unwrap_or(reason),
             },

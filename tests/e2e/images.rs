@@ -758,51 +758,82 @@ actions:
     assert!(recorded.trim_end().ends_with("  board.img"), "{recorded}");
 }
 
-/// The slave's package cache (issue 19): the same minbase image built twice on one slave; the
-/// second build takes every package file from the cache (counted in its access log) and makes
-/// the same packages. The times go to docs/benchmarks.md, not into an assertion.
+/// The slave's caches (issue 19), the same minbase image built three times on one slave:
+/// 1. cold, with `rootfs_cache = true`: every package file fetched, the root file system kept;
+/// 2. the same commit again: the cached root file system reused, mmdebstrap not run, no package
+///    fetched at all;
+/// 3. a commit that turns the root file system cache off: mmdebstrap runs, and takes every
+///    package file from the package cache (counted in its access log).
+///
+/// All three make the same packages. The times go to docs/benchmarks.md, not into an assertion.
 #[tokio::test]
-#[ignore = "slow tier: two real mmdebstrap images (scripts/test.sh runs it)"]
+#[ignore = "slow tier: three real mmdebstrap images (scripts/test.sh runs it)"]
 async fn a_second_mmdebstrap_build_takes_its_packages_from_the_slave_cache() {
     let git = GitServer::start();
     let repo = git.repo("cached");
-    mmdebstrap_branch(&repo, "amd64", "\"hello\"", "");
+    mmdebstrap_branch(&repo, "amd64", "\"hello\"", "rootfs_cache = true\n");
     let farm = Farm::start().await;
     let slave = farm.slave("cacher").await;
     farm.project("cached", &repo.url, "main").await;
     let access = slave.work.join("apt-cache/access.log");
     let mut times = vec![];
     let mut manifests = vec![];
+    let mut logs = vec![];
     let mut seen = 0;
     let mut lines_of_build = vec![];
-    for _ in 0..2 {
+    for i in 0..3 {
+        if i == 2 {
+            mmdebstrap_branch(&repo, "amd64", "\"hello\"", "rootfs_cache = false\n");
+        }
         let started = std::time::Instant::now();
         let b = farm.request_build("cached", json!({})).await;
         let b = farm.wait_ended(b.id, Duration::from_secs(1500)).await;
         assert_eq!(b.state, BuildState::Succeeded, "{:?}", b.reason);
         times.push(started.elapsed().as_secs_f64());
         manifests.push(farm.download(b.id, "packages.manifest").await);
+        logs.push(farm.log(b.id).await);
         let log = std::fs::read_to_string(&access).expect("the cache's access log");
         let all: Vec<String> = log.lines().map(str::to_string).collect();
         lines_of_build.push(all[seen..].to_vec());
         seen = all.len();
     }
+    let has = |i: usize, what: &str| {
+        assert!(
+            logs[i].contains(what),
+            "build {}: no '{what}' in\n{}",
+            i + 1,
+            kiln_tests::farm::tail(&logs[i], 60)
+        )
+    };
+    has(0, "rootfs cache: miss (key ");
+    has(0, "rootfs cache: kept this root file system");
+    has(1, "rootfs cache: hit (key ");
+    assert!(
+        !logs[1].contains("[kiln] mmdebstrap bookworm"),
+        "{}",
+        logs[1]
+    );
+    assert!(!logs[2].contains("rootfs cache:"), "{}", logs[2]);
+    assert_eq!(manifests[0], manifests[1], "the same image from the cache");
+    let (first, rootfs_hit, second) = (&lines_of_build[0], &lines_of_build[1], &lines_of_build[2]);
+    assert!(rootfs_hit.is_empty(), "{rootfs_hit:?}");
     let debs = |lines: &[String], what: &str| {
         lines
             .iter()
             .filter(|l| l.starts_with(what) && l.ends_with(".deb"))
             .count()
     };
-    let (first, second) = (&lines_of_build[0], &lines_of_build[1]);
     assert!(debs(first, "MISS") > 50, "{first:?}");
     assert_eq!(debs(second, "MISS"), 0, "{second:?}");
     assert_eq!(debs(second, "HIT"), debs(first, "MISS"), "{second:?}");
-    assert_eq!(manifests[0], manifests[1], "the same image");
+    assert_eq!(manifests[0], manifests[2], "the same image");
     eprintln!(
-        "package cache: first build {:.1} s ({} package files fetched), second {:.1} s ({} from the cache)",
+        "caches: cold build {:.1} s ({} package files fetched); root file system cache hit {:.1} s ({:.1}x); package cache only {:.1} s ({} from the cache)",
         times[0],
         debs(first, "MISS"),
         times[1],
+        times[0] / times[1],
+        times[2],
         debs(second, "HIT")
     );
 }

@@ -13,6 +13,75 @@ use tokio::process::Command;
 
 pub struct Mmdebstrap(pub MmdebstrapOptions);
 
+/// The key of a root file system in the slave's cache: everything mmdebstrap makes it from.
+/// The options, the hooks' contents (and with hooks, the branch's commit: a hook may read any
+/// file of it), and the archive's `InRelease` as it is now, so a changed archive (a point
+/// release, a new package version) makes a new key.
+async fn cache_key(
+    o: &MmdebstrapOptions,
+    ctx: &Context,
+    arch: &str,
+    mirror: &str,
+    hooks: &[(&str, &str, std::path::PathBuf)],
+) -> Result<String, String> {
+    use sha2::Digest;
+    let url = format!(
+        "{}/dists/{}/InRelease",
+        mirror.trim_end_matches('/'),
+        o.suite
+    );
+    let shown = kiln_shared::record::sources::strip_credentials(&url);
+    let tls = crate::tls::client_config(&crate::tls::Trust::System)
+        .map_err(|e| format!("no TLS context: {e}"))?;
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls((*tls).clone())
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("{shown} answered {}", resp.status()));
+    }
+    let release = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut h = sha2::Sha256::new();
+    let mut line = |k: &str, v: &str| {
+        h.update(k.as_bytes());
+        h.update(b"=");
+        h.update(v.as_bytes());
+        h.update(b"\n");
+    };
+    line("kiln rootfs cache", "1");
+    line("suite", &o.suite);
+    line("architecture", arch);
+    line("variant", &o.variant);
+    line("components", &o.components.join(","));
+    line("packages", &o.packages.join(","));
+    line("mirror", mirror);
+    for a in ctx.apt_options.iter().chain(&o.aptopts) {
+        line("aptopt", a);
+    }
+    for (flag, name, path) in hooks {
+        let content =
+            std::fs::read(path).map_err(|e| format!("cannot read the hook {name}: {e}"))?;
+        line(
+            flag,
+            &format!("{name} {}", hex::encode(sha2::Sha256::digest(&content))),
+        );
+    }
+    if !hooks.is_empty() {
+        line("commit", &ctx.commit);
+    }
+    line("InRelease", &hex::encode(sha2::Sha256::digest(&release)));
+    Ok(hex::encode(h.finalize()))
+}
+
 fn failed(s: impl Into<String>) -> BackendError {
     BackendError::Failed(s.into())
 }
@@ -52,6 +121,7 @@ impl Backend for Mmdebstrap {
             if let Some(p) = &ctx.apt_proxy {
                 cmd.arg(format!("--aptopt=Acquire::http::Proxy \"{p}\""));
             }
+            let mut hook_files = vec![];
             for (flag, hooks) in [
                 ("--setup-hook", &o.setup_hooks),
                 ("--essential-hook", &o.essential_hooks),
@@ -61,6 +131,7 @@ impl Backend for Mmdebstrap {
                     let path = crate::recipe::branch_file(&ctx.src, h)
                         .map_err(|e| failed(format!("kiln.toml: hook \"{h}\" {e}")))?;
                     cmd.arg(format!("{flag}={}", path.display()));
+                    hook_files.push((flag, h.as_str(), path));
                 }
             }
             cmd.arg(&o.suite).arg(&rootfs);
@@ -68,6 +139,25 @@ impl Backend for Mmdebstrap {
             if let Some(m) = &mirror {
                 cmd.arg(m);
             }
+            let key = match (o.rootfs_cache, &mirror) {
+                (false, _) => None,
+                (true, None) => {
+                    ctx.log.note("rootfs cache: no mirror is known, so the archive's state cannot be checked; not used");
+                    None
+                }
+                (true, Some(m)) => match cache_key(o, ctx, &arch, m, &hook_files).await {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        ctx.log.note(&format!("rootfs cache: not used: {e}"));
+                        None
+                    }
+                },
+            };
+            let cached = ctx.rootfs_cache.join(crate::rootfs_cache::TARBALL);
+            let hit = key.is_some()
+                && crate::rootfs_cache::read_key(&ctx.rootfs_cache.join(crate::rootfs_cache::KEY))
+                    == key
+                && cached.is_file();
             // A mirror's password (in kiln.toml) stays out of the log.
             ctx.log.note(&format!(
                 "mirror: {}",
@@ -76,12 +166,46 @@ impl Backend for Mmdebstrap {
                     .map(kiln_shared::record::sources::strip_credentials)
                     .unwrap_or_else(|| "mmdebstrap's default".into())
             ));
-            step(
-                ctx,
-                &format!("mmdebstrap {} {arch} ({})", o.suite, o.variant),
-                cmd,
-            )
-            .await?;
+            if hit {
+                ctx.log.note(&format!(
+                    "rootfs cache: hit (key {}): the root file system an earlier build of this project made from the same options, hooks and archive; mmdebstrap not run",
+                    key.as_deref().unwrap_or_default()
+                ));
+                std::fs::create_dir_all(&rootfs)
+                    .map_err(|e| failed(format!("creating {}: {e}", rootfs.display())))?;
+                let mut tar = Command::new("tar");
+                tar.args([
+                    "--numeric-owner",
+                    "--xattrs",
+                    "--xattrs-include=*",
+                    "--acls",
+                ])
+                .args(["-I", "zstd -q", "-xpf"])
+                .arg(&cached)
+                .arg("-C")
+                .arg(&rootfs);
+                step(ctx, "unpacking the cached root file system", tar).await?;
+                std::fs::rename(&cached, ctx.output.join("rootfs.tar.zst"))
+                    .map_err(|e| failed(format!("taking the cached rootfs.tar.zst: {e}")))?;
+            } else {
+                step(
+                    ctx,
+                    &format!("mmdebstrap {} {arch} ({})", o.suite, o.variant),
+                    cmd,
+                )
+                .await?;
+                if let Some(k) = &key {
+                    let written = std::fs::create_dir_all(&ctx.rootfs_cache).and_then(|_| {
+                        std::fs::write(ctx.rootfs_cache.join(crate::rootfs_cache::NEW_KEY), k)
+                    });
+                    match written {
+                        Ok(()) => ctx.log.note(&format!(
+                            "rootfs cache: miss (key {k}); this root file system is kept for the next build if this one succeeds"
+                        )),
+                        Err(e) => ctx.log.note(&format!("rootfs cache: cannot record the key: {e}")),
+                    }
+                }
+            }
             if let Some(m) = &mirror {
                 ctx.record_tool_source(crate::record::apt::from_tool(
                     std::slice::from_ref(m),
@@ -116,7 +240,7 @@ impl Backend for Mmdebstrap {
                 out.stdout.iter().filter(|&&b| b == b'\n').count()
             ));
 
-            // Root file system tarball.
+            // Root file system tarball (taken from the cache on a hit).
             let mut tar = Command::new("tar");
             tar.arg("--numeric-owner")
                 .arg("--xattrs")
@@ -128,7 +252,9 @@ impl Backend for Mmdebstrap {
                 .arg("-cf")
                 .arg(ctx.output.join("rootfs.tar.zst"))
                 .arg(".");
-            step(ctx, "packing rootfs.tar.zst", tar).await?;
+            if !hit {
+                step(ctx, "packing rootfs.tar.zst", tar).await?;
+            }
 
             // Raw disk image: its partitions (`layout.rs`).
             let plan = super::layout::plan(o).map_err(failed)?;

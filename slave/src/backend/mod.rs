@@ -51,6 +51,9 @@ pub struct Context {
     pub record: Mutex<BuildRecord>,
     /// Where the backend says what it is doing, for the master's live views.
     pub progress: Progress,
+    /// The project's entry of the slave's root file system cache, as the daemon offered it,
+    /// and where a build leaves its new key (`rootfs_cache.rs`).
+    pub rootfs_cache: PathBuf,
 }
 
 /// A backend's progress (a step, a percentage), written to `sandbox/state.json`; the daemon's
@@ -115,6 +118,7 @@ impl Context {
             emulates: vec![],
             record: Default::default(),
             progress: Default::default(),
+            rootfs_cache: scratch.join("rootfs-cache"),
         }
     }
 }

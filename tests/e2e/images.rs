@@ -624,11 +624,11 @@ async fn live_build_minimal_image() {
     );
 }
 
-/// A debos recipe kept as board teams keep them: template variables with defaults, the mirror
-/// given by Kiln (the slave's), a `pack` of the root file system and a partitioned disk image
-/// (`image-partition`, `filesystem-deploy`). On this kind of machine `/dev/kvm` opens but runs no
-/// guest: `fakemachine = "auto"` tries it, then runs debos natively on the host-root slave (with
-/// a stand-in `udevadm` where no udev daemon runs).
+/// A debos recipe kept as board teams keep them: a minimal Debian arm64 image (under qemu-user)
+/// from template variables with defaults, the mirror given by Kiln (the slave's), a `pack` of the
+/// root file system and a partitioned disk image (`image-partition`, `filesystem-deploy`), built
+/// without KVM (`fakemachine = "none"`: natively on the host-root slave, with a stand-in
+/// `udevadm` where no udev daemon runs).
 #[tokio::test]
 #[ignore = "slow tier: real debos build (scripts/test.sh runs it)"]
 async fn debos_recipe_packs_a_rootfs_and_compresses_its_image() {
@@ -676,7 +676,7 @@ actions:
 "#;
     repo.file(
         "kiln.toml",
-        "backend = \"debos\"\n[debos]\nrecipe = \"recipes/board.yaml\"\nvariables = { hostname = \"kiln-board\" }\n",
+        "backend = \"debos\"\n[debos]\nrecipe = \"recipes/board.yaml\"\narchitecture = \"arm64\"\nfakemachine = \"none\"\nvariables = { hostname = \"kiln-board\" }\n",
         false,
     )
     .file("recipes/board.yaml", recipe, false)
@@ -707,7 +707,7 @@ actions:
         eprintln!("{l}");
     }
     assert!(
-        log.contains("variables: hostname=kiln-board, mirror="),
+        log.contains("variables: hostname=kiln-board, architecture=arm64, mirror="),
         "{}",
         kiln_tests::farm::tail(&log, 80)
     );
@@ -746,7 +746,12 @@ actions:
     let parts = table["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 1, "{table}");
     assert_eq!(parts[0]["start"], 2048, "{table}");
-    check_root_partition(dir.path(), &img, &parts[0], None);
+    check_root_partition(
+        dir.path(),
+        &img,
+        &parts[0],
+        Some("/usr/lib/aarch64-linux-gnu"),
+    );
     // The raw image's sum was taken before compression: it is the sum of what unpacks.
     let sum = run(Command::new("sha256sum").arg(&img));
     let recorded = String::from_utf8(farm.download(b.id, "board.img.sha256").await).unwrap();
@@ -838,10 +843,13 @@ async fn a_second_mmdebstrap_build_takes_its_packages_from_the_slave_cache() {
     );
 }
 
-/// A vmdb2 specification as Debian's board images keep them: an image made, partitioned,
-/// mapped with `kpartx`, formatted, mounted, debootstrapped from the mirror Kiln gives, its
-/// root file system cached (`rootfs_tarball`), an fstab written. Where the host has no
-/// device-mapper the slave's `kpartx` stand-in maps the partitions instead.
+/// A vmdb2 specification for a Raspberry Pi-style arm64 image, as Debian's board images keep
+/// them: an image made, partitioned (a FAT boot partition and an ext4 root), mapped with
+/// `kpartx`, formatted, the root mounted and debootstrapped for arm64 (under qemu-user) from the
+/// mirror Kiln gives, its root file system cached (`rootfs_tarball`), an fstab written. Where the
+/// host has no device-mapper the slave's `kpartx` stand-in maps the partitions instead. This
+/// kernel cannot mount vfat, so the boot files go in with mtools from a `shell` step (a Pi spec
+/// mounts it at /boot/firmware instead).
 #[tokio::test]
 #[ignore = "slow tier: real vmdb2 build (scripts/test.sh runs it)"]
 async fn vmdb2_spec_builds_a_partitioned_image() {
@@ -853,16 +861,26 @@ async fn vmdb2_spec_builds_a_partitioned_image() {
   - mklabel: msdos
     device: "{{ output }}"
   - mkpart: primary
+    fs-type: fat32
     device: "{{ output }}"
     start: 1M
+    end: 64M
+    tag: boot
+  - mkpart: primary
+    device: "{{ output }}"
+    start: 64M
     end: 100%
     tag: root
   - kpartx: "{{ output }}"
+  - mkfs: vfat
+    partition: boot
+    label: BOOT
   - mkfs: ext4
     partition: root
   - mount: root
   - unpack-rootfs: root
   - debootstrap: bookworm
+    arch: arm64
     mirror: "{{ mirror }}"
     target: root
     variant: minbase
@@ -872,6 +890,12 @@ async fn vmdb2_spec_builds_a_partitioned_image() {
   - chroot: root
     shell: echo {{ hostname }} > /etc/hostname
   - fstab: root
+  - shell: |
+      dev=$(losetup -n -O NAME -j "{{ output }}" | head -n1)
+      printf 'arm_64bit=1\n' > "$ROOT/tmp/config.txt"
+      mcopy -i "/dev/mapper/$(basename "$dev")p1" "$ROOT/tmp/config.txt" ::config.txt
+      rm "$ROOT/tmp/config.txt"
+    root-fs: root
 "#;
     repo.file(
         "kiln.toml",
@@ -923,8 +947,20 @@ async fn vmdb2_spec_builds_a_partitioned_image() {
     let (img, table) = unpack_disk_image(dir.path(), &farm.download(b.id, "board.img.zst").await);
     assert_eq!(table["label"], "dos", "{table}");
     let parts = table["partitions"].as_array().unwrap();
-    assert_eq!(parts.len(), 1, "{table}");
-    let root = check_root_partition(dir.path(), &img, &parts[0], None);
+    assert_eq!(parts.len(), 2, "{table}");
+    // The boot partition: FAT, with the firmware's configuration.
+    let boot = extract_partition(dir.path(), &img, &parts[0], "boot.vfat");
+    let config = run(Command::new("mtype")
+        .arg("-i")
+        .arg(&boot)
+        .arg("::config.txt"));
+    assert_eq!(config.trim(), "arm_64bit=1");
+    let root = check_root_partition(
+        dir.path(),
+        &img,
+        &parts[1],
+        Some("/usr/lib/aarch64-linux-gnu"),
+    );
     let hostname = run(Command::new("debugfs")
         .args(["-R", "cat /etc/hostname"])
         .arg(&root));

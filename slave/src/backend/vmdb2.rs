@@ -64,6 +64,39 @@ case "$mode" in
 esac
 "#;
 
+/// Detaches what vmdb2 left attached to the image (its teardown does not always manage where
+/// partitions are the loop device's own), before the image is moved and compressed; the log
+/// says so. The slave's own clean-up after the build (`leftovers.rs`) is the last resort.
+async fn detach_loops_of(ctx: &Context, image: &Path) {
+    if !image.exists() {
+        return;
+    }
+    let Ok(out) = Command::new("losetup")
+        .args(["-n", "-O", "NAME", "-j"])
+        .arg(image)
+        .output()
+        .await
+    else {
+        return;
+    };
+    for dev in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let detached = Command::new("losetup")
+            .arg("-d")
+            .arg(dev)
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        ctx.log.note(&format!(
+            "vmdb2 left {dev} attached to the image: {}",
+            if detached {
+                "detached"
+            } else {
+                "could not detach it"
+            }
+        ));
+    }
+}
+
 /// Whether the kernel has device-mapper (its control device).
 fn have_device_mapper() -> bool {
     Path::new("/dev/mapper/control").exists()
@@ -157,7 +190,9 @@ impl Backend for Vmdb2 {
                         .join(", ")
                 }
             ));
-            step(ctx, &format!("vmdb2 {}", o.spec), cmd).await?;
+            let ran = step(ctx, &format!("vmdb2 {}", o.spec), cmd).await;
+            detach_loops_of(ctx, &image).await;
+            ran?;
             if !image.is_file() {
                 return Err(failed(format!(
                     "vmdb2 succeeded but made no {} (the specification's mkimg step writes the image given as --output)",

@@ -210,16 +210,7 @@ fn record(ctx: &Context) {
     if !ctx.has_packages() && rootfs.join("var/lib/dpkg/status").is_file() {
         ctx.record_rootfs(&rootfs);
     }
-    let mut images: Vec<String> = std::fs::read_dir(&ctx.output)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".img"))
-        .collect();
-    images.sort();
-    for name in images {
+    for name in crate::backend::images::raw_images(&ctx.output).unwrap_or_default() {
         ctx.record_image(&ctx.output.join(&name), &name);
     }
 }

@@ -624,6 +624,43 @@ async fn live_build_minimal_image() {
     );
 }
 
+/// Builds the branch of `repo` as project `name` on a farm with one host-root slave, as image
+/// tools that need the host's root (debos, vmdb2) are run; the build must succeed. Its log
+/// lines about the backend (where it ran, what stand-ins it used) are printed for the record.
+async fn host_root_build(
+    repo: &kiln_tests::Repo,
+    name: &str,
+) -> (Farm, kiln_shared::api::Build, String) {
+    let farm = Farm::with(kiln_tests::FarmOptions {
+        heartbeat_secs: 5,
+        lost_timeout_secs: 60,
+        ..Default::default()
+    })
+    .await;
+    let slave = farm
+        .slave_with("builder", &["--sandbox", "host-root"])
+        .await;
+    farm.project(name, &repo.url, "main").await;
+    let b = farm.request_build(name, json!({})).await;
+    let b = farm.wait_ended(b.id, Duration::from_secs(1800)).await;
+    let log = farm.log(b.id).await;
+    assert_eq!(
+        b.state,
+        BuildState::Succeeded,
+        "{:?}\n{}",
+        b.reason,
+        kiln_tests::farm::tail(&log, 80)
+    );
+    for l in log
+        .lines()
+        .filter(|l| l.starts_with(&format!("[kiln] {name}")))
+    {
+        eprintln!("{l}");
+    }
+    drop(slave);
+    (farm, b, log)
+}
+
 /// A debos recipe kept as board teams keep them: a minimal Debian arm64 image (under qemu-user)
 /// from template variables with defaults, the mirror given by Kiln (the slave's), a `pack` of the
 /// root file system and a partitioned disk image (`image-partition`, `filesystem-deploy`), built
@@ -681,31 +718,8 @@ actions:
     )
     .file("recipes/board.yaml", recipe, false)
     .commit("main", "debos");
-    let farm = Farm::with(kiln_tests::FarmOptions {
-        heartbeat_secs: 5,
-        lost_timeout_secs: 60,
-        ..Default::default()
-    })
-    .await;
     // Natively, debos needs the host's root: only a host-root slave offers it.
-    let _slave = farm
-        .slave_with("builder", &["--sandbox", "host-root"])
-        .await;
-    farm.project("debos", &repo.url, "main").await;
-    let b = farm.request_build("debos", json!({})).await;
-    let b = farm.wait_ended(b.id, Duration::from_secs(1800)).await;
-    let log = farm.log(b.id).await;
-    assert_eq!(
-        b.state,
-        BuildState::Succeeded,
-        "{:?}\n{}",
-        b.reason,
-        kiln_tests::farm::tail(&log, 80)
-    );
-    // Where debos ran (the fakemachine, or natively after it could not start), for the record.
-    for l in log.lines().filter(|l| l.starts_with("[kiln] debos")) {
-        eprintln!("{l}");
-    }
+    let (farm, b, log) = host_root_build(&repo, "debos").await;
     assert!(
         log.contains("variables: hostname=kiln-board, architecture=arm64, mirror="),
         "{}",
@@ -904,29 +918,7 @@ async fn vmdb2_spec_builds_a_partitioned_image() {
     )
     .file("board.yaml", spec, false)
     .commit("main", "vmdb2");
-    let farm = Farm::with(kiln_tests::FarmOptions {
-        heartbeat_secs: 5,
-        lost_timeout_secs: 60,
-        ..Default::default()
-    })
-    .await;
-    let _slave = farm
-        .slave_with("builder", &["--sandbox", "host-root"])
-        .await;
-    farm.project("vmdb2", &repo.url, "main").await;
-    let b = farm.request_build("vmdb2", json!({})).await;
-    let b = farm.wait_ended(b.id, Duration::from_secs(1800)).await;
-    let log = farm.log(b.id).await;
-    assert_eq!(
-        b.state,
-        BuildState::Succeeded,
-        "{:?}\n{}",
-        b.reason,
-        kiln_tests::farm::tail(&log, 80)
-    );
-    for l in log.lines().filter(|l| l.starts_with("[kiln] vmdb2")) {
-        eprintln!("{l}");
-    }
+    let (farm, b, _log) = host_root_build(&repo, "vmdb2").await;
     let names: Vec<String> = farm
         .artifacts(b.id)
         .await

@@ -13,14 +13,8 @@ fn failed(s: impl Into<String>) -> BackendError {
 /// Each raw `*.img` of the output dir: its sha256 written beside it, its layout recorded, then
 /// compressed (unless `compress` is "none").
 pub async fn sum_record_compress(ctx: &Context, compress: &str) -> Result<(), BackendError> {
-    let mut images: Vec<String> = std::fs::read_dir(&ctx.output)
-        .map_err(|e| failed(format!("reading the artifact dir: {e}")))?
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".img"))
-        .collect();
-    images.sort();
+    let images =
+        raw_images(&ctx.output).map_err(|e| failed(format!("reading the artifact dir: {e}")))?;
     for name in images {
         let raw = ctx.output.join(&name);
         let sha = sha256_file(&raw)
@@ -53,6 +47,18 @@ pub async fn sum_record_compress(ctx: &Context, compress: &str) -> Result<(), Ba
         step(ctx, &format!("compressing {artifact}"), cmd).await?;
     }
     Ok(())
+}
+
+/// The raw disk images (`*.img` plain files) in `dir`, by name.
+pub fn raw_images(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut images: Vec<String> = std::fs::read_dir(dir)?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".img"))
+        .collect();
+    images.sort();
+    Ok(images)
 }
 
 async fn sha256_file(p: &Path) -> std::io::Result<String> {

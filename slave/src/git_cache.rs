@@ -216,7 +216,7 @@ impl Job<'_> {
     }
 
     /// The head of the branch as the server advertises it, when the mirror already has that
-    /// commit (`git://` only, see `git_refs.rs`).
+    /// commit (`git://` and smart HTTP, see `git_refs.rs`).
     async fn advertised_and_present(&self, mirror: &Path) -> Option<String> {
         let head = crate::git_refs::advertised_head(self.url, self.branch).await?;
         self.resolve(mirror, &head).await

@@ -52,6 +52,8 @@ fn http_client() -> Option<&'static reqwest::Client> {
             let tls = crate::tls::client_config(&crate::tls::Trust::System).ok()?;
             reqwest::Client::builder()
                 .use_preconfigured_tls((*tls).clone())
+                // A redirect (elsewhere, or to plain http) is git's to follow: fetch then.
+                .redirect(reqwest::redirect::Policy::none())
                 // Smart HTTP servers answer git clients only ("git/…").
                 .user_agent(concat!("git/kiln-slave-", env!("CARGO_PKG_VERSION")))
                 .build()

@@ -47,8 +47,17 @@ impl RootfsCache {
         if !tarball.is_file() || !key.is_file() {
             return Ok(false);
         }
+        // The key and the tarball it names are read together: no `keep` in between.
+        let _lock = lock(&entry)?;
+        if !tarball.is_file() || !key.is_file() {
+            return Ok(false);
+        }
+        // A fresh directory of the daemon's own: whatever stood there (a link a runner killed
+        // before its pid was recorded left) goes, unfollowed.
         let to = sandbox.join(SANDBOX_DIR);
-        std::fs::create_dir_all(&to)?;
+        let _ = std::fs::remove_dir_all(&to);
+        let _ = std::fs::remove_file(&to);
+        std::fs::create_dir(&to)?;
         std::fs::copy(&key, to.join(KEY))?;
         std::fs::copy(&tarball, to.join(TARBALL))?;
         // Its last use, for the eviction order.
@@ -56,28 +65,40 @@ impl RootfsCache {
         Ok(true)
     }
 
-    /// After a successful build: keeps its root file system as the project's entry when it
-    /// computed a new key. Returns the size kept, and what eviction removed.
+    /// After a successful build (its processes all ended): keeps its root file system as the
+    /// project's entry when it computed a new key. Everything read here is the build's: no link
+    /// is followed, so a build cannot have the daemon read (and keep for its project) a file it
+    /// could not read itself. Returns the size kept, and what eviction removed.
     pub fn keep(
         &self,
         project: &str,
         sandbox: &Path,
         output: &Path,
     ) -> io::Result<Option<(u64, Vec<u64>)>> {
-        let Some(key) = read_key(&sandbox.join(SANDBOX_DIR).join(NEW_KEY)) else {
+        let real_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+        let theirs = sandbox.join(SANDBOX_DIR);
+        if !real_dir(&theirs) || !real_dir(output) {
+            return Ok(None);
+        }
+        let Some(key) = crate::store::read_no_follow(&theirs.join(NEW_KEY))
+            .ok()
+            .and_then(|b| parse_key(&b))
+        else {
             return Ok(None);
         };
-        let built = output.join(TARBALL);
-        let Ok(meta) = std::fs::symlink_metadata(&built) else {
-            return Ok(None);
+        let mut built = match open_no_follow(&output.join(TARBALL)) {
+            Ok(f) => f,
+            Err(_) => return Ok(None),
         };
+        let meta = built.metadata()?;
         if !meta.is_file() {
             return Ok(None);
         }
         let entry = self.entry(project);
         std::fs::create_dir_all(&entry)?;
+        let _lock = lock(&entry)?;
         let tmp = entry.join(format!("{TARBALL}.partial"));
-        std::fs::copy(&built, &tmp)?;
+        io::copy(&mut built, &mut std::fs::File::create(&tmp)?)?;
         // The key goes with the tarball it names: first the key is removed, last written again.
         let _ = std::fs::remove_file(entry.join(KEY));
         std::fs::rename(&tmp, entry.join(TARBALL))?;
@@ -126,14 +147,37 @@ impl RootfsCache {
 /// A key as the runner wrote it: 64 hex digits (read bounded; anything else is no key).
 pub fn read_key(path: &Path) -> Option<String> {
     use std::io::Read;
-    let mut buf = String::new();
+    let mut buf = vec![];
     std::fs::File::open(path)
         .ok()?
         .take(128)
-        .read_to_string(&mut buf)
+        .read_to_end(&mut buf)
         .ok()?;
-    let key = buf.trim();
+    parse_key(&buf)
+}
+
+fn parse_key(bytes: &[u8]) -> Option<String> {
+    let key = std::str::from_utf8(bytes).ok()?.trim();
     (key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())).then(|| key.to_string())
+}
+
+/// The entry's lock (two builds of one project may end, or start, at once).
+fn lock(entry: &Path) -> io::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(entry.join("lock"))?;
+    f.lock()?;
+    Ok(f)
+}
+
+fn open_no_follow(p: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)
 }
 
 #[cfg(test)]
@@ -145,6 +189,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = RootfsCache::new(dir.path(), 400).unwrap();
         let key = "a".repeat(64);
+        // A build's sandbox dir, which the daemon made before offering anything.
+        let fresh_sandbox = |n: &str| {
+            let p = dir.path().join(n);
+            std::fs::create_dir_all(&p).unwrap();
+            p
+        };
         let build = |project: &str, size: usize| {
             let sandbox = dir.path().join(format!("sandbox-{project}"));
             let out = sandbox.join("output");
@@ -155,24 +205,45 @@ mod tests {
             cache.keep(project, &sandbox, &out).unwrap()
         };
         assert_eq!(build("a", 100).unwrap().0, 100);
-        let fresh = dir.path().join("fresh");
+        let fresh = fresh_sandbox("fresh");
         assert!(cache.offer("a", &fresh).unwrap());
         assert_eq!(
             read_key(&fresh.join(SANDBOX_DIR).join(KEY)),
             Some(key.clone())
         );
-        assert!(!cache.offer("b", &dir.path().join("other")).unwrap());
+        assert!(!cache.offer("b", &fresh_sandbox("other")).unwrap());
         // b and c push the cache past 400 bytes: a, the least recently used, goes.
         build("b", 100);
         std::thread::sleep(std::time::Duration::from_millis(20));
         let (_, removed) = build("c", 100).unwrap();
         assert_eq!(removed, [164]);
-        assert!(!cache.offer("a", &dir.path().join("again")).unwrap());
-        assert!(cache.offer("c", &dir.path().join("again")).unwrap());
+        assert!(!cache.offer("a", &fresh_sandbox("again")).unwrap());
+        assert!(cache.offer("c", &fresh_sandbox("again")).unwrap());
         // No new key, or one that is not a key: nothing kept.
         let sandbox = dir.path().join("sandbox-d");
         std::fs::create_dir_all(sandbox.join(SANDBOX_DIR)).unwrap();
         std::fs::write(sandbox.join(SANDBOX_DIR).join(NEW_KEY), "../../etc").unwrap();
         assert!(cache.keep("d", &sandbox, &sandbox).unwrap().is_none());
+        // A key, or a root file system, that is a link to a file of the daemon's: not followed.
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "b".repeat(64)).unwrap();
+        let new_key = sandbox.join(SANDBOX_DIR).join(NEW_KEY);
+        std::fs::remove_file(&new_key).unwrap();
+        std::os::unix::fs::symlink(&secret, &new_key).unwrap();
+        std::fs::create_dir_all(sandbox.join("output")).unwrap();
+        std::fs::write(sandbox.join("output").join(TARBALL), b"x").unwrap();
+        assert!(cache
+            .keep("d", &sandbox, &sandbox.join("output"))
+            .unwrap()
+            .is_none());
+        std::fs::remove_file(&new_key).unwrap();
+        std::fs::write(&new_key, &key).unwrap();
+        std::fs::remove_file(sandbox.join("output").join(TARBALL)).unwrap();
+        std::os::unix::fs::symlink(&secret, sandbox.join("output").join(TARBALL)).unwrap();
+        assert!(cache
+            .keep("d", &sandbox, &sandbox.join("output"))
+            .unwrap()
+            .is_none());
+        assert!(!cache.offer("d", &fresh_sandbox("d-next")).unwrap());
     }
 }

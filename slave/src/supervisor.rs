@@ -463,6 +463,17 @@ pub fn adopt_all(env: &Arc<Env>) {
         if never_started {
             tracing::info!(build = %dir.id, "its runner never started; preparing it again");
             end_processes(&dir, None);
+            // A commit already exported (and reported as started) is the one built: the
+            // branch may have moved since.
+            let mut input = input;
+            if let Some(c) = dir
+                .read_runner_input()
+                .ok()
+                .flatten()
+                .and_then(|i| i.checkout)
+            {
+                input.job.commit = Some(c);
+            }
             match prepare_sandbox(env, &dir, &input) {
                 Ok(record) => {
                     tokio::spawn(launch(env.clone(), dir, record, input.job));

@@ -102,6 +102,12 @@ impl Backend for Debos {
                 match m {
                     Machine::Native => {
                         cmd.arg("--disable-fakemachine");
+                        // Its temporary dirs (and what it mounts there) in the build's scratch
+                        // space, where the slave's clean-up finds what a killed debos left.
+                        let tmp = ctx.scratch.join("tmp");
+                        if std::fs::create_dir_all(&tmp).is_ok() {
+                            cmd.env("TMPDIR", tmp);
+                        }
                         if let Some(path) = without_udev(ctx) {
                             cmd.env("PATH", path);
                         }

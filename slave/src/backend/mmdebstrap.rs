@@ -14,9 +14,9 @@ use tokio::process::Command;
 pub struct Mmdebstrap(pub MmdebstrapOptions);
 
 /// The key of a root file system in the slave's cache: everything mmdebstrap makes it from.
-/// The options, the hooks' contents (and with hooks, the branch's commit: a hook may read any
-/// file of it), and the archive's `InRelease` as it is now, so a changed archive (a point
-/// release, a new package version) makes a new key.
+/// The options, the hooks' contents, the branch's commit (a hook, an apt option or a package
+/// may name any file of it), and the archive's `InRelease` as it is now, so a changed archive
+/// (a point release, a new package version) makes a new key.
 async fn cache_key(
     o: &MmdebstrapOptions,
     ctx: &Context,
@@ -75,9 +75,7 @@ async fn cache_key(
             &format!("{name} {}", hex::encode(sha2::Sha256::digest(&content))),
         );
     }
-    if !hooks.is_empty() {
-        line("commit", &ctx.commit);
-    }
+    line("commit", &ctx.commit);
     line("InRelease", &hex::encode(sha2::Sha256::digest(&release)));
     Ok(hex::encode(h.finalize()))
 }
@@ -166,6 +164,7 @@ impl Backend for Mmdebstrap {
                     .map(kiln_shared::record::sources::strip_credentials)
                     .unwrap_or_else(|| "mmdebstrap's default".into())
             ));
+            let mut from_cache = false;
             if hit {
                 ctx.log.note(&format!(
                     "rootfs cache: hit (key {}): the root file system an earlier build of this project made from the same options, hooks and archive; mmdebstrap not run",
@@ -184,10 +183,25 @@ impl Backend for Mmdebstrap {
                 .arg(&cached)
                 .arg("-C")
                 .arg(&rootfs);
-                step(ctx, "unpacking the cached root file system", tar).await?;
-                std::fs::rename(&cached, ctx.output.join("rootfs.tar.zst"))
-                    .map_err(|e| failed(format!("taking the cached rootfs.tar.zst: {e}")))?;
-            } else {
+                // A damaged entry is no reason to fail: mmdebstrap makes it again, and this
+                // build's result replaces it.
+                let unpacked = match step(ctx, "unpacking the cached root file system", tar).await {
+                    Ok(()) => std::fs::rename(&cached, ctx.output.join("rootfs.tar.zst"))
+                        .map_err(|e| format!("taking the cached rootfs.tar.zst: {e}")),
+                    Err(e) => Err(e.to_string()),
+                };
+                match unpacked {
+                    Ok(()) => from_cache = true,
+                    Err(e) => {
+                        ctx.log.note(&format!(
+                            "rootfs cache: the cached root file system cannot be used ({e}); running mmdebstrap"
+                        ));
+                        ctx.log.forget_errors();
+                        let _ = std::fs::remove_dir_all(&rootfs);
+                    }
+                }
+            }
+            if !from_cache {
                 step(
                     ctx,
                     &format!("mmdebstrap {} {arch} ({})", o.suite, o.variant),
@@ -252,7 +266,7 @@ impl Backend for Mmdebstrap {
                 .arg("-cf")
                 .arg(ctx.output.join("rootfs.tar.zst"))
                 .arg(".");
-            if !hit {
+            if !from_cache {
                 step(ctx, "packing rootfs.tar.zst", tar).await?;
             }
 

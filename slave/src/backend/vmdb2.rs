@@ -54,10 +54,7 @@ case "$mode" in
     ;;
   -d*)
     for dev in $(losetup -n -O NAME -j "$img"); do
-      for p in "${dev}p"[0-9]*; do
-        [ -e "$p" ] || continue
-        rm -f "/dev/mapper/$(basename "$p")"
-      done
+      rm -f "/dev/mapper/$(basename "$dev")p"[0-9]*
     done
     ;;
   *) echo "kpartx stand-in: unsupported option $mode" >&2; exit 1 ;;
@@ -97,6 +94,32 @@ async fn detach_loops_of(ctx: &Context, image: &Path) {
     }
 }
 
+/// vmdb2's log names every command it ran, with the mirrors given to it: a mirror's password
+/// (in a URL) is taken out before the log becomes an artifact.
+fn hide_credentials(log: &Path, vars: &[(String, String)]) {
+    let secret: Vec<(&str, String)> = vars
+        .iter()
+        .map(|(_, v)| {
+            (
+                v.as_str(),
+                kiln_shared::record::sources::strip_credentials(v),
+            )
+        })
+        .filter(|(v, shown)| v != shown)
+        .collect();
+    if secret.is_empty() {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return;
+    };
+    let mut clean = text;
+    for (v, shown) in &secret {
+        clean = clean.replace(v, shown);
+    }
+    let _ = std::fs::write(log, clean);
+}
+
 /// Whether the kernel has device-mapper (its control device).
 fn have_device_mapper() -> bool {
     Path::new("/dev/mapper/control").exists()
@@ -129,9 +152,15 @@ impl Backend for Vmdb2 {
             } else {
                 ctx.scratch.join("rootfs.tar.gz")
             };
+            // vmdb2 mounts the image's file systems in temporary dirs: in the build's scratch
+            // space, where the slave's clean-up finds whatever a killed vmdb2 left mounted.
+            let tmp = ctx.scratch.join("tmp");
+            std::fs::create_dir_all(&tmp)
+                .map_err(|e| failed(format!("creating {}: {e}", tmp.display())))?;
             let mut cmd = Command::new("vmdb2");
             cmd.current_dir(&spec_dir)
                 .env("LC_ALL", "C.UTF-8")
+                .env("TMPDIR", &tmp)
                 .arg(format!("--output={}", image.display()))
                 .arg(format!("--rootfs-tarball={}", tarball.display()))
                 .arg(format!("--log={}", ctx.output.join("vmdb2.log").display()));
@@ -192,6 +221,7 @@ impl Backend for Vmdb2 {
             ));
             let ran = step(ctx, &format!("vmdb2 {}", o.spec), cmd).await;
             detach_loops_of(ctx, &image).await;
+            hide_credentials(&ctx.output.join("vmdb2.log"), &vars);
             ran?;
             if !image.is_file() {
                 return Err(failed(format!(

@@ -110,7 +110,14 @@ async fn builds_that_end_while_the_daemon_is_down_are_reported_in_full() {
     );
     slave.start();
     let done = farm.wait_ended(b.id, Duration::from_secs(60)).await;
-    assert_eq!(done.state, BuildState::Failed);
+    // Once in CI this ended lost: say why, and what the slave did, should it happen again.
+    assert_eq!(
+        done.state,
+        BuildState::Failed,
+        "{:?}\nslave log:\n{}",
+        done.reason,
+        kiln_tests::farm::tail(&slave.log_text(), 60)
+    );
     let reason = done.reason.unwrap();
     assert!(
         reason.contains("exit status 3") && reason.contains("E: the board exploded"),

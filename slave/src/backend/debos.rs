@@ -195,22 +195,19 @@ fn without_udev(ctx: &Context) -> Option<String> {
     if Path::new("/run/udev/control").exists() {
         return None;
     }
-    let bin = ctx.scratch.join("debos-bin");
-    let shim = bin.join("udevadm");
-    let made = std::fs::create_dir_all(&bin).and_then(|_| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::write(
-            &shim,
-            "#!/bin/sh\n# No udev daemon on this slave: nothing to wait for.\nexit 0\n",
-        )?;
-        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755))
-    });
-    if let Err(e) = made {
-        ctx.log.note(&format!(
-            "debos: no udev daemon here, and no udevadm stand-in: {e}"
-        ));
-        return None;
-    }
+    let path = match super::stand_in(
+        &ctx.scratch.join("debos-bin"),
+        "udevadm",
+        "#!/bin/sh\n# No udev daemon on this slave: nothing to wait for.\nexit 0\n",
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.log.note(&format!(
+                "debos: no udev daemon here, and no udevadm stand-in: {e}"
+            ));
+            return None;
+        }
+    };
     if !Path::new("/dev/disk").exists() {
         if let Err(e) = std::fs::create_dir("/dev/disk") {
             ctx.log
@@ -220,8 +217,7 @@ fn without_udev(ctx: &Context) -> Option<String> {
     ctx.log.note(
         "debos: no udev daemon on this slave (/run/udev/control is missing): debos runs with a udevadm that does nothing, and an empty /dev/disk",
     );
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    Some(format!("{}:{path}", bin.display()))
+    Some(path)
 }
 
 /// What debos prints when its fakemachine's KVM guest does not start (before any action ran).

@@ -277,6 +277,19 @@ pub fn branch_program(ctx: &Context, key: &str, rel: &str) -> Result<PathBuf, Ba
     Ok(path)
 }
 
+/// Writes `script` as the executable `program` in `dir` (the build's scratch space) and returns
+/// a `PATH` with `dir` first: a stand-in for a host tool a backend's tool calls where the host
+/// lacks what that tool needs (udev, device-mapper).
+pub fn stand_in(dir: &Path, program: &str, script: &str) -> std::io::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    let exe = dir.join(program);
+    std::fs::write(&exe, script)?;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))?;
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    Ok(format!("{}:{path}", dir.display()))
+}
+
 /// A command of the branch's, run in the checkout with the build's `KILN_*` variables
 /// (`docs/backends.md`).
 pub fn branch_command(ctx: &Context, program: &Path) -> Command {

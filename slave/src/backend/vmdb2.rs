@@ -187,19 +187,9 @@ impl Backend for Vmdb2 {
             }
             cmd.arg(&spec).kill_on_drop(true);
             if !have_device_mapper() {
-                let bin = ctx.scratch.join("vmdb2-bin");
-                let made = std::fs::create_dir_all(&bin).and_then(|_| {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::write(bin.join("kpartx"), KPARTX)?;
-                    std::fs::set_permissions(
-                        bin.join("kpartx"),
-                        std::fs::Permissions::from_mode(0o755),
-                    )
-                });
-                made.map_err(|e| failed(format!("cannot write the kpartx stand-in: {e}")))?;
-                let path = std::env::var("PATH")
-                    .unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-                cmd.env("PATH", format!("{}:{path}", bin.display()));
+                let path = super::stand_in(&ctx.scratch.join("vmdb2-bin"), "kpartx", KPARTX)
+                    .map_err(|e| failed(format!("cannot write the kpartx stand-in: {e}")))?;
+                cmd.env("PATH", path);
                 ctx.log.note(
                     "vmdb2: no device-mapper on this slave: its kpartx steps use the loop device's own partitions (losetup --partscan) instead",
                 );

@@ -1,8 +1,15 @@
 //! The scheduler: queues a project's build when its schedule is due.
 //!
+//! One master runs a pass at a time: a pass first takes a transaction-scoped advisory lock
+//! ([`projects::SCHEDULER_LOCK_KEY`], with `pg_try_advisory_xact_lock` in a transaction of its
+//! own that it holds to the end of the pass, so a pass holds two pooled connections), and a
+//! master that finds it taken skips its pass (another master is running one; the next pass
+//! comes 10 s later).
+//!
 //! Each pass reads the due projects, and for each one: asks the branch head when the project
 //! builds only if changed (`git ls-remote`, up to the git time-out, with no lock held), then locks
-//! the project row (`FOR UPDATE SKIP LOCKED`) and re-checks that its slot is still pending before
+//! the project row (`FOR UPDATE SKIP LOCKED`) and re-checks that its slot is still pending (so a
+//! slot runs once even without the advisory lock, which is defence in depth) before
 //! queuing at most one build and moving `next_run` to the first slot after now, in one
 //! transaction. So a master that was down over several slots runs the build once on start (or not
 //! at all when `master.catch_up_missed` is off), never once per missed slot; with
@@ -55,14 +62,22 @@ pub async fn run(state: Arc<AppState>) {
     }
 }
 
-/// One scheduler pass at `now`.
+/// One scheduler pass at `now`; nothing if another master's pass holds the scheduler lock.
 pub async fn tick(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<Vec<(String, Decision)>> {
+    // Held (and the lock with it) until the pass ends; on an error, dropping it rolls back.
+    let mut guard = state.db.begin().await?;
+    if !projects::try_lock_scheduler(&mut guard).await? {
+        tracing::debug!("scheduler pass skipped: another master is running one");
+        return Ok(vec![]);
+    }
     let mut out = vec![];
     for p in projects::due(&state.db, now).await? {
         if let Some(d) = handle_slot(state, &p, now).await? {
             out.push((p.name, d));
         }
     }
+    // Nothing was written in it: ending it releases the lock.
+    guard.rollback().await?;
     Ok(out)
 }
 

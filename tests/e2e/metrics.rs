@@ -102,7 +102,8 @@ async fn metrics_count_builds_and_explain_the_queue() {
         ..Default::default()
     })
     .await;
-    let _slave = farm.slave("s1").await;
+    // Tagged, for `kiln_slaves_online_by_tag` (a slave counts once under each tag).
+    let _slave = farm.slave_with("s1", &["--tags", "fast,linux"]).await;
     farm.project("metered", &repo.url, "main").await;
     let b = farm.request_build("metered", json!({})).await;
     let b = farm.wait_ended(b.id, Duration::from_secs(60)).await;
@@ -147,6 +148,21 @@ async fn metrics_count_builds_and_explain_the_queue() {
     let started = value(&s, "kiln_builds_started_total", &[]).unwrap();
     assert!(started >= 1.0, "started: {started}");
     assert_eq!(value(&s, "kiln_slaves_online", &[]), Some(1.0));
+    let mut by_tag: Vec<(String, f64)> = s
+        .samples
+        .iter()
+        .filter(|x| x.metric == "kiln_slaves_online_by_tag")
+        .map(|x| match x.value {
+            Value::Gauge(v) => (x.labels.get("tag").unwrap_or_default().to_string(), v),
+            ref v => panic!("kiln_slaves_online_by_tag is a gauge: {v:?}"),
+        })
+        .collect();
+    by_tag.sort_by(|a, b| a.0.cmp(&b.0));
+    // The tags of the slave online, once each; none of the tag only a project asks for.
+    assert_eq!(
+        by_tag,
+        [("fast".to_string(), 1.0), ("linux".to_string(), 1.0)]
+    );
     assert_eq!(
         value(&s, "kiln_websocket_connections", &[("kind", "slave")]),
         Some(1.0)

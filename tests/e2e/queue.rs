@@ -116,6 +116,88 @@ async fn schedules_run_once_per_slot_and_only_when_the_branch_moved() {
     let _ = clock;
 }
 
+/// Two masters on one database (two pools, two `AppState`s): while one holds the scheduler's
+/// advisory lock (mid-pass), the other's pass skips, queuing nothing and leaving the slots
+/// pending; passes of both at once fire each due daily schedule exactly once, all from one
+/// master's pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_masters_fire_a_due_daily_schedule_once() {
+    const PROJECTS: usize = 6;
+    let git = GitServer::start();
+    let repo = git.repo("nightly");
+    repo.script_branch("main", "true");
+    let clock = Arc::new(ManualClock::new(t("2026-11-20T12:00:00Z")));
+    let farm = Farm::in_process(FarmOptions::default(), clock.clone()).await;
+    let cfg = kiln_shared::config::Config::load(farm.config_path()).expect("config");
+    let (pool, _) = kiln_master::db::open(&cfg).await.expect("database");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other = kiln_master::build_with(
+        cfg,
+        pool,
+        listener,
+        clock.clone(),
+        kiln_master::Loops::DispatchOnly,
+    )
+    .await
+    .expect("the second master");
+    let names: Vec<String> = (0..PROJECTS).map(|i| format!("nightly{i}")).collect();
+    for name in &names {
+        farm.project(name, &repo.url, "main").await;
+        let (s, v) = patch(&farm, name, json!({"schedule": "daily 02:00"})).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["next_run"], json!("2026-11-21T02:00:00Z"), "{v}");
+    }
+    let due = t("2026-11-21T02:00:10Z");
+
+    // The first master is mid-pass (it holds the scheduler lock): the second skips its pass.
+    let mut held = farm.state().db.begin().await.unwrap();
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(kiln_master::db::projects::SCHEDULER_LOCK_KEY)
+        .fetch_one(&mut *held)
+        .await
+        .unwrap();
+    assert!(got);
+    let skipped = scheduler::tick(&other.state, due).await.unwrap();
+    assert!(skipped.is_empty(), "{skipped:?}");
+    for name in &names {
+        assert!(builds_of(&farm, name).await.is_empty(), "{name}");
+        let p: Project = farm.get(&format!("/api/projects/{name}")).await;
+        assert_eq!(p.next_run, Some(t("2026-11-21T02:00:00Z")), "still pending");
+    }
+    held.rollback().await.unwrap();
+
+    // Both pass at once: each slot fires once, and one master ran the pass.
+    let (a, b) = tokio::join!(
+        scheduler::tick(farm.state(), due),
+        scheduler::tick(&other.state, due)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.is_empty() || b.is_empty(), "both ran a pass: {a:?} {b:?}");
+    let mut fired: Vec<&str> = a.iter().chain(&b).map(|(n, _)| n.as_str()).collect();
+    fired.sort_unstable();
+    assert_eq!(fired, names, "{a:?} {b:?}");
+    assert!(
+        a.iter()
+            .chain(&b)
+            .all(|(_, d)| matches!(d, Decision::Queued(_))),
+        "{a:?} {b:?}"
+    );
+    for name in &names {
+        let builds = builds_of(&farm, name).await;
+        assert_eq!(builds.len(), 1, "{name}: {builds:?}");
+        assert_eq!(builds[0].trigger, "schedule");
+        let p: Project = farm.get(&format!("/api/projects/{name}")).await;
+        assert_eq!(p.next_run, Some(t("2026-11-22T02:00:00Z")));
+    }
+    // The slot is spent for both.
+    let (a, b) = tokio::join!(
+        scheduler::tick(farm.state(), t("2026-11-21T02:01:00Z")),
+        scheduler::tick(&other.state, t("2026-11-21T02:01:00Z"))
+    );
+    assert!(a.unwrap().is_empty() && b.unwrap().is_empty());
+    other.shutdown().await.expect("stopping the second master");
+}
+
 #[tokio::test]
 async fn three_slaves_racing_for_200_builds_run_each_exactly_once() {
     let git = GitServer::start();

@@ -216,7 +216,10 @@ pub async fn active_for_slave(
 }
 
 /// Claims a queued build for a slave: `queued` → `dispatched` only if it is still queued (a
-/// cancel or another dispatcher may have got there first; then `None`). The project's
+/// cancel or another dispatcher may have got there first; then `None`). The row is selected
+/// `FOR UPDATE SKIP LOCKED`, so of masters claiming it at once exactly one gets it and the
+/// others get `None` at once instead of waiting on its lock; a build whose row another
+/// transaction holds just then is left queued for a later round. The project's
 /// `last_dispatched_at` moves on, for fairness between projects.
 pub async fn claim(
     tx: &mut PgConnection,
@@ -225,7 +228,10 @@ pub async fn claim(
 ) -> sqlx::Result<Option<BuildRow>> {
     let project: Option<i64> = sqlx::query_scalar(
         "UPDATE builds SET state = 'dispatched', slave_id = $2, dispatched_at = now(),
-             waiting_reason = NULL WHERE id = $1 AND state = 'queued' RETURNING project_id",
+             waiting_reason = NULL
+         WHERE id = (SELECT id FROM builds WHERE id = $1 AND state = 'queued'
+                     FOR UPDATE SKIP LOCKED)
+         RETURNING project_id",
     )
     .bind(id.0)
     .bind(slave.0)
@@ -283,6 +289,10 @@ pub struct Candidate {
 /// than there are free slots that fit it, and the head of each project is enough to explain why
 /// the rest wait. Each part is an index probe per project (migration 0009), so the cost follows
 /// the number of projects, not the length of the queue or of the history.
+///
+/// A plain read, no `FOR UPDATE SKIP LOCKED`: it runs outside any transaction, so row locks
+/// would end with the statement and decide nothing, and builds another master is claiming must
+/// still count for explaining the queue. Exclusivity is [`claim`]'s, which does lock the row.
 pub async fn candidates(
     db: impl PgExecutor<'_>,
     per_project: i64,

@@ -228,6 +228,21 @@ pub async fn due(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> sqlx::Result<Ve
     .await
 }
 
+/// The key of the advisory lock a scheduler pass holds (`pg_try_advisory_xact_lock`, one
+/// 64-bit key): the ASCII of "kilnschd". Masters serving one farm share it, so only one of them
+/// runs a pass at a time and the others skip theirs. The only other one-key advisory locks of
+/// Kiln are hashes of text (`login`); the two-key ones (`artifacts`) are a separate key space.
+pub const SCHEDULER_LOCK_KEY: i64 = 0x6B69_6C6E_7363_6864;
+
+/// Takes the scheduler's advisory lock ([`SCHEDULER_LOCK_KEY`]) for the rest of the transaction
+/// on `tx`, without waiting: false if another master holds it (its pass is running).
+pub async fn try_lock_scheduler(tx: &mut sqlx::PgConnection) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(SCHEDULER_LOCK_KEY)
+        .fetch_one(&mut *tx)
+        .await
+}
+
 /// Locks project `id` for handling its slot `next_run`, if that slot is still pending (nobody
 /// handled it meanwhile and the schedule did not change); false otherwise.
 pub async fn lock_slot(

@@ -172,12 +172,16 @@ async fn plan(
         ));
     }
     let image = image_file(ctx, &layout.artifact).await?;
-    let rootfs = ctx.scratch.join("rootfs");
-    let base = if rootfs.is_dir() {
-        &rootfs
-    } else {
-        &ctx.output
-    };
+    // mmdebstrap's root file system, on disk or unpacked into memory from the cache.
+    let rootfs = [
+        ctx.scratch.join("rootfs"),
+        ctx.scratch
+            .join(crate::backend::in_memory::DIR)
+            .join(crate::backend::in_memory::ROOTFS),
+    ]
+    .into_iter()
+    .find(|r| r.is_dir());
+    let base = rootfs.as_ref().unwrap_or(&ctx.output);
     let kernel = match &o.kernel {
         Some(k) => in_root(base, k).ok_or_else(|| {
             format!("boot.kernel = \"{k}\" is not a file in the image's root file system")

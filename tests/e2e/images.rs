@@ -827,6 +827,8 @@ async fn a_second_mmdebstrap_build_takes_its_packages_from_the_slave_cache() {
     has(0, "rootfs cache: miss (key ");
     has(0, "rootfs cache: kept this root file system");
     has(1, "rootfs cache: hit (key ");
+    // This host has memory to spare: the cached root file system is unpacked into a tmpfs.
+    has(1, "rootfs cache: unpacking into memory (tmpfs, ");
     assert!(
         !logs[1].contains("[kiln] mmdebstrap bookworm"),
         "{}",

@@ -426,7 +426,8 @@ pub async fn assemble(
     img: &Path,
     image_size: &str,
 ) -> Result<(), BackendError> {
-    let work = ctx.scratch.join("layout");
+    // Beside the root file system, on its file system: subtrees are renamed into it.
+    let work = rootfs.parent().unwrap_or(&ctx.scratch).join("layout");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)
         .map_err(|e| failed(format!("creating {}: {e}", work.display())))?;

@@ -165,13 +165,19 @@ impl Backend for Mmdebstrap {
                     .unwrap_or_else(|| "mmdebstrap's default".into())
             ));
             let mut from_cache = false;
+            // The root file system the rest of the build reads: mmdebstrap's, or the cached one,
+            // unpacked into memory where it fits (`in_memory.rs`).
+            let mut root = rootfs.clone();
             if hit {
                 ctx.log.note(&format!(
                     "rootfs cache: hit (key {}): the root file system an earlier build of this project made from the same options, hooks and archive; mmdebstrap not run",
                     key.as_deref().unwrap_or_default()
                 ));
-                std::fs::create_dir_all(&rootfs)
-                    .map_err(|e| failed(format!("creating {}: {e}", rootfs.display())))?;
+                let into = super::in_memory::for_tarball(ctx, &cached)
+                    .await
+                    .unwrap_or_else(|| rootfs.clone());
+                std::fs::create_dir_all(&into)
+                    .map_err(|e| failed(format!("creating {}: {e}", into.display())))?;
                 let mut tar = Command::new("tar");
                 tar.args([
                     "--numeric-owner",
@@ -182,7 +188,7 @@ impl Backend for Mmdebstrap {
                 .args(["-I", "zstd -q", "-xpf"])
                 .arg(&cached)
                 .arg("-C")
-                .arg(&rootfs);
+                .arg(&into);
                 // A damaged entry is no reason to fail: mmdebstrap makes it again, and this
                 // build's result replaces it.
                 let unpacked = match step(ctx, "unpacking the cached root file system", tar).await {
@@ -191,13 +197,16 @@ impl Backend for Mmdebstrap {
                     Err(e) => Err(e.to_string()),
                 };
                 match unpacked {
-                    Ok(()) => from_cache = true,
+                    Ok(()) => {
+                        from_cache = true;
+                        root = into;
+                    }
                     Err(e) => {
                         ctx.log.note(&format!(
                             "rootfs cache: the cached root file system cannot be used ({e}); running mmdebstrap"
                         ));
                         ctx.log.forget_errors();
-                        let _ = std::fs::remove_dir_all(&rootfs);
+                        let _ = std::fs::remove_dir_all(&into);
                     }
                 }
             }
@@ -228,14 +237,14 @@ impl Backend for Mmdebstrap {
                     "mmdebstrap",
                 ));
             }
-            ctx.record_rootfs(&rootfs);
+            ctx.record_rootfs(&root);
 
             // Manifest of installed packages.
             let manifest = ctx.output.join("packages.manifest");
             let out = Command::new("dpkg-query")
                 .arg(format!(
                     "--admindir={}",
-                    rootfs.join("var/lib/dpkg").display()
+                    root.join("var/lib/dpkg").display()
                 ))
                 .args(["-W", "-f", "${Package}\t${Version}\t${Architecture}\n"])
                 .output()
@@ -262,7 +271,7 @@ impl Backend for Mmdebstrap {
                 .arg("-I")
                 .arg("zstd -T0 -q")
                 .arg("-C")
-                .arg(&rootfs)
+                .arg(&root)
                 .arg("-cf")
                 .arg(ctx.output.join("rootfs.tar.zst"))
                 .arg(".");
@@ -273,7 +282,7 @@ impl Backend for Mmdebstrap {
             // Raw disk image: its partitions (`layout.rs`).
             let plan = super::layout::plan(o).map_err(failed)?;
             let img = ctx.scratch.join("disk.img");
-            super::layout::assemble(ctx, &plan, &rootfs, &img, &o.image_size).await?;
+            super::layout::assemble(ctx, &plan, &root, &img, &o.image_size).await?;
             ctx.record_image(&img, "disk.img.zst");
             let mut z = Command::new("zstd");
             z.args(["-T0", "-q", "--rm", "-f"])

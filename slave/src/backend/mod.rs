@@ -4,6 +4,7 @@
 pub mod debos;
 pub mod exec;
 pub mod images;
+pub mod in_memory;
 pub mod layout;
 pub mod live_build;
 pub mod mmdebstrap;

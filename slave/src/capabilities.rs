@@ -57,12 +57,8 @@ pub const TOOLS: [Tool; 14] = [
 pub fn probe(work_dir: &Path) -> Capabilities {
     Capabilities {
         tools: tool_versions(),
-        kvm: std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok(),
-        loop_devices: Path::new("/dev/loop-control").exists(),
+        kvm: crate::machine::kvm(),
+        loop_devices: crate::machine::loop_devices(),
         device_mapper: device_mapper(),
         binfmt: crate::machine::emulated_arches(),
         free_disk_bytes: free_bytes(work_dir).unwrap_or(0),
@@ -156,6 +152,18 @@ pub fn missing_for(
         "debos" if sandbox != SandboxMode::HostRoot => missing.push((
             "the host's root (debos runs as root, natively or to start its fakemachine)".into(),
             "slave.sandbox = \"host-root\"".into(),
+        )),
+        _ => {}
+    }
+    match backend {
+        "vmdb2" if !c.loop_devices => missing.push((
+            "loop devices (vmdb2 attaches its image to one)".into(),
+            "the loop kernel module (modprobe loop)".into(),
+        )),
+        "debos" if !c.loop_devices && !c.kvm => missing.push((
+            "loop devices or KVM (debos makes images on loop devices, or in its fakemachine)"
+                .into(),
+            "the loop kernel module (modprobe loop), or access to /dev/kvm".into(),
         )),
         "live-build" if sandbox != SandboxMode::HostRoot => missing.push((
             "the host's root (live-build makes device nodes)".into(),
@@ -274,6 +282,31 @@ mod tests {
         assert!(missing_for("kiwi", &c, SandboxMode::HostRoot)
             .unwrap_err()
             .contains("unknown backend"));
+    }
+
+    #[test]
+    fn vmdb2_needs_loop_devices_and_debos_loop_devices_or_kvm() {
+        let mut c = Capabilities::default();
+        for t in ["git", "vmdb2", "debos", "zstd", "xz"] {
+            c.tools.insert(t.into(), "1".into());
+        }
+        let lacks = |c: &Capabilities, b: &str| {
+            missing_for(b, c, SandboxMode::HostRoot)
+                .unwrap()
+                .into_iter()
+                .map(|(what, _)| what)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            lacks(&c, "vmdb2"),
+            ["loop devices (vmdb2 attaches its image to one)"]
+        );
+        assert!(lacks(&c, "debos")[0].starts_with("loop devices or KVM"));
+        c.kvm = true;
+        assert!(lacks(&c, "debos").is_empty());
+        assert_eq!(lacks(&c, "vmdb2").len(), 1);
+        c.loop_devices = true;
+        assert!(lacks(&c, "vmdb2").is_empty());
     }
 
     #[test]

@@ -51,15 +51,32 @@ pub fn backends(sandbox: kiln_shared::config::SandboxMode) -> Vec<String> {
         v.push("live-build".into());
     }
     // Without its fakemachine, debos needs the host's root like live-build; builds run as root
-    // in either case (`backend/debos.rs`).
-    if have_tool("debos") && sandbox == kiln_shared::config::SandboxMode::HostRoot {
+    // in either case (`backend/debos.rs`). Its images need loop devices, or KVM for the
+    // fakemachine.
+    let host_root = sandbox == kiln_shared::config::SandboxMode::HostRoot;
+    if have_tool("debos") && host_root && (loop_devices() || kvm()) {
         v.push("debos".into());
     }
-    // vmdb2 partitions, formats and mounts loop devices: the host's root.
-    if have_tool("vmdb2") && sandbox == kiln_shared::config::SandboxMode::HostRoot {
+    // vmdb2 partitions, formats and mounts loop devices: the host's root, and loop devices
+    // (device-mapper too, or the slave's `kpartx` stand-in: `backend/vmdb2.rs`).
+    if have_tool("vmdb2") && host_root && loop_devices() {
         v.push("vmdb2".into());
     }
     v
+}
+
+/// Whether the kernel offers loop devices.
+pub fn loop_devices() -> bool {
+    Path::new("/dev/loop-control").exists()
+}
+
+/// Whether `/dev/kvm` opens for this process.
+pub fn kvm() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
 }
 
 /// Whether this process is in a user namespace other than the host's (its root is not the

@@ -6,8 +6,9 @@ set -euo pipefail
 PACKAGES=(
   # build
   build-essential pkg-config git ca-certificates curl
-  # Debian packages of Kiln (scripts/package.sh checks them with lintian)
-  lintian
+  # Debian packages of Kiln (scripts/package.sh checks them with lintian; the packaging test
+  # boots a root with them installed with systemd-nspawn --boot)
+  lintian systemd-container
   # database (server binaries for the embedded/private cluster, psql for tests)
   postgresql postgresql-client
   # image backends and the tools they call

@@ -1,9 +1,26 @@
 //! Debian packages (issue 20): `scripts/package.sh` builds `kiln-master` and `kiln-slave` .debs
-//! that lintian passes; they install with `dpkg -i` into a clean bookworm root made with
-//! mmdebstrap (the system user, the data dir, the units, the config); the units' own `ExecStart`
-//! lines, run by hand in that root (there is no systemd here), make a master that serves and a
-//! slave that enrols and runs a build whose artifact downloads; `dpkg -r` keeps the data and
-//! `dpkg -P` removes it.
+//! that lintian passes; `apt-get install ./kiln-master_*.deb` (with its recommended PostgreSQL)
+//! and `apt-get install --no-install-recommends ./kiln-slave_*.deb` install them into a clean
+//! bookworm root made with mmdebstrap, apt fetching what they depend on (git, ca-certificates,
+//! PostgreSQL are not in the root before); they make the system user, the data dir, the units,
+//! the config. The root is then booted with `systemd-nspawn --boot`, and the units, enabled and
+//! started by its systemd, make a master that serves and a slave that enrols and runs a build
+//! whose artifact downloads; `dpkg -r` keeps the data and `dpkg -P` removes it.
+//!
+//! `systemd-nspawn --boot` works on this farm's test machines, although their PID 1 is not
+//! systemd and they have no udev: the host's cgroup hierarchy (v1 with a `name=systemd` one, and
+//! a v2 one at /sys/fs/cgroup/unified) is enough for the container's systemd, which reaches
+//! `running` within a second or two with no failed unit, and runs the master's hardened unit
+//! (ProtectSystem=strict, PrivateDevices=, ...) and the slave's default user-namespace sandbox;
+//! nspawn only warns on exit that it will not remove its /run/systemd/nspawn/propagate/MACHINE
+//! dir from a /run that is not a tmpfs (the test removes it). The container shares the host's
+//! network (no `--private-network`), so the test reaches the master on 127.0.0.1 and the slave
+//! reaches the test's git server.
+//!
+//! Where the root does not boot (no systemd-nspawn, a kernel or cgroup setup that refuses it,
+//! or `KILN_DEB_TEST_BOOT=no`), the test says why and falls back to the units' own `ExecStart`
+//! lines, run by hand in a chroot of the root as their `User=`, with `slave.sandbox =
+//! "host-root"` (a chrooted process may not make a user namespace).
 
 use kiln_shared::api::Build;
 use kiln_shared::BuildState;
@@ -42,12 +59,15 @@ fn run(cmd: &mut Command, what: &str) -> String {
     text
 }
 
-/// A bookworm root in a temp dir with the host's /proc, /dev and /sys mounted in it; unmounted
-/// on drop, and removed only when nothing is mounted under it any more (never the host's /dev).
+/// A bookworm root in a temp dir, with the host's /proc, /dev and /sys mounted in it while it is
+/// not booted; unmounted on drop (once its booted systemd, if any, is shut down), and removed only
+/// when nothing is mounted under it any more (never the host's /dev).
 struct Root {
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
     mounts: Vec<PathBuf>,
+    /// Its systemd, once booted with `systemd-nspawn --boot`.
+    boot: Option<Boot>,
 }
 
 impl Root {
@@ -65,17 +85,53 @@ impl Root {
         self.mounts.push(target);
     }
 
-    /// `chroot ROOT args…` (as root), its output; panics unless it succeeds.
-    fn chroot(&self, args: &[&str]) -> String {
-        run(
-            Command::new("chroot")
-                .arg(&self.path)
-                .args(args)
-                .env_clear()
-                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .env("LC_ALL", "C.UTF-8"),
-            &format!("chroot {args:?}"),
-        )
+    /// The host's /proc, /dev and /sys, for a chroot of the root.
+    fn mount_api(&mut self) {
+        self.mount(&["-t", "proc", "proc"], "/proc");
+        self.mount(&["--rbind", "/dev"], "/dev");
+        self.mount(&["--rbind", "/sys"], "/sys");
+    }
+
+    /// Undoes `mount_api` (systemd-nspawn mounts its own).
+    fn unmount_api(&mut self) {
+        for at in ["/sys", "/dev", "/proc"] {
+            let target = self.path(at);
+            run(
+                Command::new("umount").arg("-l").arg(&target),
+                &format!("umount {at}"),
+            );
+            self.mounts.retain(|m| *m != target);
+        }
+    }
+
+    /// `args` run in the root (as root) with a service's bare environment: inside the booted
+    /// container (all its namespaces) once booted, else in a chroot.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = match &self.boot {
+            Some(boot) => boot.command(args),
+            None => {
+                let mut c = Command::new("chroot");
+                c.arg(&self.path).args(args);
+                c
+            }
+        };
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C.UTF-8")
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    }
+
+    /// `args` run in the root (see `command`), its output; panics unless it succeeds.
+    fn run_in(&self, args: &[&str]) -> String {
+        run(&mut self.command(args), &format!("in the root: {args:?}"))
+    }
+
+    /// A property of a unit of the booted root (`systemctl show -p NAME --value`).
+    fn unit_property(&self, unit: &str, property: &str) -> String {
+        self.run_in(&["systemctl", "show", "-p", property, "--value", unit])
+            .trim()
+            .to_string()
     }
 
     /// The processes whose root is this root (what the test started in it, and their children).
@@ -98,6 +154,7 @@ impl Root {
 
 impl Drop for Root {
     fn drop(&mut self) {
+        drop(self.boot.take());
         for pid in self.processes() {
             // SAFETY: a process the test started inside its own root (or a child of one).
             unsafe {
@@ -111,6 +168,257 @@ impl Drop for Root {
             // Never delete through a mount (the host's /dev): leave the dir behind instead.
             eprintln!("{} still has mounts: left in place", self.path.display());
             std::mem::forget(self.dir.take());
+        }
+    }
+}
+
+/// The root booted by `systemd-nspawn --boot`: a container whose PID 1 is the root's systemd,
+/// sharing the host's network. Dropped, it is halted (SIGTERM to nspawn), and killed if it does
+/// not stop within 30 s.
+struct Boot {
+    nspawn: Option<std::process::Child>,
+    /// The container's PID 1 (its systemd), as the host numbers it; 0 until it is found.
+    init: i32,
+    machine: String,
+    log: PathBuf,
+}
+
+impl Boot {
+    /// How long the container's systemd may take to reach `running` (under a second here).
+    const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Boots the root with `systemd-nspawn --boot` and waits until its systemd is up
+    /// (`systemctl is-system-running`: running, or degraded with its failed units logged); why
+    /// not, if it cannot (nspawn is missing or exits, or the boot does not finish in time).
+    fn start(root: &Path, machine: &str, log: &Path) -> Result<Boot, String> {
+        if std::env::var("KILN_DEB_TEST_BOOT").is_ok_and(|v| v == "no") {
+            return Err("KILN_DEB_TEST_BOOT=no".into());
+        }
+        let out = std::fs::File::create(log).unwrap();
+        let mut c = Command::new("systemd-nspawn");
+        c.args([
+            "--boot",
+            // No systemd-machined or host systemd to register with or to make a scope in.
+            "--register=no",
+            "--keep-unit",
+            "--console=pipe",
+            "--settings=no",
+        ])
+        .arg(format!("--machine={machine}"))
+        .arg("--directory")
+        .arg(root)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+        // The test's death halts the container (nspawn turns SIGTERM into a halt).
+        die_with_parent(&mut c, libc::SIGTERM);
+        let child = c
+            .spawn()
+            .map_err(|e| format!("cannot run systemd-nspawn: {e}"))?;
+        let mut boot = Boot {
+            nspawn: Some(child),
+            init: 0,
+            machine: machine.to_string(),
+            log: log.to_path_buf(),
+        };
+        let t0 = Instant::now();
+        let mut state = String::from("(no systemd in the container yet)");
+        loop {
+            let nspawn = boot.nspawn.as_mut().unwrap();
+            if let Ok(Some(status)) = nspawn.try_wait() {
+                return Err(format!(
+                    "systemd-nspawn --boot exited ({status}):\n{}",
+                    boot.log_text()
+                ));
+            }
+            if boot.init == 0 {
+                boot.init = children(nspawn.id() as i32)
+                    .into_iter()
+                    .find(|p| {
+                        std::fs::read_to_string(format!("/proc/{p}/comm"))
+                            .is_ok_and(|c| c.trim() == "systemd")
+                    })
+                    .unwrap_or(0);
+            }
+            if boot.init != 0 {
+                if let Ok(out) = boot
+                    .command(&["systemctl", "is-system-running"])
+                    .stdin(Stdio::null())
+                    .output()
+                {
+                    state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                }
+                if state == "running" || state == "degraded" {
+                    break;
+                }
+            }
+            if t0.elapsed() > Self::BOOT_TIMEOUT {
+                return Err(format!(
+                    "the container did not boot within {:?} (systemctl is-system-running: \
+                     {state}):\n{}",
+                    Self::BOOT_TIMEOUT,
+                    boot.log_text()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!("the root booted in {:?} ({state})", t0.elapsed());
+        if state == "degraded" {
+            let failed = run(
+                &mut boot.command(&["systemctl", "--failed", "--no-pager"]),
+                "systemctl --failed",
+            );
+            eprintln!("failed units in the booted root:\n{failed}");
+        }
+        Ok(boot)
+    }
+
+    /// `args` run inside the container: every namespace of its PID 1, so its root and its
+    /// systemd (`systemctl`, `journalctl` reach it).
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--target={}", self.init))
+            .arg("--all")
+            .arg("--")
+            .args(args);
+        c
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `systemctl poweroff`; panics unless the container stops and nspawn exits 0 in time.
+    fn poweroff(mut self) {
+        let mut c = self.command(&["systemctl", "poweroff"]);
+        run(
+            c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "systemctl poweroff",
+        );
+        let nspawn = self.nspawn.as_mut().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = nspawn.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the booted root did not power off:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        self.nspawn = None;
+        assert!(
+            status.success(),
+            "systemd-nspawn: {status}\n{}",
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for Boot {
+    fn drop(&mut self) {
+        if let Some(mut nspawn) = self.nspawn.take() {
+            // SAFETY: our own child.
+            unsafe {
+                libc::kill(nspawn.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while nspawn.try_wait().is_ok_and(|s| s.is_none()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if nspawn.try_wait().is_ok_and(|s| s.is_none()) {
+                // Killing nspawn alone would leave the container running: kill its PID 1 (and
+                // with it its whole PID namespace) first.
+                if self.init != 0 {
+                    // SAFETY: the container's init, which this test booted.
+                    unsafe {
+                        libc::kill(self.init, libc::SIGKILL);
+                    }
+                }
+                let _ = nspawn.kill();
+            }
+            let _ = nspawn.wait();
+        }
+        // nspawn leaves this behind when /run is not a tmpfs.
+        let _ =
+            std::fs::remove_dir_all(Path::new("/run/systemd/nspawn/propagate").join(&self.machine));
+    }
+}
+
+/// The children of a process (of all its threads).
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// A unit of the root, running: under the booted root's systemd, or its `ExecStart` run by hand
+/// (`start_unit`) with its stdout in a log file.
+enum Running {
+    Systemd(&'static str),
+    ByHand(Killed, PathBuf),
+}
+
+impl Running {
+    /// Started as an admin would: `systemctl enable --now` in the booted root, else by hand.
+    fn start(root: &Root, unit: &'static str, log: &Path) -> Running {
+        if root.boot.is_some() {
+            root.run_in(&["systemctl", "enable", "--now", unit]);
+            Running::Systemd(unit)
+        } else {
+            Running::ByHand(start_unit(root, unit, log), log.to_path_buf())
+        }
+    }
+
+    /// Its log: the journal's, or the file's.
+    fn logs(&self, root: &Root) -> String {
+        match self {
+            Running::Systemd(unit) => root
+                .command(&["journalctl", "--no-pager", "-u", unit])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default(),
+            Running::ByHand(_, log) => logs(log),
+        }
+    }
+
+    /// How it ended, if it did (for systemd: failed, or restarting after a failure).
+    fn ended(&mut self, root: &Root) -> Option<String> {
+        match self {
+            Running::Systemd(unit) => {
+                let state = format!(
+                    "{}/{}",
+                    root.unit_property(unit, "ActiveState"),
+                    root.unit_property(unit, "SubState")
+                );
+                (state.starts_with("failed") || state.ends_with("auto-restart")).then_some(state)
+            }
+            Running::ByHand(p, _) => p.0.try_wait().ok().flatten().map(|s| s.to_string()),
+        }
+    }
+
+    /// Whether it runs inside the root: its main process under the root's systemd, or the
+    /// process started by hand chrooted in it.
+    fn runs_in(&self, root: &Root) -> bool {
+        match self {
+            Running::Systemd(unit) => {
+                root.unit_property(unit, "ActiveState") == "active"
+                    && root.unit_property(unit, "MainPID") != "0"
+            }
+            Running::ByHand(p, _) => root.processes().contains(&p.pid()),
         }
     }
 }
@@ -218,20 +526,22 @@ async fn debian_packages_install_serve_build_and_purge() {
     assert!(field(&slave_deb, "Depends").contains("git"));
     assert!(field(&slave_deb, "Recommends").contains("mmdebstrap"));
 
-    // 2. A clean bookworm root with what the packages depend on (and the master's recommended
-    // PostgreSQL, for its embedded cluster). Nothing of it is cached.
+    // 2. A clean bookworm root: minbase with systemd and D-Bus, to boot it; none of what the
+    // packages depend on or recommend. Nothing of it is cached.
     let dir = kiln_tests::tempdir("kiln-deb-root-");
     let mut root = Root {
         path: dir.path().join("root"),
         dir: Some(dir),
         mounts: vec![],
+        boot: None,
     };
     let t1 = Instant::now();
     run(
         Command::new("mmdebstrap")
             .args([
                 "--variant=minbase",
-                "--include=adduser,git,ca-certificates,postgresql",
+                "--include=systemd-sysv,dbus",
+                // Kept in the root's /etc/apt/apt.conf.d, for the apt-get below too.
                 "--aptopt=Acquire::Check-Valid-Until \"false\"",
                 "bookworm",
             ])
@@ -247,16 +557,47 @@ async fn debian_packages_install_serve_build_and_purge() {
     // chroot's "/" refuses), with the host's /proc, /dev and /sys.
     let me = root.path.to_str().unwrap().to_string();
     root.mount(&["--bind", &me], "/");
-    root.mount(&["-t", "proc", "proc"], "/proc");
-    root.mount(&["--rbind", "/dev"], "/dev");
-    root.mount(&["--rbind", "/sys"], "/sys");
+    root.mount_api();
+    let dpkg_has = |root: &Root, package: &str| {
+        root.command(&["dpkg-query", "-W", "-f=${Status}", package])
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout) == "install ok installed")
+    };
+    for p in ["git", "ca-certificates", "postgresql", "kiln-master"] {
+        assert!(!dpkg_has(&root, p), "{p} is not in the clean root");
+    }
 
-    // 3. dpkg -i, with no systemd running (the maintainer scripts must cope).
+    // 3. apt-get install ./….deb, as the issue's user does, in the chroot (systemd is not
+    // running yet: the maintainer scripts enable the units, and must cope). apt fetches the
+    // packages' dependencies, and the master's recommended PostgreSQL (its embedded cluster's
+    // binaries); the slave's recommends are image tools this test's script build does not use.
     for d in [&master_deb, &slave_deb] {
         std::fs::copy(d, root.path("/tmp").join(d.file_name().unwrap())).unwrap();
     }
     let in_tmp = |d: &Path| format!("/tmp/{}", d.file_name().unwrap().to_str().unwrap());
-    root.chroot(&["dpkg", "-i", &in_tmp(&master_deb), &in_tmp(&slave_deb)]);
+    let t2 = Instant::now();
+    // mmdebstrap emptied the root's package lists.
+    root.run_in(&["apt-get", "update", "-q"]);
+    root.run_in(&["apt-get", "install", "-y", "-q", &in_tmp(&master_deb)]);
+    root.run_in(&[
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        &in_tmp(&slave_deb),
+    ]);
+    eprintln!("apt-get install took {:?}", t2.elapsed());
+    for p in [
+        "kiln-master",
+        "kiln-slave",
+        "git",
+        "ca-certificates",
+        "postgresql",
+    ] {
+        assert!(dpkg_has(&root, p), "apt-get installed {p}");
+    }
 
     let (uid, gid, line) = owner_of(&root, "kiln");
     assert!(uid < 1000, "kiln is a system user: {line}");
@@ -304,7 +645,7 @@ async fn debian_packages_install_serve_build_and_purge() {
     assert!(root.path("/etc/kiln/slave.toml").is_file());
     assert!(root.path("/usr/share/kiln/console/index.html").is_file());
     assert!(root
-        .chroot(&["kiln-master", "--version"])
+        .run_in(&["kiln-master", "--version"])
         .contains("kiln-master"));
 
     // 4. The admin's edits: a free port, an admin token for this test's API calls.
@@ -330,19 +671,42 @@ async fn debian_packages_install_serve_build_and_purge() {
         "master = \"http://127.0.0.1:8080\"",
         &format!("master = \"{url}\""),
     );
-    // A chrooted process may not make a user namespace (the kernel refuses it), so the default
-    // sandbox cannot run here; host-root (mount, PID, IPC and UTS namespaces) can.
-    edit(
-        &root,
-        "/etc/kiln/slave.toml",
-        "# sandbox = \"user-namespace\"",
-        "sandbox = \"host-root\"",
-    );
 
-    // 5. The master from its unit, as kiln, with its embedded PostgreSQL cluster.
+    // 5. Boot the root (its systemd starts the enabled master), else run the units by hand.
     let logs_dir = kiln_tests::tempdir("kiln-deb-logs-");
+    let machine = format!("kiln-deb-{}", std::process::id());
+    // The distribution's own cluster (postgresql.service) would listen on the host's port
+    // 5432, the container sharing the host's network; the master runs a cluster of its own.
+    root.run_in(&["systemctl", "mask", "postgresql.service"]);
+    root.unmount_api();
+    match Boot::start(&root.path, &machine, &logs_dir.path().join("nspawn.log")) {
+        Ok(boot) => root.boot = Some(boot),
+        Err(why) => {
+            eprintln!("NOT BOOTED: the units' ExecStart lines run by hand instead: {why}");
+            root.mount_api();
+            // A chrooted process may not make a user namespace (the kernel refuses it), so
+            // the default sandbox cannot run here; host-root (mount, PID, IPC and UTS
+            // namespaces) can. Booted, the default one runs.
+            edit(
+                &root,
+                "/etc/kiln/slave.toml",
+                "# sandbox = \"user-namespace\"",
+                "sandbox = \"host-root\"",
+            );
+        }
+    }
+    let booted = root.boot.is_some();
+
+    // The master from its unit, as kiln, with its embedded PostgreSQL cluster.
     let master_log = logs_dir.path().join("master.log");
-    let mut master = start_unit(&root, "kiln-master.service", &master_log);
+    if booted {
+        assert_eq!(
+            root.run_in(&["systemctl", "is-enabled", "kiln-master.service"])
+                .trim(),
+            "enabled"
+        );
+    }
+    let mut master = Running::start(&root, "kiln-master.service", &master_log);
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
@@ -351,20 +715,17 @@ async fn debian_packages_install_serve_build_and_purge() {
                 break;
             }
         }
-        if let Ok(Some(status)) = master.0.try_wait() {
-            panic!("the master exited: {status}\n{}", logs(&master_log));
+        if let Some(how) = master.ended(&root) {
+            panic!("the master exited: {how}\n{}", master.logs(&root));
         }
         assert!(
             Instant::now() < deadline,
             "the installed master never answered /api/health:\n{}",
-            logs(&master_log)
+            master.logs(&root)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(
-        root.processes().contains(&master.pid()),
-        "the master runs inside the root"
-    );
+    assert!(master.runs_in(&root), "the master runs inside the root");
     assert!(root.path("/var/lib/kiln/postgres/PG_VERSION").is_file());
     let pg = std::fs::metadata(root.path("/var/lib/kiln/postgres")).unwrap();
     assert_eq!(pg.uid(), uid, "the embedded cluster is kiln's");
@@ -400,9 +761,8 @@ async fn debian_packages_install_serve_build_and_purge() {
     .await;
     assert_eq!(s, 201, "registration token: {v}");
     let reg = v["token"].as_str().expect("the registration token");
-    let mut register = Command::new("chroot")
-        .arg(&root.path)
-        .args([
+    let mut register = root
+        .command(&[
             "kiln-slave",
             "register",
             "--master",
@@ -414,8 +774,6 @@ async fn debian_packages_install_serve_build_and_purge() {
             "--work-dir",
             "/var/lib/kiln-slave",
         ])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -435,7 +793,7 @@ async fn debian_packages_install_serve_build_and_purge() {
     // The unit's ConditionPathExists= is now met.
     assert!(root.path("/var/lib/kiln-slave/slave.token").is_file());
     let slave_log = logs_dir.path().join("slave.log");
-    let slave = start_unit(&root, "kiln-slave.service", &slave_log);
+    let mut slave = Running::start(&root, "kiln-slave.service", &slave_log);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let slaves: Value = get("/api/slaves").await.json().await.unwrap();
@@ -448,8 +806,11 @@ async fn debian_packages_install_serve_build_and_purge() {
         assert!(
             Instant::now() < deadline,
             "the installed slave never came online: {slaves}\n{}",
-            logs(&slave_log)
+            slave.logs(&root)
         );
+        if let Some(how) = slave.ended(&root) {
+            panic!("the slave exited: {how}\n{}", slave.logs(&root));
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -482,7 +843,7 @@ async fn debian_packages_install_serve_build_and_purge() {
         assert!(
             Instant::now() < deadline,
             "build {id} never ended: {b:?}\n--- slave:\n{}",
-            logs(&slave_log)
+            slave.logs(&root)
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
@@ -496,8 +857,8 @@ async fn debian_packages_install_serve_build_and_purge() {
         BuildState::Succeeded,
         "{:?}\n--- build log:\n{build_log}\n--- slave:\n{}\n--- master:\n{}",
         build.reason,
-        logs(&slave_log),
-        logs(&master_log)
+        slave.logs(&root),
+        master.logs(&root)
     );
     assert_eq!(
         build.slave.as_deref(),
@@ -513,28 +874,57 @@ async fn debian_packages_install_serve_build_and_purge() {
         "logs and artifacts are stored in /var/lib/kiln/storage"
     );
 
-    // 8. Stop both (SIGTERM, as systemctl stop does): the master stops its cluster too.
-    drop(slave);
-    master.signal(libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while master.0.try_wait().unwrap().is_none() || !root.processes().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "processes left in the root after SIGTERM: {:?}\n{}",
-            root.processes(),
-            logs(&master_log)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // 8. Stop both (systemctl stop; by hand, SIGTERM as it sends): the master stops its
+    // cluster too.
+    match (slave, &mut master) {
+        (Running::ByHand(slave, _), Running::ByHand(master, _)) => {
+            drop(slave);
+            master.signal(libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while master.0.try_wait().unwrap().is_none() || !root.processes().is_empty() {
+                assert!(
+                    Instant::now() < deadline,
+                    "processes left in the root after SIGTERM: {:?}\n{}",
+                    root.processes(),
+                    logs(&master_log)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        _ => {
+            root.run_in(&[
+                "systemctl",
+                "stop",
+                "kiln-slave.service",
+                "kiln-master.service",
+            ]);
+            for unit in ["kiln-slave.service", "kiln-master.service"] {
+                let state = (
+                    root.unit_property(unit, "ActiveState"),
+                    root.unit_property(unit, "Result"),
+                );
+                assert_eq!(
+                    (state.0.as_str(), state.1.as_str()),
+                    ("inactive", "success"),
+                    "{unit} stopped cleanly"
+                );
+            }
+            assert!(
+                !root.path("/var/lib/kiln/postgres/postmaster.pid").exists(),
+                "the embedded cluster was shut down:\n{}",
+                master.logs(&root)
+            );
+        }
     }
 
     // 9. remove keeps the data and the config; purge removes them.
-    root.chroot(&["dpkg", "-r", "kiln-master", "kiln-slave"]);
+    root.run_in(&["dpkg", "-r", "kiln-master", "kiln-slave"]);
     assert!(!root.path("/usr/bin/kiln-master").exists());
     assert!(!root.path("/usr/bin/kiln-slave").exists());
     assert!(root.path("/var/lib/kiln/postgres/PG_VERSION").is_file());
     assert!(root.path("/var/lib/kiln-slave/slave.token").is_file());
     assert!(root.path("/etc/kiln/kiln.toml").is_file());
-    root.chroot(&["dpkg", "-P", "kiln-master", "kiln-slave"]);
+    root.run_in(&["dpkg", "-P", "kiln-master", "kiln-slave"]);
     for gone in [
         "/var/lib/kiln",
         "/var/lib/kiln-slave",
@@ -551,4 +941,9 @@ async fn debian_packages_install_serve_build_and_purge() {
     assert!(!root
         .path("/var/lib/dpkg/info/kiln-slave.conffiles")
         .exists());
+
+    // 10. The booted root powers off cleanly.
+    if let Some(boot) = root.boot.take() {
+        boot.poweroff();
+    }
 }

@@ -36,6 +36,32 @@ fn dir_from(mountinfo: &str, own: &str) -> Option<PathBuf> {
     None
 }
 
+/// The least room left under `memory.max` in this process's cgroup and its ancestors, when any
+/// of them is limited (a systemd unit's `MemoryMax=`, a container's limit).
+pub fn memory_headroom() -> Option<u64> {
+    let mut dir = own_dir()?;
+    let mut least: Option<u64> = None;
+    // Up to the hierarchy's root, which has no `memory.max`.
+    while dir.join("cgroup.controllers").is_file() {
+        let read = |f: &str| -> Option<u64> {
+            std::fs::read_to_string(dir.join(f))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        // `max` (no limit) does not parse.
+        if let (Some(max), Some(current)) = (read("memory.max"), read("memory.current")) {
+            let room = max.saturating_sub(current);
+            least = Some(least.map_or(room, |l| l.min(room)));
+        }
+        if !dir.pop() {
+            break;
+        }
+    }
+    least
+}
+
 /// Creates the cgroup of one build (empty; processes join it as they start).
 pub fn create(parent: &Path, name: &str) -> io::Result<PathBuf> {
     let dir = parent.join(name);

@@ -161,6 +161,7 @@ async fn run(
         record: Default::default(),
         progress: backend::Progress::to(bd.clone()),
         rootfs_cache: bd.sandbox().join(crate::rootfs_cache::SANDBOX_DIR),
+        builds_at_once: input.builds_at_once.max(1),
     };
     backend.run(&ctx).await?;
     record(&ctx);

@@ -44,6 +44,14 @@ pub struct RunnerInput {
     /// The slave's package cache (`apt_cache.rs`), as an http proxy for apt.
     #[serde(default)]
     pub apt_proxy: Option<String>,
+    /// How many builds the slave runs at once (`slave.capacity`): a build takes at most its
+    /// share of the host's memory (`backend/in_memory.rs`).
+    #[serde(default = "one")]
+    pub builds_at_once: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -238,6 +238,7 @@ pub fn start(env: &Arc<Env>, job: Job) {
         emulates: crate::machine::emulated_arches(),
         checkout: None,
         apt_proxy: env.apt_cache.as_ref().map(|c| c.proxy.clone()),
+        builds_at_once: env.settings.capacity,
     };
     let prepared = private_dir(&dir.path)
         .and_then(|_| dir.write_input(&input))

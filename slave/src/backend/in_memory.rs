@@ -6,10 +6,15 @@
 //!
 //! - Only in the build's own mount namespace (the runner is PID 1 of its sandbox, `sandbox.rs`):
 //!   the tmpfs goes with the build, whatever way it ends, and nothing is left on the host.
-//! - Only when the tree takes at most a quarter of the memory the host has available; the
-//!   tmpfs is capped at half of it. Otherwise the tree goes on disk as before.
+//! - Only when the tree takes at most a quarter of this build's share of the memory available:
+//!   `MemAvailable`, or less when the slave's cgroup is limited (`memory.max`), divided by the
+//!   builds the slave runs at once (`slave.capacity`), since tmpfs pages cannot be reclaimed.
+//!   The tmpfs is capped a little above the tree's size. Otherwise the tree goes on disk as
+//!   before; a tree bigger than its size says (the unpack fails) is unpacked on disk by
+//!   mmdebstrap instead.
 //! - The directory holds the tree (`rootfs/`) and a work dir beside it on the same file system
-//!   (`layout.rs` moves subtrees aside with `rename`, which cannot cross file systems).
+//!   (`layout.rs` moves subtrees aside with `rename`, which cannot cross file systems; its vfat
+//!   images are made on the scratch disk).
 
 use super::Context;
 use std::io::{self, Read};
@@ -38,25 +43,25 @@ pub async fn for_tarball(ctx: &Context, tarball: &Path) -> Option<PathBuf> {
         }
         Err(_) => return None,
     };
-    let available = match available_memory() {
-        Some(a) => a,
-        None => return None,
-    };
+    let available = available_memory()?.min(crate::cgroup::memory_headroom().unwrap_or(u64::MAX));
+    let share = available / u64::from(ctx.builds_at_once.max(1));
     let mib = |b: u64| b >> 20;
-    if size > available / 4 {
+    if size > share / 4 {
         ctx.log.note(&format!(
-            "rootfs cache: unpacking on disk ({} MiB is more than a quarter of the {} MiB of memory available)",
+            "rootfs cache: unpacking on disk ({} MiB is more than a quarter of this build's share of memory, {} MiB of {} MiB available)",
             mib(size),
+            mib(share),
             mib(available)
         ));
         return None;
     }
     let dir = ctx.scratch.join(DIR);
-    match mount_tmpfs(&dir, available / 2) {
+    match mount_tmpfs(&dir, size + size / 8 + (64 << 20)) {
         Ok(()) => {
             ctx.log.note(&format!(
-                "rootfs cache: unpacking into memory (tmpfs, {} MiB; {} MiB available)",
+                "rootfs cache: unpacking into memory (tmpfs, {} MiB; this build's share {} MiB of {} MiB available)",
                 mib(size),
+                mib(share),
                 mib(available)
             ));
             Some(dir.join(ROOTFS))

@@ -589,7 +589,8 @@ async fn assemble_moved(
                         )));
                     }
                 }
-                let file = work.join(format!("part{}.vfat", p.index));
+                // On the scratch disk: the root (and `work`) may be in memory (`in_memory.rs`).
+                let file = ctx.scratch.join(format!("part{}.vfat", p.index));
                 let f = std::fs::File::create(&file)
                     .map_err(|e| failed(format!("creating {}: {e}", file.display())))?;
                 f.set_len(p.size)

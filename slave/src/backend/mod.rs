@@ -55,6 +55,8 @@ pub struct Context {
     /// The project's entry of the slave's root file system cache, as the daemon offered it,
     /// and where a build leaves its new key (`rootfs_cache.rs`).
     pub rootfs_cache: PathBuf,
+    /// How many builds the slave runs at once (`slave.capacity`).
+    pub builds_at_once: u32,
 }
 
 /// A backend's progress (a step, a percentage), written to `sandbox/state.json`; the daemon's
@@ -120,6 +122,7 @@ impl Context {
             record: Default::default(),
             progress: Default::default(),
             rootfs_cache: scratch.join("rootfs-cache"),
+            builds_at_once: 1,
         }
     }
 }

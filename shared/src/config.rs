@@ -872,8 +872,9 @@ impl Config {
                 );
             }
         }
-        if self.database.max_connections == 0 {
-            return invalid("database.max_connections", "must be at least 1");
+        // A scheduler pass holds one connection for its lock and queues builds on another.
+        if self.database.max_connections < 2 {
+            return invalid("database.max_connections", "must be at least 2");
         }
         let s = &self.slave;
         if s.capacity == 0 || s.capacity > 64 {

@@ -217,8 +217,9 @@ pub async fn active_for_slave(
 
 /// Claims a queued build for a slave: `queued` → `dispatched` only if it is still queued (a
 /// cancel or another dispatcher may have got there first; then `None`). The row is selected
-/// `FOR UPDATE SKIP LOCKED`, so of masters claiming it at once exactly one gets it and the
-/// others get `None` at once instead of waiting on its lock; a build whose row another
+/// `FOR NO KEY UPDATE SKIP LOCKED` (the lock the update itself takes, so rows that refer to the
+/// build can still be inserted meanwhile): of masters claiming it at once exactly one gets it
+/// and the others get `None` at once instead of waiting on its lock; a build whose row another
 /// transaction holds just then is left queued for a later round. The project's
 /// `last_dispatched_at` moves on, for fairness between projects.
 pub async fn claim(
@@ -230,7 +231,7 @@ pub async fn claim(
         "UPDATE builds SET state = 'dispatched', slave_id = $2, dispatched_at = now(),
              waiting_reason = NULL
          WHERE id = (SELECT id FROM builds WHERE id = $1 AND state = 'queued'
-                     FOR UPDATE SKIP LOCKED)
+                     FOR NO KEY UPDATE SKIP LOCKED)
          RETURNING project_id",
     )
     .bind(id.0)

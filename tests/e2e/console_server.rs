@@ -181,15 +181,6 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// `tool -dc` of `data`.
 fn decode(tool: &str, data: &[u8]) -> Vec<u8> {
     let mut c = Command::new(tool)
@@ -222,7 +213,7 @@ async fn fetch(farm: &Farm, path: &str, accept: &str) -> (Option<String>, String
 
 #[tokio::test]
 async fn console_assets_are_sent_precompressed() {
-    if !have("gzip") || !have("brotli") {
+    if !kiln_tests::have("gzip") || !kiln_tests::have("brotli") {
         eprintln!("SKIPPED: gzip and brotli are needed (scripts/install-deps.sh installs them)");
         return;
     }

@@ -30,6 +30,16 @@ pub use session::Session;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Whether `tool --version` runs (the tool is installed).
+pub fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Directory holding the built `kiln-master` and `kiln-slave` (the test's own target dir, or
 /// `KILN_BIN_DIR`).
 pub fn bin_dir() -> PathBuf {

@@ -162,6 +162,11 @@ impl Backend for Debos {
                                 .unwrap_or_default()
                         )));
                     }
+                    if !crate::machine::loop_devices() {
+                        return Err(failed(
+                            "debos: fakemachine could not start its KVM guest on this slave, and without it debos needs loop devices, which this slave lacks (modprobe loop)",
+                        ));
+                    }
                     ctx.log.note(
                         "debos: fakemachine could not start its KVM guest on this slave (/dev/kvm opens but runs no guest); running natively instead",
                     );
@@ -169,6 +174,11 @@ impl Backend for Debos {
                     step(ctx, &what, command(&Machine::Native)).await?;
                 }
             } else {
+                if m == Machine::Native && !crate::machine::loop_devices() {
+                    return Err(failed(
+                        "debos without its fakemachine needs loop devices, which this slave lacks (modprobe loop, or fakemachine = \"kvm\" on a slave with KVM)",
+                    ));
+                }
                 step(ctx, &what, command(&m)).await?;
             }
             let produced = std::fs::read_dir(&ctx.output)

@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
@@ -113,19 +114,45 @@ impl Log {
 
 /// Writes what `reader` gives to the log, line by line, until its end.
 pub async fn pump(reader: impl AsyncRead + Unpin, log: Log) {
+    pump_watching(reader, log, None, Arc::default()).await
+}
+
+/// [`pump`], noting in `seen` whether a line contained `needle`.
+async fn pump_watching(
+    reader: impl AsyncRead + Unpin,
+    log: Log,
+    needle: Option<&'static str>,
+    seen: Arc<AtomicBool>,
+) {
     let mut r = BufReader::new(reader);
     let mut buf = Vec::new();
     loop {
         buf.clear();
         match r.read_until(b'\n', &mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(_) => log.line(&String::from_utf8_lossy(&buf)),
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                if needle.is_some_and(|n| line.contains(n)) {
+                    seen.store(true, Ordering::Relaxed);
+                }
+                log.line(&line)
+            }
         }
     }
 }
 
 /// Runs `cmd` to its end, logging its output; returns its exit status.
-pub async fn run(mut cmd: Command, log: &Log) -> Result<ExitStatus, RunError> {
+pub async fn run(cmd: Command, log: &Log) -> Result<ExitStatus, RunError> {
+    run_watching(cmd, log, None).await.map(|(status, _)| status)
+}
+
+/// [`run`], and whether a line of the output contained `needle` (a tool's message that decides
+/// what to do next, e.g. debos's fakemachine saying its guest would not start).
+pub async fn run_watching(
+    mut cmd: Command,
+    log: &Log,
+    needle: Option<&'static str>,
+) -> Result<(ExitStatus, bool), RunError> {
     let program = format!("{:?}", cmd.as_std().get_program());
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -134,8 +161,19 @@ pub async fn run(mut cmd: Command, log: &Log) -> Result<ExitStatus, RunError> {
         program: program.clone(),
         source,
     })?;
-    let out = tokio::spawn(pump(child.stdout.take().expect("piped"), log.clone()));
-    let err = tokio::spawn(pump(child.stderr.take().expect("piped"), log.clone()));
+    let seen = Arc::new(AtomicBool::new(false));
+    let out = tokio::spawn(pump_watching(
+        child.stdout.take().expect("piped"),
+        log.clone(),
+        needle,
+        seen.clone(),
+    ));
+    let err = tokio::spawn(pump_watching(
+        child.stderr.take().expect("piped"),
+        log.clone(),
+        needle,
+        seen.clone(),
+    ));
     let status = child
         .wait()
         .await
@@ -146,7 +184,7 @@ pub async fn run(mut cmd: Command, log: &Log) -> Result<ExitStatus, RunError> {
         let _ = err.await;
     })
     .await;
-    Ok(status)
+    Ok((status, seen.load(Ordering::Relaxed)))
 }
 
 /// Describes an exit status for a person: "exit status 3" or "killed by signal 9".
@@ -162,6 +200,35 @@ pub fn describe(status: ExitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_watched_run_logs_both_streams_and_finds_the_needle_in_either() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let log = Log::open(&path).unwrap();
+        let cmd = |script: &str| {
+            let mut c = Command::new("sh");
+            c.args(["-c", script]);
+            c
+        };
+        let (status, seen) = run_watching(
+            cmd("echo out; echo 'error starting kvm backend' >&2; exit 3"),
+            &log,
+            Some("starting kvm"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status.code(), Some(3));
+        assert!(seen);
+        let (_, seen) = run_watching(cmd("echo other"), &log, Some("starting kvm"))
+            .await
+            .unwrap();
+        assert!(!seen);
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in ["out", "error starting kvm backend", "other"] {
+            assert!(text.lines().any(|l| l == line), "{text}");
+        }
+    }
 
     #[test]
     fn long_lines_are_split_not_cut() {

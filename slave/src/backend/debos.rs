@@ -148,9 +148,10 @@ impl Backend for Debos {
             let what = format!("debos {}", o.recipe);
             if m == Machine::Kvm && o.fakemachine == "auto" {
                 ctx.log.note(&what);
-                let (status, no_guest) = run_watching(command(&m), &ctx.log, NO_GUEST)
-                    .await
-                    .map_err(|e| failed(format!("{what}: {e}")))?;
+                let (status, no_guest) =
+                    crate::process::run_watching(command(&m), &ctx.log, Some(NO_GUEST))
+                        .await
+                        .map_err(|e| failed(format!("{what}: {e}")))?;
                 if !status.success() {
                     if !no_guest || crate::machine::in_user_namespace() {
                         return Err(failed(format!(
@@ -232,46 +233,6 @@ fn without_udev(ctx: &Context) -> Option<String> {
 
 /// What debos prints when its fakemachine's KVM guest does not start (before any action ran).
 const NO_GUEST: &str = "error starting kvm backend";
-
-/// Runs `cmd` like [`crate::process::run`], its output in the log; also says whether a line
-/// contained `needle`.
-async fn run_watching(
-    mut cmd: Command,
-    log: &crate::process::Log,
-    needle: &'static str,
-) -> std::io::Result<(std::process::ExitStatus, bool)> {
-    use std::process::Stdio;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    use tokio::io::AsyncBufReadExt;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    let seen = Arc::new(AtomicBool::new(false));
-    let pump = |r: Box<dyn tokio::io::AsyncRead + Send + Unpin>| {
-        let (log, seen) = (log.clone(), seen.clone());
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(r).split(b'\n');
-            while let Ok(Some(l)) = lines.next_segment().await {
-                let l = String::from_utf8_lossy(&l);
-                if l.contains(needle) {
-                    seen.store(true, Ordering::Relaxed);
-                }
-                log.line(&l);
-            }
-        })
-    };
-    let out = pump(Box::new(child.stdout.take().expect("piped")));
-    let err = pump(Box::new(child.stderr.take().expect("piped")));
-    let status = child.wait().await?;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        let _ = out.await;
-        let _ = err.await;
-    })
-    .await;
-    Ok((status, seen.load(Ordering::Relaxed)))
-}
 
 #[cfg(test)]
 mod tests {

@@ -6,9 +6,9 @@
 //! whatever the number of slaves or queued builds), decides
 //! in memory with [`crate::matching::plan`] (the same rules that explain waiting builds), then
 //! claims each chosen build with a conditional update (`queued` → `dispatched` only if still
-//! queued, the row selected `FOR NO KEY UPDATE SKIP LOCKED`), so a build cancelled meanwhile is skipped
-//! and, with several masters on one database, never goes to two slaves. A claimed
-//! build whose `Assign` cannot be delivered goes back to the queue.
+//! queued, the row selected `FOR NO KEY UPDATE SKIP LOCKED`), so a build cancelled meanwhile is
+//! skipped and, with several masters on one database, never goes to two slaves. A claimed build
+//! whose `Assign` cannot be delivered goes back to the queue.
 
 use crate::db::builds::{self, Candidate, Change};
 use crate::hub::ConnectedSlave;

@@ -276,12 +276,7 @@ fn kvm_usable(arch: &str) -> bool {
         "aarch64" => "arm64",
         _ => return false,
     };
-    host == arch
-        && std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok()
+    host == arch && crate::machine::kvm()
 }
 
 /// `/NAME`, else the newest `/boot/NAME-*` (by version order), in the root file system.

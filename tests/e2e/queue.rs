@@ -151,12 +151,9 @@ async fn two_masters_fire_a_due_daily_schedule_once() {
 
     // The first master is mid-pass (it holds the scheduler lock): the second skips its pass.
     let mut held = farm.state().db.begin().await.unwrap();
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(kiln_master::db::projects::SCHEDULER_LOCK_KEY)
-        .fetch_one(&mut *held)
+    assert!(kiln_master::db::projects::try_lock_scheduler(&mut held)
         .await
-        .unwrap();
-    assert!(got);
+        .unwrap());
     let skipped = scheduler::tick(&other.state, due).await.unwrap();
     assert!(skipped.is_empty(), "{skipped:?}");
     for name in &names {

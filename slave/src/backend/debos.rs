@@ -79,12 +79,8 @@ impl Backend for Debos {
             if !ctx.emulates.contains(&arch) {
                 crate::machine::can_run_arch(&arch).map_err(failed)?;
             }
-            let kvm = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/kvm")
-                .is_ok();
-            let m = machine(&o.fakemachine, kvm).map_err(|e| failed(format!("kiln.toml: {e}")))?;
+            let m = machine(&o.fakemachine, crate::machine::kvm())
+                .map_err(|e| failed(format!("kiln.toml: {e}")))?;
             if m == Machine::Native && crate::machine::in_user_namespace() {
                 return Err(failed(
                     "debos without its fakemachine needs the host's root (debootstrap makes device nodes) and this slave runs builds in a user namespace; run debos projects on a slave with slave.sandbox = \"host-root\" or with KVM (see docs/security.md)",
@@ -102,10 +98,7 @@ impl Backend for Debos {
                 match m {
                     Machine::Native => {
                         cmd.arg("--disable-fakemachine");
-                        // Its temporary dirs (and what it mounts there) in the build's scratch
-                        // space, where the slave's clean-up finds what a killed debos left.
-                        let tmp = ctx.scratch.join("tmp");
-                        if std::fs::create_dir_all(&tmp).is_ok() {
+                        if let Ok(tmp) = super::scratch_tmp(ctx) {
                             cmd.env("TMPDIR", tmp);
                         }
                         if let Some(path) = without_udev(ctx) {

@@ -281,6 +281,14 @@ pub fn branch_program(ctx: &Context, key: &str, rel: &str) -> Result<PathBuf, Ba
     Ok(path)
 }
 
+/// A temp dir in the build's scratch space, for a tool's `TMPDIR`: what the tool mounts there
+/// (debos, vmdb2) is where the slave's clean-up finds it after a killed build.
+pub fn scratch_tmp(ctx: &Context) -> Result<PathBuf, String> {
+    let tmp = ctx.scratch.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    Ok(tmp)
+}
+
 /// Writes `script` as the executable `program` in `dir` (the build's scratch space) and returns
 /// a `PATH` with `dir` first: a stand-in for a host tool a backend's tool calls where the host
 /// lacks what that tool needs (udev, device-mapper).

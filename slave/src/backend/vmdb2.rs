@@ -152,11 +152,8 @@ impl Backend for Vmdb2 {
             } else {
                 ctx.scratch.join("rootfs.tar.gz")
             };
-            // vmdb2 mounts the image's file systems in temporary dirs: in the build's scratch
-            // space, where the slave's clean-up finds whatever a killed vmdb2 left mounted.
-            let tmp = ctx.scratch.join("tmp");
-            std::fs::create_dir_all(&tmp)
-                .map_err(|e| failed(format!("creating {}: {e}", tmp.display())))?;
+            // vmdb2 mounts the image's file systems in temporary dirs.
+            let tmp = super::scratch_tmp(ctx).map_err(failed)?;
             let mut cmd = Command::new("vmdb2");
             cmd.current_dir(&spec_dir)
                 .env("LC_ALL", "C.UTF-8")

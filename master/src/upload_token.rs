@@ -125,8 +125,9 @@ impl UploadKeys {
         )?)
     }
 
-    /// Checks signature (with the key it names) and expiry; the claims, or why not.
-    pub fn verify(&self, token: &str) -> Result<Claims, String> {
+    /// Checks signature (with the key it names) and expiry at `now` (epoch seconds, the same
+    /// clock [`issue`](Self::issue) was given); the claims, or why not.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, String> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| format!("the upload token is not a JWT: {e}"))?;
         let key = self
@@ -135,16 +136,18 @@ impl UploadKeys {
             .find(|k| header.kid.as_deref() == Some(k.kid.as_str()))
             .ok_or("the upload token was signed with a key this master no longer has")?;
         let mut v = Validation::new(Algorithm::HS256);
-        v.leeway = 0;
+        // Expiry is checked below against the master's clock, not the system's: a token is
+        // issued by that clock (`dispatch.rs`).
+        v.validate_exp = false;
         v.required_spec_claims = ["exp"].iter().map(|s| s.to_string()).collect();
-        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&key.secret), &v)
-            .map(|d| d.claims)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    "the upload token has expired".to_string()
-                }
-                _ => format!("the upload token does not verify: {e}"),
-            })
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&key.secret), &v)
+                .map(|d| d.claims)
+                .map_err(|e| format!("the upload token does not verify: {e}"))?;
+        if claims.exp < now {
+            return Err("the upload token has expired".into());
+        }
+        Ok(claims)
     }
 }
 
@@ -162,22 +165,33 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let keys = UploadKeys::load_or_create(&dir).unwrap();
         let t = keys.issue(7, 3, now(), 60).unwrap();
-        let c = keys.verify(&t).unwrap();
+        let c = keys.verify(&t, now()).unwrap();
         assert_eq!((c.build, c.slave), (7, 3));
         let old = keys.issue(7, 3, now() - 120, 60).unwrap();
         assert_eq!(
-            keys.verify(&old).unwrap_err(),
+            keys.verify(&old, now()).unwrap_err(),
+            "the upload token has expired"
+        );
+        // Expiry follows the clock the token was issued by, not the system's.
+        let then = 1_000_000;
+        let past = keys.issue(7, 3, then, 60).unwrap();
+        assert!(keys.verify(&past, then + 60).is_ok());
+        assert_eq!(
+            keys.verify(&past, then + 61).unwrap_err(),
             "the upload token has expired"
         );
         let tampered = format!("{}x", &t[..t.len() - 1]);
-        assert!(keys.verify(&tampered).is_err());
+        assert!(keys.verify(&tampered, now()).is_err());
         // One rotation: the old token still verifies; two: it does not.
-        UploadKeys::rotate(&dir).unwrap();
-        assert!(UploadKeys::load_or_create(&dir).unwrap().verify(&t).is_ok());
         UploadKeys::rotate(&dir).unwrap();
         assert!(UploadKeys::load_or_create(&dir)
             .unwrap()
-            .verify(&t)
+            .verify(&t, now())
+            .is_ok());
+        UploadKeys::rotate(&dir).unwrap();
+        assert!(UploadKeys::load_or_create(&dir)
+            .unwrap()
+            .verify(&t, now())
             .is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }

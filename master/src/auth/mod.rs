@@ -174,8 +174,9 @@ impl FromRequestParts<Arc<AppState>> for UploadAuth {
                     .into(),
             )
         })?;
+        let now = u64::try_from(st.clock.now().timestamp()).unwrap_or_default();
         st.upload_keys
-            .verify(token)
+            .verify(token, now)
             .map(UploadAuth)
             .map_err(ApiError::Unauthorized)
     }

@@ -14,10 +14,12 @@
 //!   root (for live-build) and is documented as no boundary against the branch's author;
 //! - no new privileges (setuid binaries do not raise them), its own hostname and IPC.
 //!
-//! The daemon's side (`spawn`) forks the runner with a `pre_exec` that joins the cgroup,
-//! unshares the namespaces, waits for the daemon to write the id maps, then forks once more: the
-//! first child stays outside as the runner's parent and passes its exit status on (so the daemon
-//! still watches one pid and signals one process group); the second is PID 1 of the build.
+//! The daemon's side (`confine`) forks the runner with a `pre_exec` that makes the build's mounts,
+//! then creates one more child with `clone3` in new namespaces and directly in the build's cgroup
+//! (moving a running process into a cgroup would wait for an RCU grace period, 8–13 ms here);
+//! the daemon writes that child's id maps. The first child stays outside as the runner's parent
+//! and passes its exit status on (so the daemon still watches one pid and signals one process
+//! group); the second is PID 1 of the build, and execs the runner.
 
 use kiln_shared::config::SandboxMode;
 use serde::{Deserialize, Serialize};
@@ -107,6 +109,11 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Everything the child needs, prepared before the fork (no allocation happens after it).
 struct Setup {
     ids: Ids,
+    /// The build's cgroup: its directory, which the build's first process is created in
+    /// (`clone3` with `CLONE_INTO_CGROUP`), and its `cgroup.procs`, written instead on kernels
+    /// before 5.7. Moving a running process into a cgroup waits for an RCU grace period (8–13 ms
+    /// here, most of a no-op build's start); being created in it does not.
+    cgroup_dir: Option<OwnedFd>,
     cgroup_procs: Option<OwnedFd>,
     /// A descriptor number reserved (on /dev/null) for the build's directory, opened again
     /// inside the new mount namespace (a mount of another namespace cannot be bound) and bound
@@ -204,9 +211,6 @@ impl Setup {
         // SAFETY: plain system calls on prepared C strings and owned descriptors.
         unsafe {
             check(libc::setsid())?;
-            if let Some(fd) = &self.cgroup_procs {
-                check(libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) as libc::c_int)?;
-            }
             // 1. Files.
             if let Ids::Own { .. } = self.ids {
                 // An unprivileged daemon needs a user namespace to make a mount namespace.
@@ -221,23 +225,33 @@ impl Setup {
             }
             check(libc::unshare(libc::CLONE_NEWNS))?;
             self.mount_files()?;
-            // 2. User.
+            // 2. User, and 3. the build's PID 1: a child created in new namespaces and in the
+            // build's cgroup. This process stays outside, waits for it and passes its exit
+            // status on.
             let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
             if self.ids != Ids::Host {
                 flags |= libc::CLONE_NEWUSER | libc::CLONE_NEWNS;
             }
-            check(libc::unshare(flags))?;
+            let pid = self.fork_pid1(flags)?;
+            if pid > 0 {
+                if let (Ids::Range { .. }, Some((tell, _))) = (&self.ids, &self.sync) {
+                    // The daemon writes the child's id maps once it knows its pid.
+                    let n = libc::write(tell.as_raw_fd(), (&pid as *const i32).cast(), 4);
+                    if n != 4 {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+                wait_and_pass_on(pid);
+            }
             match (&self.ids, &self.sync) {
                 (Ids::Range { .. }, Some((tell, wait))) => {
                     if let Some((a, b)) = self.daemon_fds {
                         libc::close(a);
                         libc::close(b);
                     }
-                    let pid = libc::getpid();
-                    let n = libc::write(tell.as_raw_fd(), (&pid as *const i32).cast(), 4);
-                    if n != 4 {
-                        return Err(io::Error::other("cannot ask for the id maps"));
-                    }
+                    // Only the waiter sends on it: a daemon waiting for the pid sees the end of
+                    // the file if the waiter dies first.
+                    libc::close(tell.as_raw_fd());
                     let mut b = 0u8;
                     if libc::read(wait.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 1 {
                         return Err(io::Error::other("the daemon did not write the id maps"));
@@ -255,32 +269,6 @@ impl Setup {
                 check(libc::setresgid(0, 0, 0))?;
                 check(libc::setresuid(0, 0, 0))?;
             }
-            // 3. The PID namespace takes the next child as its PID 1: fork once more. This
-            // process stays outside, waits for the build and passes its exit status on.
-            let pid = libc::fork();
-            check(pid)?;
-            if pid > 0 {
-                let mut all: libc::sigset_t = std::mem::zeroed();
-                libc::sigfillset(&mut all);
-                libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-                let mut status = 0;
-                loop {
-                    let r = libc::waitpid(pid, &mut status, 0);
-                    if r == pid {
-                        break;
-                    }
-                    if r < 0 && *libc::__errno_location() != libc::EINTR {
-                        libc::_exit(127);
-                    }
-                }
-                let code = if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status)
-                } else {
-                    128 + libc::WTERMSIG(status)
-                };
-                libc::_exit(code);
-            }
             // PID 1 of the build from here on: a /proc of its own processes (best effort: some
             // containers lock /proc).
             libc::mount(
@@ -295,6 +283,44 @@ impl Setup {
             check(libc::chdir(self.sandbox_dir.as_ptr()))?;
         }
         Ok(())
+    }
+
+    /// Creates the build's PID 1 in new namespaces (`flags`) and in the build's cgroup: returns
+    /// its pid here, 0 in the child. `clone3` with `CLONE_INTO_CGROUP` where the kernel has it
+    /// (5.7); before, this process joins the cgroup itself (its child follows it there) and
+    /// unshares, then forks. Async-signal-safe.
+    unsafe fn fork_pid1(&self, flags: libc::c_int) -> io::Result<libc::pid_t> {
+        let mut args = CloneArgs {
+            flags: flags as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            ..CloneArgs::default()
+        };
+        if let Some(dir) = &self.cgroup_dir {
+            args.flags |= CLONE_INTO_CGROUP;
+            args.cgroup = dir.as_raw_fd() as u64;
+        }
+        let r = libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        );
+        if r >= 0 {
+            return Ok(r as libc::pid_t);
+        }
+        let e = *libc::__errno_location();
+        // ENOSYS: no clone3 (before 5.3); E2BIG or EINVAL with a cgroup: no CLONE_INTO_CGROUP.
+        let older = e == libc::ENOSYS
+            || (self.cgroup_dir.is_some() && (e == libc::EINVAL || e == libc::E2BIG));
+        if !older {
+            return Err(io::Error::from_raw_os_error(e));
+        }
+        if let Some(fd) = &self.cgroup_procs {
+            check(libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) as libc::c_int)?;
+        }
+        check(libc::unshare(flags))?;
+        let pid = libc::fork();
+        check(pid)?;
+        Ok(pid)
     }
 
     /// The work dir covered but for the build's dir; temp dirs its own; secrets covered.
@@ -358,6 +384,52 @@ impl Setup {
     }
 }
 
+/// `struct clone_args` of `clone3(2)`, up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7), a flag of `clone3` only.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The process that made the build's PID 1 waits for it outside, holding nothing (every signal
+/// blocked, every descriptor but stdio closed), and ends with its exit status: the daemon
+/// watches one pid. Async-signal-safe; never returns.
+unsafe fn wait_and_pass_on(pid: libc::pid_t) -> ! {
+    let mut all: libc::sigset_t = std::mem::zeroed();
+    libc::sigfillset(&mut all);
+    libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    let mut status = 0;
+    loop {
+        let r = libc::waitpid(pid, &mut status, 0);
+        if r == pid {
+            break;
+        }
+        if r < 0 && *libc::__errno_location() != libc::EINTR {
+            libc::_exit(127);
+        }
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    libc::_exit(code)
+}
+
 /// The directories under the sandbox dir that stand in for the system's shared temp dirs.
 pub const PRIVATE_TMP: [(&str, &str); 3] = [
     ("/tmp", "tmp"),
@@ -413,14 +485,22 @@ pub fn confine(
 ) -> io::Result<Confined> {
     use std::os::unix::fs::OpenOptionsExt;
     let sandbox_fd = OwnedFd::from(std::fs::File::open("/dev/null")?);
-    let cgroup_procs = match &record.cgroup {
-        Some(dir) => Some(OwnedFd::from(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(dir.join("cgroup.procs"))?,
-        )),
-        None => None,
+    let (cgroup_dir, cgroup_procs) = match &record.cgroup {
+        Some(dir) => (
+            Some(OwnedFd::from(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                    .open(dir)?,
+            )),
+            Some(OwnedFd::from(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(dir.join("cgroup.procs"))?,
+            )),
+        ),
+        None => (None, None),
     };
     // The directories from the work dir down to the sandbox dir, made again inside the tmpfs.
     let rel = layout
@@ -482,6 +562,7 @@ pub fn confine(
     let setup = Setup {
         nested_maps,
         ids: record.ids,
+        cgroup_dir,
         cgroup_procs,
         sandbox_fd_path: CString::new(format!("/proc/self/fd/{}", sandbox_fd.as_raw_fd()))
             .expect("no NUL"),

@@ -193,6 +193,46 @@ echo ok > "$KILN_OUTPUT_DIR/ok"
     kiln_tests::wait_no_process(&marker, Duration::from_secs(10)).await;
 }
 
+/// The build's processes are created in the build's own cgroup (the runner's PID 1 is made there
+/// with `clone3`, not moved there): the script and what it starts in the background, detached,
+/// all report the build's cgroup.
+#[tokio::test]
+async fn every_process_of_a_build_is_in_its_cgroup() {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    if !mountinfo.lines().any(|l| l.contains(" - cgroup2 ")) {
+        eprintln!("no cgroup v2 hierarchy on this host: the slave runs builds without a cgroup");
+        return;
+    }
+    let git = GitServer::start();
+    let repo = git.repo("cgroup");
+    bash_branch(
+        &repo,
+        r#"echo "script $(grep '^0::' /proc/self/cgroup)"
+setsid bash -c 'echo "detached $(grep "^0::" /proc/self/cgroup)" > "$0/detached"' "$KILN_OUTPUT_DIR" < /dev/null &
+while [ ! -s "$KILN_OUTPUT_DIR/detached" ]; do sleep 0.05; done
+cat "$KILN_OUTPUT_DIR/detached"
+"#,
+    );
+    let farm = Farm::start().await;
+    let _slave = farm.slave("s1").await;
+    farm.project("cgroup", &repo.url, "main").await;
+    let b = farm.request_build("cgroup", json!({})).await;
+    let b = farm.wait_ended(b.id, MINUTE).await;
+    let log = farm.log(b.id).await;
+    assert_eq!(b.state, BuildState::Succeeded, "{:?}\n{log}", b.reason);
+    let own = format!("/kiln-build-{}-", b.id);
+    for who in ["script", "detached"] {
+        let line = log
+            .lines()
+            .find(|l| l.starts_with(&format!("{who} 0::")))
+            .unwrap_or_else(|| panic!("no cgroup line from the {who} process in\n{log}"));
+        assert!(
+            line.contains(&own),
+            "the {who} process is not in the build's cgroup ({own}…): {line}"
+        );
+    }
+}
+
 /// What the daemon uploads is what the build left in its output dir, read once every process of
 /// the build has ended: a file swapped for a link, or the output dir made a link, reads nothing
 /// outside it.

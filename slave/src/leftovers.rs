@@ -100,8 +100,13 @@ struct LosetupRow {
     back_file: Option<String>,
 }
 
-/// The attached loop devices (none when `losetup` is missing or lists nothing).
+/// The attached loop devices (none when `losetup` is missing or lists nothing). `losetup` is
+/// asked only when sysfs shows an attached device, or cannot be read: most builds attach none,
+/// and a process started after every build is a few milliseconds of each no-op build.
 pub fn loop_devices() -> Vec<LoopDevice> {
+    if attached_in_sysfs(Path::new("/sys/block")) == Some(false) {
+        return vec![];
+    }
     let Ok(o) = Command::new("losetup")
         .args([
             "--json",
@@ -114,6 +119,20 @@ pub fn loop_devices() -> Vec<LoopDevice> {
         return vec![];
     };
     parse_losetup(&String::from_utf8_lossy(&o.stdout))
+}
+
+/// Whether `block` (sysfs's `/sys/block`) shows a loop device with a backing file: the kernel
+/// gives a loop device its `loop/` directory while it is attached. `None` when it cannot tell.
+fn attached_in_sysfs(block: &Path) -> Option<bool> {
+    let entries = std::fs::read_dir(block).ok()?;
+    let mut attached = false;
+    for e in entries {
+        let e = e.ok()?;
+        if e.file_name().as_encoded_bytes().starts_with(b"loop") && e.path().join("loop").is_dir() {
+            attached = true;
+        }
+    }
+    Some(attached)
 }
 
 fn parse_losetup(json: &str) -> Vec<LoopDevice> {
@@ -193,6 +212,17 @@ fn unescape_mount_path(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sysfs_tells_whether_a_loop_device_is_attached() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(attached_in_sysfs(&d.path().join("missing")), None);
+        std::fs::create_dir_all(d.path().join("loop0")).unwrap();
+        std::fs::create_dir_all(d.path().join("sda/loop")).unwrap();
+        assert_eq!(attached_in_sysfs(d.path()), Some(false));
+        std::fs::create_dir_all(d.path().join("loop7/loop")).unwrap();
+        assert_eq!(attached_in_sysfs(d.path()), Some(true));
+    }
 
     #[test]
     fn losetup_json_with_padded_numbers() {

@@ -737,6 +737,9 @@ async fn upload_outputs(
     if artifacts.is_empty() && succeeded {
         return Err("the backend finished but left no files in the output dir".into());
     }
+    // A build's own SHA256SUMS goes last: the master signs it only once every file it names is
+    // stored, and the output dir lists it before lower-case names.
+    artifacts.sort_by_key(|a| a.name == "SHA256SUMS");
     // Each file is read once: hashed as it is sent. SHA256SUMS (unless the build made one) is
     // written from those sums, and goes last.
     let make_sums = succeeded && !artifacts.iter().any(|a| a.name == "SHA256SUMS");

@@ -525,4 +525,26 @@ async fn checksums_are_signed_and_minisign_verifies_a_download() {
         .map(|a| a.name)
         .collect();
     assert_eq!(names, ["SHA256SUMS", "disk.img.zst"]);
+
+    // One that tells the truth is signed: it is sent after the files it names, although the
+    // output dir lists it first.
+    repo.script_branch(
+        "main",
+        "cd \"$KILN_OUTPUT_DIR\"\necho image > disk.img.zst\nsha256sum disk.img.zst > SHA256SUMS",
+    );
+    let d = farm.request_build("signed", json!({})).await;
+    let d = farm.wait_ended(d.id, MINUTE).await;
+    assert_eq!(d.state, BuildState::Succeeded, "{:?}", d.reason);
+    let names: Vec<String> = farm
+        .artifacts(d.id)
+        .await
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["SHA256SUMS", "SHA256SUMS.minisig", "disk.img.zst"],
+        "{}",
+        farm.log(d.id).await
+    );
 }

@@ -216,10 +216,12 @@ impl Job<'_> {
     }
 
     /// The head of the branch as the server advertises it, when the mirror already has that
-    /// commit (`git://` and smart HTTP, see `git_refs.rs`).
+    /// commit (`git://` and smart HTTP, see `git_refs.rs`; the object store read in-process,
+    /// `git_objects.rs`).
     async fn advertised_and_present(&self, mirror: &Path) -> Option<String> {
         let head = crate::git_refs::advertised_head(self.url, self.branch).await?;
-        self.resolve(mirror, &head).await
+        let head = head.to_ascii_lowercase();
+        crate::git_objects::has_object(mirror, &head).then_some(head)
     }
 
     async fn fetch(&self, mirror: &Path, what: &str) -> Result<bool, FetchError> {

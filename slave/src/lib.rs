@@ -14,6 +14,7 @@
 //! - [`git_cache`]: the slave's bare mirror per branch URL, and each build's export from it
 //! - [`git_refs`]: the head of a branch as a `git://` or smart-HTTP server advertises it (no
 //!   fetch when the mirror has it)
+//! - [`git_objects`]: whether the mirror has that commit, read from its object store in-process
 //! - [`recipe`]: the branch's `kiln.toml`
 //! - [`backend`]: one file per image tool, behind one trait
 //! - [`process`]: running a command with its output in the build log
@@ -32,6 +33,7 @@ pub mod connection;
 pub mod events;
 pub mod fetch;
 pub mod git_cache;
+pub mod git_objects;
 pub mod git_refs;
 pub mod leftovers;
 pub mod machine;

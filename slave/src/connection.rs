@@ -307,8 +307,9 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
             }
         }
         // Passes at most every COALESCE: a build writing line after line has them sent in a
-        // few frames rather than a frame per line, and a lone line goes at once.
-        if let Some(t) = last_pass {
+        // few frames rather than a frame per line, and a lone line goes at once. A build's start
+        // or end does not wait (1.5 ms of each no-op build, on average).
+        if let Some(t) = last_pass.filter(|_| !env.outbox.urgent()) {
             tokio::time::sleep_until((t + COALESCE).into()).await;
         }
         last_pass = Some(Instant::now());

@@ -196,6 +196,17 @@ impl Outbox {
         self.with(|i| i.slots.len())
     }
 
+    /// Whether a build's start or end waits to be sent: those go at once, not after the pause
+    /// that gathers a fast log's lines into fewer frames.
+    pub fn urgent(&self) -> bool {
+        self.with(|i| {
+            i.slots.values().filter(|s| !s.record.forgotten).any(|s| {
+                (s.commit.is_some() && !s.started_sent)
+                    || (s.record.outcome.is_some() && !s.finished_sent)
+            })
+        })
+    }
+
     pub fn holds(&self, build: BuildId) -> bool {
         self.with(|i| i.slots.contains_key(&build))
     }

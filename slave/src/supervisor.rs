@@ -528,12 +528,6 @@ async fn watch(
     let mut progress_sent = None;
     loop {
         let state = dir.read_state().ok().flatten();
-        // The runner's last act is to record its result: from then on the build is over, and
-        // what is left of its processes (the runner on its way out) is ended below, without
-        // waiting for the exit to reach the daemon.
-        let done = state
-            .as_ref()
-            .is_some_and(|s| s.phase == store::Phase::Done);
         if !o.has_commit(build) {
             if let Some(c) = state.as_ref().and_then(|s| s.commit.clone()) {
                 o.started(build, c);
@@ -547,7 +541,7 @@ async fn watch(
                 progress_sent = Some(p);
             }
         }
-        if exited || done {
+        if exited {
             break;
         }
         let asked = cancel.as_ref().is_some_and(|rx| *rx.borrow()) || o.cancel_requested(build);

@@ -234,6 +234,12 @@ impl Setup {
             }
             let pid = self.fork_pid1(flags)?;
             if pid > 0 {
+                // The daemon's ends of the handshake: a daemon that dies before it wrote the maps
+                // must leave the child reading the end of the file.
+                if let Some((a, b)) = self.daemon_fds {
+                    libc::close(a);
+                    libc::close(b);
+                }
                 if let (Ids::Range { .. }, Some((tell, _))) = (&self.ids, &self.sync) {
                     // The daemon writes the child's id maps once it knows its pid.
                     let n = libc::write(tell.as_raw_fd(), (&pid as *const i32).cast(), 4);
@@ -308,8 +314,11 @@ impl Setup {
             return Ok(r as libc::pid_t);
         }
         let e = *libc::__errno_location();
-        // ENOSYS: no clone3 (before 5.3); E2BIG or EINVAL with a cgroup: no CLONE_INTO_CGROUP.
+        // ENOSYS: no clone3 (before 5.3); E2BIG or EINVAL with a cgroup: no CLONE_INTO_CGROUP;
+        // EPERM: a container's seccomp profile that knows unshare but not clone3. The old way
+        // makes the same checks and reports what is really refused.
         let older = e == libc::ENOSYS
+            || e == libc::EPERM
             || (self.cgroup_dir.is_some() && (e == libc::EINVAL || e == libc::E2BIG));
         if !older {
             return Err(io::Error::from_raw_os_error(e));
@@ -411,7 +420,20 @@ unsafe fn wait_and_pass_on(pid: libc::pid_t) -> ! {
     let mut all: libc::sigset_t = std::mem::zeroed();
     libc::sigfillset(&mut all);
     libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    // Every inherited descriptor, the write end of the spawn's exec-error pipe among them (the
+    // daemon's spawn returns only once every copy is closed). close_range is Linux 5.9 and may
+    // be refused by seccomp: one by one then.
+    if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) < 0 {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(1 << 20) as libc::c_int
+        } else {
+            1024
+        };
+        for fd in 3..top {
+            libc::close(fd);
+        }
+    }
     let mut status = 0;
     loop {
         let r = libc::waitpid(pid, &mut status, 0);

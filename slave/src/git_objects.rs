@@ -28,7 +28,7 @@ pub fn has_object(repo: &Path, id: &str) -> bool {
 
 /// A full object id: 40 (SHA-1) or 64 (SHA-256) hex digits, as bytes.
 fn from_hex(id: &str) -> Option<Vec<u8>> {
-    if !(id.len() == 40 || id.len() == 64) {
+    if !(id.len() == 40 || id.len() == 64) || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..id.len())
@@ -44,6 +44,7 @@ fn index_lists(idx: &Path, id: &[u8]) -> std::io::Result<bool> {
     const HEADER: usize = 8;
     const FANOUT: usize = 256 * 4;
     let f = std::fs::File::open(idx)?;
+    let file_len = f.metadata()?.len();
     let mut head = vec![0u8; HEADER + FANOUT];
     f.read_exact_at(&mut head, 0)?;
     if head[..HEADER] != [0xff, b't', b'O', b'c', 0, 0, 0, 2] {
@@ -53,12 +54,20 @@ fn index_lists(idx: &Path, id: &[u8]) -> std::io::Result<bool> {
         let at = HEADER + 4 * i;
         u32::from_be_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]) as usize
     };
+    // A damaged index (counts that fall, or more ids than the file holds) is not read further:
+    // nothing is allocated from its numbers before they are checked against its size.
+    let len = id.len();
+    let total = count(255);
+    if (1..256).any(|i| count(i) < count(i - 1))
+        || (HEADER + FANOUT) as u64 + total as u64 * len as u64 > file_len
+    {
+        return Ok(false);
+    }
     let first = usize::from(id[0]);
     let (lo, hi) = (if first == 0 { 0 } else { count(first - 1) }, count(first));
     if lo >= hi {
         return Ok(false);
     }
-    let len = id.len();
     let mut ids = vec![0u8; (hi - lo) * len];
     f.read_exact_at(&mut ids, (HEADER + FANOUT + lo * len) as u64)?;
     let sorted: Vec<&[u8]> = ids.chunks_exact(len).collect();
@@ -78,6 +87,30 @@ mod tests {
             .unwrap();
         assert!(out.status.success(), "git {args:?}: {out:?}");
         String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn a_damaged_index_is_not_believed() {
+        let d = tempfile::tempdir().unwrap();
+        let idx = d.path().join("x.idx");
+        let mut data = vec![0xff, b't', b'O', b'c', 0, 0, 0, 2];
+        // Every bucket claims 2^31 objects: far more than the file holds.
+        for _ in 0..256 {
+            data.extend_from_slice(&0x8000_0000u32.to_be_bytes());
+        }
+        std::fs::write(&idx, &data).unwrap();
+        assert!(!index_lists(&idx, &[0x80; 20]).unwrap());
+        // Counts that fall.
+        let mut falling = data[..8].to_vec();
+        for i in 0..256u32 {
+            falling.extend_from_slice(&(if i == 3 { 0u32 } else { 5 }).to_be_bytes());
+        }
+        falling.extend(vec![0u8; 5 * 20]);
+        std::fs::write(&idx, &falling).unwrap();
+        assert!(!index_lists(&idx, &[0; 20]).unwrap());
+        // Cut short.
+        std::fs::write(&idx, &data[..100]).unwrap();
+        assert!(index_lists(&idx, &[0; 20]).is_err());
     }
 
     #[test]

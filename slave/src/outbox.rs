@@ -197,14 +197,25 @@ impl Outbox {
     }
 
     /// Whether a build's start or end waits to be sent: those go at once, not after the pause
-    /// that gathers a fast log's lines into fewer frames.
+    /// that gathers a fast log's lines into fewer frames. An end counts only when what is left
+    /// of the build's log fits one pass: a long tail goes at the usual pace.
     pub fn urgent(&self) -> bool {
-        self.with(|i| {
-            i.slots.values().filter(|s| !s.record.forgotten).any(|s| {
-                (s.commit.is_some() && !s.started_sent)
-                    || (s.record.outcome.is_some() && !s.finished_sent)
-            })
-        })
+        let (starting, ending) = self.with(|i| {
+            let held = i.slots.values().filter(|s| !s.record.forgotten);
+            let starting = held.clone().any(|s| s.commit.is_some() && !s.started_sent);
+            let ending: Vec<(std::path::PathBuf, u64)> = held
+                .filter(|s| s.record.outcome.is_some() && !s.finished_sent)
+                .map(|s| (s.dir.log(), s.sent_offset))
+                .collect();
+            (starting, ending)
+        });
+        starting
+            || ending
+                .iter()
+                .any(|(log, sent)| match std::fs::metadata(log) {
+                    Ok(m) => m.len().saturating_sub(*sent) <= PASS_BUILD_BYTES as u64,
+                    Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+                })
     }
 
     pub fn holds(&self, build: BuildId) -> bool {

@@ -4,7 +4,7 @@
 //! | file | written by | holds |
 //! |---|---|---|
 //! | `input.json` | daemon, before the runner starts | the job and what the runner needs (arch, mirror, apt options) |
-//! | `runner.json` | daemon, after spawning | the runner's pid (= its process group and session) |
+//! | `runner.json` | daemon, after spawning | the runner's pid (= its process group and session), the boot and its start time |
 //! | `sandbox.json` | daemon, before spawning | the build's sandbox: its host ids and cgroup |
 //! | `daemon.json` | daemon | log lines acknowledged by the master (and the byte offset), the cancel reason, artifacts uploaded, the final outcome |
 //! | `log` | runner (an inherited descriptor), then daemon | the build log, one line per line, `\n`-terminated |
@@ -227,11 +227,35 @@ impl BuildDir {
     pub fn write_sandbox(&self, v: &crate::sandbox::Record) -> io::Result<()> {
         write_json(&self.path.join("sandbox.json"), v)
     }
+    /// The runner's pid, if that process is still the one that was started: the record holds
+    /// the boot and the process's start time, so a pid from before a reboot, or one the kernel
+    /// gave to another process since, is never waited on or signalled. (A bare pid, as daemons
+    /// before this one wrote it, is taken as it is.)
     pub fn read_pid(&self) -> io::Result<Option<i32>> {
-        read_json(&self.path.join("runner.json"))
+        Ok(
+            match read_json::<RunnerPid>(&self.path.join("runner.json"))? {
+                None => None,
+                Some(RunnerPid::Bare(pid)) => Some(pid),
+                Some(RunnerPid::Started {
+                    pid,
+                    boot_id,
+                    start_time,
+                }) => (this_boot().as_deref() == Some(boot_id.as_str())
+                    && process_start_time(pid) == Some(start_time))
+                .then_some(pid),
+            },
+        )
     }
     pub fn write_pid(&self, pid: i32) -> io::Result<()> {
-        write_json(&self.path.join("runner.json"), &pid)
+        let record = match (this_boot(), process_start_time(pid)) {
+            (Some(boot_id), Some(start_time)) => RunnerPid::Started {
+                pid,
+                boot_id,
+                start_time,
+            },
+            _ => RunnerPid::Bare(pid),
+        };
+        write_json(&self.path.join("runner.json"), &record)
     }
     pub fn read_state(&self) -> io::Result<Option<RunnerState>> {
         read_json(&self.sandbox().join("state.json"))
@@ -260,6 +284,37 @@ impl BuildDir {
             _ => Ok(()),
         }
     }
+}
+
+/// `runner.json`: which process runs the build.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum RunnerPid {
+    Started {
+        pid: i32,
+        /// `/proc/sys/kernel/random/boot_id` when it was started.
+        boot_id: String,
+        /// Its start time, in clock ticks after boot (`/proc/PID/stat`, field 22).
+        start_time: u64,
+    },
+    Bare(i32),
+}
+
+/// This boot's id.
+fn this_boot() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// When the process `pid` started (clock ticks after boot), if it exists.
+fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses, which may hold anything): field 3 on, so the
+    // start time (field 22) is the 20th.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Whether a process exists and has not ended (a zombie has ended).
@@ -308,4 +363,41 @@ fn any_member_not_zombie(pgid: i32) -> bool {
                 })
                 .unwrap_or(false)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runner_pid_counts_only_for_the_process_that_was_started() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = BuildDir {
+            id: BuildId(7),
+            path: d.path().to_path_buf(),
+        };
+        let me = std::process::id() as i32;
+        dir.write_pid(me).unwrap();
+        assert_eq!(dir.read_pid().unwrap(), Some(me));
+        let written = std::fs::read_to_string(d.path().join("runner.json")).unwrap();
+        assert!(written.contains("boot_id"), "{written}");
+        // The same pid from another boot, or another process with that pid: not ours.
+        let other_boot = RunnerPid::Started {
+            pid: me,
+            boot_id: "00000000-0000-0000-0000-000000000000".into(),
+            start_time: process_start_time(me).unwrap(),
+        };
+        write_json(&d.path().join("runner.json"), &other_boot).unwrap();
+        assert_eq!(dir.read_pid().unwrap(), None);
+        let reused = RunnerPid::Started {
+            pid: me,
+            boot_id: this_boot().unwrap(),
+            start_time: process_start_time(me).unwrap() + 1,
+        };
+        write_json(&d.path().join("runner.json"), &reused).unwrap();
+        assert_eq!(dir.read_pid().unwrap(), None);
+        // A record from an older daemon: a bare pid, taken as it is.
+        std::fs::write(d.path().join("runner.json"), format!("{me}")).unwrap();
+        assert_eq!(dir.read_pid().unwrap(), Some(me));
+    }
 }

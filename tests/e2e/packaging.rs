@@ -831,7 +831,7 @@ async fn debian_packages_install_serve_build_and_purge() {
     let repo = git.repo("packaged");
     repo.script_branch(
         "main",
-        "echo building on $(uname -m)\necho packaged > \"$KILN_OUTPUT_DIR/hello.txt\"",
+        "echo building on $(uname -m)\necho \"in cgroup $(grep '^0::' /proc/self/cgroup)\"\necho packaged > \"$KILN_OUTPUT_DIR/hello.txt\"",
     );
     let (s, v) = post(
         "/api/projects",
@@ -878,6 +878,15 @@ async fn debian_packages_install_serve_build_and_purge() {
         "built by the packaged slave"
     );
     assert!(build_log.contains("building on"), "{build_log}");
+    if let Running::Systemd(_) = &slave {
+        // The unit delegates its cgroup subtree: the build gets a cgroup of its own below it.
+        assert!(
+            build_log.lines().any(|l| l.starts_with("in cgroup 0::")
+                && l.contains("kiln-slave.service/kiln-build-")),
+            "the build did not run in a cgroup of its own below the service's:\n{build_log}\n--- slave:\n{}",
+            slave.logs(&root)
+        );
+    }
     let art = get(&format!("/api/builds/{id}/artifacts/hello.txt")).await;
     assert!(art.status().is_success(), "download: {}", art.status());
     assert_eq!(art.bytes().await.unwrap().as_ref(), b"packaged\n");

@@ -451,7 +451,7 @@ pub fn evict(root: &Path, limit: u64) -> io::Result<Vec<(String, u64)>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::process::Command;
 
@@ -545,7 +545,8 @@ mod tests {
         }
     }
 
-    fn sh(dir: &Path, args: &[&str]) -> String {
+    /// Runs git in `dir`, asserting it succeeds; its trimmed output.
+    pub(crate) fn sh(dir: &Path, args: &[&str]) -> String {
         let out = Command::new("git")
             .current_dir(dir)
             .args(args)

@@ -77,17 +77,7 @@ fn index_lists(idx: &Path, id: &[u8]) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
+    use crate::git_cache::tests::sh as git;
 
     #[test]
     fn a_damaged_index_is_not_believed() {
@@ -120,9 +110,8 @@ mod tests {
         git(d.path(), &["init", "-q", "--bare", "r.git"]);
         let work = d.path().join("w");
         git(d.path(), &["init", "-q", "-b", "main", "w"]);
-        let mut commits = vec![];
-        for i in 0..20 {
-            std::fs::write(work.join("f"), format!("{i}")).unwrap();
+        let commit = |content: &str| {
+            std::fs::write(work.join("f"), content).unwrap();
             git(&work, &["add", "-A"]);
             git(
                 &work,
@@ -133,11 +122,12 @@ mod tests {
                     "user.email=t@t",
                     "commit",
                     "-qm",
-                    "c",
+                    content,
                 ],
             );
-            commits.push(git(&work, &["rev-parse", "HEAD"]));
-        }
+            git(&work, &["rev-parse", "HEAD"])
+        };
+        let commits: Vec<String> = (0..20).map(|i| commit(&i.to_string())).collect();
         let push = |what: &str| git(&work, &["push", "-q", repo.to_str().unwrap(), what]);
         push("main");
         // A push of few objects leaves them loose (receive.unpackLimit).
@@ -151,21 +141,7 @@ mod tests {
             assert!(has_object(&repo, c), "packed {c}");
         }
         // One more commit, loose in the repository.
-        std::fs::write(work.join("f"), "loose").unwrap();
-        git(&work, &["add", "-A"]);
-        git(
-            &work,
-            &[
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "commit",
-                "-qm",
-                "c",
-            ],
-        );
-        let loose = git(&work, &["rev-parse", "HEAD"]);
+        let loose = commit("loose");
         assert!(!has_object(&repo, &loose));
         git(&work, &["push", "-q", repo.to_str().unwrap(), "main"]);
         let id = loose.as_str();

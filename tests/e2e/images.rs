@@ -261,12 +261,7 @@ async fn mmdebstrap_amd64_minbase_image() {
         !log.contains(PASSWORD),
         "the mirror's password is in the log"
     );
-    let names: Vec<String> = farm
-        .artifacts(b.id)
-        .await
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
+    let names = farm.artifact_names(b.id).await;
     assert_eq!(
         names,
         [
@@ -582,12 +577,7 @@ async fn live_build_minimal_image() {
         b.reason,
         kiln_tests::farm::tail(&farm.log(b.id).await, 80)
     );
-    let names: Vec<String> = farm
-        .artifacts(b.id)
-        .await
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
+    let names = farm.artifact_names(b.id).await;
     assert!(
         names.iter().any(|n| n.starts_with("live-image-")),
         "{names:?}"
@@ -725,12 +715,7 @@ actions:
         "{}",
         kiln_tests::farm::tail(&log, 80)
     );
-    let mut names: Vec<String> = farm
-        .artifacts(b.id)
-        .await
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
+    let mut names = farm.artifact_names(b.id).await;
     names.sort();
     for want in [
         "SHA256SUMS",
@@ -921,12 +906,7 @@ async fn vmdb2_spec_builds_a_partitioned_image() {
     .file("board.yaml", spec, false)
     .commit("main", "vmdb2");
     let (farm, b, _log) = host_root_build(&repo, "vmdb2").await;
-    let names: Vec<String> = farm
-        .artifacts(b.id)
-        .await
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
+    let names = farm.artifact_names(b.id).await;
     for want in [
         "board.img.zst",
         "board.img.sha256",

@@ -449,12 +449,7 @@ async fn checksums_are_signed_and_minisign_verifies_a_download() {
     let b = farm.request_build("signed", json!({})).await;
     let b = farm.wait_ended(b.id, MINUTE).await;
     assert_eq!(b.state, BuildState::Succeeded, "{:?}", b.reason);
-    let names: Vec<String> = farm
-        .artifacts(b.id)
-        .await
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
+    let names = farm.artifact_names(b.id).await;
     assert_eq!(names, ["SHA256SUMS", "SHA256SUMS.minisig", "disk.img.zst"]);
 
     // The public key is served to anyone, signed in or not.
@@ -518,12 +513,7 @@ async fn checksums_are_signed_and_minisign_verifies_a_download() {
     let c = farm.request_build("signed", json!({})).await;
     let c = farm.wait_ended(c.id, MINUTE).await;
     assert_eq!(c.state, BuildState::Succeeded, "{:?}", c.reason);
-    let names: Vec<String> = farm
-        .artifacts(c.id)
-        .await
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
+    let names = farm.artifact_names(c.id).await;
     assert_eq!(names, ["SHA256SUMS", "disk.img.zst"]);
 
     // One that tells the truth is signed: it is sent after the files it names, although the
@@ -535,12 +525,7 @@ async fn checksums_are_signed_and_minisign_verifies_a_download() {
     let d = farm.request_build("signed", json!({})).await;
     let d = farm.wait_ended(d.id, MINUTE).await;
     assert_eq!(d.state, BuildState::Succeeded, "{:?}", d.reason);
-    let names: Vec<String> = farm
-        .artifacts(d.id)
-        .await
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
+    let names = farm.artifact_names(d.id).await;
     assert_eq!(
         names,
         ["SHA256SUMS", "SHA256SUMS.minisig", "disk.img.zst"],

@@ -511,6 +511,15 @@ impl Farm {
         self.get(&format!("/api/builds/{id}/artifacts")).await
     }
 
+    /// The names of a build's artifacts, as the API lists them.
+    pub async fn artifact_names(&self, id: kiln_shared::BuildId) -> Vec<String> {
+        self.artifacts(id)
+            .await
+            .into_iter()
+            .map(|a| a.name)
+            .collect()
+    }
+
     pub async fn download(&self, id: kiln_shared::BuildId, name: &str) -> Vec<u8> {
         let r = self
             .get_raw(&format!("/api/builds/{id}/artifacts/{name}"))

@@ -455,14 +455,15 @@ pub(crate) mod tests {
     use super::*;
     use std::process::Command;
 
-    struct Fixture {
-        root: PathBuf,
+    /// A scratch dir with repositories made in it (removed on drop) and a build log.
+    pub(crate) struct Fixture {
+        pub(crate) root: PathBuf,
         log_path: PathBuf,
         log: Log,
     }
 
     impl Fixture {
-        fn new(name: &str) -> Fixture {
+        pub(crate) fn new(name: &str) -> Fixture {
             let root =
                 std::env::temp_dir().join(format!("kiln-git-cache-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&root);
@@ -485,14 +486,15 @@ pub(crate) mod tests {
         }
 
         /// A repository with `file` = `content` committed on main; returns its file:// URL.
-        fn remote(&self, name: &str) -> String {
+        pub(crate) fn remote(&self, name: &str) -> String {
             let dir = self.root.join(name);
             std::fs::create_dir_all(&dir).unwrap();
             sh(&dir, &["init", "-q", "-b", "main"]);
             format!("file://{}", dir.display())
         }
 
-        fn commit(&self, name: &str, content: &str) -> String {
+        /// Commits `file` = `content` in the repository `name`; returns the commit's id.
+        pub(crate) fn commit(&self, name: &str, content: &str) -> String {
             let dir = self.root.join(name);
             std::fs::write(dir.join("file"), content).unwrap();
             sh(&dir, &["add", "-A"]);

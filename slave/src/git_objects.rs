@@ -77,7 +77,7 @@ fn index_lists(idx: &Path, id: &[u8]) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::git_cache::tests::sh as git;
+    use crate::git_cache::tests::{sh as git, Fixture};
 
     #[test]
     fn a_damaged_index_is_not_believed() {
@@ -105,31 +105,18 @@ mod tests {
 
     #[test]
     fn finds_loose_and_packed_objects_and_nothing_else() {
-        let d = tempfile::tempdir().unwrap();
-        let repo = d.path().join("r.git");
-        git(d.path(), &["init", "-q", "--bare", "r.git"]);
-        let work = d.path().join("w");
-        git(d.path(), &["init", "-q", "-b", "main", "w"]);
-        let commit = |content: &str| {
-            std::fs::write(work.join("f"), content).unwrap();
-            git(&work, &["add", "-A"]);
+        let f = Fixture::new("objects");
+        f.remote("w");
+        let repo = f.root.join("r.git");
+        git(&f.root, &["init", "-q", "--bare", "r.git"]);
+        let push = || {
             git(
-                &work,
-                &[
-                    "-c",
-                    "user.name=t",
-                    "-c",
-                    "user.email=t@t",
-                    "commit",
-                    "-qm",
-                    content,
-                ],
-            );
-            git(&work, &["rev-parse", "HEAD"])
+                &f.root.join("w"),
+                &["push", "-q", repo.to_str().unwrap(), "main"],
+            )
         };
-        let commits: Vec<String> = (0..20).map(|i| commit(&i.to_string())).collect();
-        let push = |what: &str| git(&work, &["push", "-q", repo.to_str().unwrap(), what]);
-        push("main");
+        let commits: Vec<String> = (0..20).map(|i| f.commit("w", &i.to_string())).collect();
+        push();
         // A push of few objects leaves them loose (receive.unpackLimit).
         for c in &commits {
             assert!(has_object(&repo, c), "{c}");
@@ -141,9 +128,9 @@ mod tests {
             assert!(has_object(&repo, c), "packed {c}");
         }
         // One more commit, loose in the repository.
-        let loose = commit("loose");
+        let loose = f.commit("w", "loose");
         assert!(!has_object(&repo, &loose));
-        git(&work, &["push", "-q", repo.to_str().unwrap(), "main"]);
+        push();
         let id = loose.as_str();
         assert!(repo.join("objects").join(&id[..2]).join(&id[2..]).is_file());
         assert!(has_object(&repo, &loose));

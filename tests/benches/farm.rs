@@ -156,25 +156,25 @@ async fn main() {
         ),
         (&mut busy, "back to back".to_string()),
     ] {
-        println!(
-            "| dispatch latency, requested → backend started ({n} `script` builds, {when}) | p50 {:.1} ms, p99 {:.1} ms |",
-            percentile(&mut l.to_backend, 0.5),
-            percentile(&mut l.to_backend, 0.99)
+        latency_row(
+            &format!("dispatch latency, requested → backend started ({n} `script` builds, {when})"),
+            &mut l.to_backend,
+            1,
         );
-        println!(
-            "| of which the request: requested → created (client → master, row inserted) | p50 {:.2} ms, p99 {:.2} ms |",
-            percentile(&mut l.to_created, 0.5),
-            percentile(&mut l.to_created, 0.99)
+        latency_row(
+            "of which the request: requested → created (client → master, row inserted)",
+            &mut l.to_created,
+            2,
         );
-        println!(
-            "| of which master: created → dispatched | p50 {:.2} ms, p99 {:.2} ms |",
-            percentile(&mut l.to_dispatch, 0.5),
-            percentile(&mut l.to_dispatch, 0.99)
+        latency_row(
+            "of which master: created → dispatched",
+            &mut l.to_dispatch,
+            2,
         );
-        println!(
-            "| no-op build end to end (request → client sees succeeded, {when}) | p50 {:.1} ms, p99 {:.1} ms |",
-            percentile(&mut l.end_to_end, 0.5),
-            percentile(&mut l.end_to_end, 0.99)
+        latency_row(
+            &format!("no-op build end to end (request → client sees succeeded, {when})"),
+            &mut l.end_to_end,
+            1,
         );
     }
     println!(
@@ -297,4 +297,13 @@ async fn sequential(farm: &Farm, n: usize, pause: Duration) -> Latencies {
         l.to_created.push((created - t0) as f64 / 1e6);
     }
     l
+}
+
+/// One table row: `what`, then the p50 and p99 of `ms` with `decimals` places.
+fn latency_row(what: &str, ms: &mut [f64], decimals: usize) {
+    println!(
+        "| {what} | p50 {:.decimals$} ms, p99 {:.decimals$} ms |",
+        percentile(ms, 0.5),
+        percentile(ms, 0.99)
+    );
 }

@@ -2,15 +2,15 @@
 //! kept until acknowledged.
 //!
 //! The runner appends to `builds/{id}/log`; the connection drains new complete lines into `Log`
-//! frames. The acknowledged point (line number and byte offset) is persisted in `daemon.json`, so
-//! a restarted daemon resumes streaming from the first line the master has not stored. After a
+//! frames. The acknowledged point (line number and byte offset) is persisted (`daemon.json`, and
+//! in the daemon the in-place `acked`, see `store.rs`), so a restarted daemon resumes streaming from the first line the master has not stored. After a
 //! reconnect the connection rewinds `sent` to `acked` and sends again; the master skips what it
 //! already has.
 //!
 //! In the daemon ([`Outbox::for_daemon`]) each held build's log is watched (inotify,
 //! `events.rs`): a write wakes the connection (`changed`) at once, so a line reaches the master
-//! milliseconds after the build wrote it; and acks are written to `daemon.json` by a thread of
-//! their own, so a slow disk never holds up the connection. A cancel request wakes the build's
+//! milliseconds after the build wrote it; and acks are written to `acked` by a thread of their
+//! own, so a slow disk never holds up the connection. A cancel request wakes the build's
 //! watcher through [`Outbox::cancel_watch`].
 
 use crate::events::{self, Events, Watch};
@@ -89,7 +89,7 @@ impl Outbox {
     /// The daemon's outbox: its builds' logs wake `changed` when written (`events`; `None`:
     /// nothing watched, the connection then reads the logs on its slow safety-net tick).
     ///
-    /// Acks are then written to `daemon.json` by a thread of their own: a write can stall for
+    /// Acks are then written to `acked` by a thread of their own: a write can stall for
     /// a long time on a busy disk, and must not hold up the connection (which would hold up
     /// every log line). An ack not yet on disk only means lines sent again after a restart,
     /// which the master skips.
@@ -123,23 +123,31 @@ impl Outbox {
         }
     }
 
-    /// Writes the build's record if an ack of it is not on disk yet.
+    /// Writes the build's latest ack to its `acked` file if it is not on disk yet (in place:
+    /// one file per build, not one per ack). `daemon.json` gets it with the next change that
+    /// must not be lost; on reading, the further of the two counts.
     fn write_ack(&self, build: BuildId) {
         let due = self.slot(build, |s| {
             if !s.ack_dirty {
                 return None;
             }
             s.ack_dirty = false;
-            s.version += 1;
             Some((
                 s.dir.clone(),
-                s.record.clone(),
-                s.version,
+                s.record.acked,
+                s.record.acked_offset,
                 s.written.clone(),
             ))
         });
-        if let Some(Some((dir, record, version, written))) = due {
-            write_record(dir, record, version, &written);
+        if let Some(Some((dir, acked, offset, written))) = due {
+            // Not once the build is dropped (its directory removed).
+            let on_disk = written.lock().expect("record lock poisoned");
+            if *on_disk == u64::MAX {
+                return;
+            }
+            if let Err(e) = dir.write_ack(acked, offset) {
+                tracing::warn!(%build, "cannot record the master's ack: {e}");
+            }
         }
     }
 
@@ -721,6 +729,10 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the ack is written");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        assert!(
+            !dir.path.join("daemon.json").exists(),
+            "an ack alone goes to `acked`, in place, not into a new daemon.json"
+        );
         // What must not be lost is written at once, with the latest ack.
         o.ack_log(BuildId(1), 5);
         o.finished(BuildId(1), Outcome::Succeeded);

@@ -7,6 +7,7 @@
 //! | `runner.json` | daemon, after spawning | the runner's pid (= its process group and session), the boot and its start time |
 //! | `sandbox.json` | daemon, before spawning | the build's sandbox: its host ids and cgroup |
 //! | `daemon.json` | daemon | log lines acknowledged by the master (and the byte offset), the cancel reason, artifacts uploaded, the final outcome |
+//! | `acked` | daemon's ack writer, in place | the master's latest log acknowledgement (24 bytes, checked), newer than `daemon.json`'s when larger |
 //! | `log` | runner (an inherited descriptor), then daemon | the build log, one line per line, `\n`-terminated |
 //! | `sandbox/` | the build (0700, its own host user) | the only part of the work dir a build sees |
 //! | `sandbox/input.json` | daemon | the runner's copy of the input, without the upload token |
@@ -17,7 +18,9 @@
 //! The build dir itself is the daemon's (0700): what the daemon trusts (its record, the log it
 //! ships) is out of the build's reach; what is in `sandbox/` is the build's word and is read
 //! without following links. JSON files are replaced atomically (write to a temp file, then
-//! rename).
+//! rename). `acked` is overwritten in place instead: it changes with every log frame the master
+//! stores, and a new file each time costs an inode (slow on some file systems); a torn or
+//! missing `acked` only means lines sent again after a restart, which the master skips.
 
 use kiln_shared::frames::{Job, Outcome};
 use kiln_shared::BuildId;
@@ -271,8 +274,30 @@ impl BuildDir {
     pub fn write_image_record(&self, v: &kiln_shared::record::BuildRecord) -> io::Result<()> {
         write_json(&self.sandbox().join("image-record.json"), v)
     }
+    /// `daemon.json`, with the ack from `acked` when that one is further on.
     pub fn read_record(&self) -> io::Result<DaemonRecord> {
-        Ok(read_json(&self.path.join("daemon.json"))?.unwrap_or_default())
+        let mut r: DaemonRecord = read_json(&self.path.join("daemon.json"))?.unwrap_or_default();
+        if let Some((acked, offset)) = read_no_follow(&self.path.join(ACK_FILE))
+            .ok()
+            .and_then(|b| decode_ack(&b))
+        {
+            if acked > r.acked {
+                r.acked = acked;
+                r.acked_offset = offset;
+            }
+        }
+        Ok(r)
+    }
+    /// Records the master's latest log acknowledgement in `acked`, in place.
+    pub fn write_ack(&self, acked: u64, offset: u64) -> io::Result<()> {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.path.join(ACK_FILE))?
+            .write_all_at(&encode_ack(acked, offset), 0)
     }
     pub fn write_record(&self, v: &DaemonRecord) -> io::Result<()> {
         write_json(&self.path.join("daemon.json"), v)
@@ -284,6 +309,30 @@ impl BuildDir {
             _ => Ok(()),
         }
     }
+}
+
+const ACK_FILE: &str = "acked";
+
+/// `acked`'s 24 bytes: the line number, the byte offset, and a check that tells a torn write.
+fn encode_ack(acked: u64, offset: u64) -> [u8; 24] {
+    let mut b = [0u8; 24];
+    b[..8].copy_from_slice(&acked.to_le_bytes());
+    b[8..16].copy_from_slice(&offset.to_le_bytes());
+    b[16..].copy_from_slice(&ack_check(acked, offset).to_le_bytes());
+    b
+}
+
+fn decode_ack(b: &[u8]) -> Option<(u64, u64)> {
+    let b: &[u8; 24] = b.try_into().ok()?;
+    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    let (acked, offset) = (word(0), word(8));
+    (word(16) == ack_check(acked, offset)).then_some((acked, offset))
+}
+
+fn ack_check(acked: u64, offset: u64) -> u64 {
+    (acked.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ offset.wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
+        .rotate_left(29)
+        ^ 0x6b69_6c6e_2d61_636b
 }
 
 /// `runner.json`: which process runs the build.
@@ -368,6 +417,42 @@ fn any_member_not_zombie(pgid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_in_place_ack_counts_when_further_on_and_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = BuildDir {
+            id: BuildId(7),
+            path: d.path().to_path_buf(),
+        };
+        let record = DaemonRecord {
+            acked: 5,
+            acked_offset: 50,
+            outcome: Some(Outcome::Succeeded),
+            ..DaemonRecord::default()
+        };
+        dir.write_record(&record).unwrap();
+        dir.write_ack(9, 90).unwrap();
+        let r = dir.read_record().unwrap();
+        assert_eq!(
+            (r.acked, r.acked_offset, r.outcome),
+            (9, 90, Some(Outcome::Succeeded))
+        );
+        // Overwritten in place: one file, whatever the number of acks.
+        dir.write_ack(12, 120).unwrap();
+        assert_eq!(std::fs::metadata(d.path().join("acked")).unwrap().len(), 24);
+        assert_eq!(dir.read_record().unwrap().acked, 12);
+        // An older ack than daemon.json's does not move it back.
+        dir.write_ack(3, 30).unwrap();
+        assert_eq!(dir.read_record().unwrap().acked, 5);
+        // Torn or garbage: not believed (the lines are sent again; the master skips them).
+        let mut torn = encode_ack(40, 400);
+        torn[3] ^= 1;
+        std::fs::write(d.path().join("acked"), torn).unwrap();
+        assert_eq!(dir.read_record().unwrap().acked, 5);
+        std::fs::write(d.path().join("acked"), &encode_ack(40, 400)[..20]).unwrap();
+        assert_eq!(dir.read_record().unwrap().acked, 5);
+    }
 
     #[test]
     fn a_runner_pid_counts_only_for_the_process_that_was_started() {

@@ -223,7 +223,7 @@ async fn assign(
         state.build_changed(build).await;
         return Ok(true);
     }
-    builds::transition(
+    let t = builds::transition(
         &state.db,
         build,
         BuildState::Queued,
@@ -233,6 +233,9 @@ async fn assign(
         },
     )
     .await?;
+    if let builds::Transition::Done { slave: Some(s), .. } = t {
+        state.hub.ended_on(s);
+    }
     Ok(false)
 }
 

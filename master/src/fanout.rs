@@ -129,6 +129,7 @@ async fn listen_loop(st: Arc<AppState>) {
         // dispatcher looks.
         Heard::Gap => {
             access::changed();
+            st.hub.forget_holdings();
             caught_up(&st);
         }
     })
@@ -156,11 +157,24 @@ fn heard(st: &AppState, payload: &str) {
         return;
     }
     match e.peer {
-        Peer::Event(ev) => st.hub.publish_here(ev),
+        Peer::Event(ev) => {
+            // A build another master ended: this master's session of its slave asks again.
+            if let ConsoleEvent::Build(b) = &ev {
+                if let (false, Some(slave)) = (b.state.is_active(), &b.slave) {
+                    st.hub.ended_on_named(slave);
+                }
+            }
+            st.hub.publish_here(ev)
+        }
         Peer::LogGrew(id) => st.storage.log_grew_elsewhere(id),
         Peer::Wake => st.hub.wake_dispatch.notify_one(),
         Peer::ToSlave(id, frame) => {
             let drain = matches!(frame, MasterFrame::Drain);
+            // Told before the slave hears it: what the slave says next about the build is checked
+            // against the database again.
+            if matches!(frame, MasterFrame::Cancel { .. }) {
+                st.hub.ended_on(id);
+            }
             if st.hub.send(id, frame) && drain {
                 st.hub.set_draining(id);
             }

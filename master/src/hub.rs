@@ -63,6 +63,11 @@ pub struct Hub {
     /// Poked whenever a build is queued or a slave frees capacity.
     pub wake_dispatch: Notify,
     pub events: broadcast::Sender<ConsoleEvent>,
+    /// Per slave: how often one of its builds ended or was taken from it, as far as this master
+    /// knows (`ws::holdings`).
+    ends: Mutex<HashMap<SlaveId, u64>>,
+    /// Moves every slave's holdings version: this master may have missed what others said.
+    ends_epoch: AtomicU64,
 }
 
 impl Default for Hub {
@@ -79,11 +84,57 @@ impl Default for Hub {
             next_conn: AtomicU64::new(1),
             wake_dispatch: Notify::new(),
             events: broadcast::channel(4096).0,
+            ends: Mutex::new(HashMap::new()),
+            ends_epoch: AtomicU64::new(0),
         }
     }
 }
 
 impl Hub {
+    /// A build of `slave` ended or was taken from it: its sessions ask the database again
+    /// whether it holds a build (`ws::holdings`).
+    pub fn ended_on(&self, slave: SlaveId) {
+        *self
+            .ends
+            .lock()
+            .expect("hub poisoned")
+            .entry(slave)
+            .or_default() += 1;
+    }
+
+    /// As [`Hub::ended_on`], by the slave's name (what another master's build event names), if
+    /// that slave's session is here.
+    pub fn ended_on_named(&self, name: &str) {
+        let id = self
+            .slaves
+            .lock()
+            .expect("hub poisoned")
+            .iter()
+            .find(|(_, s)| s.name == name)
+            .map(|(id, _)| *id);
+        if let Some(id) = id {
+            self.ended_on(id);
+        }
+    }
+
+    /// Every session asks again (what other masters said may have been missed).
+    pub fn forget_holdings(&self) {
+        self.ends_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Changes whenever what `slave` holds may have shrunk.
+    pub fn holdings_version(&self, slave: SlaveId) -> u64 {
+        let ends = self
+            .ends
+            .lock()
+            .expect("hub poisoned")
+            .get(&slave)
+            .copied()
+            .unwrap_or(0);
+        // The epoch in the high bits: both only grow.
+        (self.ends_epoch.load(Ordering::SeqCst) << 40).wrapping_add(ends)
+    }
+
     /// Registers a session, replacing (and so closing) an older session of the same slave.
     pub fn register(
         &self,

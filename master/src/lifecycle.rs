@@ -152,6 +152,9 @@ impl AppState {
             None => 0,
         };
         tx.commit().await?;
+        if let Some(s) = slave {
+            self.hub.ended_on(s);
+        }
         // How long it ran: from its start (or its dispatch, when it never started) to its end.
         let ran = ended.as_ref().and_then(|r| {
             let from = r.started_at.or(r.dispatched_at)?;

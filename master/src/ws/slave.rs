@@ -10,6 +10,7 @@ use crate::auth;
 use crate::db::{builds, slaves};
 use crate::lifecycle::EndedBy;
 use crate::state::AppState;
+use crate::ws::holdings::Holdings;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -19,7 +20,7 @@ use kiln_shared::codec::{self, CodecError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use kiln_shared::frames::{Cadence, Directive, MasterFrame, Outcome, SlaveFrame};
 use kiln_shared::{BuildId, BuildState, SlaveId};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 pub const PROTOCOL_HEADER: &str = "x-kiln-protocol";
@@ -197,6 +198,7 @@ async fn session(
         let silent = Duration::from_secs(u64::from(cfg.lost_timeout_secs));
         let mut deadline = tokio::time::Instant::now() + silent;
         let mut foreign = 0u32;
+        let mut holdings = Holdings::default();
         loop {
             tokio::select! {
                 out = rx.recv() => match out {
@@ -233,7 +235,7 @@ async fn session(
                             };
                             let holds = match about(&frame) {
                                 None => false,
-                                Some(build) => match standing(&st, id, build).await? {
+                                Some(build) => match standing(&st, id, build, &mut holdings).await? {
                                     Standing::Foreign => {
                                         foreign += 1;
                                         tracing::warn!(slave = %name, %build, foreign, "ignored a frame about a build never assigned to this slave");
@@ -545,17 +547,29 @@ enum Standing {
     Holds,
 }
 
-/// One read of the build decides both whether a frame is foreign and whether the slave holds it.
+/// One read of the build decides both whether a frame is foreign and whether the slave holds it;
+/// "holds" is remembered for the session's next frames while nothing of the slave ended
+/// (`holdings.rs`).
 async fn standing(
     st: &AppState,
     slave: SlaveId,
     build: BuildId,
+    holdings: &mut Holdings,
 ) -> Result<Standing, ProtocolError> {
-    Ok(match builds::holder(&st.db, build).await? {
+    let version = st.hub.holdings_version(slave);
+    if holdings.knows(build, version, Instant::now()) {
+        return Ok(Standing::Holds);
+    }
+    let standing = match builds::holder(&st.db, build).await? {
         Some((s, state)) if s == Some(slave.0) && state.is_active() => Standing::Holds,
         Some((s, _)) if s == Some(slave.0) => Standing::Ended,
         _ => Standing::Foreign,
-    })
+    };
+    match standing {
+        Standing::Holds => holdings.remember(build, version, Instant::now()),
+        _ => holdings.forget(build),
+    }
+    Ok(standing)
 }
 
 /// The master's disk filled while storing a build's log: the lines stored so far stay (whole),

@@ -52,6 +52,16 @@ async fn disabled_slaves(db: &sqlx::PgPool) -> sqlx::Result<HashSet<SlaveId>> {
 
 impl View {
     async fn read(state: &AppState) -> anyhow::Result<View> {
+        // The queue first: most rounds (a build started or ended, the queue emptied by the
+        // last round) find nothing queued, and then the slaves need not be read.
+        let heads = builds::candidates(&state.db, 1, None).await?;
+        if heads.is_empty() {
+            return Ok(View {
+                slaves: vec![],
+                disabled: HashSet::new(),
+                candidates: heads,
+            });
+        }
         let active = builds::active_per_slave(&state.db).await?;
         let disabled = disabled_slaves(&state.db).await?;
         let slaves: Vec<_> = state
@@ -63,7 +73,6 @@ impl View {
                 (id, s, a)
             })
             .collect();
-        let heads = builds::candidates(&state.db, 1, None).await?;
         let mut view = View {
             slaves,
             disabled,

@@ -183,7 +183,10 @@ impl AppState {
             );
         }
         self.storage.close_log(id);
-        self.build_changed(id).await;
+        // The row as the transaction left it (under the row lock): what a read now would give.
+        if let Some(row) = ended {
+            self.hub.publish(ConsoleEvent::Build(row.into_api()));
+        }
         self.hub.publish(ConsoleEvent::LogEnd { build: id });
         if let Some(r) = retry {
             self.build_changed(r).await;

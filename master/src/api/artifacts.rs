@@ -128,7 +128,13 @@ pub async fn uploading_build(
             claims.build
         )));
     }
-    // A disabled slave finishes (and uploads) the builds it holds; a revoked one is gone.
+    let b = crate::api::builds::find(st, id).await?;
+    // The build still held by the token's slave: that slave exists (a revoked slave's builds
+    // are held by nobody), so it is read only to say why an upload is refused. A disabled
+    // slave finishes (and uploads) the builds it holds.
+    if b.state().is_active() && b.slave_id == Some(claims.slave) {
+        return Ok(b);
+    }
     let slave = crate::db::slaves::get(&st.db, kiln_shared::SlaveId(claims.slave))
         .await?
         .ok_or_else(|| {
@@ -136,15 +142,11 @@ pub async fn uploading_build(
                 "the slave this token was given to is revoked; build {id} takes no uploads from it"
             ))
         })?;
-    let b = crate::api::builds::find(st, id).await?;
-    if !(b.state().is_active() && b.slave_id == Some(slave.id)) {
-        return Err(ApiError::Conflict(format!(
-            "build {id} is not running on slave '{}' (it is {}); it takes no more uploads",
-            slave.name,
-            b.state()
-        )));
-    }
-    Ok(b)
+    Err(ApiError::Conflict(format!(
+        "build {id} is not running on slave '{}' (it is {}); it takes no more uploads",
+        slave.name,
+        b.state()
+    )))
 }
 
 /// A rejected upload fails the build, saying why.
@@ -297,9 +299,9 @@ async fn store(
     } else {
         None
     };
-    let running = crate::db::builds::get(&mut *tx, build)
+    let running = crate::db::builds::holder(&mut *tx, build)
         .await?
-        .is_some_and(|now| now.state().is_active() && now.slave_id == b.slave_id);
+        .is_some_and(|(slave, state)| state.is_active() && slave == b.slave_id);
     if over.is_some() || !running {
         drop(tx);
         upload.discard().await;

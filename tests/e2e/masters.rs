@@ -330,7 +330,7 @@ async fn a_frame_about_a_build_cancelled_on_either_master_is_refused_at_once() {
     ws.send(send(SlaveFrame::Hello(kiln_tests::farm::test_hello("raw"))))
         .await
         .unwrap();
-    let mut next = async |ws: &mut Ws| loop {
+    let next = async |ws: &mut Ws| loop {
         match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
             Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b)))) => {
                 return codec::decode::<MasterFrame>(&b).unwrap()
@@ -405,6 +405,9 @@ async fn a_frame_about_a_build_cancelled_on_either_master_is_refused_at_once() {
         assert_eq!(b.state, BuildState::Cancelled, "{:?}", b.reason);
         let text = farm.log(id).await;
         assert!(text.contains("two"), "{text}");
-        assert!(!text.contains("after the cancel"), "cancel on {which}: {text}");
+        assert!(
+            !text.contains("after the cancel"),
+            "cancel on {which}: {text}"
+        );
     }
 }

@@ -179,11 +179,17 @@ async fn a_partitioned_slave_loses_its_build_to_a_healthy_one_and_nothing_runs_t
 
 /// Liveness on the master's own clock, driven by the test: a slave is lost only after it was
 /// silent for the time-out while the master could hear it, and then nothing more goes to it.
+///
+/// The slave speaks the real protocol from the test, so the test knows when it has said its
+/// last word: the master answered every frame before the clock moves. (A slave process sends
+/// a heartbeat and a ping on its own timer; one still on its way when the clock jumped counted
+/// as heard at the new time.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_is_counted_on_the_masters_clock_and_a_silent_slave_gets_nothing() {
-    let git = GitServer::start();
-    let repo = git.repo("quiet");
-    repo.script_branch("main", "echo begin\nsleep 300");
+    use futures_util::{SinkExt, StreamExt};
+    use kiln_shared::codec;
+    use kiln_shared::frames::{MasterFrame, SlaveFrame};
+    use tokio_tungstenite::tungstenite::Message;
     let t0 = Utc::now();
     let clock = Arc::new(ManualClock::new(t0));
     let farm = Farm::in_process(
@@ -195,14 +201,49 @@ async fn silence_is_counted_on_the_masters_clock_and_a_silent_slave_gets_nothing
         clock.clone(),
     )
     .await;
-    let slave = farm.slave("s1").await;
-    farm.project("quiet", &repo.url, "main").await;
+    farm.project("quiet", "https://git.example.org/quiet.git", "main")
+        .await;
+    let token = farm.register_slave("s1").await;
+    let mut ws = farm.slave_ws(&token).await.expect("s1 connects");
+    let send = |f: SlaveFrame| Message::Binary(codec::encode(&f).unwrap().into());
+    ws.send(send(SlaveFrame::Hello(kiln_tests::farm::test_hello("s1"))))
+        .await
+        .unwrap();
     let b = farm.request_build("quiet", json!({})).await;
-    farm.wait_build(b.id, Duration::from_secs(60), "running", |b| {
-        b.state == BuildState::Running && b.log_lines > 0
-    })
-    .await;
-    slave.signal(libc::SIGSTOP);
+    let next = async |ws: &mut kiln_tests::farm::Ws| loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(m)))) => return codec::decode::<MasterFrame>(&m).unwrap(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("the master closed or went quiet: {other:?}"),
+        }
+    };
+    loop {
+        if let MasterFrame::Assign(job) = next(&mut ws).await {
+            assert_eq!(job.build, b.id);
+            break;
+        }
+    }
+    for f in [
+        SlaveFrame::Started {
+            build: b.id,
+            commit: "c".repeat(40),
+        },
+        SlaveFrame::Log {
+            build: b.id,
+            first_seq: 0,
+            lines: vec!["begin".into()],
+        },
+    ] {
+        ws.send(send(f)).await.unwrap();
+    }
+    // The answer to its last frame: the master has heard all it said. It says nothing more.
+    loop {
+        if let MasterFrame::LogAck { build, next_seq } = next(&mut ws).await {
+            assert_eq!((build, next_seq), (b.id, 1));
+            break;
+        }
+    }
+    assert_eq!(farm.build(b.id).await.state, BuildState::Running);
     clock.set(t0 + chrono::Duration::seconds(29));
     assert!(
         liveness::sweep(farm.state()).await.unwrap().is_empty(),
@@ -235,7 +276,18 @@ async fn silence_is_counted_on_the_masters_clock_and_a_silent_slave_gets_nothing
         lost.log_lines as usize,
         farm.log(b.id).await.lines().count()
     );
-    slave.signal(libc::SIGCONT);
+    // And nothing more went to it: its session ended without another job.
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(m))) => match codec::decode::<MasterFrame>(&m).unwrap() {
+                MasterFrame::Assign(job) => panic!("a silent slave got build {}", job.build),
+                _ => continue,
+            },
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+            Some(Ok(_)) => continue,
+        }
+    }
+    assert_eq!(farm.build(other.id).await.state, BuildState::Queued);
 }
 
 /// A master that was down (its clock moved on an hour) gives slaves the lost time-out from its

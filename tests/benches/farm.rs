@@ -5,6 +5,8 @@
 //!   first `date`), p50/p99 over 200 `script` builds on an idle slave, each requested
 //!   `KILN_BENCH_PAUSE_MS` (50) after the previous one ended, then 200 back to back; also the
 //!   request's own part (requested → created) and the master's (created → dispatched);
+//! - with `KILN_PG_STATS=1` (the test cluster then loads `pg_stat_statements`): the database
+//!   statements and transactions per build in the at-rest phase;
 //! - log throughput: 100 MB of output, slave → stored log;
 //! - artifact upload of a 1 GiB file, and the master's peak RSS while it arrives;
 //! - the 1 GiB artifact against this machine's own `dd` and `sha256sum` of a file as large, and
@@ -50,7 +52,14 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
+    let statements = farm
+        .database_url()
+        .and_then(|url| kiln_tests::measure::Statements::start(&url));
     let mut rest = sequential(&farm, n, Duration::from_millis(pause)).await;
+    let per_build = statements.map(|s| {
+        let (all, transactions) = s.count();
+        (all as f64 / n as f64, transactions as f64 / n as f64)
+    });
     // …and back to back, the next request as soon as the previous build is seen finished.
     let mut busy = sequential(&farm, n, Duration::ZERO).await;
 
@@ -175,6 +184,11 @@ async fn main() {
             &format!("no-op build end to end (request → client sees succeeded, {when})"),
             &mut l.end_to_end,
             1,
+        );
+    }
+    if let Some((all, transactions)) = per_build {
+        println!(
+            "| database statements per no-op build at rest (`KILN_PG_STATS=1`; the client's request, 5 ms polls and log read included) | {all:.1}, in {transactions:.1} transactions |"
         );
     }
     println!(

@@ -1,7 +1,55 @@
 //! What the benches read about processes and times (tests/benches/): wall-clock nanoseconds,
-//! percentiles, and a process's CPU time and resident memory from `/proc`.
+//! percentiles, a process's CPU time and resident memory from `/proc`, and (with
+//! `KILN_PG_STATS` set) the statements a farm's database ran.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The statements run in one database, from PostgreSQL's `pg_stat_statements`: only when the
+/// test cluster was started with `KILN_PG_STATS` set (it then loads the module; see `pg.rs`).
+pub struct Statements {
+    url: String,
+}
+
+impl Statements {
+    /// Starts counting in the database at `url` (from zero); `None` without `KILN_PG_STATS`.
+    pub fn start(url: &str) -> Option<Statements> {
+        std::env::var_os("KILN_PG_STATS")?;
+        let s = Statements {
+            url: url.to_string(),
+        };
+        s.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .expect("pg_stat_statements (is KILN_PG_STATS set for the whole run?)");
+        s.psql("SELECT pg_stat_statements_reset()")
+            .expect("resetting pg_stat_statements");
+        Some(s)
+    }
+
+    /// (statements, of which `BEGIN`) since the start, this database only.
+    pub fn count(&self) -> (u64, u64) {
+        let out = self
+            .psql(
+                "SELECT coalesce(sum(calls), 0)::bigint || ' ' || \
+                        coalesce(sum(calls) FILTER (WHERE query = 'BEGIN'), 0)::bigint \
+                 FROM pg_stat_statements \
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                   AND query NOT LIKE '%pg_stat_statements%'",
+            )
+            .expect("reading pg_stat_statements");
+        let mut n = out.split_whitespace().map(|v| v.parse().unwrap_or(0));
+        (n.next().unwrap_or(0), n.next().unwrap_or(0))
+    }
+
+    fn psql(&self, sql: &str) -> Result<String, String> {
+        let out = std::process::Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-d", &self.url, "-c", sql])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
 
 /// Nanoseconds since the epoch (comparable with a build script's `date +%s%N`).
 pub fn now_ns() -> i128 {

@@ -157,6 +157,17 @@ impl Postgres {
                 "-c",
                 "max_connections=300",
             ])
+            // For the benches' statement counts (`measure::Statements`).
+            .args(if std::env::var_os("KILN_PG_STATS").is_some() {
+                vec![
+                    "-c",
+                    "shared_preload_libraries=pg_stat_statements",
+                    "-c",
+                    "pg_stat_statements.track=all",
+                ]
+            } else {
+                vec![]
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         die_with_parent(&mut c, libc::SIGINT);

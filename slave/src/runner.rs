@@ -296,12 +296,16 @@ fn write_sbom(
         ));
         return;
     }
-    match serde_json::to_vec_pretty(&doc).map(|b| std::fs::write(&path, b)) {
-        Ok(Ok(())) => ctx.log.note(&format!(
-            "wrote {SBOM}: SPDX 2.3, {} packages",
-            record.packages.len()
-        )),
-        Ok(Err(e)) => ctx.log.note(&format!("cannot write {SBOM}: {e}")),
-        Err(e) => ctx.log.note(&format!("cannot write {SBOM}: {e}")),
+    let bytes = match serde_json::to_vec_pretty(&doc) {
+        Ok(b) => b,
+        Err(e) => return ctx.log.note(&format!("cannot write {SBOM}: {e}")),
+    };
+    if let Err(e) = std::fs::write(&path, &bytes) {
+        return ctx.log.note(&format!("cannot write {SBOM}: {e}"));
     }
+    ctx.log.note(&format!(
+        "wrote {SBOM}: SPDX 2.3, {} packages",
+        record.packages.len()
+    ));
+    ctx.name_in_builds_sums(SBOM);
 }

@@ -532,4 +532,73 @@ async fn checksums_are_signed_and_minisign_verifies_a_download() {
         "{}",
         farm.log(d.id).await
     );
+
+    // An image with packages: Kiln adds the block map and the SBOM, names them in the build's
+    // own SHA256SUMS (which ends without a newline here), and the whole is signed and checks.
+    repo.script_branch(
+        "main",
+        r#"R="$KILN_SCRATCH_DIR/rootfs"
+mkdir -p "$R/var/lib/dpkg" "$R/usr/lib"
+printf 'Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4\n\n' > "$R/var/lib/dpkg/status"
+printf 'PRETTY_NAME="Kiln Test 12"\nID=debian\n' > "$R/usr/lib/os-release"
+IMG="$KILN_OUTPUT_DIR/disk.img"
+truncate -s 64M "$IMG"
+printf 'label: gpt\nstart=2048, size=100352, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n' | /usr/sbin/sfdisk -q --no-reread --no-tell-kernel "$IMG"
+/usr/sbin/mkfs.ext4 -q -F -L rootfs -d "$R" -E offset=1048576 "$IMG" 50176k
+cd "$KILN_OUTPUT_DIR"
+printf '%s' "$(sha256sum disk.img)" > SHA256SUMS"#,
+    );
+    let e = farm.request_build("signed", json!({})).await;
+    let e = farm.wait_ended(e.id, MINUTE).await;
+    assert_eq!(e.state, BuildState::Succeeded, "{:?}", e.reason);
+    let names = farm.artifact_names(e.id).await;
+    assert_eq!(
+        names,
+        [
+            "SHA256SUMS",
+            "SHA256SUMS.minisig",
+            "disk.img",
+            "disk.img.bmap",
+            "sbom.spdx.json"
+        ],
+        "{}",
+        farm.log(e.id).await
+    );
+    let dir = kiln_tests::tempdir("kiln-verify-sbom-");
+    for name in [
+        "SHA256SUMS",
+        "SHA256SUMS.minisig",
+        "disk.img",
+        "disk.img.bmap",
+        "sbom.spdx.json",
+    ] {
+        std::fs::write(dir.path().join(name), farm.download(e.id, name).await).unwrap();
+    }
+    std::fs::write(dir.path().join("kiln.pub"), &served).unwrap();
+    for (what, cmd, args) in [
+        (
+            "minisign -V",
+            "minisign",
+            ["-V", "-p", "kiln.pub", "-m", "SHA256SUMS"].as_slice(),
+        ),
+        (
+            "sha256sum -c",
+            "sha256sum",
+            ["-c", "--strict", "SHA256SUMS"].as_slice(),
+        ),
+    ] {
+        let out = Command::new(cmd)
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let sums = std::fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
+    assert_eq!(sums.lines().count(), 3, "{sums}");
 }

@@ -211,7 +211,10 @@ impl Context {
             .unwrap_or_else(|| artifact.to_string());
         let bmap = format!("{raw_name}.bmap");
         match crate::record::bmap::write_bmap(raw, &self.output.join(&bmap)) {
-            Ok(()) => layout.bmap = Some(bmap),
+            Ok(()) => {
+                self.name_in_builds_sums(&bmap);
+                layout.bmap = Some(bmap);
+            }
             Err(e) => self.log.note(&format!("cannot write {bmap}: {e}")),
         }
         self.log.note(&format!(
@@ -224,6 +227,62 @@ impl Context {
                 .unwrap_or_default()
         ));
         self.record.lock().expect("record lock").images.push(layout);
+    }
+
+    /// A file Kiln added to the output (a `.bmap`, the SBOM) is named in the build's own
+    /// `SHA256SUMS`, if the build made one: the master signs a `SHA256SUMS` only when it names
+    /// every artifact. Only a plain file (not a link) that does not name it yet is appended to.
+    pub fn name_in_builds_sums(&self, name: &str) {
+        use sha2::Digest;
+        use std::io::Write;
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let sums = self.output.join("SHA256SUMS");
+        let Ok(meta) = std::fs::symlink_metadata(&sums) else {
+            return;
+        };
+        if !meta.file_type().is_file() {
+            return;
+        }
+        let named = std::fs::read(&sums).is_ok_and(|text| {
+            String::from_utf8_lossy(&text).lines().any(|l| {
+                l.split_once("  ")
+                    .or_else(|| l.split_once(" *"))
+                    .is_some_and(|(_, n)| n == name)
+            })
+        });
+        if named {
+            return;
+        }
+        let line = std::fs::File::open(self.output.join(name)).and_then(|mut f| {
+            let mut hasher = sha2::Sha256::new();
+            std::io::copy(&mut f, &mut hasher)?;
+            let mut last = [0u8];
+            let newline = meta.len() == 0
+                || (std::fs::File::open(&sums)?
+                    .read_exact_at(&mut last, meta.len() - 1)
+                    .is_ok()
+                    && last[0] == b'\n');
+            Ok(format!(
+                "{}{}  {name}\n",
+                if newline { "" } else { "\n" },
+                hex::encode(hasher.finalize())
+            ))
+        });
+        let appended = line.and_then(|line| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&sums)?
+                .write_all(line.as_bytes())
+        });
+        match appended {
+            Ok(()) => self
+                .log
+                .note(&format!("named {name} in the build's SHA256SUMS")),
+            Err(e) => self.log.note(&format!(
+                "cannot name {name} in the build's SHA256SUMS ({e}): it will not be signed"
+            )),
+        }
     }
 
     pub fn has_layout(&self, artifact: &str) -> bool {

@@ -244,6 +244,15 @@ async fn assign(
     .await?;
     if let builds::Transition::Done { slave: Some(s), .. } = t {
         state.hub.ended_on(s);
+        // Its session may be on another master by now: that one's memory of what the slave
+        // holds must move too (a slave ignores a cancel of a build it does not hold).
+        state.hub.send_anywhere(
+            s,
+            MasterFrame::Cancel {
+                build,
+                reason: "its job did not reach the slave; it is queued again".into(),
+            },
+        );
     }
     Ok(false)
 }

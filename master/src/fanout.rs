@@ -168,11 +168,16 @@ fn heard(st: &AppState, payload: &str) {
     }
     match e.peer {
         Peer::Event(ev) => {
-            // A build another master ended: this master's session of its slave asks again.
-            if let ConsoleEvent::Build(b) = &ev {
-                if let (false, Some(slave)) = (b.state.is_active(), &b.slave) {
-                    st.hub.ended_on_named(slave);
+            // A build another master ended: this master's session of its slave asks again. An
+            // event too large to carry came as `Resync`: every session asks again.
+            match &ev {
+                ConsoleEvent::Build(b) => {
+                    if let (false, Some(slave)) = (b.state.is_active(), &b.slave) {
+                        st.hub.ended_on_named(slave);
+                    }
                 }
+                ConsoleEvent::Resync => st.hub.forget_holdings(),
+                _ => {}
             }
             st.hub.publish_here(ev)
         }

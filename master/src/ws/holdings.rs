@@ -5,9 +5,11 @@
 //! answer changes only when the build ends or is taken from the slave. So a session remembers
 //! "holds build B" with the [`Hub::holdings_version`] of its slave read before it asked; the
 //! memory counts while that version is unchanged and for at most [`HOLDINGS_TTL`]. The version
-//! moves when one of the slave's builds ends on this master ([`Hub::ended_on`]), when another
-//! master says one ended, and for every slave when this master may have missed what the others
-//! said. The time limit bounds what a lost notification can cost.
+//! moves when one of the slave's builds ends or is queued again on this master
+//! ([`Hub::ended_on`]), when another master says one ended or sends the slave a cancel (a
+//! build queued again there sends one too), and for every slave when this master may have
+//! missed what the others said (a NOTIFY gap, an event too large to carry, which comes as
+//! `Resync`). The time limit bounds what a lost notification can cost.
 //!
 //! [`Hub::holdings_version`]: crate::hub::Hub::holdings_version
 //! [`Hub::ended_on`]: crate::hub::Hub::ended_on

@@ -188,7 +188,13 @@ async fn artifacts_over_the_build_limit_fail_the_build_and_none_are_kept() {
 async fn a_project_over_its_storage_limit_fails_its_next_build_naming_the_limit() {
     let git = GitServer::start();
     let url = artifacts_branch(&git, "keeper", &[("image.img", 700_000)]);
-    let farm = Farm::with(limits(&format!("project_storage_bytes = {MIB}"))).await;
+    let farm = Farm::with(FarmOptions {
+        extra_master_toml: format!(
+            "retention_interval_secs = 1\n[master.limits]\nproject_storage_bytes = {MIB}\n"
+        ),
+        ..limits("")
+    })
+    .await;
     let _slave = farm.slave("s1").await;
     farm.project("keeper", &url, "main").await;
     let first = farm.request_build("keeper", json!({})).await;
@@ -219,6 +225,30 @@ async fn a_project_over_its_storage_limit_fails_its_next_build_naming_the_limit(
             .sum::<u64>(),
         kept
     );
+
+    // Retention removes the first build (the project keeps one, the failed one): its bytes
+    // leave the project's total, and the next build fits again.
+    let (s, v) = farm
+        .patch("/api/projects/keeper", json!({"keep_builds": 1}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while farm
+        .get_raw(&format!("/api/builds/{}", first.id))
+        .await
+        .status()
+        != 404
+    {
+        assert!(
+            Instant::now() < deadline,
+            "retention kept build {}",
+            first.id
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = farm.request_build("keeper", json!({})).await;
+    let again = farm.wait_ended(again.id, Duration::from_secs(120)).await;
+    assert_eq!(again.state, BuildState::Succeeded, "{:?}", again.reason);
 }
 
 async fn send_frame(ws: &mut Ws, f: &SlaveFrame) {

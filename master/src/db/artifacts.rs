@@ -78,11 +78,13 @@ pub async fn usage(
     project: i64,
     except: &str,
 ) -> sqlx::Result<(u64, u64)> {
+    // The project's total is kept by triggers (`0017_project_artifact_bytes.sql`): the build's
+    // own artifacts are summed, the project's read from its row.
     let (b, p): (i64, i64) = sqlx::query_as(
-        "SELECT COALESCE(SUM(a.size) FILTER (WHERE a.build_id = $1), 0)::BIGINT,
-                COALESCE(SUM(a.size), 0)::BIGINT
-         FROM artifacts a JOIN builds b ON b.id = a.build_id
-         WHERE b.project_id = $2 AND NOT (a.build_id = $1 AND a.name = $3)",
+        "SELECT COALESCE(SUM(size) FILTER (WHERE name <> $3), 0)::BIGINT,
+                (COALESCE((SELECT artifact_bytes FROM projects WHERE id = $2), 0)
+                 - COALESCE(SUM(size) FILTER (WHERE name = $3), 0))::BIGINT
+         FROM artifacts WHERE build_id = $1",
     )
     .bind(build.0)
     .bind(project)

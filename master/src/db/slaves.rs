@@ -165,14 +165,6 @@ pub async fn came_online(
     .map(|_| ())
 }
 
-pub async fn seen(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<()> {
-    sqlx::query("UPDATE slaves SET last_seen = now() WHERE id = $1")
-        .bind(id.0)
-        .execute(db)
-        .await
-        .map(|_| ())
-}
-
 /// Records when each slave was last heard from, in one statement (only where it moved on).
 pub async fn seen_at(
     db: impl PgExecutor<'_>,

@@ -360,8 +360,8 @@ async fn handle(
         SlaveFrame::Heartbeat { builds: held } => {
             Ok(reconcile(st, slave, &held).await?.into_iter().collect())
         }
+        // The hub heard it (the database gets it with the next batch, as for a heartbeat).
         SlaveFrame::Started { build, commit } => {
-            slaves::seen(&st.db, slave).await?;
             if kiln_shared::branch_url::validate_commit(&commit).is_err() || commit.len() < 40 {
                 tracing::warn!(slave = %name, %build, "ignored a start with a malformed commit id");
                 return Ok(vec![MasterFrame::Cancel {

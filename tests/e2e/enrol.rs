@@ -385,40 +385,19 @@ async fn a_bad_commit_id_is_refused_and_a_revoked_slave_cannot_upload() {
     let farm = Farm::start().await;
     farm.project("p", "https://git.example.org/p.git", "main")
         .await;
-    let token = farm.register_slave("raw").await;
-    let mut ws = farm.slave_ws(&token).await.expect("connects");
-    let send = |f: SlaveFrame| Message::Binary(codec::encode(&f).unwrap().into());
-    ws.send(send(SlaveFrame::Hello(kiln_tests::farm::test_hello("raw"))))
-        .await
-        .unwrap();
+    let mut slave = kiln_tests::RawSlave::connect(&farm, "raw").await;
     let b = farm.request_build("p", json!({})).await;
-    let job = loop {
-        match ws.next().await {
-            Some(Ok(Message::Binary(bytes))) => {
-                if let MasterFrame::Assign(job) = codec::decode::<MasterFrame>(&bytes).unwrap() {
-                    break job;
-                }
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("expected the job, got {other:?}"),
-        }
-    };
+    let job = slave.job().await;
     assert_eq!(job.build, b.id);
-    ws.send(send(SlaveFrame::Started {
-        build: b.id,
-        commit: "$(touch /tmp/x)".into(),
-    }))
-    .await
-    .unwrap();
+    slave
+        .send(SlaveFrame::Started {
+            build: b.id,
+            commit: "$(touch /tmp/x)".into(),
+        })
+        .await;
     let reason = loop {
-        match ws.next().await {
-            Some(Ok(Message::Binary(bytes))) => match codec::decode::<MasterFrame>(&bytes).unwrap()
-            {
-                MasterFrame::Cancel { reason, .. } => break reason,
-                _ => continue,
-            },
-            Some(Ok(_)) => continue,
-            other => panic!("expected a cancel, got {other:?}"),
+        if let MasterFrame::Cancel { reason, .. } = slave.next().await {
+            break reason;
         }
     };
     assert!(reason.contains("not a full hex commit id"), "{reason}");

@@ -317,51 +317,30 @@ async fn two_masters_serve_one_farm_and_one_dies_without_losing_a_build() {
 /// through its own, is refused and nothing of it is stored.
 #[tokio::test]
 async fn a_frame_about_a_build_cancelled_on_either_master_is_refused_at_once() {
-    use futures_util::SinkExt;
     use kiln_shared::frames::{MasterFrame, SlaveFrame};
-    use tokio_tungstenite::tungstenite::Message;
     let farm = Farm::start().await;
     let (_b, b_url) = farm.another_master("b");
     farm.project("p", "https://git.example.org/p.git", "main")
         .await;
-    let token = farm.register_slave("raw").await;
-    let mut ws = farm.slave_ws(&token).await.expect("connects");
-    let send = |f: SlaveFrame| Message::Binary(codec::encode(&f).unwrap().into());
-    ws.send(send(SlaveFrame::Hello(kiln_tests::farm::test_hello("raw"))))
-        .await
-        .unwrap();
-    let next = async |ws: &mut Ws| loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b)))) => {
-                return codec::decode::<MasterFrame>(&b).unwrap()
-            }
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("the master closed or went quiet: {other:?}"),
-        }
-    };
+    let mut slave = kiln_tests::RawSlave::connect(&farm, "raw").await;
     for (which, base) in [("the other master", b_url.as_str()), ("its own", &farm.url)] {
         let id = request(&farm, base, "p").await;
-        let job = loop {
-            if let MasterFrame::Assign(job) = next(&mut ws).await {
-                break job;
-            }
-        };
-        assert_eq!(job.build, id);
+        assert_eq!(slave.job().await.build, id);
         let log = |seq: u64, line: &str| SlaveFrame::Log {
             build: id,
             first_seq: seq,
             lines: vec![line.to_string()],
         };
-        ws.send(send(SlaveFrame::Started {
-            build: id,
-            commit: "a".repeat(40),
-        }))
-        .await
-        .unwrap();
+        slave
+            .send(SlaveFrame::Started {
+                build: id,
+                commit: "a".repeat(40),
+            })
+            .await;
         for (seq, line) in ["one", "two"].into_iter().enumerate() {
-            ws.send(send(log(seq as u64, line))).await.unwrap();
+            slave.send(log(seq as u64, line)).await;
             loop {
-                match next(&mut ws).await {
+                match slave.next().await {
                     MasterFrame::LogAck { build, next_seq } if build == id => {
                         assert_eq!(next_seq, seq as u64 + 1);
                         break;
@@ -382,15 +361,15 @@ async fn a_frame_about_a_build_cancelled_on_either_master_is_refused_at_once() {
         assert!(r.status().is_success(), "cancel on {which}: {}", r.status());
         // The stop reaches the slave (through its master either way)…
         loop {
-            if let MasterFrame::Cancel { build, .. } = next(&mut ws).await {
+            if let MasterFrame::Cancel { build, .. } = slave.next().await {
                 assert_eq!(build, id);
                 break;
             }
         }
         // …and the very next line about the build is refused, not stored.
-        ws.send(send(log(2, "after the cancel"))).await.unwrap();
+        slave.send(log(2, "after the cancel")).await;
         loop {
-            match next(&mut ws).await {
+            match slave.next().await {
                 MasterFrame::LogAck { build, next_seq } if build == id => {
                     panic!("a line after the cancel on {which} was stored (next_seq {next_seq})")
                 }

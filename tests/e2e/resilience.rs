@@ -186,7 +186,7 @@ async fn a_partitioned_slave_loses_its_build_to_a_healthy_one_and_nothing_runs_t
 /// as heard at the new time.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_is_counted_on_the_masters_clock_and_a_silent_slave_gets_nothing() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::StreamExt;
     use kiln_shared::codec;
     use kiln_shared::frames::{MasterFrame, SlaveFrame};
     use tokio_tungstenite::tungstenite::Message;
@@ -203,26 +203,9 @@ async fn silence_is_counted_on_the_masters_clock_and_a_silent_slave_gets_nothing
     .await;
     farm.project("quiet", "https://git.example.org/quiet.git", "main")
         .await;
-    let token = farm.register_slave("s1").await;
-    let mut ws = farm.slave_ws(&token).await.expect("s1 connects");
-    let send = |f: SlaveFrame| Message::Binary(codec::encode(&f).unwrap().into());
-    ws.send(send(SlaveFrame::Hello(kiln_tests::farm::test_hello("s1"))))
-        .await
-        .unwrap();
+    let mut slave = kiln_tests::RawSlave::connect(&farm, "s1").await;
     let b = farm.request_build("quiet", json!({})).await;
-    let next = async |ws: &mut kiln_tests::farm::Ws| loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-            Ok(Some(Ok(Message::Binary(m)))) => return codec::decode::<MasterFrame>(&m).unwrap(),
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("the master closed or went quiet: {other:?}"),
-        }
-    };
-    loop {
-        if let MasterFrame::Assign(job) = next(&mut ws).await {
-            assert_eq!(job.build, b.id);
-            break;
-        }
-    }
+    assert_eq!(slave.job().await.build, b.id);
     for f in [
         SlaveFrame::Started {
             build: b.id,
@@ -234,11 +217,11 @@ async fn silence_is_counted_on_the_masters_clock_and_a_silent_slave_gets_nothing
             lines: vec!["begin".into()],
         },
     ] {
-        ws.send(send(f)).await.unwrap();
+        slave.send(f).await;
     }
     // The answer to its last frame: the master has heard all it said. It says nothing more.
     loop {
-        if let MasterFrame::LogAck { build, next_seq } = next(&mut ws).await {
+        if let MasterFrame::LogAck { build, next_seq } = slave.next().await {
             assert_eq!((build, next_seq), (b.id, 1));
             break;
         }
@@ -278,7 +261,7 @@ async fn silence_is_counted_on_the_masters_clock_and_a_silent_slave_gets_nothing
     );
     // And nothing more went to it: its session ended without another job.
     loop {
-        match ws.next().await {
+        match slave.ws.next().await {
             Some(Ok(Message::Binary(m))) => match codec::decode::<MasterFrame>(&m).unwrap() {
                 MasterFrame::Assign(job) => panic!("a silent slave got build {}", job.build),
                 _ => continue,

@@ -18,6 +18,7 @@ pub mod measure;
 pub mod pg;
 pub mod proc;
 pub mod proxy;
+pub mod raw_slave;
 pub mod session;
 
 pub use farm::{Farm, FarmOptions, SlaveProc};
@@ -25,6 +26,7 @@ pub use git::{GitServer, Repo};
 pub use git_http::GitHttp;
 pub use pg::Postgres;
 pub use proxy::Proxy;
+pub use raw_slave::RawSlave;
 pub use session::Session;
 
 use std::path::{Path, PathBuf};

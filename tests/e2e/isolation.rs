@@ -33,7 +33,7 @@ async fn a_build_cannot_read_the_slaves_token_or_state() {
         &repo,
         &format!(
             r#"W={work}
-for f in "$W/slave.token" "$W/registration.json" "$W"/builds/*/input.json "$W"/builds/*/daemon.json; do
+for f in "$W/slave.token" "$W/registration.json" "$W"/builds/*/input.json "$W"/builds/*/daemon.json "$W"/builds/*/acked; do
   if [ -r "$f" ] && cat "$f" > /dev/null 2>&1; then echo "READ $f"; fi
 done
 cat /proc/[0-9]*/cmdline /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' > "$KILN_OUTPUT_DIR/proc" || true

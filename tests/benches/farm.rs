@@ -6,7 +6,7 @@
 //!   `KILN_BENCH_PAUSE_MS` (50) after the previous one ended, then 200 back to back; also the
 //!   request's own part (requested → created) and the master's (created → dispatched);
 //! - with `KILN_PG_STATS=1` (the test cluster then loads `pg_stat_statements`): the database
-//!   statements and transactions per build in the at-rest phase;
+//!   statements, and explicit transactions (`BEGIN`s), per build in the at-rest phase;
 //! - log throughput: 100 MB of output, slave → stored log;
 //! - artifact upload of a 1 GiB file, and the master's peak RSS while it arrives;
 //! - the 1 GiB artifact against this machine's own `dd` and `sha256sum` of a file as large, and

@@ -100,7 +100,7 @@ impl Signer {
 pub fn check_sums(sums: &str, artifacts: &HashMap<String, String>) -> Result<(), String> {
     let mut seen = HashMap::new();
     for (n, line) in sums.lines().enumerate() {
-        let Some((sum, name)) = line.split_once("  ").or_else(|| line.split_once(" *")) else {
+        let Some((sum, name)) = kiln_shared::record::sums_line(line) else {
             return Err(format!("line {} is not 'SHA256  NAME'", n + 1));
         };
         match artifacts.get(name) {

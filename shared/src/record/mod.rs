@@ -19,6 +19,13 @@ pub mod version;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// One line of a `SHA256SUMS` file as `sha256sum` writes it: `(sum, name)` from `HEX  NAME`
+/// (text mode) or `HEX *NAME` (binary mode); `None` for anything else. The master checks a
+/// build's sums with it, the slave's runner looks for a name in them.
+pub fn sums_line(line: &str) -> Option<(&str, &str)> {
+    line.split_once("  ").or_else(|| line.split_once(" *"))
+}
+
 /// The largest record the master accepts (a 20,000-package image is about 2 MB).
 pub const MAX_RECORD_BYTES: usize = 16 << 20;
 

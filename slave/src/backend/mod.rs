@@ -235,7 +235,7 @@ impl Context {
     pub fn name_in_builds_sums(&self, name: &str) {
         use sha2::Digest;
         use std::io::Write;
-        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        use std::os::unix::fs::OpenOptionsExt;
         let sums = self.output.join("SHA256SUMS");
         let Ok(meta) = std::fs::symlink_metadata(&sums) else {
             return;
@@ -243,28 +243,25 @@ impl Context {
         if !meta.file_type().is_file() {
             return;
         }
-        let named = std::fs::read(&sums).is_ok_and(|text| {
-            String::from_utf8_lossy(&text).lines().any(|l| {
-                l.split_once("  ")
-                    .or_else(|| l.split_once(" *"))
-                    .is_some_and(|(_, n)| n == name)
-            })
-        });
+        let Ok(text) = std::fs::read(&sums) else {
+            return;
+        };
+        let named = String::from_utf8_lossy(&text)
+            .lines()
+            .any(|l| kiln_shared::record::sums_line(l).is_some_and(|(_, n)| n == name));
         if named {
             return;
         }
         let line = std::fs::File::open(self.output.join(name)).and_then(|mut f| {
             let mut hasher = sha2::Sha256::new();
             std::io::copy(&mut f, &mut hasher)?;
-            let mut last = [0u8];
-            let newline = meta.len() == 0
-                || (std::fs::File::open(&sums)?
-                    .read_exact_at(&mut last, meta.len() - 1)
-                    .is_ok()
-                    && last[0] == b'\n');
             Ok(format!(
                 "{}{}  {name}\n",
-                if newline { "" } else { "\n" },
+                if text.is_empty() || text.ends_with(b"\n") {
+                    ""
+                } else {
+                    "\n"
+                },
                 hex::encode(hasher.finalize())
             ))
         });

@@ -14,11 +14,18 @@
 //! - throughput: 200 no-op builds queued at once, run by 2 slaves (builds per second, from the
 //!   first request to the last build's `finished_at`), with each slave's capacity 1 and then
 //!   `KILN_BENCH_CAPACITY` (4 unless set);
-//! - idle: the master's CPU (share of one core) and RSS over 30 s with 2 slaves and no build.
+//!   and the whole machine's CPU per build in each burst (every process: the farm's, the
+//!   database's, the git server's, the scripts');
+//! - idle: the master's CPU (share of one core) and RSS over 30 s with 2 slaves and no build;
+//! - the floor: what a no-op build costs this machine outside Kiln's code, each part run alone
+//!   (the script, the git server's answer to a slave's head check), and the builds/s the cores
+//!   would allow if Kiln's own part cost nothing.
 //!
 //! Many slaves (1,000, simulated) and a 10,000-build queue: `--bench scale`.
 
-use kiln_tests::measure::{cpu_ticks, now_ns, percentile, status_kib, ticks_per_second};
+use kiln_tests::measure::{
+    cores, cpu_ticks, machine_cpu_ticks, now_ns, percentile, status_kib, ticks_per_second,
+};
 use kiln_tests::{Farm, FarmOptions, GitServer};
 use serde_json::json;
 use std::time::Duration;
@@ -41,11 +48,9 @@ async fn main() {
 
     // 1. Dispatch latency.
     let repo = git.repo("noop");
-    repo.script_branch(
-        "main",
-        "echo \"T=$(date +%s%N)\"\necho ok > \"$KILN_OUTPUT_DIR/ok\"",
-    );
+    repo.script_branch("main", NOOP);
     farm.project("noop", &repo.url, "main").await;
+    let noop_url = repo.url.clone();
     // Each request on a farm at rest: the previous build's tail (its slave clearing its
     // directory, the master's bookkeeping) is not counted in the next one's latency…
     let pause: u64 = std::env::var("KILN_BENCH_PAUSE_MS")
@@ -137,7 +142,7 @@ async fn main() {
 
     // 4. Throughput: builds queued at once on two slaves, each taking one build at a time…
     let slave2 = farm.slave("bench-2").await;
-    let (queued_secs, burst_secs) = burst(&farm, n).await;
+    let (queued_secs, burst_secs, burst_cpu) = burst(&farm, n).await;
     // …then on two slaves taking several at once.
     let capacity: u32 = std::env::var("KILN_BENCH_CAPACITY")
         .ok()
@@ -147,7 +152,7 @@ async fn main() {
     let c = capacity.to_string();
     let _wide1 = farm.slave_with("wide-1", &["--capacity", &c]).await;
     let _wide2 = farm.slave_with("wide-2", &["--capacity", &c]).await;
-    let (wide_queued_secs, wide_secs) = burst(&farm, n).await;
+    let (wide_queued_secs, wide_secs, wide_cpu) = burst(&farm, n).await;
 
     // 5. Idle: nothing to do, two slaves connected.
     let hz = ticks_per_second();
@@ -155,6 +160,9 @@ async fn main() {
     let (c0, w0) = (cpu_ticks(pid), std::time::Instant::now());
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
     let idle_cpu = (cpu_ticks(pid) - c0) as f64 / hz / w0.elapsed().as_secs_f64();
+
+    // 6. The floor, on the farm at rest.
+    let (script_ms, git_ms) = outside_kiln(&noop_url, 500).await;
 
     println!("| measure | value |");
     println!("|---|---|");
@@ -217,15 +225,30 @@ async fn main() {
         n as f64 / wide_secs
     );
     println!(
+        "| CPU per no-op build in those bursts, whole machine (every process, all cores) | {burst_cpu:.1} ms (capacity 1), {wide_cpu:.1} ms (capacity {capacity}): {:.0} builds/s is {:.1} ms |",
+        200.0,
+        cores() * 1000.0 / 200.0
+    );
+    println!(
+        "| of which outside Kiln's code, each run alone 500 times: the no-op script (`sh`, `date`) / the git server answering a slave's head check | {script_ms:.2} ms / {git_ms:.2} ms: at most {:.0} builds/s on these {} cores if Kiln's own part cost nothing |",
+        cores() * 1000.0 / (script_ms + git_ms),
+        cores()
+    );
+    println!(
         "| master idle, 2 slaves, no build ({idle_secs} s) | {:.2} % of a core, RSS {:.1} MiB |",
         idle_cpu * 100.0,
         status_kib(pid, "VmRSS:") as f64 / 1024.0
     );
 }
 
+/// The `noop` branch's script (after `#!/bin/sh` and `set -e`).
+const NOOP: &str = "echo \"T=$(date +%s%N)\"\necho ok > \"$KILN_OUTPUT_DIR/ok\"";
+
 /// Queues `n` no-op builds as fast as the API takes them and waits for all: (seconds to ask,
-/// seconds from the first request to the last build's `finished_at`).
-async fn burst(farm: &Farm, n: usize) -> (f64, f64) {
+/// seconds from the first request to the last build's `finished_at`, milliseconds of the whole
+/// machine's CPU per build from the first request until the last build was seen ended).
+async fn burst(farm: &Farm, n: usize) -> (f64, f64, f64) {
+    let cpu0 = machine_cpu_ticks();
     let t0 = now_ns();
     let mut ids = vec![];
     for _ in 0..n {
@@ -243,7 +266,36 @@ async fn burst(farm: &Farm, n: usize) -> (f64, f64) {
         );
         last_end = last_end.max(b.finished_at.unwrap().timestamp_nanos_opt().unwrap() as i128);
     }
-    (queued_secs, (last_end - t0) as f64 / 1e9)
+    let cpu_ms = (machine_cpu_ticks() - cpu0) as f64 / ticks_per_second() * 1e3 / n as f64;
+    (queued_secs, (last_end - t0) as f64 / 1e9, cpu_ms)
+}
+
+/// What a no-op build costs this machine outside Kiln's code, each part alone `n` times:
+/// (the `noop` script as the backend runs it, the test git server's answer to the head check
+/// a slave makes for an unpinned build: an `upload-pack` per answer), milliseconds of the whole
+/// machine's CPU per build.
+async fn outside_kiln(url: &str, n: usize) -> (f64, f64) {
+    let per_build = |ticks: u64| ticks as f64 / ticks_per_second() * 1e3 / n as f64;
+    let dir = kiln_tests::tempdir("kiln-floor-");
+    let script = dir.path().join("build.sh");
+    std::fs::write(&script, format!("#!/bin/sh\nset -e\n{NOOP}\n")).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let t = machine_cpu_ticks();
+    for _ in 0..n {
+        let out = std::process::Command::new(&script)
+            .env("KILN_OUTPUT_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let script_ms = per_build(machine_cpu_ticks() - t);
+    let t = machine_cpu_ticks();
+    for _ in 0..n {
+        kiln_slave::git_refs::advertised_head(url, "main")
+            .await
+            .expect("the test git server's head of main");
+    }
+    (script_ms, per_build(machine_cpu_ticks() - t))
 }
 
 /// This machine's own rates on a 1 GiB file in `dir` (the slave's work dir, so the same disk and

@@ -11,6 +11,9 @@
 //! - **Concurrency**: each mirror has a lock file next to it (`<hash>.lock`, `flock`), held while
 //!   the mirror is fetched into and exported from, so two builds of one project (two runner
 //!   slots) take turns; its modification time is the mirror's last use.
+//! - **Exports**: a mirror keeps its last export (`kiln-export-<commit>.tar` in its directory),
+//!   so a commit built again is copied into the next build's sandbox instead of archived again
+//!   (one git process less per build); a new commit's export replaces it. It counts in the size.
 //! - **Size**: past `slave.git_cache_bytes`, the least recently used mirrors are removed, never
 //!   one that is locked (in use).
 //! - **Damage**: a mirror that fails while the remote has the branch (a fetch killed half-way, a
@@ -347,6 +350,10 @@ impl Job<'_> {
                 }
             }
         };
+        let kept = mirror.join(format!("{KEPT_EXPORT}{sha}.tar"));
+        if tokio::fs::copy(&kept, self.archive).await.is_ok() {
+            return Ok(sha);
+        }
         let mut export = self.git(&mirror);
         export
             .args(["archive", "--format=tar", "-o"])
@@ -363,8 +370,30 @@ impl Job<'_> {
                     .trim()
             )));
         }
+        if let Err(e) = keep_export(&mirror, self.archive, &kept).await {
+            tracing::warn!("git cache: cannot keep the export of {sha}: {e}");
+        }
         Ok(sha)
     }
+}
+
+/// The start of the name of the export a mirror keeps (`kiln-export-<commit>.tar`, in the
+/// mirror's directory, where git ignores it): its last one, so a commit built again (a nightly
+/// without a new push, builds fanned out from one commit) is copied, not archived again.
+const KEPT_EXPORT: &str = "kiln-export-";
+
+/// Keeps `archive` as the mirror's export `kept`, in place of the one kept before; written
+/// beside it and renamed, so a kept export is always whole. Under the mirror's lock.
+async fn keep_export(mirror: &Path, archive: &Path, kept: &Path) -> io::Result<()> {
+    let mut dir = tokio::fs::read_dir(mirror).await?;
+    while let Some(e) = dir.next_entry().await? {
+        if e.file_name().to_string_lossy().starts_with(KEPT_EXPORT) {
+            tokio::fs::remove_file(e.path()).await?;
+        }
+    }
+    let part = mirror.join(format!("{KEPT_EXPORT}part"));
+    tokio::fs::copy(archive, &part).await?;
+    tokio::fs::rename(&part, kept).await
 }
 
 fn open_lock(path: &Path) -> io::Result<File> {
@@ -590,6 +619,45 @@ pub(crate) mod tests {
         // The branch head needs the remote: its error is the remote's.
         let e = f.export(&cache, &url, None).await.unwrap_err();
         assert!(matches!(e, FetchError::Unreachable { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_commit_exported_again_is_copied_from_the_kept_export() {
+        let f = Fixture::new("kept");
+        let url = f.remote("r");
+        let c1 = f.commit("r", "one");
+        let cache = f.cache(1 << 30);
+        let mirror = cache.mirror(&url);
+        let kept = |sha: &str| mirror.join(format!("{KEPT_EXPORT}{sha}.tar"));
+        let exports = || {
+            std::fs::read_dir(&mirror)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.starts_with(KEPT_EXPORT))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(f.export(&cache, &url, None).await.unwrap().1, "one");
+        assert_eq!(exports(), [format!("{KEPT_EXPORT}{c1}.tar")]);
+        // The next build of that commit gets the kept export (here made to say so), git
+        // archives nothing.
+        let other = f.root.join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("file"), "from the kept export").unwrap();
+        let made = Command::new("tar")
+            .arg("-cf")
+            .arg(kept(&c1))
+            .args(["-C", other.to_str().unwrap(), "file"])
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert_eq!(
+            f.export(&cache, &url, Some(&c1)).await.unwrap().1,
+            "from the kept export"
+        );
+        // A new commit's export takes the place of the old one.
+        let c2 = f.commit("r", "two");
+        assert_eq!(f.export(&cache, &url, None).await.unwrap().1, "two");
+        assert_eq!(exports(), [format!("{KEPT_EXPORT}{c2}.tar")]);
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use kiln_shared::codec::{self, PROTOCOL_VERSION};
 use kiln_shared::frames::{MasterFrame, SlaveFrame};
 use kiln_shared::BuildState;
 use kiln_tests::farm::Ws;
-use kiln_tests::{Farm, GitServer};
+use kiln_tests::{Farm, GitServer, RawSlave};
 use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
@@ -18,27 +18,12 @@ async fn connect(
     farm.ws("/ws/slave", Some(token), protocol).await
 }
 
-async fn hello(ws: &mut Ws, name: &str) {
-    let h = SlaveFrame::Hello(kiln_tests::farm::test_hello(name));
-    ws.send(Message::Binary(codec::encode(&h).unwrap().into()))
-        .await
-        .unwrap();
-    match next_frame(ws).await {
-        Some(MasterFrame::Welcome { .. }) => {}
+/// Slave `name`, registered, connected and welcomed.
+async fn welcomed(farm: &Farm, name: &str) -> RawSlave {
+    let mut s = RawSlave::connect(farm, name).await;
+    match s.next().await {
+        MasterFrame::Welcome { .. } => s,
         other => panic!("expected welcome, got {other:?}"),
-    }
-}
-
-async fn next_frame(ws: &mut Ws) -> Option<MasterFrame> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .ok()??
-        {
-            Ok(Message::Binary(b)) => return Some(codec::decode(&b).expect("master frame")),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
-        }
     }
 }
 
@@ -83,11 +68,7 @@ async fn corrupt_and_oversized_frames_close_only_that_connection() {
     repo.script_branch("main", "echo fine > \"$KILN_OUTPUT_DIR/f\"");
     let farm = Farm::start().await;
 
-    let token = farm.register_slave("garbage").await;
-    let mut ws = connect(&farm, &token, &PROTOCOL_VERSION.to_string())
-        .await
-        .unwrap();
-    hello(&mut ws, "garbage").await;
+    let mut ws = welcomed(&farm, "garbage").await.ws;
     ws.send(Message::Binary(
         vec![1, 0xff, 0xff, 0xff, 0xff, 0xff, 7, 7].into(),
     ))
@@ -98,11 +79,7 @@ async fn corrupt_and_oversized_frames_close_only_that_connection() {
         "a corrupt frame closes the connection"
     );
 
-    let token = farm.register_slave("huge").await;
-    let mut ws = connect(&farm, &token, &PROTOCOL_VERSION.to_string())
-        .await
-        .unwrap();
-    hello(&mut ws, "huge").await;
+    let mut ws = welcomed(&farm, "huge").await.ws;
     let _ = ws
         .send(Message::Binary(
             vec![0u8; codec::MAX_FRAME_BYTES + 10].into(),
@@ -113,11 +90,7 @@ async fn corrupt_and_oversized_frames_close_only_that_connection() {
         "an oversized frame closes the connection"
     );
 
-    let token = farm.register_slave("texter").await;
-    let mut ws = connect(&farm, &token, &PROTOCOL_VERSION.to_string())
-        .await
-        .unwrap();
-    hello(&mut ws, "texter").await;
+    let mut ws = welcomed(&farm, "texter").await.ws;
     ws.send(Message::Text("{\"hello\":1}".into()))
         .await
         .unwrap();
@@ -137,27 +110,15 @@ async fn an_artifact_whose_sha256_does_not_match_is_rejected_and_fails_the_build
     let farm = Farm::start().await;
     farm.project("p", "git://127.0.0.1:9/unused.git", "main")
         .await;
-    let token = farm.register_slave("liar").await;
-    let mut ws = connect(&farm, &token, &PROTOCOL_VERSION.to_string())
-        .await
-        .unwrap();
-    hello(&mut ws, "liar").await;
+    let mut liar = welcomed(&farm, "liar").await;
     let b = farm.request_build("p", json!({})).await;
-    let job = loop {
-        match next_frame(&mut ws).await {
-            Some(MasterFrame::Assign(job)) => break job,
-            Some(_) => continue,
-            None => panic!("connection closed before a job came"),
-        }
-    };
+    let job = liar.job().await;
     assert_eq!(job.build, b.id);
-    let started = SlaveFrame::Started {
+    liar.send(SlaveFrame::Started {
         build: b.id,
         commit: "0".repeat(40),
-    };
-    ws.send(Message::Binary(codec::encode(&started).unwrap().into()))
-        .await
-        .unwrap();
+    })
+    .await;
     farm.wait_build(b.id, Duration::from_secs(10), "running", |b| {
         b.state == BuildState::Running
     })

@@ -4,10 +4,10 @@
 
 use futures_util::{SinkExt, StreamExt};
 use kiln_shared::codec::{self, MAX_FRAME_BYTES, PROTOCOL_VERSION};
-use kiln_shared::frames::{ConsoleEvent, ConsoleRequest, MasterFrame, SlaveFrame};
+use kiln_shared::frames::{ConsoleEvent, ConsoleRequest, SlaveFrame};
 use kiln_shared::{BuildId, BuildState};
 use kiln_tests::farm::Ws;
-use kiln_tests::{Farm, FarmOptions, GitServer};
+use kiln_tests::{Farm, FarmOptions, GitServer, RawSlave};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
@@ -251,22 +251,6 @@ async fn a_project_over_its_storage_limit_fails_its_next_build_naming_the_limit(
     assert_eq!(again.state, BuildState::Succeeded, "{:?}", again.reason);
 }
 
-async fn send_frame(ws: &mut Ws, f: &SlaveFrame) {
-    ws.send(Message::Binary(codec::encode(f).unwrap().into()))
-        .await
-        .unwrap();
-}
-
-async fn next_master_frame(ws: &mut Ws) -> MasterFrame {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) => return codec::decode(&b).expect("master frame"),
-            Ok(Some(Ok(_))) => {}
-            other => panic!("no frame from the master: {other:?}"),
-        }
-    }
-}
-
 /// An upload refused for a limit is a 413 with a JSON error naming it, before a byte is stored
 /// when the declared length already says so; the build fails with the same words.
 #[tokio::test]
@@ -274,26 +258,13 @@ async fn an_upload_over_the_limit_is_a_413_naming_it() {
     let farm = Farm::with(limits(&format!("artifact_bytes = {MIB}"))).await;
     farm.project("p", "git://127.0.0.1:9/unused.git", "main")
         .await;
-    let token = farm.register_slave("hand").await;
-    let mut ws = farm.slave_ws(&token).await.unwrap();
-    send_frame(
-        &mut ws,
-        &SlaveFrame::Hello(kiln_tests::farm::test_hello("hand")),
-    )
-    .await;
+    let mut hand = RawSlave::connect(&farm, "hand").await;
     let b = farm.request_build("p", json!({})).await;
-    let job = loop {
-        if let MasterFrame::Assign(job) = next_master_frame(&mut ws).await {
-            break job;
-        }
-    };
-    send_frame(
-        &mut ws,
-        &SlaveFrame::Started {
-            build: b.id,
-            commit: "0".repeat(40),
-        },
-    )
+    let job = hand.job().await;
+    hand.send(SlaveFrame::Started {
+        build: b.id,
+        commit: "0".repeat(40),
+    })
     .await;
     farm.wait_build(b.id, Duration::from_secs(10), "running", |b| {
         b.state == BuildState::Running

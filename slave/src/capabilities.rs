@@ -119,6 +119,27 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
+/// The backends a slave can offer, in the order it names them.
+pub const BACKENDS: [&str; 6] = [
+    "script",
+    "exec",
+    "mmdebstrap",
+    "live-build",
+    "debos",
+    "vmdb2",
+];
+
+/// The backends this slave offers the master (its `Hello`): those [`missing_for`] finds
+/// nothing missing for, so the master never sends a build this slave's `doctor` would call
+/// not ready.
+pub fn ready_backends(c: &Capabilities, sandbox: SandboxMode) -> Vec<String> {
+    BACKENDS
+        .iter()
+        .filter(|b| missing_for(b, c, sandbox).is_ok_and(|m| m.is_empty()))
+        .map(|b| b.to_string())
+        .collect()
+}
+
 fn unknown_backend(name: &str) -> String {
     format!("unknown backend \"{name}\" (known: script, exec, mmdebstrap, live-build, debos, vmdb2, boot-test)")
 }
@@ -219,9 +240,11 @@ pub fn doctor(c: &Capabilities, backends: &[String], sandbox: SandboxMode) -> (S
         "free disk in the work dir: {} MiB",
         c.free_disk_bytes >> 20
     );
-    let all: Vec<String> = ["script", "exec", "mmdebstrap", "live-build", "boot-test"]
-        .map(String::from)
-        .to_vec();
+    let all: Vec<String> = BACKENDS
+        .iter()
+        .chain(&["boot-test"])
+        .map(|b| b.to_string())
+        .collect();
     let wanted = if backends.is_empty() { &all } else { backends };
     let mut packages: Vec<String> = vec![];
     let mut lacking = false;
@@ -282,6 +305,41 @@ mod tests {
         assert!(missing_for("kiwi", &c, SandboxMode::HostRoot)
             .unwrap_err()
             .contains("unknown backend"));
+    }
+
+    #[test]
+    fn a_slave_offers_only_the_backends_it_has_everything_for() {
+        let mut c = Capabilities::default();
+        assert!(
+            ready_backends(&c, SandboxMode::HostRoot).is_empty(),
+            "no git"
+        );
+        for t in ["git", "mmdebstrap", "live-build", "debootstrap"] {
+            c.tools.insert(t.into(), "1".into());
+        }
+        // mmdebstrap without the tools that make its disk image; live-build only as the
+        // host's root.
+        assert_eq!(
+            ready_backends(&c, SandboxMode::HostRoot),
+            ["script", "exec", "live-build"]
+        );
+        assert_eq!(
+            ready_backends(&c, SandboxMode::UserNamespace),
+            ["script", "exec"]
+        );
+        for t in ["sfdisk", "mkfs.ext4", "zstd", "xz", "debos", "vmdb2"] {
+            c.tools.insert(t.into(), "1".into());
+        }
+        assert_eq!(
+            ready_backends(&c, SandboxMode::UserNamespace),
+            ["script", "exec", "mmdebstrap"]
+        );
+        c.loop_devices = true;
+        assert_eq!(ready_backends(&c, SandboxMode::HostRoot), BACKENDS);
+        // Every backend offered is one the rules know.
+        for b in BACKENDS {
+            assert!(missing_for(b, &c, SandboxMode::HostRoot).is_ok(), "{b}");
+        }
     }
 
     #[test]

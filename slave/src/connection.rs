@@ -131,7 +131,7 @@ pub async fn run(settings: Settings, drain_on_term: bool) -> Result<()> {
     );
     tracing::info!(
         name = %env.settings.name, arch = %env.settings.arch, mirror = ?env.mirror,
-        backends = ?crate::machine::backends(env.settings.sandbox), "kiln-slave starting"
+        "kiln-slave starting"
     );
     supervisor::adopt_all(&env);
     {
@@ -250,11 +250,13 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
     let capabilities = tokio::task::spawn_blocking(move || crate::capabilities::probe(&work_dir))
         .await
         .unwrap_or_default();
+    let backends = crate::capabilities::ready_backends(&capabilities, s.sandbox);
+    tracing::info!(?backends, "offering the backends this slave has everything for (kiln-slave doctor says what the others lack)");
     let hello = SlaveFrame::Hello(Hello {
         name: s.name.clone(),
         arch: s.arch.clone(),
         tags: s.tags.clone(),
-        backends: crate::machine::backends(s.sandbox),
+        backends,
         capacity: s.capacity,
         version: env!("CARGO_PKG_VERSION").into(),
         builds: env.outbox.held(),

@@ -40,31 +40,6 @@ pub fn have_tool(name: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Backends this machine can run in its sandbox: live-build needs the host's root (its
-/// debootstrap makes device nodes), so only a `host-root` slave offers it.
-pub fn backends(sandbox: kiln_shared::config::SandboxMode) -> Vec<String> {
-    let mut v = vec!["script".to_string(), "exec".to_string()];
-    if have_tool("mmdebstrap") {
-        v.push("mmdebstrap".into());
-    }
-    if have_tool("lb") && sandbox == kiln_shared::config::SandboxMode::HostRoot {
-        v.push("live-build".into());
-    }
-    // Without its fakemachine, debos needs the host's root like live-build; builds run as root
-    // in either case (`backend/debos.rs`). Its images need loop devices, or KVM for the
-    // fakemachine.
-    let host_root = sandbox == kiln_shared::config::SandboxMode::HostRoot;
-    if have_tool("debos") && host_root && (loop_devices() || kvm()) {
-        v.push("debos".into());
-    }
-    // vmdb2 partitions, formats and mounts loop devices: the host's root, and loop devices
-    // (device-mapper too, or the slave's `kpartx` stand-in: `backend/vmdb2.rs`).
-    if have_tool("vmdb2") && host_root && loop_devices() {
-        v.push("vmdb2".into());
-    }
-    v
-}
-
 /// Whether the kernel offers loop devices.
 pub fn loop_devices() -> bool {
     Path::new("/dev/loop-control").exists()

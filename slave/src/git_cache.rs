@@ -351,17 +351,22 @@ impl Job<'_> {
             }
         };
         let kept = mirror.join(format!("{KEPT_EXPORT}{sha}.tar"));
-        if tokio::fs::copy(&kept, self.archive).await.is_ok() {
-            return Ok(sha);
+        match tokio::fs::copy(&kept, self.archive).await {
+            Ok(_) => return Ok(sha),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("git cache: cannot copy the kept export of {sha}: {e}"),
         }
+        // Archived in the mirror's directory, never in the build's (which its user owns), kept
+        // there, then copied into the sandbox.
+        let part = mirror.join(format!("{KEPT_EXPORT}part"));
         let mut export = self.git(&mirror);
         export
             .args(["archive", "--format=tar", "-o"])
-            .arg(self.archive)
+            .arg(&part)
             .args([&sha, "--"]);
         let (ok, _, err) = capture(export).await?;
         if !ok {
-            let _ = std::fs::remove_file(self.archive);
+            let _ = std::fs::remove_file(&part);
             return Err(Failure::Mirror(format!(
                 "git archive failed: {}",
                 err.lines()
@@ -370,9 +375,24 @@ impl Job<'_> {
                     .trim()
             )));
         }
-        if let Err(e) = keep_export(&mirror, self.archive, &kept).await {
-            tracing::warn!("git cache: cannot keep the export of {sha}: {e}");
-        }
+        let from = match keep_export(&mirror, &part, &kept).await {
+            Ok(()) => &kept,
+            Err(e) => {
+                tracing::warn!("git cache: cannot keep the export of {sha}: {e}");
+                if part.exists() {
+                    &part
+                } else {
+                    &kept
+                }
+            }
+        };
+        let copied = tokio::fs::copy(from, self.archive).await;
+        let _ = std::fs::remove_file(&part);
+        copied.map_err(|e| {
+            FetchError::Local(format!(
+                "cannot copy the export of {sha} into the build's directory: {e}"
+            ))
+        })?;
         Ok(sha)
     }
 }
@@ -382,18 +402,25 @@ impl Job<'_> {
 /// without a new push, builds fanned out from one commit) is copied, not archived again.
 const KEPT_EXPORT: &str = "kiln-export-";
 
-/// Keeps `archive` as the mirror's export `kept`, in place of the one kept before; written
-/// beside it and renamed, so a kept export is always whole. Under the mirror's lock.
-async fn keep_export(mirror: &Path, archive: &Path, kept: &Path) -> io::Result<()> {
+/// Makes `part`, the export just archived, the mirror's kept export `kept`, in place of the
+/// one kept before: on disk before it is renamed, so a kept export is whole even after a crash.
+/// Under the mirror's lock.
+async fn keep_export(mirror: &Path, part: &Path, kept: &Path) -> io::Result<()> {
     let mut dir = tokio::fs::read_dir(mirror).await?;
     while let Some(e) = dir.next_entry().await? {
-        if e.file_name().to_string_lossy().starts_with(KEPT_EXPORT) {
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with(KEPT_EXPORT) && e.path() != part {
             tokio::fs::remove_file(e.path()).await?;
         }
     }
-    let part = mirror.join(format!("{KEPT_EXPORT}part"));
-    tokio::fs::copy(archive, &part).await?;
-    tokio::fs::rename(&part, kept).await
+    let (part, kept, mirror) = (part.to_owned(), kept.to_owned(), mirror.to_owned());
+    tokio::task::spawn_blocking(move || {
+        File::open(&part)?.sync_all()?;
+        std::fs::rename(&part, &kept)?;
+        File::open(&mirror)?.sync_all()
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 fn open_lock(path: &Path) -> io::Result<File> {

@@ -14,12 +14,13 @@
 //! - throughput: 200 no-op builds queued at once, run by 2 slaves (builds per second, from the
 //!   first request to the last build's `finished_at`), with each slave's capacity 1 and then
 //!   `KILN_BENCH_CAPACITY` (4 unless set);
-//!   and the whole machine's CPU per build in each burst (every process: the farm's, the
-//!   database's, the git server's, the scripts');
+//!   and the whole machine's CPU per build in each burst (every process on the machine: the
+//!   farm's, the database's, the git server's, the scripts', this bench's own polling and
+//!   whatever else runs: run it on a quiet machine);
 //! - idle: the master's CPU (share of one core) and RSS over 30 s with 2 slaves and no build;
 //! - the floor: what a no-op build costs this machine outside Kiln's code, each part run alone
-//!   (the script, the git server's answer to a slave's head check), and the builds/s the cores
-//!   would allow if Kiln's own part cost nothing.
+//!   (the script; the git server's answer to a slave's head check, with the slave's own small
+//!   client for it), and the builds/s the cores would allow if Kiln's own part cost nothing.
 //!
 //! Many slaves (1,000, simulated) and a 10,000-build queue: `--bench scale`.
 

@@ -111,7 +111,8 @@ pub fn ticks_per_second() -> f64 {
 }
 
 /// CPU time the whole machine spent working (every process and the kernel, all cores), in clock
-/// ticks ([`ticks_per_second`]): the first line of `/proc/stat` without `idle` and `iowait`.
+/// ticks ([`ticks_per_second`]): the first line of `/proc/stat` without `idle`, `iowait` and
+/// `steal` (a virtual machine waiting for its host).
 pub fn machine_cpu_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let line = stat.lines().next().unwrap_or_default();
@@ -120,17 +121,16 @@ pub fn machine_cpu_ticks() -> u64 {
         .skip(1)
         .map(|v| v.parse().unwrap_or(0))
         .collect();
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    // user nice system idle iowait irq softirq (guest time is already in user).
     f.iter()
-        .take(8)
+        .take(7)
         .enumerate()
         .filter(|(i, _)| *i != 3 && *i != 4)
         .map(|(_, v)| v)
         .sum()
 }
 
-/// The machine's cores, as the kernel counts them online.
+/// The cores this process may run on (its affinity and cgroup limits counted).
 pub fn cores() -> f64 {
-    // SAFETY: sysconf only reads a system constant.
-    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) as f64 }
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
 }

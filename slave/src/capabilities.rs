@@ -140,8 +140,14 @@ pub fn ready_backends(c: &Capabilities, sandbox: SandboxMode) -> Vec<String> {
         .collect()
 }
 
+/// Everything `doctor` can check: the backends, and the boot test.
+fn checkable() -> impl Iterator<Item = &'static str> {
+    BACKENDS.into_iter().chain(["boot-test"])
+}
+
 fn unknown_backend(name: &str) -> String {
-    format!("unknown backend \"{name}\" (known: script, exec, mmdebstrap, live-build, debos, vmdb2, boot-test)")
+    let known: Vec<&str> = checkable().collect();
+    format!("unknown backend \"{name}\" (known: {})", known.join(", "))
 }
 
 /// What a backend (or the boot test) needs that `c` lacks: `(what, Debian package)` pairs.
@@ -240,11 +246,7 @@ pub fn doctor(c: &Capabilities, backends: &[String], sandbox: SandboxMode) -> (S
         "free disk in the work dir: {} MiB",
         c.free_disk_bytes >> 20
     );
-    let all: Vec<String> = BACKENDS
-        .iter()
-        .chain(&["boot-test"])
-        .map(|b| b.to_string())
-        .collect();
+    let all: Vec<String> = checkable().map(String::from).collect();
     let wanted = if backends.is_empty() { &all } else { backends };
     let mut packages: Vec<String> = vec![];
     let mut lacking = false;

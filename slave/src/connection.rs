@@ -251,7 +251,11 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
         .await
         .unwrap_or_default();
     let backends = crate::capabilities::ready_backends(&capabilities, s.sandbox);
-    tracing::info!(?backends, "offering the backends this slave has everything for (kiln-slave doctor says what the others lack)");
+    tracing::info!(
+        ?backends,
+        "offering the backends this slave has everything for \
+         (kiln-slave doctor says what the others lack)"
+    );
     let hello = SlaveFrame::Hello(Hello {
         name: s.name.clone(),
         arch: s.arch.clone(),

@@ -4,8 +4,8 @@
 //! The runner appends to `builds/{id}/log`; the connection drains new complete lines into `Log`
 //! frames. The acknowledged point (line number and byte offset) is persisted (`daemon.json`, and
 //! in the daemon the in-place `acked`, see `store.rs`), so a restarted daemon resumes streaming
-//! from the first line the master has not stored. After a reconnect the connection rewinds `sent` to `acked` and sends again; the master skips what it
-//! already has.
+//! from the first line the master has not stored. After a reconnect the connection rewinds
+//! `sent` to `acked` and sends again; the master skips what it already has.
 //!
 //! In the daemon ([`Outbox::for_daemon`]) each held build's log is watched (inotify,
 //! `events.rs`): a write wakes the connection (`changed`) at once, so a line reaches the master

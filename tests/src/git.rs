@@ -13,6 +13,11 @@ pub struct GitServer {
     _dir: tempfile::TempDir,
 }
 
+/// The `build.sh` a `Repo::script_branch` commits: `body` after `#!/bin/sh` and `set -e`.
+pub fn script_text(body: &str) -> String {
+    format!("#!/bin/sh\nset -e\n{body}\n")
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
@@ -174,7 +179,7 @@ impl Repo {
             "backend = \"script\"\n[script]\ncommand = \"./build.sh\"\n",
             false,
         )
-        .file("build.sh", &format!("#!/bin/sh\nset -e\n{body}\n"), true)
+        .file("build.sh", &script_text(body), true)
         .commit(branch, "script build")
     }
 }

@@ -14,6 +14,12 @@ use anyhow::{Context as _, Result};
 use std::path::Path;
 
 pub fn main(dir: &Path) -> Result<()> {
+    if !told_to_start() {
+        // The daemon that spawned this runner ended before it told it to start: the next
+        // daemon finds the build without a state and prepares it again. Nothing of it has been
+        // touched here.
+        return Ok(());
+    }
     let id = dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -52,6 +58,29 @@ pub fn main(dir: &Path) -> Result<()> {
     state.result = Some(result);
     bd.write_state(&state)?;
     Ok(())
+}
+
+/// Waits for the daemon's word (one byte on stdin) that it recorded this runner's pid in
+/// `runner.json`; false if the daemon ended first (the end of the file). So a daemon that dies
+/// between the spawn and the record never leaves a build running that the next daemon cannot
+/// find: that one finds either no record and no state (it prepares the build again) or the
+/// runner on record. Afterwards the build's processes read nothing from stdin (`/dev/null`).
+fn told_to_start() -> bool {
+    let mut byte = 0u8;
+    let told = loop {
+        // SAFETY: reads one byte into a local.
+        let n = unsafe { libc::read(0, (&mut byte as *mut u8).cast(), 1) };
+        if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break n == 1;
+        }
+    };
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        // SAFETY: dup2 onto stdin of a descriptor owned here; the original is closed after.
+        unsafe {
+            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0);
+        }
+    }
+    told
 }
 
 fn fail(s: impl Into<String>) -> BackendError {

@@ -4,7 +4,7 @@
 //! | file | written by | holds |
 //! |---|---|---|
 //! | `input.json` | daemon, before the runner starts | the job and what the runner needs (arch, mirror, apt options) |
-//! | `runner.json` | daemon, after spawning | the runner's pid (= its process group and session), the boot and its start time |
+//! | `runner.json` | daemon, after spawning and before telling the runner to start | the runner's pid (= its process group and session), the boot and its start time |
 //! | `sandbox.json` | daemon, before spawning | the build's sandbox: its host ids and cgroup |
 //! | `daemon.json` | daemon | log lines acknowledged by the master (and the byte offset), the cancel reason, artifacts uploaded, the final outcome |
 //! | `acked` | daemon's ack writer, in place | the master's latest log acknowledgement (24 bytes, checked), newer than `daemon.json`'s when larger |

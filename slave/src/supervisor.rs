@@ -148,11 +148,13 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Starts the build's runner in its sandbox. The runner waits on its stdin for the word to
+/// start: [`tell_to_start`] once its pid is recorded.
 fn spawn_runner(
     env: &Env,
     dir: &BuildDir,
     record: &Record,
-) -> std::io::Result<tokio::process::Child> {
+) -> std::io::Result<(tokio::process::Child, std::io::PipeWriter)> {
     use std::os::unix::fs::OpenOptionsExt;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -163,6 +165,7 @@ fn spawn_runner(
     // This program, opened now: in the sandbox its path may be hidden (a work dir or an install
     // below /tmp), so the runner is started from the open file.
     let exe = std::fs::File::open(&env.exe)?;
+    let (start_r, start_w) = std::io::pipe()?;
     let mut c = tokio::process::Command::new(format!(
         "/proc/self/fd/{}",
         std::os::fd::AsRawFd::as_raw_fd(&exe)
@@ -172,7 +175,7 @@ fn spawn_runner(
         .arg("run-build")
         .arg("--dir")
         .arg(&dir.path)
-        .stdin(std::process::Stdio::null())
+        .stdin(start_r)
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(false);
@@ -196,7 +199,15 @@ fn spawn_runner(
     let handshake = confined.finish();
     let child = spawned?;
     handshake?;
-    Ok(child)
+    Ok((child, start_w))
+}
+
+/// Tells a runner whose pid is on record to start (`runner::told_to_start`).
+fn tell_to_start(build: kiln_shared::BuildId, mut start: std::io::PipeWriter) {
+    if let Err(e) = std::io::Write::write_all(&mut start, b"1") {
+        // It has ended already: the watch sees it go and settles the build.
+        tracing::warn!(%build, "cannot tell the runner to start: {e}");
+    }
 }
 
 /// Ends every process of a build: its cgroup if it has one, else its process group (the PID
@@ -292,13 +303,14 @@ async fn launch(env: Arc<Env>, dir: BuildDir, record: Record, job: Job) {
         }
     }
     match spawn_runner(&env, &dir, &record) {
-        Ok(child) => {
+        Ok((child, start)) => {
             let pid = child.id().map(|p| p as i32);
             if let Some(p) = pid {
                 if let Err(e) = dir.write_pid(p) {
                     tracing::error!(%build, "cannot record the runner's pid: {e}");
                 }
             }
+            tell_to_start(build, start);
             tracing::info!(%build, project = %job.project, ?pid, "build started");
             watch(env.clone(), dir, pid, Some(child)).await
         }
@@ -457,33 +469,41 @@ pub fn adopt_all(env: &Arc<Env>) {
             continue;
         }
         // Stopped before its runner started: while its sandbox was being prepared (the previous
-        // daemon may have exited half-way through `start`) or during the fetch into the git
-        // cache. Prepared again from the start and launched afresh; a runner spawned in the
-        // instant before its pid was recorded is ended first (by its cgroup).
+        // daemon may have exited half-way through `start`), during the fetch into the git
+        // cache, or between spawning the runner and telling it to start (such a runner writes
+        // nothing and ends by itself: `runner::told_to_start`). Prepared again from the start
+        // and launched afresh; whatever is left in the build's cgroup is ended first.
         let never_started = pid.is_none() && matches!(dir.read_state(), Ok(None));
         if never_started {
             tracing::info!(build = %dir.id, "its runner never started; preparing it again");
             end_processes(&dir, None);
-            // A commit already exported (and reported as started) is the one built: the
-            // branch may have moved since.
-            let mut input = input;
-            if let Some(c) = dir
-                .read_runner_input()
-                .ok()
-                .flatten()
-                .and_then(|i| i.checkout)
-            {
-                input.job.commit = Some(c);
-            }
-            match prepare_sandbox(env, &dir, &input) {
-                Ok(record) => {
-                    tokio::spawn(launch(env.clone(), dir, record, input.job));
-                }
-                Err(e) => not_started(env, &dir, e),
-            }
+            launch_again(env, dir, input);
         } else {
             tokio::spawn(watch(env.clone(), dir, pid, None));
         }
+    }
+}
+
+/// Prepares a build whose runner never started from the start again, and launches it.
+fn launch_again(env: &Arc<Env>, dir: BuildDir, mut input: RunnerInput) {
+    if let Ok(log) = Log::open(&dir.log()) {
+        log.note("the slave restarted before the build's runner started; starting it again");
+    }
+    // A commit already exported (and reported as started) is the one built: the branch may
+    // have moved since.
+    if let Some(c) = dir
+        .read_runner_input()
+        .ok()
+        .flatten()
+        .and_then(|i| i.checkout)
+    {
+        input.job.commit = Some(c);
+    }
+    match prepare_sandbox(env, &dir, &input) {
+        Ok(record) => {
+            tokio::spawn(launch(env.clone(), dir, record, input.job));
+        }
+        Err(e) => not_started(env, &dir, e),
     }
 }
 
@@ -500,6 +520,8 @@ async fn watch(
 ) {
     let build = dir.id;
     let o = &env.outbox;
+    // A runner this daemon did not spawn: the previous daemon's.
+    let adopted = child.is_none() && pid.is_some();
     let state_written = Arc::new(tokio::sync::Notify::new());
     let _state_watch = env.events.as_ref().and_then(|e| {
         e.watch(
@@ -571,6 +593,17 @@ async fn watch(
                     exited = true;
                 }
             }
+        }
+    }
+    let asked = term_sent || o.cancel_requested(build);
+    if adopted && !asked && matches!(dir.read_state(), Ok(None)) {
+        // It ended without a word: the previous daemon recorded its pid but ended before it
+        // told it to start (`runner::told_to_start`). Nothing of the build ran.
+        if let Ok(Some(input)) = dir.read_input() {
+            tracing::info!(%build, "its runner was never told to start; preparing it again");
+            let d = dir.clone();
+            let _ = tokio::task::spawn_blocking(move || end_processes(&d, pid)).await;
+            return launch_again(&env, dir, input);
         }
     }
     // Whatever the build left running goes with it, before anything of it is read.

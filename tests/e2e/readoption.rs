@@ -277,3 +277,110 @@ async fn drain_finishes_running_builds_takes_no_new_ones_and_exits() {
     let (s, _) = farm.post("/api/slaves/s2/drain", json!({})).await;
     assert_eq!(s, 409, "draining a slave that is not connected");
 }
+
+/// A daemon that dies after recording its runner's pid but before telling it to start leaves a
+/// runner that ends without a word. The next daemon starts the build again rather than failing
+/// it as "ended without a result" (once, in CI's churn test, a SIGTERM landed in that window).
+#[tokio::test]
+async fn a_runner_never_told_to_start_is_started_again_by_the_next_daemon() {
+    let git = GitServer::start();
+    let repo = git.repo("untold");
+    // The first attempt waits (the test ends it); the one started again finds `go` and builds.
+    repo.script_branch(
+        "main",
+        "if [ ! -e \"$HOME/go\" ]; then echo waiting; sleep 600; fi\nfor i in $(seq 1 20); do echo \"n=$i\"; done\necho ok > \"$KILN_OUTPUT_DIR/ok\"",
+    );
+    let farm = Farm::with(slow_farm()).await;
+    let mut slave = farm.slave("s1").await;
+    farm.project("untold", &repo.url, "main").await;
+    let b = farm.request_build("untold", json!({})).await;
+    farm.wait_build(b.id, Duration::from_secs(60), "waiting", |b| {
+        b.log_lines > 0 && b.state == BuildState::Running
+    })
+    .await;
+    slave.kill9();
+    // The build dir as that daemon would have left it: its runner spawned and on record, told
+    // nothing, so it has written nothing.
+    let dir = slave.work.join("builds").join(b.id.to_string());
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("runner.json")).unwrap()).unwrap();
+    let first = i32::try_from(recorded["pid"].as_i64().unwrap()).unwrap();
+    // SAFETY: kill(2) of the first attempt's process group.
+    unsafe { libc::kill(-first, libc::SIGKILL) };
+    kiln_tests::wait_dead(first, "the first attempt's runner").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !slave.runner_pids().is_empty() {
+        assert!(Instant::now() < deadline, "the first attempt never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sandbox = dir.join("sandbox");
+    std::fs::remove_file(sandbox.join("state.json")).unwrap();
+    for d in ["src", "output", "scratch"] {
+        std::fs::remove_dir_all(sandbox.join(d)).unwrap();
+    }
+    std::fs::write(sandbox.join("home/go"), "").unwrap();
+    use std::os::unix::process::CommandExt;
+    let mut untold = std::process::Command::new(kiln_tests::bin_dir().join("kiln-slave"))
+        .arg("run-build")
+        .arg("--dir")
+        .arg(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(untold.id()).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start_time: u64 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    std::fs::write(
+        dir.join("runner.json"),
+        json!({"pid": pid, "boot_id": boot_id.trim(), "start_time": start_time}).to_string(),
+    )
+    .unwrap();
+
+    slave.start();
+    slave
+        .wait_log("re-adopted build", Duration::from_secs(30))
+        .await;
+    // The daemon that spawned it is gone: the end of its stdin.
+    drop(untold.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = untold.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = untold.kill();
+            panic!("a runner never told to start went on with the build");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        status.success(),
+        "a runner never told to start exits quietly: {status}"
+    );
+    let done = farm.wait_ended(b.id, Duration::from_secs(60)).await;
+    assert_eq!(
+        done.state,
+        BuildState::Succeeded,
+        "{:?}\nslave log:\n{}",
+        done.reason,
+        kiln_tests::farm::tail(&slave.log_text(), 40)
+    );
+    assert_eq!(farm.download(b.id, "ok").await, b"ok\n");
+    let log = farm.log(b.id).await;
+    assert!(log.contains("starting it again"), "{log}");
+    let numbers: Vec<&str> = log.lines().filter(|l| l.starts_with("n=")).collect();
+    let want: Vec<String> = (1..=20).map(|i| format!("n={i}")).collect();
+    assert_eq!(numbers, want);
+    assert!(slave.log_text().contains("never told to start"));
+}

@@ -10,12 +10,12 @@
 //! skipped and, with several masters on one database, never goes to two slaves. A claimed build
 //! whose `Assign` cannot be delivered goes back to the queue.
 
-use crate::db::builds::{self, Candidate, Change};
+use crate::db::builds::{self, Candidate};
 use crate::hub::ConnectedSlave;
 use crate::matching::{plan, refusal, why_waiting, Needs, Offer, Queued};
 use crate::state::AppState;
 use kiln_shared::frames::{Job, MasterFrame};
-use kiln_shared::{BuildId, BuildState, SlaveId};
+use kiln_shared::{BuildId, SlaveId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -232,28 +232,13 @@ async fn assign(
         state.build_changed(build).await;
         return Ok(true);
     }
-    let t = builds::transition(
-        &state.db,
-        build,
-        BuildState::Queued,
-        Change {
-            reason: Some("its slave disconnected before the job reached it"),
-            ..Default::default()
-        },
-    )
-    .await?;
-    if let builds::Transition::Done { slave: Some(s), .. } = t {
-        state.hub.ended_on(s);
-        // Its session may be on another master by now: that one's memory of what the slave
-        // holds must move too (a slave ignores a cancel of a build it does not hold).
-        state.hub.send_anywhere(
-            s,
-            MasterFrame::Cancel {
-                build,
-                reason: "its job did not reach the slave; it is queued again".into(),
-            },
-        );
-    }
+    state
+        .requeue_unreached(
+            build,
+            slave,
+            "its slave disconnected before the job reached it",
+        )
+        .await?;
     Ok(false)
 }
 

@@ -8,6 +8,7 @@
 //! - [`AppState::build_changed`]: tell consoles the build's new row;
 //! - [`AppState::end_build`]: the terminal transition and everything that follows it;
 //! - [`AppState::lose_build`]: `end_build` to `lost` (which queues the retry);
+//! - [`AppState::requeue_unreached`]: a job that never reached its slave, queued again;
 //! - [`AppState::delete_build`]: retention's end of a build's files and row.
 
 use crate::db::builds::{self, BuildRow, Change, NewBuild, Transition};
@@ -206,6 +207,42 @@ impl AppState {
             },
         )
         .await
+    }
+
+    /// A build whose job never reached its slave (`dispatched`, never started) goes back to the
+    /// queue as the same build, not as a lost attempt and a retry: nothing of it ran. The
+    /// slave's session is told wherever it is, so that what it remembers the slave holding
+    /// moves on (a slave ignores a cancel of a build it does not hold).
+    pub async fn requeue_unreached(
+        &self,
+        id: BuildId,
+        slave: SlaveId,
+        reason: &str,
+    ) -> sqlx::Result<Transition> {
+        let t = builds::transition(
+            &self.db,
+            id,
+            BuildState::Queued,
+            Change {
+                reason: Some(reason),
+                held_by: Some(slave),
+                ..Default::default()
+            },
+        )
+        .await?;
+        if let Transition::Done { slave: Some(s), .. } = &t {
+            self.hub.ended_on(*s);
+            self.hub.send_anywhere(
+                *s,
+                MasterFrame::Cancel {
+                    build: id,
+                    reason: "its job did not reach the slave; it is queued again".into(),
+                },
+            );
+            self.build_changed(id).await;
+            self.hub.wake();
+        }
+        Ok(t)
     }
 
     /// Removes an ended build's files and row (retention). Active builds are never touched.

@@ -76,6 +76,45 @@ async fn a_killed_slave_loses_its_build_with_a_reason_and_it_is_requeued_once() 
     assert_eq!(all.len(), 2, "one retry only: {all:?}");
 }
 
+/// A job still on its way when the slave's daemon ended: the slave comes back without it and
+/// never said it started, so nothing of it ran. It goes back to the queue as the same build,
+/// not as a lost attempt and a retry (which a restart of a busy slave used to leave behind, two
+/// per restart, and which used up the project's `lost_retries`).
+#[tokio::test]
+async fn a_job_that_never_reached_a_restarted_slave_is_queued_again_not_lost() {
+    use kiln_shared::frames::SlaveFrame;
+    let git = GitServer::start();
+    let repo = git.repo("unreached");
+    repo.script_branch("main", "true");
+    let farm = Farm::start().await;
+    let token = farm.register_slave("raw").await;
+    let say_hello = |ws| async {
+        let mut s = kiln_tests::RawSlave { ws };
+        s.send(SlaveFrame::Hello(kiln_tests::farm::test_hello("raw")))
+            .await;
+        s
+    };
+    let mut first = say_hello(farm.slave_ws(&token).await.unwrap()).await;
+    farm.project("unreached", &repo.url, "main").await;
+    let b = farm.request_build("unreached", json!({})).await;
+    assert_eq!(first.job().await.build, b.id);
+    // The daemon ends with the job unread, and its next start holds nothing.
+    drop(first);
+    let mut again = say_hello(farm.slave_ws(&token).await.unwrap()).await;
+    assert_eq!(
+        again.job().await.build,
+        b.id,
+        "the same build is given again"
+    );
+    let all: Vec<Build> = farm.get("/api/builds?project=unreached").await;
+    assert_eq!(all.len(), 1, "no lost attempt, no retry: {all:?}");
+    assert_eq!(all[0].state, BuildState::Dispatched);
+    assert_eq!(
+        all[0].reason.as_deref(),
+        Some("slave 'raw' restarted before its job reached it")
+    );
+}
+
 #[tokio::test]
 async fn a_master_down_longer_than_the_lost_timeout_loses_no_build() {
     let git = GitServer::start();

@@ -177,14 +177,23 @@ async fn session(
     tracing::info!(slave = %name, arch = %hello.arch, held = hello.builds.len(), "slave connected");
 
     // Builds the database gives to this slave but the slave no longer holds (its daemon restarted
-    // without them) are lost now rather than after the timeout.
-    for (b, _) in builds::active_for_slave(&st.db, id).await? {
-        if !hello.builds.contains(&b) {
+    // without them). One it never started had its job still on the way when the daemon ended
+    // (the slave keeps every job it took in its work dir, and adopts them all): it is queued
+    // again. One it had started is lost now rather than after the timeout.
+    for (b, state) in builds::active_for_slave(&st.db, id).await? {
+        if hello.builds.contains(&b) {
+            continue;
+        }
+        let done = if state == BuildState::Dispatched {
+            let reason = format!("slave '{name}' restarted before its job reached it");
+            st.requeue_unreached(b, id, &reason).await.map(|_| ())
+        } else {
             let reason =
                 format!("slave '{name}' reconnected without this build (its daemon restarted)");
-            if let Err(e) = st.lose_build(b, &reason).await {
-                tracing::warn!("marking build {b} lost: {e:#}");
-            }
+            st.lose_build(b, &reason).await.map(|_| ())
+        };
+        if let Err(e) = done {
+            tracing::warn!("build {b} no longer held by slave '{name}': {e:#}");
         }
     }
     let result = async {

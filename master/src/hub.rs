@@ -68,6 +68,8 @@ pub struct Hub {
     ends: Mutex<HashMap<SlaveId, u64>>,
     /// Moves every slave's holdings version: this master may have missed what others said.
     ends_epoch: AtomicU64,
+    /// The other master instances a slave came here from ([`Hub::came_from`]).
+    came_from: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Default for Hub {
@@ -86,6 +88,7 @@ impl Default for Hub {
             events: broadcast::channel(4096).0,
             ends: Mutex::new(HashMap::new()),
             ends_epoch: AtomicU64::new(0),
+            came_from: Mutex::new(std::collections::HashSet::new()),
         }
     }
 }
@@ -115,6 +118,16 @@ impl Hub {
         if let Some(id) = id {
             self.ended_on(id);
         }
+    }
+
+    /// A slave came here from another master `instance`: true the first time one comes from it.
+    pub fn came_from(&self, instance: &str) -> bool {
+        instance != self.instance
+            && self
+                .came_from
+                .lock()
+                .expect("hub poisoned")
+                .insert(instance.to_string())
     }
 
     /// Every session asks again (what other masters said may have been missed).

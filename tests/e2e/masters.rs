@@ -390,3 +390,49 @@ async fn a_frame_about_a_build_cancelled_on_either_master_is_refused_at_once() {
         );
     }
 }
+
+/// A master that dies between ending a build and telling the others (`fanout.rs`) leaves their
+/// consoles without that end for good. Its slaves come to another master once it is gone: the
+/// first of them makes the consoles ask again.
+#[tokio::test]
+async fn a_slave_that_comes_from_another_master_makes_consoles_ask_again() {
+    use kiln_shared::frames::{MasterFrame, SlaveFrame};
+    let farm = Farm::start().await;
+    let (_b, b_url) = farm.another_master("b");
+    let version = codec::PROTOCOL_VERSION.to_string();
+    let mut console = farm
+        .ws_at(&b_url, "/ws/console", Some(&farm.token), &version)
+        .await
+        .expect("a console on b");
+    console_send(&mut console, &ConsoleRequest::SubscribeQueue).await;
+    let token = farm.register_slave("mover").await;
+    let welcomed_at = |base: String| {
+        let (farm, token, version) = (&farm, &token, &version);
+        async move {
+            let ws = farm
+                .ws_at(&base, "/ws/slave", Some(token), version)
+                .await
+                .expect("the slave connects");
+            let mut s = kiln_tests::RawSlave { ws };
+            s.send(SlaveFrame::Hello(kiln_tests::farm::test_hello("mover")))
+                .await;
+            assert!(matches!(s.next().await, MasterFrame::Welcome { .. }));
+            s
+        }
+    };
+    // Held by the first master, then gone from it, then on b.
+    drop(welcomed_at(farm.url.clone()).await);
+    let _on_b = welcomed_at(b_url.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b)))) =
+            tokio::time::timeout(left, console.next()).await
+        else {
+            panic!("b's console was not told to ask again");
+        };
+        if let ConsoleEvent::Resync = codec::decode::<ConsoleEvent>(&b).unwrap() {
+            break;
+        }
+    }
+}

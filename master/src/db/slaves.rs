@@ -138,18 +138,22 @@ pub async fn admit(
 }
 
 /// Records what the slave said about itself in its hello (with only its approved `tags`), pins
-/// its architecture on the first connection, and marks it online.
+/// its architecture on the first connection, and marks it online with this master `instance`.
+/// Returns the master instance that held it before (none: never held).
 pub async fn came_online(
     db: impl PgExecutor<'_>,
     id: SlaveId,
     h: &Hello,
     tags: &[String],
     instance: &str,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE slaves SET online = true, last_seen = now(), arch = $2, tags = $3,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "UPDATE slaves s SET online = true, last_seen = now(), arch = $2, tags = $3,
              backends = $4, capacity = $5, version = $6, emulates = $7, capabilities = $8,
-             approved_arch = COALESCE(approved_arch, $2), master_instance = $9 WHERE id = $1",
+             approved_arch = COALESCE(approved_arch, $2), master_instance = $9
+         FROM (SELECT master_instance AS before FROM slaves WHERE id = $1) b
+         WHERE s.id = $1
+         RETURNING b.before",
     )
     .bind(id.0)
     .bind(&h.arch)
@@ -160,9 +164,9 @@ pub async fn came_online(
     .bind(&h.emulates)
     .bind(sqlx::types::Json(&h.capabilities))
     .bind(instance)
-    .execute(db)
+    .fetch_optional(db)
     .await
-    .map(|_| ())
+    .map(Option::flatten)
 }
 
 /// Records when each slave was last heard from, in one statement (only where it moved on).

@@ -150,7 +150,7 @@ async fn session(
         }
     };
     st.hub.heard(id, st.clock.now());
-    slaves::came_online(&st.db, id, &hello, &tags, &st.hub.instance).await?;
+    let before = slaves::came_online(&st.db, id, &hello, &tags, &st.hub.instance).await?;
     let cfg = &st.cfg.master;
     let cadence = Cadence {
         heartbeat_secs: cfg.heartbeat_secs,
@@ -195,6 +195,13 @@ async fn session(
         if let Err(e) = done {
             tracing::warn!("build {b} no longer held by slave '{name}': {e:#}");
         }
+    }
+    if before.is_some_and(|m| st.hub.came_from(&m)) {
+        // Its master may have died, and one that dies between ending a build and telling the
+        // others (`fanout.rs`) leaves every console missing that end for good. The slaves it
+        // held come to the others, after it is gone: at the first one, every master's consoles
+        // ask again (once per master left).
+        st.hub.publish(kiln_shared::frames::ConsoleEvent::Resync);
     }
     let result = async {
         if let Some(r) = reconcile(&st, id, &hello.builds).await? {

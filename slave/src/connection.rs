@@ -247,9 +247,18 @@ async fn session(env: &Arc<Env>) -> Result<(), SessionError> {
 
     env.outbox.rewind();
     let work_dir = s.work_dir.clone();
-    let capabilities = tokio::task::spawn_blocking(move || crate::capabilities::probe(&work_dir))
-        .await
-        .unwrap_or_default();
+    let capabilities =
+        match tokio::task::spawn_blocking(move || crate::capabilities::probe(&work_dir)).await {
+            Ok(c) => c,
+            Err(e) => {
+                // A bug, not the machine: say so rather than offer nothing without a word.
+                tracing::error!(
+                    "probing this machine failed ({e}); no backend is offered until the next \
+                     connection (run kiln-slave doctor)"
+                );
+                Default::default()
+            }
+        };
     let backends = crate::capabilities::ready_backends(&capabilities, s.sandbox);
     tracing::info!(
         ?backends,

@@ -877,9 +877,11 @@ async fn upload_one(
     ));
     let began = Instant::now();
     let wanted = || !o.cancel_requested(build) && !o.is_forgotten(build);
-    let sha = upload::upload(&env.http, &url, &job.upload_token, a, wanted)
-        .await
-        .map_err(|e| e.to_string())?;
+    let sha = upload::upload(&env.http, &url, &job.upload_token, a, wanted, |m| {
+        log.note(m)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     let secs = began.elapsed().as_secs_f64();
     log.note(&format!(
         "uploaded {name} in {secs:.3} s ({:.1} MB/s), sha256 {sha}",

@@ -187,13 +187,15 @@ struct Stored {
 /// Uploads `artifact`, reading it once per attempt and hashing what is sent; returns the sha256
 /// the slave sent and the master stored. `wanted` is asked before every retry: once the master
 /// has given up on the build (it refused an upload by closing the connection, say, and then
-/// cancelled the build), retrying is pointless and only holds the build's dir.
+/// cancelled the build), retrying is pointless and only holds the build's dir. `retrying` is told
+/// why before each wait (for the build's log: an upload may wait minutes on a store that is away).
 pub async fn upload(
     client: &reqwest::Client,
     url: &str,
     token: &str,
     artifact: &Artifact,
     wanted: impl Fn() -> bool,
+    retrying: impl Fn(&str),
 ) -> Result<String, UploadError> {
     use futures_util::TryStreamExt;
     let name = &artifact.name;
@@ -271,7 +273,7 @@ pub async fn upload(
                     message: serde_json_message(&text).unwrap_or(text),
                 });
             }
-            Ok(r) => last = format!("HTTP {}", r.status()),
+            Ok(r) => last = server_error(r).await,
             Err(e) => last = e.to_string(),
         }
         let given_up = || UploadError::Gave {
@@ -282,6 +284,10 @@ pub async fn upload(
             return Err(given_up());
         }
         tracing::warn!("upload of {name} failed ({last}); retrying in {delay:?}");
+        retrying(&format!(
+            "upload of {name} failed ({last}); trying again in {:.1} s",
+            delay.as_secs_f64()
+        ));
         tokio::time::sleep(delay).await;
         if !wanted() {
             return Err(given_up());
@@ -322,7 +328,7 @@ pub async fn put_record(
                     serde_json_message(&text).unwrap_or_else(|| format!("HTTP {status}: {text}"))
                 );
             }
-            Ok(r) => last = format!("HTTP {}", r.status()),
+            Ok(r) => last = server_error(r).await,
             Err(e) => last = e.to_string(),
         }
         if !wanted() {
@@ -332,6 +338,15 @@ pub async fn put_record(
         delay = (delay * 2).min(Duration::from_secs(15));
     }
     Err(last)
+}
+
+/// A 5xx answer as the master worded it: its status and its JSON error's message.
+async fn server_error(r: reqwest::Response) -> String {
+    let status = r.status();
+    match serde_json_message(&r.text().await.unwrap_or_default()) {
+        Some(m) => format!("HTTP {status}: {m}"),
+        None => format!("HTTP {status}"),
+    }
 }
 
 /// The message of the master's JSON error body (`{"error": "..."}`).
@@ -421,7 +436,7 @@ mod tests {
         let client = reqwest::Client::new();
         let (a, want) = artifact("retry");
         let (url, count) = master(1).await;
-        let got = super::upload(&client, &url, "t", &a, || true)
+        let got = super::upload(&client, &url, "t", &a, || true, |_| {})
             .await
             .unwrap();
         assert_eq!(got, want);
@@ -437,7 +452,7 @@ mod tests {
         let client = reqwest::Client::new();
         let (a, want) = artifact("corrupt");
         let (url, count) = master(usize::MAX).await;
-        let e = super::upload(&client, &url, "t", &a, || true)
+        let e = super::upload(&client, &url, "t", &a, || true, |_| {})
             .await
             .unwrap_err();
         let text = e.to_string();
@@ -458,10 +473,17 @@ mod tests {
         let url = format!("http://{}/upload", closed.local_addr().unwrap());
         drop(closed);
         let asked = std::cell::Cell::new(0);
-        let e = super::upload(&client, &url, "t", &a, || {
-            asked.set(asked.get() + 1);
-            false
-        })
+        let e = super::upload(
+            &client,
+            &url,
+            "t",
+            &a,
+            || {
+                asked.set(asked.get() + 1);
+                false
+            },
+            |m| panic!("no retry is announced: {m}"),
+        )
         .await
         .unwrap_err();
         assert!(
@@ -473,6 +495,75 @@ mod tests {
             asked.get(),
             1,
             "asked once, after the first failure: no retry"
+        );
+    }
+
+    /// A master that answers a 5xx with its JSON error: the build's log is told the message and
+    /// the wait before each retry.
+    #[tokio::test]
+    async fn each_retry_is_announced_with_the_masters_message() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/upload", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    // The whole request first, as a master does.
+                    let (mut got, mut buf) = (vec![], vec![0u8; 1 << 16]);
+                    loop {
+                        let text = String::from_utf8_lossy(&got);
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len: usize = text[..end]
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length: "))
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                            if got.len() >= end + 4 + len {
+                                break;
+                            }
+                        }
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body =
+                        r#"{"error":"the object store did not answer","code":"unavailable"}"#;
+                    let _ = s
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                });
+            }
+        });
+        let (a, _) = artifact("announced");
+        let asked = std::cell::Cell::new(0);
+        let said = std::cell::RefCell::new(vec![]);
+        let e = super::upload(
+            &reqwest::Client::new(),
+            &url,
+            "t",
+            &a,
+            || {
+                asked.set(asked.get() + 1);
+                asked.get() < 3
+            },
+            |m| said.borrow_mut().push(m.to_string()),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("no longer expects"), "{e}");
+        assert_eq!(
+            *said.borrow(),
+            vec![
+                "upload of a failed (HTTP 503 Service Unavailable: the object store did not answer); trying again in 0.5 s",
+            ]
         );
     }
 

@@ -260,6 +260,18 @@ api_bind_addr = "127.0.0.1:{admin}"
     }
 }
 
+impl Drop for Garage {
+    /// A test that failed with a store in it says what the store did (an upload that hung, say).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- garage log (tail):\n{}",
+                crate::farm::tail(&self.log(), 40)
+            );
+        }
+    }
+}
+
 fn rand_byte() -> u8 {
     use std::io::Read;
     let mut b = [0u8; 1];

@@ -451,10 +451,31 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
+    /// Whether the cluster's postmaster runs. `pg_ctl status` only asks whether some process has
+    /// the pid in `postmaster.pid`, and a postmaster that was killed (the OOM killer, a crash)
+    /// leaves that file behind: on a busy machine its pid soon belongs to another process, which
+    /// `pg_ctl reload` and `stop` would then signal, and the cluster would never be started
+    /// again. So the pid must also name a process working in this data dir, as a postmaster
+    /// does; a lock file that names any other is removed (PostgreSQL would refuse to start
+    /// beside it). Only when that cannot be read does `pg_ctl status` decide.
     fn is_running(&self) -> bool {
-        let mut status = self.cmd("pg_ctl");
-        status.arg("-D").arg(&self.pgdata).arg("status");
-        status.output().map(|o| o.status.success()).unwrap_or(false)
+        match postmaster_here(&self.pgdata) {
+            Postmaster::Here => true,
+            Postmaster::None => false,
+            Postmaster::Stale(pid) => {
+                tracing::warn!(
+                    "the embedded PostgreSQL's postmaster.pid names pid {pid}, which is not its \
+                     postmaster (it was killed); removing the stale lock file"
+                );
+                let _ = std::fs::remove_file(self.pgdata.join("postmaster.pid"));
+                false
+            }
+            Postmaster::Unknown => {
+                let mut status = self.cmd("pg_ctl");
+                status.arg("-D").arg(&self.pgdata).arg("status");
+                status.output().map(|o| o.status.success()).unwrap_or(false)
+            }
+        }
     }
 
     /// Starts the cluster again if it is not running (it exited or was killed); true if it had
@@ -489,6 +510,11 @@ impl EmbeddedPostgres {
         if !self.started_here {
             return;
         }
+        if !self.is_running() {
+            // Gone already (killed): nothing to stop, and no pid to signal.
+            self.started_here = false;
+            return;
+        }
         let mut c = self.cmd("pg_ctl");
         c.arg("-D")
             .arg(&self.pgdata)
@@ -497,6 +523,47 @@ impl EmbeddedPostgres {
             tracing::warn!("stopping the embedded PostgreSQL: {e:#}");
         }
         self.started_here = false;
+    }
+}
+
+/// What `postmaster.pid` in a data dir says, checked against the process it names.
+#[derive(Debug, PartialEq, Eq)]
+enum Postmaster {
+    /// No lock file (or no pid in it): nothing runs.
+    None,
+    /// The pid's process works in this data dir: the cluster's postmaster.
+    Here,
+    /// The pid names no process, or one working elsewhere: left by a killed postmaster.
+    Stale(i32),
+    /// The process's directory cannot be read (another user's, a locked-down /proc).
+    Unknown,
+}
+
+fn postmaster_here(pgdata: &Path) -> Postmaster {
+    let text = match std::fs::read_to_string(pgdata.join("postmaster.pid")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Postmaster::None,
+        Err(_) => return Postmaster::Unknown,
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+        .filter(|p| *p > 0)
+    else {
+        return Postmaster::None;
+    };
+    match std::fs::read_link(format!("/proc/{pid}/cwd")) {
+        Ok(cwd) => {
+            let here = std::fs::canonicalize(pgdata).ok();
+            if here.is_some_and(|h| h == cwd) {
+                Postmaster::Here
+            } else {
+                Postmaster::Stale(pid)
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Postmaster::Stale(pid),
+        Err(_) => Postmaster::Unknown,
     }
 }
 
@@ -519,6 +586,34 @@ impl Drop for EmbeddedPostgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_postmaster_pid_is_believed_only_for_a_process_working_in_the_data_dir() {
+        let dir = std::env::temp_dir().join(format!("kiln-pgpid-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = dir.join("postmaster.pid");
+        let _ = std::fs::remove_file(&lock);
+        assert_eq!(postmaster_here(&dir), Postmaster::None);
+        // A process working in the data dir, as a postmaster does.
+        let mut inside = Command::new("sleep")
+            .arg("30")
+            .current_dir(&dir)
+            .spawn()
+            .unwrap();
+        std::fs::write(&lock, format!("{}\n{}\n", inside.id(), dir.display())).unwrap();
+        assert_eq!(postmaster_here(&dir), Postmaster::Here);
+        // The pid taken by another process (this one works elsewhere).
+        let me = std::process::id() as i32;
+        std::fs::write(&lock, format!("{me}\n")).unwrap();
+        assert_eq!(postmaster_here(&dir), Postmaster::Stale(me));
+        // The pid of a process that has ended.
+        let gone = inside.id() as i32;
+        inside.kill().unwrap();
+        inside.wait().unwrap();
+        std::fs::write(&lock, format!("{gone}\n")).unwrap();
+        assert_eq!(postmaster_here(&dir), Postmaster::Stale(gone));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn hmac_sha256_matches_rfc_4231() {

@@ -427,9 +427,32 @@ async fn the_embedded_database_killed_is_noticed_restarted_and_loses_nothing() {
         "fails fast: {:?}",
         asked.elapsed()
     );
+    // Meanwhile the killed postmaster's pid goes to another process (a machine with pid_max
+    // 32768 reuses pids within minutes): its postmaster.pid now names a live process that is
+    // no postmaster, which must neither be signalled nor keep the cluster from starting. It is
+    // the cluster's user's, whom `pg_ctl` may signal.
+    use std::os::unix::{fs::MetadataExt, process::CommandExt};
+    let owner = std::fs::metadata(&away).unwrap();
+    let mut decoy = kiln_tests::proc::Killed(
+        std::process::Command::new("sleep")
+            .arg("600")
+            .uid(owner.uid())
+            .gid(owner.gid())
+            .spawn()
+            .unwrap(),
+    );
+    let lock = away.join("postmaster.pid");
+    let text = std::fs::read_to_string(&lock).unwrap();
+    let rest = text.split_once('\n').map_or("", |(_, r)| r);
+    std::fs::write(&lock, format!("{}\n{rest}", decoy.pid())).unwrap();
     // The data dir comes back; the master restarts the cluster by itself.
     std::fs::rename(&away, &pgdata).unwrap();
     wait_health(&farm, 200).await;
+    assert!(
+        decoy.0.try_wait().unwrap().is_none(),
+        "the process that took the killed postmaster's pid was left alone"
+    );
+    drop(decoy);
     let done = farm.wait_ended(b.id, Duration::from_secs(120)).await;
     assert_eq!(done.state, BuildState::Succeeded, "{:?}", done.reason);
     farm.assert_numbered(b.id, 400).await;

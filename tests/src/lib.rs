@@ -231,9 +231,31 @@ pub fn drop_dir() -> tempfile::TempDir {
     d
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (for a master whose URL must be known
-/// before it starts).
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a service whose URL must be known
+/// before it starts). Chosen below the kernel's ephemeral range: a port from that range (what
+/// binding port 0 gives) can be taken as the local port of any outgoing connection on the
+/// machine before the service binds it, and a parallel test suite makes thousands.
 pub fn free_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|l| *l > 11_000)
+        .unwrap_or(32_768);
+    let mut seed = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut seed);
+    }
+    let mut x = u64::from_ne_bytes(seed) | 1;
+    for _ in 0..200 {
+        // xorshift: a fresh random start for each caller, then a walk.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 10_000 + (x % u64::from(low - 10_000)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

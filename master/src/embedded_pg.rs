@@ -463,11 +463,15 @@ impl EmbeddedPostgres {
             Postmaster::Here => true,
             Postmaster::None => false,
             Postmaster::Stale(pid) => {
-                tracing::warn!(
-                    "the embedded PostgreSQL's postmaster.pid names pid {pid}, which is not its \
-                     postmaster (it was killed); removing the stale lock file"
-                );
-                let _ = std::fs::remove_file(self.pgdata.join("postmaster.pid"));
+                // Unless another start of the cluster (a one-off `kiln-master migrate`, say)
+                // wrote a new one meanwhile.
+                if postmaster_here(&self.pgdata) == Postmaster::Stale(pid) {
+                    tracing::warn!(
+                        "the embedded PostgreSQL's postmaster.pid names pid {pid}, which is not \
+                         its postmaster (it was killed); removing the stale lock file"
+                    );
+                    let _ = std::fs::remove_file(self.pgdata.join("postmaster.pid"));
+                }
                 false
             }
             Postmaster::Unknown => {
@@ -562,7 +566,18 @@ fn postmaster_here(pgdata: &Path) -> Postmaster {
                 Postmaster::Stale(pid)
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Postmaster::Stale(pid),
+        // No such entry: gone, unless /proc hides other users' processes (hidepid), which only
+        // signal 0 can tell apart.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // SAFETY: signal 0 only checks for existence.
+            let gone = unsafe { libc::kill(pid, 0) } != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            if gone {
+                Postmaster::Stale(pid)
+            } else {
+                Postmaster::Unknown
+            }
+        }
         Err(_) => Postmaster::Unknown,
     }
 }

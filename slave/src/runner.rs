@@ -65,7 +65,19 @@ pub fn main(dir: &Path) -> Result<()> {
 /// between the spawn and the record never leaves a build running that the next daemon cannot
 /// find: that one finds either no record and no state (it prepares the build again) or the
 /// runner on record. Afterwards the build's processes read nothing from stdin (`/dev/null`).
+///
+/// Only a pipe is waited on: a daemon of an older version, still running while its package is
+/// upgraded, starts the new runner with `/dev/null` and never says a word; that runner starts
+/// at once, as runners did then.
 fn told_to_start() -> bool {
+    // SAFETY: fstat into a zeroed local.
+    let piped = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(0, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO
+    };
+    if !piped {
+        return true;
+    }
     let mut byte = 0u8;
     let told = loop {
         // SAFETY: reads one byte into a local.

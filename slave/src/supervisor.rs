@@ -303,11 +303,18 @@ async fn launch(env: Arc<Env>, dir: BuildDir, record: Record, job: Job) {
         }
     }
     match spawn_runner(&env, &dir, &record) {
-        Ok((child, start)) => {
+        Ok((mut child, start)) => {
             let pid = child.id().map(|p| p as i32);
             if let Some(p) = pid {
                 if let Err(e) = dir.write_pid(p) {
+                    // A runner not on record could not be found again after a restart: it is
+                    // not told to start, so it ends without touching the build.
                     tracing::error!(%build, "cannot record the runner's pid: {e}");
+                    drop(start);
+                    let _ = child.wait().await;
+                    let e =
+                        std::io::Error::new(e.kind(), format!("recording the runner's pid: {e}"));
+                    return not_started(&env, &dir, e);
                 }
             }
             tell_to_start(build, start);

@@ -343,7 +343,13 @@ pub async fn put_record(
 /// A 5xx answer as the master worded it: its status and its JSON error's message.
 async fn server_error(r: reqwest::Response) -> String {
     let status = r.status();
-    match serde_json_message(&r.text().await.unwrap_or_default()) {
+    // A proxy may send the status and then stall: the message is not worth waiting for.
+    let body = tokio::time::timeout(Duration::from_secs(10), r.text())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    match serde_json_message(&body) {
         Some(m) => format!("HTTP {status}: {m}"),
         None => format!("HTTP {status}"),
     }

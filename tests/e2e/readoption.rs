@@ -301,10 +301,11 @@ async fn a_runner_never_told_to_start_is_started_again_by_the_next_daemon() {
     slave.kill9();
     // The build dir as that daemon would have left it: its runner spawned and on record, told
     // nothing, so it has written nothing.
-    let dir = slave.work.join("builds").join(b.id.to_string());
-    let recorded: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("runner.json")).unwrap()).unwrap();
-    let first = i32::try_from(recorded["pid"].as_i64().unwrap()).unwrap();
+    let bd = kiln_slave::store::BuildDir::new(&slave.work, b.id);
+    let first = bd
+        .read_pid()
+        .unwrap()
+        .expect("the first attempt's runner, on record");
     // SAFETY: kill(2) of the first attempt's process group.
     unsafe { libc::kill(-first, libc::SIGKILL) };
     kiln_tests::wait_dead(first, "the first attempt's runner").await;
@@ -313,39 +314,23 @@ async fn a_runner_never_told_to_start_is_started_again_by_the_next_daemon() {
         assert!(Instant::now() < deadline, "the first attempt never ended");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let sandbox = dir.join("sandbox");
-    std::fs::remove_file(sandbox.join("state.json")).unwrap();
-    for d in ["src", "output", "scratch"] {
-        std::fs::remove_dir_all(sandbox.join(d)).unwrap();
+    std::fs::remove_file(bd.sandbox().join("state.json")).unwrap();
+    for d in [bd.src(), bd.output(), bd.scratch()] {
+        std::fs::remove_dir_all(d).unwrap();
     }
-    std::fs::write(sandbox.join("home/go"), "").unwrap();
+    std::fs::write(bd.home().join("go"), "").unwrap();
     use std::os::unix::process::CommandExt;
     let mut untold = std::process::Command::new(kiln_tests::bin_dir().join("kiln-slave"))
         .arg("run-build")
         .arg("--dir")
-        .arg(&dir)
+        .arg(&bd.path)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .process_group(0)
         .spawn()
         .unwrap();
-    let pid = i32::try_from(untold.id()).unwrap();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let start_time: u64 = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(19)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
-    std::fs::write(
-        dir.join("runner.json"),
-        json!({"pid": pid, "boot_id": boot_id.trim(), "start_time": start_time}).to_string(),
-    )
-    .unwrap();
+    // On record, as the daemon that spawned it would have left it.
+    bd.write_pid(i32::try_from(untold.id()).unwrap()).unwrap();
 
     slave.start();
     slave

@@ -6,7 +6,8 @@
 //!   tell consoles, wake the dispatcher;
 //! - [`AppState::start_build`]: its slave started it (`running`);
 //! - [`AppState::build_changed`]: tell consoles the build's new row;
-//! - [`AppState::end_build`]: the terminal transition and everything that follows it;
+//! - [`AppState::end_build`]: the terminal transition and everything that follows it
+//!   ([`AppState::end_build_in`] when the caller's transaction must commit with it);
 //! - [`AppState::lose_build`]: `end_build` to `lost` (which queues the retry);
 //! - [`AppState::requeue_unreached`]: a job that never reached its slave, queued again;
 //! - [`AppState::delete_build`]: retention's end of a build's files and row.
@@ -104,12 +105,26 @@ impl AppState {
         reason: Option<&str>,
         by: EndedBy,
     ) -> sqlx::Result<Transition> {
+        let tx = self.db.begin().await?;
+        self.end_build_in(tx, id, to, reason, by).await
+    }
+
+    /// [`AppState::end_build`] in the caller's transaction `tx`, which commits with the ending
+    /// (or alone, when the build had already ended): what the caller changed in it is seen
+    /// together with the ended build, never before or after it.
+    pub async fn end_build_in(
+        &self,
+        mut tx: Transaction<'_, Postgres>,
+        id: BuildId,
+        to: BuildState,
+        reason: Option<&str>,
+        by: EndedBy,
+    ) -> sqlx::Result<Transition> {
         debug_assert!(to.is_terminal(), "end_build to {to}");
         let held_by = match by {
             EndedBy::Slave(s) => Some(s),
             EndedBy::Master { .. } => None,
         };
-        let mut tx = self.db.begin().await?;
         let t = builds::transition_in(
             &mut tx,
             id,

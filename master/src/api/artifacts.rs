@@ -406,21 +406,32 @@ async fn over_limit(st: &AppState, b: &BuildRow, over: Over, holding: u64) -> Ap
     };
     let build = BuildId(b.id);
     tracing::warn!(%build, "{reason}; refusing the upload and failing the build");
-    fail_build(st, build, &reason).await;
-    if let Err(e) = drop_artifacts(st, build, b.project_id).await {
-        tracing::warn!(%build, "removing the artifacts of a build over its limit: {e:#}");
+    if let Err(e) = fail_dropping_artifacts(st, build, b.project_id, &reason).await {
+        tracing::warn!(%build, "failing a build over its limit and removing its artifacts: {e:#}");
+        // The build must not go on uploading whatever went wrong above.
+        fail_build(st, build, &reason).await;
     }
     ApiError::TooLarge(reason)
 }
 
-/// Removes a build's stored artifacts (rows and files), under its project's upload lock so an
-/// upload finishing at the same time is either removed too or refused (the build has ended).
-async fn drop_artifacts(st: &AppState, build: BuildId, project: i64) -> anyhow::Result<()> {
+/// Fails a build and removes its stored artifacts (rows and files) in one transaction, under
+/// its project's upload lock: the failed build is never seen holding artifacts, and an upload
+/// finishing at the same time is either removed too or refused (the build has ended).
+async fn fail_dropping_artifacts(
+    st: &AppState,
+    build: BuildId,
+    project: i64,
+    reason: &str,
+) -> anyhow::Result<()> {
     let mut tx = st.db.begin().await?;
     artifacts::lock_project_usage(&mut tx, project).await?;
     for name in artifacts::delete_for_build(&mut *tx, build).await? {
         st.artifacts.delete(build, &name).await?;
     }
-    tx.commit().await?;
+    let by = EndedBy::Master {
+        stop_on_slave: false,
+    };
+    st.end_build_in(tx, build, BuildState::Failed, Some(reason), by)
+        .await?;
     Ok(())
 }

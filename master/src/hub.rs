@@ -34,6 +34,19 @@ pub struct ConnectedSlave {
     /// Takes no new builds.
     pub draining: bool,
     tx: mpsc::UnboundedSender<MasterFrame>,
+    /// Until the session's reconnect check is done ([`Hub::withdraw_unreached`]).
+    checking: Option<Checking>,
+}
+
+/// What a new session's reconnect check and the dispatchers decide together, under the hub's
+/// lock: a build the check queues again never also reaches the slave, and a build that reached
+/// it is never queued again.
+#[derive(Clone, Default)]
+struct Checking {
+    /// Builds whose `Assign` went to this session.
+    sent: std::collections::HashSet<BuildId>,
+    /// Builds the check queues again: their `Assign` must not go out on this session.
+    withdrawn: std::collections::HashSet<BuildId>,
 }
 
 /// What a slave said about itself in its hello.
@@ -174,6 +187,7 @@ impl Hub {
             capacity,
             draining: false,
             tx,
+            checking: Some(Checking::default()),
         };
         self.slaves.lock().expect("hub poisoned").insert(id, s);
         conn
@@ -237,10 +251,48 @@ impl Hub {
         self.heard.lock().expect("hub poisoned").get(&id).copied()
     }
 
-    /// Sends `frame` to the slave if its session is on this master; false otherwise.
+    /// Sends `frame` to the slave if its session is on this master; false otherwise (also for
+    /// the `Assign` of a build its reconnect check withdrew).
     pub fn send(&self, id: SlaveId, frame: MasterFrame) -> bool {
-        let m = self.slaves.lock().expect("hub poisoned");
-        m.get(&id).is_some_and(|s| s.tx.send(frame).is_ok())
+        let mut m = self.slaves.lock().expect("hub poisoned");
+        let Some(s) = m.get_mut(&id) else {
+            return false;
+        };
+        if let (Some(c), MasterFrame::Assign(job)) = (&mut s.checking, &frame) {
+            if c.withdrawn.remove(&job.build) {
+                return false;
+            }
+            c.sent.insert(job.build);
+        }
+        s.tx.send(frame).is_ok()
+    }
+
+    /// The reconnect check of session `conn` found `build` given to its slave, never started,
+    /// and not among what the slave holds. True: the check may queue it again, and its
+    /// `Assign` (claimed before the check read it) will not go out on this session. False: that
+    /// `Assign` already went out on this session, so the slave gets the job and keeps it.
+    pub fn withdraw_unreached(&self, id: SlaveId, conn: u64, build: BuildId) -> bool {
+        let mut m = self.slaves.lock().expect("hub poisoned");
+        match m.get_mut(&id) {
+            Some(s) if s.conn == conn => match &mut s.checking {
+                Some(c) if c.sent.contains(&build) => false,
+                Some(c) => {
+                    c.withdrawn.insert(build);
+                    true
+                }
+                None => true,
+            },
+            // Replaced already: nothing more goes out on this session.
+            _ => true,
+        }
+    }
+
+    /// The reconnect check of session `conn` is done: sends are no longer recorded.
+    pub fn checked(&self, id: SlaveId, conn: u64) {
+        let mut m = self.slaves.lock().expect("hub poisoned");
+        if let Some(s) = m.get_mut(&id).filter(|s| s.conn == conn) {
+            s.checking = None;
+        }
     }
 
     /// Sends `frame` to the slave wherever its session is: here, or through the other masters
@@ -309,5 +361,74 @@ impl Drop for SessionGuard<'_> {
     fn drop(&mut self) {
         self.0.live_sessions.fetch_sub(1, Ordering::SeqCst);
         self.0.sessions_ended.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_shared::frames::Job;
+
+    fn assign(build: i64) -> MasterFrame {
+        MasterFrame::Assign(Job {
+            build: BuildId(build),
+            project: "p".into(),
+            branch_url: "https://example.invalid/p.git".into(),
+            branch: "main".into(),
+            commit: None,
+            release: None,
+            path: None,
+            allow_file_urls: false,
+            upload_path: format!("/api/slave/builds/{build}/artifacts"),
+            upload_token: "t".into(),
+        })
+    }
+
+    fn session(hub: &Hub, id: SlaveId) -> (u64, mpsc::UnboundedReceiver<MasterFrame>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let info = SlaveInfo {
+            name: "s1".into(),
+            arch: "arm64".into(),
+            emulates: vec![],
+            tags: vec![],
+            backends: vec![],
+            capacity: 1,
+        };
+        (hub.register(id, info, tx), rx)
+    }
+
+    fn sent(rx: &mut mpsc::UnboundedReceiver<MasterFrame>) -> Vec<BuildId> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|f| match f {
+                MasterFrame::Assign(j) => Some(j.build),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A reconnect check and a dispatcher racing for one build: whichever the hub sees first
+    /// wins, and the build is never both queued again and sent to the slave.
+    #[test]
+    fn a_build_is_either_withdrawn_by_the_reconnect_check_or_sent_never_both() {
+        let hub = Hub::default();
+        let s = SlaveId(1);
+        let (conn, mut rx) = session(&hub, s);
+        // Sent on this session before the check came to it: the slave keeps it.
+        assert!(hub.send(s, assign(1)));
+        assert!(!hub.withdraw_unreached(s, conn, BuildId(1)));
+        // Withdrawn first: its job does not go out on this session (once).
+        assert!(hub.withdraw_unreached(s, conn, BuildId(2)));
+        assert!(!hub.send(s, assign(2)));
+        assert!(hub.send(s, assign(2)), "a later claim of it goes out");
+        // A stale check (its session replaced) withdraws freely; the new session is unaffected.
+        let (conn2, mut rx2) = session(&hub, s);
+        assert!(hub.withdraw_unreached(s, conn, BuildId(3)));
+        assert!(hub.send(s, assign(3)));
+        // Once checked, sends are no longer recorded or refused.
+        hub.checked(s, conn2);
+        assert!(hub.withdraw_unreached(s, conn2, BuildId(3)));
+        assert!(hub.send(s, assign(4)));
+        assert_eq!(sent(&mut rx), vec![BuildId(1), BuildId(2)]);
+        assert_eq!(sent(&mut rx2), vec![BuildId(3), BuildId(4)]);
     }
 }

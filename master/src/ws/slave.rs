@@ -179,12 +179,19 @@ async fn session(
     // Builds the database gives to this slave but the slave no longer holds (its daemon restarted
     // without them). One it never started had its job still on the way when the daemon ended
     // (the slave keeps every job it took in its work dir, and adopts them all): it is queued
-    // again. One it had started is lost now rather than after the timeout.
-    for (b, state) in builds::active_for_slave(&st.db, id).await? {
+    // again, unless a dispatcher claimed it since this session registered and its job went out
+    // here (the hub decides which came first). One it had started is lost now rather than after
+    // the timeout.
+    let held = builds::active_for_slave(&st.db, id).await;
+    let held = held.inspect_err(|_| st.hub.checked(id, conn))?;
+    for (b, state) in held {
         if hello.builds.contains(&b) {
             continue;
         }
         let done = if state == BuildState::Dispatched {
+            if !st.hub.withdraw_unreached(id, conn, b) {
+                continue;
+            }
             let reason = format!("slave '{name}' restarted before its job reached it");
             st.requeue_unreached(b, id, &reason).await.map(|_| ())
         } else {
@@ -196,6 +203,7 @@ async fn session(
             tracing::warn!("build {b} no longer held by slave '{name}': {e:#}");
         }
     }
+    st.hub.checked(id, conn);
     if before.is_some_and(|m| st.hub.came_from(&m)) {
         // Its master may have died, and one that dies between ending a build and telling the
         // others (`fanout.rs`) leaves every console missing that end for good. The slaves it

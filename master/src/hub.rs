@@ -133,7 +133,8 @@ impl Hub {
         }
     }
 
-    /// A slave came here from another master `instance`: true the first time one comes from it.
+    /// A slave came here from another master `instance`: true the first time one comes from it
+    /// (since that master was last heard from, [`Hub::heard_from`]).
     pub fn came_from(&self, instance: &str) -> bool {
         instance != self.instance
             && self
@@ -141,6 +142,16 @@ impl Hub {
                 .lock()
                 .expect("hub poisoned")
                 .insert(instance.to_string())
+    }
+
+    /// Another master `instance` was heard (`fanout.rs`): it is alive, so the next slave that
+    /// comes here from it counts as the first again ([`Hub::came_from`]). It may die later
+    /// between a commit and telling the others, like any master.
+    pub fn heard_from(&self, instance: &str) {
+        let mut m = self.came_from.lock().expect("hub poisoned");
+        if !m.is_empty() {
+            m.remove(instance);
+        }
     }
 
     /// Every session asks again (what other masters said may have been missed).
@@ -404,6 +415,21 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Consoles ask again at the first slave from another master, and again after that master
+    /// was heard from since.
+    #[test]
+    fn a_slave_from_another_master_counts_again_once_that_master_was_heard() {
+        let hub = Hub::default();
+        let me = hub.instance.clone();
+        assert!(!hub.came_from(&me));
+        assert!(hub.came_from("m2"));
+        assert!(!hub.came_from("m2"), "once per master while it is silent");
+        hub.heard_from("m3");
+        assert!(!hub.came_from("m2"));
+        hub.heard_from("m2");
+        assert!(hub.came_from("m2"));
     }
 
     /// A reconnect check and a dispatcher racing for one build: whichever the hub sees first

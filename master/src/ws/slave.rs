@@ -208,7 +208,7 @@ async fn session(
         // Its master may have died, and one that dies between ending a build and telling the
         // others (`fanout.rs`) leaves every console missing that end for good. The slaves it
         // held come to the others, after it is gone: at the first one, every master's consoles
-        // ask again (once per master left).
+        // ask again (once per master left, until it is heard from again).
         st.hub.publish(kiln_shared::frames::ConsoleEvent::Resync);
     }
     let result = async {

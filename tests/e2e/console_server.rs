@@ -462,3 +462,86 @@ if (shell !== 0 || !wasm || wasm.encoding !== 'br' || !(Number(wasm.length) < Nu
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A console's queue snapshot (also what it gets after a `Resync`, when it may have missed
+/// events) holds the newest builds, every build not ended however old, and every build ended
+/// in the last hour: a build it shows as running may be older than the newest hundred.
+#[tokio::test]
+async fn the_queue_snapshot_holds_the_newest_the_unended_and_the_recently_ended_builds() {
+    use kiln_shared::frames::{ConsoleEvent, ConsoleRequest};
+    use kiln_tests::session::{console_next, console_send};
+    let farm = Farm::in_process(
+        FarmOptions::default(),
+        std::sync::Arc::new(kiln_master::clock::SystemClock),
+    )
+    .await;
+    // No slave: what is not cancelled stays queued.
+    farm.project("board", "https://git.example.org/board.git", "main")
+        .await;
+    let cancel = |id: kiln_shared::BuildId| {
+        let farm = &farm;
+        async move {
+            let (s, v) = farm
+                .post(&format!("/api/builds/{id}/cancel"), json!({}))
+                .await;
+            assert_eq!(s, 200, "{v}");
+        }
+    };
+    let long_ago = farm.request_build("board", json!({})).await.id;
+    cancel(long_ago).await;
+    sqlx::query("UPDATE builds SET finished_at = now() - interval '2 hours' WHERE id = $1")
+        .bind(long_ago.0)
+        .execute(&farm.state().db)
+        .await
+        .unwrap();
+    let just_now = farm.request_build("board", json!({})).await.id;
+    cancel(just_now).await;
+    let waiting = farm.request_build("board", json!({})).await.id;
+    let mut newest = vec![];
+    for _ in 0..100 {
+        let id = farm.request_build("board", json!({})).await.id;
+        cancel(id).await;
+        newest.push(id);
+    }
+    sqlx::query("UPDATE builds SET finished_at = now() - interval '2 hours' WHERE id = ANY($1)")
+        .bind(newest.iter().map(|b| b.0).collect::<Vec<_>>())
+        .execute(&farm.state().db)
+        .await
+        .unwrap();
+
+    let version = kiln_shared::codec::PROTOCOL_VERSION.to_string();
+    let mut ws = farm
+        .ws("/ws/console", Some(&farm.token), &version)
+        .await
+        .expect("a console");
+    console_send(&mut ws, &ConsoleRequest::SubscribeQueue).await;
+    // Answers come in order: this one marks the snapshot's end.
+    console_send(
+        &mut ws,
+        &ConsoleRequest::EarlierLog {
+            build: waiting,
+            before_seq: 0,
+            lines: 1,
+        },
+    )
+    .await;
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        match console_next(&mut ws).await {
+            Some(ConsoleEvent::Build(b)) => {
+                seen.insert(b.id);
+            }
+            Some(ConsoleEvent::EarlierLines { build, .. }) if build == waiting => break,
+            Some(_) => {}
+            None => panic!("the console closed before its snapshot ended"),
+        }
+    }
+    assert!(newest.iter().all(|b| seen.contains(b)), "{seen:?}");
+    assert!(seen.contains(&waiting), "an old queued build: {seen:?}");
+    assert!(
+        seen.contains(&just_now),
+        "an old build ended just now: {seen:?}"
+    );
+    assert!(!seen.contains(&long_ago), "ended long ago: {seen:?}");
+    assert_eq!(seen.len(), 102, "{seen:?}");
+}

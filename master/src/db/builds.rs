@@ -198,6 +198,43 @@ pub async fn list_visible(
     .await
 }
 
+/// What a console's queue starts from (its snapshot, also after a `Resync`), newest first, at
+/// most `cap` builds of `projects` (`None`: all): the `newest` builds, every build not ended, and
+/// every build ended in the last `recent_secs`. A console that missed an event (its master died
+/// between a commit and telling the others, or it fell behind) has only recent changes to
+/// catch up on, and a build it shows as running may be older than the newest.
+pub async fn list_for_console(
+    db: impl PgExecutor<'_>,
+    projects: Option<&[i64]>,
+    newest: i64,
+    recent_secs: f64,
+    cap: i64,
+) -> sqlx::Result<Vec<BuildRow>> {
+    // Three indexed reads (the newest ids, the partial indexes of queued and active builds,
+    // `builds_finished`), then the rows.
+    sqlx::query_as(&format!(
+        "WITH picked AS (
+            (SELECT id FROM builds WHERE $1::bigint[] IS NULL OR project_id = ANY($1)
+              ORDER BY id DESC LIMIT $2)
+            UNION
+            SELECT id FROM builds WHERE state = 'queued'
+              AND ($1::bigint[] IS NULL OR project_id = ANY($1))
+            UNION
+            SELECT id FROM builds WHERE state IN ('dispatched','running')
+              AND ($1::bigint[] IS NULL OR project_id = ANY($1))
+            UNION
+            SELECT id FROM builds WHERE finished_at > now() - make_interval(secs => $3)
+              AND ($1::bigint[] IS NULL OR project_id = ANY($1)))
+         {SELECT} WHERE b.id IN (SELECT id FROM picked) ORDER BY b.id DESC LIMIT $4"
+    ))
+    .bind(projects)
+    .bind(newest)
+    .bind(recent_secs)
+    .bind(cap)
+    .fetch_all(db)
+    .await
+}
+
 /// Builds a slave holds according to the database.
 pub async fn active_for_slave(
     db: impl PgExecutor<'_>,

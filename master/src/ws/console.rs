@@ -340,6 +340,12 @@ async fn earlier(st: &AppState, build: BuildId, before_seq: u64, lines: u32) -> 
     }
 }
 
+/// A queue snapshot holds the newest builds, those not ended, and those ended this recently
+/// ([`builds::list_for_console`]), at most [`SNAPSHOT_CAP`] of them.
+const SNAPSHOT_NEWEST: i64 = 100;
+const SNAPSHOT_RECENT_SECS: f64 = 3600.0;
+const SNAPSHOT_CAP: i64 = 2000;
+
 async fn snapshot(st: &AppState, who: &Principal) -> Vec<ConsoleEvent> {
     let mut out = vec![];
     if let Ok(rows) = slaves::list(&st.db).await {
@@ -352,7 +358,14 @@ async fn snapshot(st: &AppState, who: &Principal) -> Vec<ConsoleEvent> {
         Ok(v) => v,
         Err(_) => return out,
     };
-    if let Ok(rows) = builds::list_visible(&st.db, None, None, 100, visible.as_deref()).await {
+    let rows = builds::list_for_console(
+        &st.db,
+        visible.as_deref(),
+        SNAPSHOT_NEWEST,
+        SNAPSHOT_RECENT_SECS,
+        SNAPSHOT_CAP,
+    );
+    if let Ok(rows) = rows.await {
         out.extend(rows.into_iter().map(|b| ConsoleEvent::Build(b.into_api())));
     }
     out

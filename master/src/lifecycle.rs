@@ -40,12 +40,13 @@ impl AppState {
         new: NewBuild<'_>,
     ) -> sqlx::Result<BuildRow> {
         let id = builds::insert(&mut tx, new).await?;
-        tx.commit().await?;
-        let row = builds::get(&self.db, id)
+        // Read in the transaction: after the commit a dispatcher may already have claimed it.
+        let row = builds::get(&mut *tx, id)
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
-        self.hub
-            .publish(ConsoleEvent::Build(row.clone().into_api()));
+        tx.commit().await?;
+        // Consoles get the row as it is now (a dispatcher's claim may have overtaken it).
+        self.build_changed(id).await;
         self.hub.wake();
         Ok(row)
     }

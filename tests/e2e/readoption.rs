@@ -274,6 +274,8 @@ async fn drain_finishes_running_builds_takes_no_new_ones_and_exits() {
         .await
         .expect("an idle slave drained through the API exits");
     assert!(status.success());
+    // The master notices the closed session (and marks the slave offline) a moment later.
+    farm.wait_slave_online("s2", false).await;
     let (s, _) = farm.post("/api/slaves/s2/drain", json!({})).await;
     assert_eq!(s, 409, "draining a slave that is not connected");
 }

@@ -142,33 +142,54 @@ impl AppState {
             return Ok(t);
         };
         let why = reason.unwrap_or("");
-        // Under the row lock, so the ended build is never seen with a log index behind its file.
-        if let (EndedBy::Master { .. }, Some(r)) = (by, reason) {
-            let note = match to {
-                BuildState::Lost => format!("build lost: {r}"),
-                _ => r.to_string(),
-            };
-            if let Err(e) = self.storage.append_master_note(id, &note).await {
-                tracing::warn!(build = %id, "cannot write the master's note to the log: {e}");
+        // Under the row lock, so the ended build is never seen with a log index behind its file:
+        // the log is sealed (the master's reason its last line), and lines a slave still sends
+        // are refused from now on.
+        let note = match (by, reason) {
+            (EndedBy::Master { .. }, Some(r)) if to == BuildState::Lost => {
+                Some(format!("build lost: {r}"))
             }
-        }
-        match self.storage.log_size(id).await {
-            Ok((lines, bytes)) => builds::set_log_lines(&mut *tx, id, lines, bytes).await?,
-            Err(e) => tracing::warn!(build = %id, "cannot read the log's size: {e}"),
-        }
-        let retry = if to == BuildState::Lost {
-            builds::queue_retry(&mut tx, id).await?
-        } else {
-            None
+            (EndedBy::Master { .. }, Some(r)) => Some(r.to_string()),
+            _ => None,
         };
-        // Who hears about it: outbox rows in this transaction, so none is lost or sent for an
-        // ending that did not happen.
-        let ended = builds::get(&mut *tx, id).await?;
-        let notified = match &ended {
-            Some(row) => crate::notify::queue_build_end(&mut tx, row).await?,
-            None => 0,
+        let sealed = match self.storage.seal_log(id, note.as_deref()).await {
+            Ok(size) => Ok(size),
+            Err(e) => {
+                tracing::warn!(build = %id, "cannot end the log with the master's note: {e}");
+                self.storage.log_size(id).await
+            }
         };
-        tx.commit().await?;
+        let recorded = async {
+            match sealed {
+                Ok((lines, bytes)) => builds::set_log_lines(&mut *tx, id, lines, bytes).await?,
+                Err(e) => tracing::warn!(build = %id, "cannot read the log's size: {e}"),
+            }
+            let retry = if to == BuildState::Lost {
+                builds::queue_retry(&mut tx, id).await?
+            } else {
+                None
+            };
+            // Who hears about it: outbox rows in this transaction, so none is lost or sent for
+            // an ending that did not happen.
+            let ended = builds::get(&mut *tx, id).await?;
+            let notified = match &ended {
+                Some(row) => crate::notify::queue_build_end(&mut tx, row).await?,
+                None => 0,
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>((retry, ended, notified))
+        }
+        .await;
+        let (retry, ended, notified) = match recorded {
+            Ok(r) => r,
+            Err(e) => {
+                // The build did not end: its log goes on.
+                if let Err(e) = self.storage.unseal_log(id).await {
+                    tracing::warn!(build = %id, "cannot reopen the log of a build still running: {e}");
+                }
+                return Err(e);
+            }
+        };
         if let Some(s) = slave {
             self.hub.ended_on(s);
         }

@@ -9,7 +9,9 @@
 //!
 //! Next to each log, `builds/{id}/log.idx` is a sparse index of line offsets (`log_index`), so a
 //! line, or the last N lines, is found without reading the log: consoles read any log in bounded
-//! chunks ([`LogReader`]), and learn that a log grew from [`Storage::follow_logs`].
+//! chunks ([`LogReader`]), and learn that a log grew from [`Storage::follow_logs`]. When the build
+//! ends, `builds/{id}/log.ended` seals its log ([`Storage::seal_log`]): the master's reason is
+//! its last line, whichever master a slave's late lines reach.
 
 mod file_lock;
 mod log_index;
@@ -47,6 +49,8 @@ struct LogFile {
     bytes: u64,
     /// When the database's index row was last brought up to date.
     indexed_at: Option<std::time::Instant>,
+    /// The build ended: the log takes no more lines ([`Storage::seal_log`]).
+    sealed: bool,
 }
 
 /// How often, at most, a running build's `log_lines` row follows its log file.
@@ -67,6 +71,8 @@ pub struct Appended {
     /// Some new lines were not written because the log would have grown past the byte limit
     /// given; the log holds the whole lines before them.
     pub limited: bool,
+    /// Nothing was written: the build's end sealed the log ([`Storage::seal_log`]).
+    pub sealed: bool,
 }
 
 /// A limit an artifact upload would go over.
@@ -258,6 +264,7 @@ impl Storage {
             next_seq,
             bytes,
             indexed_at: None,
+            sealed: false,
         }));
         let mut table = self.open_logs.lock().expect("log table poisoned");
         Ok(table.entry(id).or_insert(entry).clone())
@@ -277,8 +284,33 @@ impl Storage {
         let log = self.open_log(id).await?;
         let mut log = log.lock().await;
         let _locked = file_lock::Flock::exclusive_async(log.file.as_raw_fd()).await?;
+        self.catch_up(id, &mut log).await?;
+        let next = log.next_seq;
+        let mut out = Appended {
+            bytes: log.bytes,
+            index_due: false,
+            next_seq: next,
+            written: 0,
+            limited: false,
+            sealed: log.sealed,
+        };
+        if log.sealed || first_seq > next {
+            return Ok(out);
+        }
+        self.write_lines(id, &mut log, first_seq, lines, max_bytes, &mut out)
+            .await?;
+        drop(log);
+        if out.written > 0 {
+            let _ = self.grew.send(id);
+            let _ = self.appended.send(id);
+        }
+        Ok(out)
+    }
+
+    /// Under the log's file lock: what other masters did to it (the storage is shared) is read
+    /// again: lines they appended, and whether they sealed it.
+    async fn catch_up(&self, id: BuildId, log: &mut LogFile) -> io::Result<()> {
         if log.file.metadata().await?.len() != log.bytes {
-            // Another master appended to this log (the storage is shared): its end is read again.
             let path = self.log_path(id);
             let (next_seq, bytes) =
                 tokio::task::spawn_blocking(move || log_index::recover_locked(&path))
@@ -288,17 +320,24 @@ impl Storage {
             log.bytes = bytes;
             log.index_len = log.index.metadata().await?.len();
         }
-        let next = log.next_seq;
-        let mut out = Appended {
-            bytes: log.bytes,
-            index_due: false,
-            next_seq: next,
-            written: 0,
-            limited: false,
-        };
-        if first_seq > next {
-            return Ok(out);
+        if !log.sealed {
+            log.sealed = tokio::fs::try_exists(self.seal_path(id)).await?;
         }
+        Ok(())
+    }
+
+    /// Writes the lines numbered `first_seq..` not stored yet (`first_seq` is at most the next
+    /// one), within `max_bytes`, into `out`. The caller holds the log's lock and file lock.
+    async fn write_lines(
+        &self,
+        id: BuildId,
+        log: &mut LogFile,
+        first_seq: u64,
+        lines: &[String],
+        max_bytes: u64,
+        out: &mut Appended,
+    ) -> io::Result<()> {
+        let next = log.next_seq;
         let skip = (next - first_seq) as usize;
         let mut buf = String::new();
         let mut starts = vec![];
@@ -314,7 +353,7 @@ impl Storage {
             buf.push('\n');
         }
         if starts.is_empty() {
-            return Ok(out);
+            return Ok(());
         }
         let count = starts.len() as u64;
         let written = async {
@@ -357,21 +396,68 @@ impl Storage {
         }
         out.next_seq = log.next_seq;
         out.bytes = log.bytes;
-        drop(log);
-        let _ = self.grew.send(id);
-        let _ = self.appended.send(id);
-        Ok(out)
+        Ok(())
     }
 
-    /// Appends a line written by the master itself (e.g. why a build failed before it started).
-    /// It is never refused for the log limit: callers that enforce the limit keep room for it
-    /// ([`note_bytes`]).
-    pub async fn append_master_note(&self, id: BuildId, note: &str) -> io::Result<u64> {
-        let next = self.next_seq(id).await?;
-        let a = self
-            .append_log(id, next, &[format!("{NOTE_PREFIX}{note}")], u64::MAX)
-            .await?;
-        Ok(a.next_seq)
+    /// The build ends: its log takes its last line, the master's `note` if any (never refused
+    /// for the log limit: callers that enforce the limit keep room for it, [`note_bytes`]), and
+    /// then no more, on any master (a marker file next to it says so). Returns the log's final
+    /// (lines, bytes). A slave's lines that arrive after this are refused, so an ended build's
+    /// log ends with the master's reason and its index row matches the file.
+    pub async fn seal_log(&self, id: BuildId, note: Option<&str>) -> io::Result<(u64, u64)> {
+        let log = self.open_log(id).await?;
+        let mut log = log.lock().await;
+        let _locked = file_lock::Flock::exclusive_async(log.file.as_raw_fd()).await?;
+        self.catch_up(id, &mut log).await?;
+        if let Some(note) = note {
+            let next = log.next_seq;
+            let mut out = Appended {
+                next_seq: next,
+                bytes: log.bytes,
+                index_due: false,
+                written: 0,
+                limited: false,
+                sealed: false,
+            };
+            let line = [format!("{NOTE_PREFIX}{note}")];
+            self.write_lines(id, &mut log, next, &line, u64::MAX, &mut out)
+                .await?;
+        }
+        if !log.sealed {
+            tokio::fs::OpenOptions::new()
+                .mode(0o600)
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.seal_path(id))
+                .await?;
+            log.sealed = true;
+        }
+        let size = (log.next_seq, log.bytes);
+        drop(log);
+        if note.is_some() {
+            let _ = self.grew.send(id);
+            let _ = self.appended.send(id);
+        }
+        Ok(size)
+    }
+
+    /// Undoes [`Storage::seal_log`]: the build's end was not recorded after all (its
+    /// transaction failed, or the master died before committing it and the build still runs).
+    pub async fn unseal_log(&self, id: BuildId) -> io::Result<()> {
+        let log = self.open_log(id).await?;
+        let mut log = log.lock().await;
+        let _locked = file_lock::Flock::exclusive_async(log.file.as_raw_fd()).await?;
+        match tokio::fs::remove_file(self.seal_path(id)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        log.sealed = false;
+        Ok(())
+    }
+
+    fn seal_path(&self, id: BuildId) -> PathBuf {
+        self.build_dir(id).join("log.ended")
     }
 
     pub async fn next_seq(&self, id: BuildId) -> io::Result<u64> {
@@ -509,7 +595,8 @@ mod tests {
         let a = s.append_log(id, 10, &lines(10..11), 75).await.unwrap();
         assert_eq!((a.written, a.limited), (0, true), "still over");
         assert!(grew.try_recv().is_err(), "nothing written, nothing told");
-        s.append_master_note(id, "log limit of 75 bytes exceeded")
+        let end = s
+            .seal_log(id, Some("log limit of 75 bytes exceeded"))
             .await
             .unwrap();
         let text = std::fs::read_to_string(s.log_path(id)).unwrap();
@@ -518,6 +605,20 @@ mod tests {
             text.len() as u64,
             70 + note_bytes("log limit of 75 bytes exceeded")
         );
+        assert_eq!(end, (11, text.len() as u64));
+        // Sealed: a slave's late lines are refused, here and by another master on the same
+        // storage.
+        let late = s
+            .append_log(id, 11, &lines(11..12), u64::MAX)
+            .await
+            .unwrap();
+        assert_eq!((late.sealed, late.written, late.next_seq), (true, 0, 11));
+        let other = Storage::new(dir.clone()).unwrap();
+        let late = other.append_log(id, 11, &lines(11..12), u64::MAX).await;
+        assert!(late.unwrap().sealed);
+        assert_eq!(std::fs::read_to_string(s.log_path(id)).unwrap(), text);
+        // An end that never committed opens it again.
+        s.unseal_log(id).await.unwrap();
         // Enough lines for index records; a reopened log finds the same end.
         let many: Vec<String> = (11..20_000).map(|i| format!("l{i}")).collect();
         s.append_log(id, 11, &many, u64::MAX).await.unwrap();

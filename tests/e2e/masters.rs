@@ -391,6 +391,66 @@ async fn a_frame_about_a_build_cancelled_on_either_master_is_refused_at_once() {
     }
 }
 
+/// A build's end seals its log (`log.ended` beside it), so a slave's lines that race with the end
+/// cannot land after the master's reason. A seal whose end never committed (its master died
+/// first) does not stop a running build's log: the lines are stored and the seal goes; the
+/// build's real end seals it again, its reason last.
+#[tokio::test]
+async fn a_log_sealed_by_an_end_that_never_committed_still_takes_the_running_builds_lines() {
+    use kiln_shared::frames::{MasterFrame, SlaveFrame};
+    let farm = Farm::start().await;
+    farm.project("p", "https://git.example.org/p.git", "main")
+        .await;
+    let mut slave = kiln_tests::RawSlave::connect(&farm, "raw").await;
+    let id = request(&farm, &farm.url, "p").await;
+    assert_eq!(slave.job().await.build, id);
+    slave
+        .send(SlaveFrame::Started {
+            build: id,
+            commit: "a".repeat(40),
+        })
+        .await;
+    let seal = farm
+        .dir
+        .path()
+        .join(format!("storage/builds/{id}/log.ended"));
+    std::fs::create_dir_all(seal.parent().unwrap()).unwrap();
+    std::fs::write(&seal, b"").unwrap();
+    slave
+        .send(SlaveFrame::Log {
+            build: id,
+            first_seq: 0,
+            lines: vec!["one".into(), "two".into()],
+        })
+        .await;
+    loop {
+        match slave.next().await {
+            MasterFrame::LogAck { build, next_seq } if build == id => {
+                assert_eq!(next_seq, 2, "both lines stored");
+                break;
+            }
+            MasterFrame::Cancel { reason, .. } => panic!("refused: {reason}"),
+            _ => {}
+        }
+    }
+    assert!(!seal.exists(), "the stale seal is gone");
+    let (s, v) = farm
+        .post(&format!("/api/builds/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(seal.exists(), "the real end seals the log");
+    let b = farm.build(id).await;
+    let text = farm.log(id).await;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[..2], ["one", "two"], "{text}");
+    assert!(lines[2].starts_with("[kiln-master] "), "{text}");
+    assert_eq!(
+        b.log_lines as usize,
+        lines.len(),
+        "the index matches the file"
+    );
+}
+
 /// A master that dies between ending a build and telling the others (`fanout.rs`) leaves their
 /// consoles without that end for good. Its slaves come to another master once it is gone: the
 /// first of them makes the consoles ask again.

@@ -161,6 +161,20 @@ pub async fn holder(
     Ok(row.map(|(s, state)| (s, state.parse().unwrap_or(BuildState::Failed))))
 }
 
+/// Whether the build is dispatched or running, read after any transaction changing it now has
+/// ended (a locking read waits for it): what a log sealed by an ending that may not have
+/// committed is checked against.
+pub async fn active_after_changes(db: impl PgExecutor<'_>, id: BuildId) -> sqlx::Result<bool> {
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM builds WHERE id = $1 FOR SHARE")
+            .bind(id.0)
+            .fetch_optional(db)
+            .await?;
+    Ok(state
+        .and_then(|s| s.parse::<BuildState>().ok())
+        .is_some_and(BuildState::is_active))
+}
+
 pub async fn get(db: impl PgExecutor<'_>, id: BuildId) -> sqlx::Result<Option<BuildRow>> {
     sqlx::query_as(&format!("{SELECT} WHERE b.id = $1"))
         .bind(id.0)
@@ -634,6 +648,26 @@ pub async fn set_log_lines(
         .execute(db)
         .await
         .map(|_| ())
+}
+
+/// [`set_log_lines`] while the build runs: once it has ended, its end wrote the final count
+/// (a running count that waited for the end's row lock must not overwrite it).
+pub async fn set_running_log_lines(
+    db: impl PgExecutor<'_>,
+    id: BuildId,
+    n: u64,
+    bytes: u64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE builds SET log_lines = $2, log_bytes = $3
+          WHERE id = $1 AND state IN ('dispatched','running')",
+    )
+    .bind(id.0)
+    .bind(n as i64)
+    .bind(bytes as i64)
+    .execute(db)
+    .await
+    .map(|_| ())
 }
 
 /// Queued builds counted by project and waiting reason (`None`: not explained yet), for

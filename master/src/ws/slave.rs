@@ -422,7 +422,20 @@ async fn handle(
             let limit = st.cfg.master.limits.log_bytes;
             let over = log_limit_reason(limit);
             let room = limit.saturating_sub(crate::storage::note_bytes(&over));
-            let a = match st.storage.append_log(build, first_seq, &lines, room).await {
+            let mut a = st.storage.append_log(build, first_seq, &lines, room).await;
+            if a.as_ref().is_ok_and(|a| a.sealed) {
+                // The build's end sealed its log, unless that end never committed (its
+                // transaction failed, or its master died first): then the log goes on.
+                if !builds::active_after_changes(&st.db, build).await? {
+                    return Ok(vec![MasterFrame::Cancel {
+                        build,
+                        reason: "the build has ended; its log takes no more lines".into(),
+                    }]);
+                }
+                st.storage.unseal_log(build).await?;
+                a = st.storage.append_log(build, first_seq, &lines, room).await;
+            }
+            let a = match a {
                 Ok(a) => a,
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                     disk_full(st, build).await?;
@@ -433,7 +446,7 @@ async fn handle(
             // The index row follows the file at most twice a second (and at the end). Consoles
             // follow the file itself (`Storage::follow_logs`).
             if a.written > 0 && a.index_due {
-                builds::set_log_lines(&st.db, build, a.next_seq, a.bytes).await?;
+                builds::set_running_log_lines(&st.db, build, a.next_seq, a.bytes).await?;
             }
             if a.limited {
                 log_limit_reached(st, build, &over).await?;

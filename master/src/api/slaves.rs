@@ -168,12 +168,19 @@ pub async fn revoke(
 ) -> ApiResult<StatusCode> {
     let row = find(&st, &name).await?;
     let id = SlaveId(row.id);
+    // The token goes first, so the slave cannot come back in the moment after its connection
+    // closes; the slave's row locked before its builds are read, so no dispatcher claims one
+    // for it meanwhile (a claim refers to the row, and one after the delete fails).
+    let mut tx = st.db.begin().await?;
+    slaves::lock(&mut *tx, id).await?;
+    let held = crate::db::builds::active_for_slave(&mut *tx, id).await?;
+    slaves::delete(&mut *tx, id).await?;
+    tx.commit().await?;
     st.hub.disconnect(id);
-    for (b, _) in crate::db::builds::active_for_slave(&st.db, id).await? {
+    for (b, _) in held {
         st.lose_build(b, &format!("slave revoked ('{name}')"))
             .await?;
     }
-    slaves::delete(&st.db, id).await?;
     who.audit(
         &st,
         "slave_revoked",

@@ -284,6 +284,16 @@ pub async fn set_enabled(db: impl PgExecutor<'_>, id: SlaveId, enabled: bool) ->
 }
 
 /// Revokes a slave: its row and token go; its builds keep their history.
+/// Locks the slave's row until the transaction ends (a build claimed for it waits, since the
+/// claim refers to the row).
+pub async fn lock(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<()> {
+    sqlx::query("SELECT 1 FROM slaves WHERE id = $1 FOR UPDATE")
+        .bind(id.0)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
 pub async fn delete(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM slaves WHERE id = $1")
         .bind(id.0)

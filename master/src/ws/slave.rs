@@ -150,17 +150,9 @@ async fn session(
         }
     };
     st.hub.heard(id, st.clock.now());
-    let before = slaves::came_online(&st.db, id, &hello, &tags, &st.hub.instance).await?;
-    let cfg = &st.cfg.master;
-    let cadence = Cadence {
-        heartbeat_secs: cfg.heartbeat_secs,
-        lost_timeout_secs: cfg.lost_timeout_secs,
-        log_chunk_bytes: cfg.log_chunk_bytes,
-    };
-    sink.send(binary(&MasterFrame::Welcome { slave: id, cadence }))
-        .await
-        .map_err(|_| ProtocolError::Unexpected("close during handshake"))?;
-
+    // The session is in the hub before the database says the slave is online: whoever sees it
+    // online (an admin rotating its token, say) reaches it. What is sent to it waits in the
+    // channel until after the `Welcome`.
     let (tx, mut rx) = mpsc::unbounded_channel();
     let conn = st.hub.register(
         id,
@@ -168,12 +160,29 @@ async fn session(
             name: name.clone(),
             arch: hello.arch.clone(),
             emulates: hello.emulates.clone(),
-            tags,
+            tags: tags.clone(),
             backends: hello.backends.clone(),
             capacity: hello.capacity,
         },
         tx,
     );
+    let cfg = &st.cfg.master;
+    let cadence = Cadence {
+        heartbeat_secs: cfg.heartbeat_secs,
+        lost_timeout_secs: cfg.lost_timeout_secs,
+        log_chunk_bytes: cfg.log_chunk_bytes,
+    };
+    let welcomed = async {
+        let before = slaves::came_online(&st.db, id, &hello, &tags, &st.hub.instance).await?;
+        sink.send(binary(&MasterFrame::Welcome { slave: id, cadence }))
+            .await
+            .map_err(|_| ProtocolError::Unexpected("close during handshake"))?;
+        Ok::<_, ProtocolError>(before)
+    }
+    .await;
+    let before = welcomed.inspect_err(|_| {
+        st.hub.unregister(id, conn);
+    })?;
     tracing::info!(slave = %name, arch = %hello.arch, held = hello.builds.len(), "slave connected");
 
     // Builds the database gives to this slave but the slave no longer holds (its daemon restarted

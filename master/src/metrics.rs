@@ -158,10 +158,11 @@ impl Metrics {
         let Some(i) = end_index(state) else {
             return;
         };
-        self.finished[i].fetch_add(1, Ordering::Relaxed);
+        // The duration first: a scrape that sees the build counted sees its duration too.
         if let Some(d) = ran {
             self.build_duration[i].observe(d.as_secs_f64());
         }
+        self.finished[i].fetch_add(1, Ordering::Release);
     }
 
     /// One dispatch round took `d`.
@@ -318,7 +319,8 @@ pub async fn render(st: &AppState) -> String {
         "Builds that ended, by final state, since this master started.",
     );
     for (i, s) in END_STATES.iter().enumerate() {
-        let n = m.finished[i].load(Ordering::Relaxed);
+        // Acquire: every build counted here has its duration in the histogram read below.
+        let n = m.finished[i].load(Ordering::Acquire);
         t.sample(
             "kiln_builds_finished_total",
             &[("state", s.as_str())],

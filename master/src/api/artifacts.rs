@@ -375,14 +375,29 @@ async fn sign_sums(
         )
         .await?;
     let sha = hex::encode(Sha256::digest(sig.as_bytes()));
+    // Kept as the upload's own last step is: under the project's lock, while the build runs (a
+    // build that ended meanwhile, or failed over a limit, holds nothing more).
+    let mut tx = st.db.begin().await?;
+    artifacts::lock_project_usage(&mut tx, b.project_id).await?;
+    let running = crate::db::builds::holder(&mut *tx, build)
+        .await?
+        .is_some_and(|(slave, state)| state.is_active() && slave == b.slave_id);
+    if !running {
+        drop(tx);
+        st.artifacts
+            .delete(build, crate::signing::SIGNATURE)
+            .await?;
+        anyhow::bail!("the build ended before its signature was stored");
+    }
     artifacts::upsert(
-        &st.db,
+        &mut *tx,
         build,
         crate::signing::SIGNATURE,
         sig.len() as i64,
         &sha,
     )
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 

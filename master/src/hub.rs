@@ -281,7 +281,9 @@ impl Hub {
     /// The reconnect check of session `conn` found `build` given to its slave, never started,
     /// and not among what the slave holds. True: the check may queue it again, and its
     /// `Assign` (claimed before the check read it) will not go out on this session. False: that
-    /// `Assign` already went out on this session, so the slave gets the job and keeps it.
+    /// `Assign` already went out on this session, so the slave gets the job and keeps it; or
+    /// a newer session replaced this one (it may have sent the job there, and its own check
+    /// decides).
     pub fn withdraw_unreached(&self, id: SlaveId, conn: u64, build: BuildId) -> bool {
         let mut m = self.slaves.lock().expect("hub poisoned");
         match m.get_mut(&id) {
@@ -293,9 +295,14 @@ impl Hub {
                 }
                 None => true,
             },
-            // Replaced already: nothing more goes out on this session.
-            _ => true,
+            _ => false,
         }
+    }
+
+    /// Whether `conn` is still the slave's session here.
+    pub fn is_current(&self, id: SlaveId, conn: u64) -> bool {
+        let m = self.slaves.lock().expect("hub poisoned");
+        m.get(&id).is_some_and(|s| s.conn == conn)
     }
 
     /// The reconnect check of session `conn` is done: sends are no longer recorded.
@@ -446,9 +453,11 @@ mod tests {
         assert!(hub.withdraw_unreached(s, conn, BuildId(2)));
         assert!(!hub.send(s, assign(2)));
         assert!(hub.send(s, assign(2)), "a later claim of it goes out");
-        // A stale check (its session replaced) withdraws freely; the new session is unaffected.
+        // A stale check (its session replaced) withdraws nothing: the new session may have been
+        // sent the job, and its own check decides.
         let (conn2, mut rx2) = session(&hub, s);
-        assert!(hub.withdraw_unreached(s, conn, BuildId(3)));
+        assert!(!hub.is_current(s, conn) && hub.is_current(s, conn2));
+        assert!(!hub.withdraw_unreached(s, conn, BuildId(3)));
         assert!(hub.send(s, assign(3)));
         // Once checked, sends are no longer recorded or refused.
         hub.checked(s, conn2);

@@ -71,6 +71,13 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<Vec<BuildId>> {
     let timeout = i64::from(state.cfg.master.lost_timeout_secs);
     let now = state.clock.now();
     let mut lost = vec![];
+    // Revoking a slave loses its builds itself; these are what a revoke interrupted left.
+    for id in builds::orphaned(&state.db).await? {
+        state
+            .lose_build(id, "its slave was revoked while it held the build")
+            .await?;
+        lost.push(id);
+    }
     for h in builds::held(&state.db, &state.hub.instance).await? {
         let (id, slave, name) = (h.build, h.slave, h.name);
         let heard = state.hub.last_heard(slave).max(h.seen_elsewhere);

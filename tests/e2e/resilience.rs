@@ -537,3 +537,44 @@ async fn an_external_database_that_goes_away_fails_fast_and_resumes() {
     assert_eq!(done.state, BuildState::Succeeded, "{:?}", done.reason);
     farm.assert_numbered(b.id, 300).await;
 }
+
+/// A revoke that was cut short (its master died after removing the slave, before losing its
+/// builds) leaves builds no slave will report: the next liveness sweep loses them (and the
+/// project's retry takes over) rather than leaving them running for ever.
+#[tokio::test]
+async fn a_build_whose_slave_was_removed_under_it_is_lost_by_the_next_sweep() {
+    use kiln_shared::frames::SlaveFrame;
+    let farm = Farm::in_process(
+        FarmOptions::default(),
+        Arc::new(kiln_master::clock::SystemClock),
+    )
+    .await;
+    farm.project("p", "https://git.example.org/p.git", "main")
+        .await;
+    let mut slave = kiln_tests::RawSlave::connect(&farm, "raw").await;
+    let b = farm.request_build("p", json!({})).await;
+    assert_eq!(slave.job().await.build, b.id);
+    slave
+        .send(SlaveFrame::Started {
+            build: b.id,
+            commit: "a".repeat(40),
+        })
+        .await;
+    farm.wait_build(b.id, Duration::from_secs(30), "running", |b| {
+        b.state == BuildState::Running
+    })
+    .await;
+    assert!(liveness::sweep(farm.state()).await.unwrap().is_empty());
+    // What the cut-short revoke did: the slave's row is gone, its builds still running.
+    sqlx::query("DELETE FROM slaves WHERE name = 'raw'")
+        .execute(&farm.state().db)
+        .await
+        .unwrap();
+    assert_eq!(liveness::sweep(farm.state()).await.unwrap(), vec![b.id]);
+    let lost = farm.build(b.id).await;
+    assert_eq!(lost.state, BuildState::Lost);
+    assert_eq!(
+        lost.reason.as_deref(),
+        Some("its slave was revoked while it held the build")
+    );
+}

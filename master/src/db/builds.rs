@@ -614,6 +614,17 @@ pub struct Held {
     pub seen_elsewhere: Option<DateTime<Utc>>,
 }
 
+/// Builds dispatched or running whose slave was removed (revoked while they ran): nobody will
+/// report them.
+pub async fn orphaned(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<BuildId>> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM builds WHERE state IN ('dispatched','running') AND slave_id IS NULL",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(ids.into_iter().map(BuildId).collect())
+}
+
 pub async fn held(db: impl PgExecutor<'_>, instance: &str) -> sqlx::Result<Vec<Held>> {
     let rows: Vec<(i64, i64, String, Option<DateTime<Utc>>)> = sqlx::query_as(
         "SELECT b.id, s.id, s.name,

@@ -139,14 +139,15 @@ pub async fn admit(
 
 /// Records what the slave said about itself in its hello (with only its approved `tags`), pins
 /// its architecture on the first connection, and marks it online with this master `instance`.
-/// Returns the master instance that held it before (none: never held).
+/// Returns the master instance that held it before (`Some(None)`: never held), or `None` when
+/// the slave is gone (revoked while it connected).
 pub async fn came_online(
     db: impl PgExecutor<'_>,
     id: SlaveId,
     h: &Hello,
     tags: &[String],
     instance: &str,
-) -> sqlx::Result<Option<String>> {
+) -> sqlx::Result<Option<Option<String>>> {
     sqlx::query_scalar(
         "UPDATE slaves s SET online = true, last_seen = now(), arch = $2, tags = $3,
              backends = $4, capacity = $5, version = $6, emulates = $7, capabilities = $8,
@@ -166,7 +167,6 @@ pub async fn came_online(
     .bind(instance)
     .fetch_optional(db)
     .await
-    .map(Option::flatten)
 }
 
 /// Records when each slave was last heard from, in one statement (only where it moved on).

@@ -173,7 +173,16 @@ async fn session(
         log_chunk_bytes: cfg.log_chunk_bytes,
     };
     let welcomed = async {
-        let before = slaves::came_online(&st.db, id, &hello, &tags, &st.hub.instance).await?;
+        let Some(before) = slaves::came_online(&st.db, id, &hello, &tags, &st.hub.instance).await?
+        else {
+            let why = format!("slave '{name}' was revoked");
+            let _ = sink
+                .send(binary(&MasterFrame::Refused {
+                    reason: why.clone(),
+                }))
+                .await;
+            return Err(ProtocolError::BadHello(why));
+        };
         sink.send(binary(&MasterFrame::Welcome { slave: id, cadence }))
             .await
             .map_err(|_| ProtocolError::Unexpected("close during handshake"))?;
@@ -191,36 +200,18 @@ async fn session(
     // again, unless a dispatcher claimed it since this session registered and its job went out
     // here (the hub decides which came first). One it had started is lost now rather than after
     // the timeout.
-    let held = builds::active_for_slave(&st.db, id).await;
-    let held = held.inspect_err(|_| st.hub.checked(id, conn))?;
-    for (b, state) in held {
-        if hello.builds.contains(&b) {
-            continue;
-        }
-        let done = if state == BuildState::Dispatched {
-            if !st.hub.withdraw_unreached(id, conn, b) {
-                continue;
-            }
-            let reason = format!("slave '{name}' restarted before its job reached it");
-            st.requeue_unreached(b, id, &reason).await.map(|_| ())
-        } else {
-            let reason =
-                format!("slave '{name}' reconnected without this build (its daemon restarted)");
-            st.lose_build(b, &reason).await.map(|_| ())
-        };
-        if let Err(e) = done {
-            tracing::warn!("build {b} no longer held by slave '{name}': {e:#}");
-        }
-    }
-    st.hub.checked(id, conn);
-    if before.is_some_and(|m| st.hub.came_from(&m)) {
-        // Its master may have died, and one that dies between ending a build and telling the
-        // others (`fanout.rs`) leaves every console missing that end for good. The slaves it
-        // held come to the others, after it is gone: at the first one, every master's consoles
-        // ask again (once per master left, until it is heard from again).
-        st.hub.publish(kiln_shared::frames::ConsoleEvent::Resync);
-    }
     let result = async {
+        // A failure here ends the session like any other (unregistered, the slave offline).
+        let checked = reconnect_check(&st, id, conn, &name, &hello.builds).await;
+        st.hub.checked(id, conn);
+        checked?;
+        if before.is_some_and(|m| st.hub.came_from(&m)) {
+            // Its master may have died, and one that dies between ending a build and telling the
+            // others (`fanout.rs`) leaves every console missing that end for good. The slaves it
+            // held come to the others, after it is gone: at the first one, every master's consoles
+            // ask again (once per master left, until it is heard from again).
+            st.hub.publish(kiln_shared::frames::ConsoleEvent::Resync);
+        }
         if let Some(r) = reconcile(&st, id, &hello.builds).await? {
             sink.send(binary(&r)).await.ok();
         }
@@ -581,6 +572,41 @@ fn about(frame: &SlaveFrame) -> Option<BuildId> {
         | SlaveFrame::Finished { build, .. } => Some(*build),
         SlaveFrame::Hello(_) | SlaveFrame::Heartbeat { .. } | SlaveFrame::Draining => None,
     }
+}
+
+/// The reconnect check of session `conn`: builds the database gives to the slave that its hello
+/// does not list. Stops as soon as a newer session of the slave replaced this one (whose own
+/// check sees everything claimed before it).
+async fn reconnect_check(
+    st: &AppState,
+    id: SlaveId,
+    conn: u64,
+    name: &str,
+    holds: &[BuildId],
+) -> Result<(), ProtocolError> {
+    for (b, state) in builds::active_for_slave(&st.db, id).await? {
+        if holds.contains(&b) {
+            continue;
+        }
+        let done = if state == BuildState::Dispatched {
+            if !st.hub.withdraw_unreached(id, conn, b) {
+                continue;
+            }
+            let reason = format!("slave '{name}' restarted before its job reached it");
+            st.requeue_unreached(b, id, &reason).await.map(|_| ())
+        } else {
+            if !st.hub.is_current(id, conn) {
+                break;
+            }
+            let reason =
+                format!("slave '{name}' reconnected without this build (its daemon restarted)");
+            st.lose_build(b, &reason).await.map(|_| ())
+        };
+        if let Err(e) = done {
+            tracing::warn!("build {b} no longer held by slave '{name}': {e:#}");
+        }
+    }
+    Ok(())
 }
 
 /// Where a slave stands with a build it speaks about.

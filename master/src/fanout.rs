@@ -166,7 +166,6 @@ fn heard(st: &AppState, payload: &str) {
     if e.from == st.hub.instance {
         return;
     }
-    st.hub.heard_from(&e.from);
     match e.peer {
         Peer::Event(ev) => {
             // A build another master ended: this master's session of its slave asks again. An

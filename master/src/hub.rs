@@ -38,6 +38,25 @@ pub struct ConnectedSlave {
     checking: Option<Checking>,
 }
 
+/// At most one resync per this long for slaves arriving from other masters.
+pub const RESYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What [`Hub::came_from`] asks of the session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resync {
+    Now,
+    /// Publish it after this long, then call [`Hub::planned_resync_sent`].
+    After(std::time::Duration),
+    /// One was sent just now or is planned.
+    No,
+}
+
+#[derive(Default)]
+struct ResyncPace {
+    last: Option<std::time::Instant>,
+    planned: bool,
+}
+
 /// What a new session's reconnect check and the dispatchers decide together, under the hub's
 /// lock: a build the check queues again never also reaches the slave, and a build that reached
 /// it is never queued again.
@@ -81,8 +100,8 @@ pub struct Hub {
     ends: Mutex<HashMap<SlaveId, u64>>,
     /// Moves every slave's holdings version: this master may have missed what others said.
     ends_epoch: AtomicU64,
-    /// The other master instances a slave came here from ([`Hub::came_from`]).
-    came_from: Mutex<std::collections::HashSet<String>>,
+    /// The pace of the resyncs slaves arriving from other masters cause ([`Hub::came_from`]).
+    resyncs: Mutex<ResyncPace>,
 }
 
 impl Default for Hub {
@@ -101,7 +120,7 @@ impl Default for Hub {
             events: broadcast::channel(4096).0,
             ends: Mutex::new(HashMap::new()),
             ends_epoch: AtomicU64::new(0),
-            came_from: Mutex::new(std::collections::HashSet::new()),
+            resyncs: Mutex::new(ResyncPace::default()),
         }
     }
 }
@@ -133,25 +152,37 @@ impl Hub {
         }
     }
 
-    /// A slave came here from another master `instance`: true the first time one comes from it
-    /// (since that master was last heard from, [`Hub::heard_from`]).
-    pub fn came_from(&self, instance: &str) -> bool {
-        instance != self.instance
-            && self
-                .came_from
-                .lock()
-                .expect("hub poisoned")
-                .insert(instance.to_string())
+    /// A slave came here from another master `instance` (which may have died between a commit
+    /// and telling the others): when every console should ask again. Each such slave is
+    /// followed by a resync, at most one per [`RESYNC_EVERY`]: a thousand slaves arriving
+    /// together cost one now and one after the interval, however many masters they came from.
+    pub fn came_from(&self, instance: &str) -> Resync {
+        if instance == self.instance {
+            return Resync::No;
+        }
+        let mut p = self.resyncs.lock().expect("hub poisoned");
+        if p.planned {
+            // The planned one comes after this arrival.
+            return Resync::No;
+        }
+        let now = std::time::Instant::now();
+        match p.last.map(|t| now.duration_since(t)) {
+            Some(since) if since < RESYNC_EVERY => {
+                p.planned = true;
+                Resync::After(RESYNC_EVERY - since)
+            }
+            _ => {
+                p.last = Some(now);
+                Resync::Now
+            }
+        }
     }
 
-    /// Another master `instance` was heard (`fanout.rs`): it is alive, so the next slave that
-    /// comes here from it counts as the first again ([`Hub::came_from`]). It may die later
-    /// between a commit and telling the others, like any master.
-    pub fn heard_from(&self, instance: &str) {
-        let mut m = self.came_from.lock().expect("hub poisoned");
-        if !m.is_empty() {
-            m.remove(instance);
-        }
+    /// The resync [`Hub::came_from`] planned is being sent now.
+    pub fn planned_resync_sent(&self) {
+        let mut p = self.resyncs.lock().expect("hub poisoned");
+        p.planned = false;
+        p.last = Some(std::time::Instant::now());
     }
 
     /// Every session asks again (what other masters said may have been missed).
@@ -424,19 +455,21 @@ mod tests {
             .collect()
     }
 
-    /// Consoles ask again at the first slave from another master, and again after that master
-    /// was heard from since.
+    /// Every slave from another master is followed by a resync, at most one per interval: the
+    /// first at once, those within the interval by one planned at its end.
     #[test]
-    fn a_slave_from_another_master_counts_again_once_that_master_was_heard() {
+    fn slaves_from_other_masters_cause_resyncs_at_a_bounded_pace() {
         let hub = Hub::default();
         let me = hub.instance.clone();
-        assert!(!hub.came_from(&me));
-        assert!(hub.came_from("m2"));
-        assert!(!hub.came_from("m2"), "once per master while it is silent");
-        hub.heard_from("m3");
-        assert!(!hub.came_from("m2"));
-        hub.heard_from("m2");
-        assert!(hub.came_from("m2"));
+        assert_eq!(hub.came_from(&me), Resync::No, "not from another master");
+        assert_eq!(hub.came_from("m2"), Resync::Now);
+        let Resync::After(wait) = hub.came_from("m3") else {
+            panic!("a second arrival within the interval plans one")
+        };
+        assert!(wait <= RESYNC_EVERY);
+        assert_eq!(hub.came_from("m2"), Resync::No, "the planned one covers it");
+        hub.planned_resync_sent();
+        assert!(matches!(hub.came_from("m2"), Resync::After(_)));
     }
 
     /// A reconnect check and a dispatcher racing for one build: whichever the hub sees first

@@ -152,11 +152,11 @@ impl AppState {
             (EndedBy::Master { .. }, Some(r)) => Some(r.to_string()),
             _ => None,
         };
-        let sealed = match self.storage.seal_log(id, note.as_deref()).await {
-            Ok(size) => Ok(size),
+        let (sealed, token) = match self.storage.seal_log(id, note.as_deref()).await {
+            Ok(seal) => (Ok((seal.lines, seal.bytes)), Some(seal.token)),
             Err(e) => {
                 tracing::warn!(build = %id, "cannot end the log with the master's note: {e}");
-                self.storage.log_size(id).await
+                (self.storage.log_size(id).await, None)
             }
         };
         let recorded = async {
@@ -184,7 +184,11 @@ impl AppState {
             Ok(r) => r,
             Err(e) => {
                 // The build did not end: its log goes on.
-                if let Err(e) = self.storage.unseal_log(id).await {
+                let unsealed = match &token {
+                    Some(t) => self.storage.unseal_log(id, Some(t)).await,
+                    None => Ok(()),
+                };
+                if let Err(e) = unsealed {
                     tracing::warn!(build = %id, "cannot reopen the log of a build still running: {e}");
                 }
                 return Err(e);

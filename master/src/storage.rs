@@ -75,6 +75,16 @@ pub struct Appended {
     pub sealed: bool,
 }
 
+/// A log sealed at its build's end ([`Storage::seal_log`]).
+#[derive(Debug)]
+pub struct Seal {
+    /// The log's final size.
+    pub lines: u64,
+    pub bytes: u64,
+    /// What this end wrote into the marker (to lift its own seal only).
+    pub token: String,
+}
+
 /// A limit an artifact upload would go over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Over {
@@ -401,10 +411,10 @@ impl Storage {
 
     /// The build ends: its log takes its last line, the master's `note` if any (never refused
     /// for the log limit: callers that enforce the limit keep room for it, [`note_bytes`]), and
-    /// then no more, on any master (a marker file next to it says so). Returns the log's final
-    /// (lines, bytes). A slave's lines that arrive after this are refused, so an ended build's
-    /// log ends with the master's reason and its index row matches the file.
-    pub async fn seal_log(&self, id: BuildId, note: Option<&str>) -> io::Result<(u64, u64)> {
+    /// then no more, on any master (a marker file next to it holds this end's token). Returns
+    /// the log's final size and the token. A slave's lines that arrive after this are refused,
+    /// so an ended build's log ends with the master's reason and its index row matches the file.
+    pub async fn seal_log(&self, id: BuildId, note: Option<&str>) -> io::Result<Seal> {
         let log = self.open_log(id).await?;
         let mut log = log.lock().await;
         let _locked = file_lock::Flock::exclusive_async(log.file.as_raw_fd()).await?;
@@ -423,32 +433,50 @@ impl Storage {
             self.write_lines(id, &mut log, next, &line, u64::MAX, &mut out)
                 .await?;
         }
-        if !log.sealed {
-            tokio::fs::OpenOptions::new()
-                .mode(0o600)
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(self.seal_path(id))
-                .await?;
-            log.sealed = true;
-        }
-        let size = (log.next_seq, log.bytes);
+        // This end's own token, over any seal an earlier end left that never committed.
+        let mut bytes = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        let token = hex::encode(bytes);
+        let mut marker = tokio::fs::OpenOptions::new()
+            .mode(0o600)
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(self.seal_path(id))
+            .await?;
+        marker.write_all(token.as_bytes()).await?;
+        log.sealed = true;
+        let seal = Seal {
+            lines: log.next_seq,
+            bytes: log.bytes,
+            token,
+        };
         drop(log);
         if note.is_some() {
             let _ = self.grew.send(id);
             let _ = self.appended.send(id);
         }
-        Ok(size)
+        Ok(seal)
     }
 
-    /// Undoes [`Storage::seal_log`]: the build's end was not recorded after all (its
-    /// transaction failed, or the master died before committing it and the build still runs).
-    pub async fn unseal_log(&self, id: BuildId) -> io::Result<()> {
+    /// Undoes [`Storage::seal_log`] when the build's end was not recorded after all: with
+    /// `token`, the seal of that end only (its transaction failed; another end may have sealed
+    /// the log since); without, any seal (the caller holds the build's row and found it still
+    /// running: an end that never committed, its master having died first).
+    pub async fn unseal_log(&self, id: BuildId, token: Option<&str>) -> io::Result<()> {
         let log = self.open_log(id).await?;
         let mut log = log.lock().await;
         let _locked = file_lock::Flock::exclusive_async(log.file.as_raw_fd()).await?;
-        match tokio::fs::remove_file(self.seal_path(id)).await {
+        let path = self.seal_path(id);
+        if let Some(token) = token {
+            match tokio::fs::read_to_string(&path).await {
+                Ok(t) if t == token => {}
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                // Another end's seal, or none.
+                _ => return Ok(()),
+            }
+        }
+        match tokio::fs::remove_file(&path).await {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
@@ -605,7 +633,7 @@ mod tests {
             text.len() as u64,
             70 + note_bytes("log limit of 75 bytes exceeded")
         );
-        assert_eq!(end, (11, text.len() as u64));
+        assert_eq!((end.lines, end.bytes), (11, text.len() as u64));
         // Sealed: a slave's late lines are refused, here and by another master on the same
         // storage.
         let late = s
@@ -617,8 +645,20 @@ mod tests {
         let late = other.append_log(id, 11, &lines(11..12), u64::MAX).await;
         assert!(late.unwrap().sealed);
         assert_eq!(std::fs::read_to_string(s.log_path(id)).unwrap(), text);
-        // An end that never committed opens it again.
-        s.unseal_log(id).await.unwrap();
+        // An end that failed lifts only its own seal: not one a later end made.
+        let later = s.seal_log(id, None).await.unwrap();
+        s.unseal_log(id, Some(&end.token)).await.unwrap();
+        assert!(
+            s.append_log(id, 11, &lines(11..12), u64::MAX)
+                .await
+                .unwrap()
+                .sealed
+        );
+        s.unseal_log(id, Some(&later.token)).await.unwrap();
+        assert!(!s.seal_path(id).exists());
+        // One that never committed is lifted by whoever finds the build still running.
+        s.seal_log(id, None).await.unwrap();
+        s.unseal_log(id, None).await.unwrap();
         // Enough lines for index records; a reopened log finds the same end.
         let many: Vec<String> = (11..20_000).map(|i| format!("l{i}")).collect();
         s.append_log(id, 11, &many, u64::MAX).await.unwrap();

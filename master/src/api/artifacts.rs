@@ -299,7 +299,7 @@ async fn store(
     } else {
         None
     };
-    let running = crate::db::builds::holder(&mut *tx, build)
+    let running = crate::db::builds::holder_locked(&mut *tx, build)
         .await?
         .is_some_and(|(slave, state)| state.is_active() && slave == b.slave_id);
     if over.is_some() || !running {
@@ -367,6 +367,18 @@ async fn sign_sums(
             b.commit_sha.as_deref().unwrap_or("unknown")
         ),
     )?;
+    let sha = hex::encode(Sha256::digest(sig.as_bytes()));
+    // Kept as the upload's own last step is: under the project's lock, while the build runs and
+    // its row is held (a build that ended meanwhile, or failed over a limit, holds nothing more;
+    // none ends before this commits).
+    let mut tx = st.db.begin().await?;
+    artifacts::lock_project_usage(&mut tx, b.project_id).await?;
+    let running = crate::db::builds::holder_locked(&mut *tx, build)
+        .await?
+        .is_some_and(|(slave, state)| state.is_active() && slave == b.slave_id);
+    if !running {
+        anyhow::bail!("the build ended before its signature was stored");
+    }
     st.artifacts
         .put_small(
             build,
@@ -374,21 +386,6 @@ async fn sign_sums(
             bytes::Bytes::from(sig.clone().into_bytes()),
         )
         .await?;
-    let sha = hex::encode(Sha256::digest(sig.as_bytes()));
-    // Kept as the upload's own last step is: under the project's lock, while the build runs (a
-    // build that ended meanwhile, or failed over a limit, holds nothing more).
-    let mut tx = st.db.begin().await?;
-    artifacts::lock_project_usage(&mut tx, b.project_id).await?;
-    let running = crate::db::builds::holder(&mut *tx, build)
-        .await?
-        .is_some_and(|(slave, state)| state.is_active() && slave == b.slave_id);
-    if !running {
-        drop(tx);
-        st.artifacts
-            .delete(build, crate::signing::SIGNATURE)
-            .await?;
-        anyhow::bail!("the build ended before its signature was stored");
-    }
     artifacts::upsert(
         &mut *tx,
         build,
@@ -423,10 +420,25 @@ async fn over_limit(st: &AppState, b: &BuildRow, over: Over, holding: u64) -> Ap
     tracing::warn!(%build, "{reason}; refusing the upload and failing the build");
     if let Err(e) = fail_dropping_artifacts(st, build, b.project_id, &reason).await {
         tracing::warn!(%build, "failing a build over its limit and removing its artifacts: {e:#}");
-        // The build must not go on uploading whatever went wrong above.
+        // The build must not go on uploading whatever went wrong above, and its rows must not
+        // outlive objects already removed: one step after the other, as best it can.
         fail_build(st, build, &reason).await;
+        if let Err(e) = drop_artifacts(st, build, b.project_id).await {
+            tracing::warn!(%build, "removing the artifacts of a build over its limit: {e:#}");
+        }
     }
     ApiError::TooLarge(reason)
+}
+
+/// Removes a build's stored artifacts (rows and files), under its project's upload lock.
+async fn drop_artifacts(st: &AppState, build: BuildId, project: i64) -> anyhow::Result<()> {
+    let mut tx = st.db.begin().await?;
+    artifacts::lock_project_usage(&mut tx, project).await?;
+    for name in artifacts::delete_for_build(&mut *tx, build).await? {
+        st.artifacts.delete(build, &name).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Fails a build and removes its stored artifacts (rows and files) in one transaction, under

@@ -161,18 +161,37 @@ pub async fn holder(
     Ok(row.map(|(s, state)| (s, state.parse().unwrap_or(BuildState::Failed))))
 }
 
-/// Whether the build is dispatched or running, read after any transaction changing it now has
-/// ended (a locking read waits for it): what a log sealed by an ending that may not have
-/// committed is checked against.
-pub async fn active_after_changes(db: impl PgExecutor<'_>, id: BuildId) -> sqlx::Result<bool> {
+/// Whether the build is dispatched to or running on `slave`, read after any transaction changing
+/// it now has ended, and locked (`FOR SHARE`) until the caller's transaction ends, so no end can
+/// commit meanwhile: what a log sealed by an end that may not have committed is checked against.
+pub async fn active_after_changes(
+    db: impl PgExecutor<'_>,
+    id: BuildId,
+    slave: SlaveId,
+) -> sqlx::Result<bool> {
     let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM builds WHERE id = $1 FOR SHARE")
+        sqlx::query_scalar("SELECT state FROM builds WHERE id = $1 AND slave_id = $2 FOR SHARE")
             .bind(id.0)
+            .bind(slave.0)
             .fetch_optional(db)
             .await?;
     Ok(state
         .and_then(|s| s.parse::<BuildState>().ok())
         .is_some_and(BuildState::is_active))
+}
+
+/// [`holder`], locking the row (`FOR SHARE`) until the caller's transaction ends: the build
+/// cannot end before what the caller records with it commits.
+pub async fn holder_locked(
+    db: impl PgExecutor<'_>,
+    id: BuildId,
+) -> sqlx::Result<Option<(Option<i64>, BuildState)>> {
+    let row: Option<(Option<i64>, String)> =
+        sqlx::query_as("SELECT slave_id, state FROM builds WHERE id = $1 FOR SHARE")
+            .bind(id.0)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|(s, state)| (s, state.parse().unwrap_or(BuildState::Failed))))
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: BuildId) -> sqlx::Result<Option<BuildRow>> {
@@ -212,9 +231,10 @@ pub async fn list_visible(
     .await
 }
 
-/// What a console's queue starts from (its snapshot, also after a `Resync`), newest first, at
-/// most `cap` builds of `projects` (`None`: all): the `newest` builds, every build not ended, and
-/// every build ended in the last `recent_secs`. A console that missed an event (its master died
+/// What a console's queue starts from (its snapshot, also after a `Resync`), at most `cap`
+/// builds of `projects` (`None`: all): the `newest` builds, every build not ended, and every
+/// build ended in the last `recent_secs`; builds not ended first (a console may show them as
+/// running), then newest first. A console that missed an event (its master died
 /// between a commit and telling the others, or it fell behind) has only recent changes to
 /// catch up on, and a build it shows as running may be older than the newest.
 pub async fn list_for_console(
@@ -239,7 +259,8 @@ pub async fn list_for_console(
             UNION
             SELECT id FROM builds WHERE finished_at > now() - make_interval(secs => $3)
               AND ($1::bigint[] IS NULL OR project_id = ANY($1)))
-         {SELECT} WHERE b.id IN (SELECT id FROM picked) ORDER BY b.id DESC LIMIT $4"
+         {SELECT} WHERE b.id IN (SELECT id FROM picked)
+          ORDER BY b.state IN ('queued','dispatched','running') DESC, b.id DESC LIMIT $4"
     ))
     .bind(projects)
     .bind(newest)

@@ -8,6 +8,7 @@
 
 use crate::auth;
 use crate::db::{builds, slaves};
+use crate::hub::Resync;
 use crate::lifecycle::EndedBy;
 use crate::state::AppState;
 use crate::ws::holdings::Holdings;
@@ -17,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use kiln_shared::codec::{self, CodecError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
-use kiln_shared::frames::{Cadence, Directive, MasterFrame, Outcome, SlaveFrame};
+use kiln_shared::frames::{Cadence, ConsoleEvent, Directive, MasterFrame, Outcome, SlaveFrame};
 use kiln_shared::{BuildId, BuildState, SlaveId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -205,12 +206,21 @@ async fn session(
         let checked = reconnect_check(&st, id, conn, &name, &hello.builds).await;
         st.hub.checked(id, conn);
         checked?;
-        if before.is_some_and(|m| st.hub.came_from(&m)) {
-            // Its master may have died, and one that dies between ending a build and telling the
-            // others (`fanout.rs`) leaves every console missing that end for good. The slaves it
-            // held come to the others, after it is gone: at the first one, every master's consoles
-            // ask again (once per master left, until it is heard from again).
-            st.hub.publish(kiln_shared::frames::ConsoleEvent::Resync);
+        // Its master may have died, and one that dies between ending a build and telling the
+        // others (`fanout.rs`) leaves every console missing that end for good. The slaves it
+        // held come to the others, after it is gone: every master's consoles ask again, at a
+        // bounded pace (`Hub::came_from`).
+        match before.map(|m| st.hub.came_from(&m)) {
+            Some(Resync::Now) => st.hub.publish(ConsoleEvent::Resync),
+            Some(Resync::After(wait)) => {
+                let st = st.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    st.hub.planned_resync_sent();
+                    st.hub.publish(ConsoleEvent::Resync);
+                });
+            }
+            Some(Resync::No) | None => {}
         }
         if let Some(r) = reconcile(&st, id, &hello.builds).await? {
             sink.send(binary(&r)).await.ok();
@@ -426,14 +436,17 @@ async fn handle(
             if a.as_ref().is_ok_and(|a| a.sealed) {
                 // The build's end sealed its log, unless that end never committed (its
                 // transaction failed, or its master died first): then the log goes on.
-                if !builds::active_after_changes(&st.db, build).await? {
+                // The row stays locked until the lines are in: no end can seal it meanwhile.
+                let mut tx = st.db.begin().await?;
+                if !builds::active_after_changes(&mut *tx, build, slave).await? {
                     return Ok(vec![MasterFrame::Cancel {
                         build,
                         reason: "the build has ended; its log takes no more lines".into(),
                     }]);
                 }
-                st.storage.unseal_log(build).await?;
+                st.storage.unseal_log(build, None).await?;
                 a = st.storage.append_log(build, first_seq, &lines, room).await;
+                tx.commit().await?;
             }
             let a = match a {
                 Ok(a) => a,

@@ -326,7 +326,10 @@ impl Hub {
                 }
                 None => true,
             },
-            _ => false,
+            // Replaced: the newer session may have been sent the job, and its own check decides.
+            Some(_) => false,
+            // Closed, and no newer session yet: whichever comes checks again.
+            None => true,
         }
     }
 

@@ -183,10 +183,14 @@ impl AppState {
         let (retry, ended, notified) = match recorded {
             Ok(r) => r,
             Err(e) => {
-                // The build did not end: its log goes on.
+                // The build did not end: its log goes on. (Unless the commit landed and only its
+                // answer was lost: then the build has ended and its seal stays.)
+                let ended = builds::holder(&self.db, id)
+                    .await
+                    .is_ok_and(|h| h.is_some_and(|(_, s)| s.is_terminal()));
                 let unsealed = match &token {
-                    Some(t) => self.storage.unseal_log(id, Some(t)).await,
-                    None => Ok(()),
+                    Some(t) if !ended => self.storage.unseal_log(id, Some(t)).await,
+                    _ => Ok(()),
                 };
                 if let Err(e) = unsealed {
                     tracing::warn!(build = %id, "cannot reopen the log of a build still running: {e}");

@@ -73,10 +73,14 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<Vec<BuildId>> {
     let mut lost = vec![];
     // Revoking a slave loses its builds itself; these are what a revoke interrupted left.
     for id in builds::orphaned(&state.db).await? {
-        state
+        match state
             .lose_build(id, "its slave was revoked while it held the build")
-            .await?;
-        lost.push(id);
+            .await
+        {
+            Ok(crate::db::builds::Transition::Done { .. }) => lost.push(id),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(build = %id, "losing a build whose slave is gone: {e}"),
+        }
     }
     for h in builds::held(&state.db, &state.hub.instance).await? {
         let (id, slave, name) = (h.build, h.slave, h.name);

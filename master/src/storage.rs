@@ -445,6 +445,8 @@ impl Storage {
             .open(self.seal_path(id))
             .await?;
         marker.write_all(token.as_bytes()).await?;
+        // On disk before the file lock goes: whoever reads the marker next finds the token.
+        marker.flush().await?;
         log.sealed = true;
         let seal = Seal {
             lines: log.next_seq,

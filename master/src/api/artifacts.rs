@@ -430,10 +430,15 @@ async fn over_limit(st: &AppState, b: &BuildRow, over: Over, holding: u64) -> Ap
     ApiError::TooLarge(reason)
 }
 
-/// Removes a build's stored artifacts (rows and files), under its project's upload lock.
+/// Removes an ended build's stored artifacts (rows and files), under its project's upload
+/// lock; a build that did not end after all keeps them.
 async fn drop_artifacts(st: &AppState, build: BuildId, project: i64) -> anyhow::Result<()> {
     let mut tx = st.db.begin().await?;
     artifacts::lock_project_usage(&mut tx, project).await?;
+    let state = crate::db::builds::holder_locked(&mut *tx, build).await?;
+    if state.is_some_and(|(_, s)| s.is_active()) {
+        anyhow::bail!("build {build} did not end; its artifacts stay");
+    }
     for name in artifacts::delete_for_build(&mut *tx, build).await? {
         st.artifacts.delete(build, &name).await?;
     }

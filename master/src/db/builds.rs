@@ -233,8 +233,9 @@ pub async fn list_visible(
 
 /// What a console's queue starts from (its snapshot, also after a `Resync`), at most `cap`
 /// builds of `projects` (`None`: all): the `newest` builds, every build not ended, and every
-/// build ended in the last `recent_secs`; builds not ended first (a console may show them as
-/// running), then newest first. A console that missed an event (its master died
+/// build ended in the last `recent_secs`. Over the cap, what a console may wrongly show as
+/// running comes first: dispatched and running builds, then ended ones, then queued; newest
+/// first within each. A console that missed an event (its master died
 /// between a commit and telling the others, or it fell behind) has only recent changes to
 /// catch up on, and a build it shows as running may be older than the newest.
 pub async fn list_for_console(
@@ -260,7 +261,8 @@ pub async fn list_for_console(
             SELECT id FROM builds WHERE finished_at > now() - make_interval(secs => $3)
               AND ($1::bigint[] IS NULL OR project_id = ANY($1)))
          {SELECT} WHERE b.id IN (SELECT id FROM picked)
-          ORDER BY b.state IN ('queued','dispatched','running') DESC, b.id DESC LIMIT $4"
+          ORDER BY CASE WHEN b.state IN ('dispatched','running') THEN 0
+                        WHEN b.state = 'queued' THEN 2 ELSE 1 END, b.id DESC LIMIT $4"
     ))
     .bind(projects)
     .bind(newest)

@@ -578,3 +578,62 @@ async fn a_build_whose_slave_was_removed_under_it_is_lost_by_the_next_sweep() {
         Some("its slave was revoked while it held the build")
     );
 }
+
+/// A job whose `Assign` never reached its slave (sent on a session already dead, say by another
+/// master that still held one) does not stay `dispatched` while the slave is heard from: once
+/// the slave's heartbeats have not listed it for `master.lost_timeout_secs`, it goes back to
+/// the queue as the same build. A job listed in time stays with its slave.
+#[tokio::test]
+async fn a_job_its_slave_never_lists_goes_back_to_the_queue() {
+    use futures_util::StreamExt;
+    use kiln_shared::frames::{MasterFrame, SlaveFrame};
+    use tokio_tungstenite::tungstenite::Message;
+    let farm = Farm::with(FarmOptions {
+        heartbeat_secs: 1,
+        lost_timeout_secs: 2,
+        ..Default::default()
+    })
+    .await;
+    farm.project("p", "https://git.example.org/p.git", "main")
+        .await;
+    let mut hello = kiln_tests::farm::test_hello("raw");
+    hello.capacity = 2;
+    let mut slave = kiln_tests::RawSlave::connect_with(&farm, hello).await;
+    let listed = farm.request_build("p", json!({})).await.id;
+    assert_eq!(slave.job().await.build, listed);
+    // Its second job "never arrives": the slave's heartbeats list only the first.
+    let unlisted = farm.request_build("p", json!({})).await.id;
+    assert_eq!(slave.job().await.build, unlisted);
+    let beat = || SlaveFrame::Heartbeat {
+        builds: vec![listed],
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    let again = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the unlisted job was never given again"
+        );
+        tokio::select! {
+            _ = tick.tick() => slave.send(beat()).await,
+            m = slave.ws.next() => {
+                let Some(Ok(Message::Binary(b))) = m else { continue };
+                if let MasterFrame::Assign(job) = kiln_shared::codec::decode(&b).unwrap() {
+                    break job.build;
+                }
+            }
+        }
+    };
+    assert_eq!(again, unlisted, "the same build, given again");
+    let all: Vec<Build> = farm.get("/api/builds?project=p").await;
+    assert_eq!(all.len(), 2, "no retry was made: {all:?}");
+    let b = farm.build(unlisted).await;
+    assert_eq!(b.state, BuildState::Dispatched);
+    assert_eq!(
+        b.reason.as_deref(),
+        Some("slave 'raw' never received its job (not among what it holds 2 s after it was sent)")
+    );
+    let first = farm.build(listed).await;
+    assert_eq!(first.state, BuildState::Dispatched, "{:?}", first.reason);
+    assert_eq!(first.reason, None, "a listed job stays with its slave");
+}

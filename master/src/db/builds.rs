@@ -637,6 +637,23 @@ pub struct Held {
     pub seen_elsewhere: Option<DateTime<Utc>>,
 }
 
+/// Builds dispatched to `slave` (never started) more than `secs` seconds ago.
+pub async fn dispatched_before(
+    db: impl PgExecutor<'_>,
+    slave: SlaveId,
+    secs: u32,
+) -> sqlx::Result<Vec<BuildId>> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM builds WHERE slave_id = $1 AND state = 'dispatched'
+            AND dispatched_at < now() - make_interval(secs => $2)",
+    )
+    .bind(slave.0)
+    .bind(f64::from(secs))
+    .fetch_all(db)
+    .await?;
+    Ok(ids.into_iter().map(BuildId).collect())
+}
+
 /// Builds dispatched or running whose slave was removed (revoked while they ran): nobody will
 /// report them.
 pub async fn orphaned(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<BuildId>> {

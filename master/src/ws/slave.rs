@@ -392,6 +392,7 @@ async fn handle(
         // When it was heard is in the hub at once; the database gets it in batches
         // (`liveness::record_last_seen`): 1,000 slaves are not 200 UPDATEs a second.
         SlaveFrame::Heartbeat { builds: held } => {
+            never_received(st, slave, name, &held).await?;
             Ok(reconcile(st, slave, &held).await?.into_iter().collect())
         }
         // The hub heard it (the database gets it with the next batch, as for a heartbeat).
@@ -585,6 +586,30 @@ fn about(frame: &SlaveFrame) -> Option<BuildId> {
         | SlaveFrame::Finished { build, .. } => Some(*build),
         SlaveFrame::Hello(_) | SlaveFrame::Heartbeat { .. } | SlaveFrame::Draining => None,
     }
+}
+
+/// Jobs sent to the slave longer than `master.lost_timeout_secs` ago that it still does not list
+/// among what it holds never reached it (an `Assign` that went out on a session already dead,
+/// say through another master that still held one): they go back to the queue as the same
+/// builds, rather than staying `dispatched` for as long as the slave is heard from. A job on its
+/// way is listed long before that; if it still arrives, the slave's `Started` is refused.
+async fn never_received(
+    st: &AppState,
+    slave: SlaveId,
+    name: &str,
+    held: &[BuildId],
+) -> Result<(), ProtocolError> {
+    let grace = st.cfg.master.lost_timeout_secs;
+    for b in builds::dispatched_before(&st.db, slave, grace).await? {
+        if held.contains(&b) {
+            continue;
+        }
+        let reason = format!(
+            "slave '{name}' never received its job (not among what it holds {grace} s after it was sent)"
+        );
+        st.requeue_unreached(b, slave, &reason).await?;
+    }
+    Ok(())
 }
 
 /// The reconnect check of session `conn`: builds the database gives to the slave that its hello

@@ -468,8 +468,6 @@ if (shell !== 0 || !wasm || wasm.encoding !== 'br' || !(Number(wasm.length) < Nu
 /// in the last hour: a build it shows as running may be older than the newest hundred.
 #[tokio::test]
 async fn the_queue_snapshot_holds_the_newest_the_unended_and_the_recently_ended_builds() {
-    use kiln_shared::frames::{ConsoleEvent, ConsoleRequest};
-    use kiln_tests::session::{console_next, console_send};
     let farm = Farm::in_process(
         FarmOptions::default(),
         std::sync::Arc::new(kiln_master::clock::SystemClock),
@@ -514,28 +512,10 @@ async fn the_queue_snapshot_holds_the_newest_the_unended_and_the_recently_ended_
         .ws("/ws/console", Some(&farm.token), &version)
         .await
         .expect("a console");
-    console_send(&mut ws, &ConsoleRequest::SubscribeQueue).await;
-    // Answers come in order: this one marks the snapshot's end.
-    console_send(
-        &mut ws,
-        &ConsoleRequest::EarlierLog {
-            build: waiting,
-            before_seq: 0,
-            lines: 1,
-        },
-    )
-    .await;
-    let mut seen = std::collections::BTreeSet::new();
-    loop {
-        match console_next(&mut ws).await {
-            Some(ConsoleEvent::Build(b)) => {
-                seen.insert(b.id);
-            }
-            Some(ConsoleEvent::EarlierLines { build, .. }) if build == waiting => break,
-            Some(_) => {}
-            None => panic!("the console closed before its snapshot ended"),
-        }
-    }
+    let seen: std::collections::BTreeSet<_> = kiln_tests::session::snapshot_on(&mut ws, waiting)
+        .await
+        .into_iter()
+        .collect();
     assert!(newest.iter().all(|b| seen.contains(b)), "{seen:?}");
     assert!(seen.contains(&waiting), "an old queued build: {seen:?}");
     assert!(

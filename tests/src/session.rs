@@ -193,14 +193,23 @@ pub async fn console_snapshot(
     session: &Session,
     marker: kiln_shared::BuildId,
 ) -> Vec<kiln_shared::BuildId> {
-    use kiln_shared::frames::{ConsoleEvent, ConsoleRequest};
     let mut ws = session
         .console(farm, &session.base)
         .await
         .expect("console socket");
-    console_send(&mut ws, &ConsoleRequest::SubscribeQueue).await;
+    snapshot_on(&mut ws, marker).await
+}
+
+/// The builds in the queue snapshot a console socket `ws` gets (in the order sent), its end
+/// marked as [`console_snapshot`]'s is.
+pub async fn snapshot_on(
+    ws: &mut crate::farm::Ws,
+    marker: kiln_shared::BuildId,
+) -> Vec<kiln_shared::BuildId> {
+    use kiln_shared::frames::{ConsoleEvent, ConsoleRequest};
+    console_send(ws, &ConsoleRequest::SubscribeQueue).await;
     console_send(
-        &mut ws,
+        ws,
         &ConsoleRequest::EarlierLog {
             build: marker,
             before_seq: 0,
@@ -210,7 +219,7 @@ pub async fn console_snapshot(
     .await;
     let mut out = vec![];
     loop {
-        match console_next(&mut ws).await {
+        match console_next(ws).await {
             Some(ConsoleEvent::Build(b)) => out.push(b.id),
             Some(ConsoleEvent::EarlierLines { build, .. }) if build == marker => return out,
             Some(_) => {}

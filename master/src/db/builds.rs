@@ -153,11 +153,20 @@ pub async fn holder(
     db: impl PgExecutor<'_>,
     id: BuildId,
 ) -> sqlx::Result<Option<(Option<i64>, BuildState)>> {
-    let row: Option<(Option<i64>, String)> =
-        sqlx::query_as("SELECT slave_id, state FROM builds WHERE id = $1")
-            .bind(id.0)
-            .fetch_optional(db)
-            .await?;
+    read_holder(db, id, "").await
+}
+
+async fn read_holder(
+    db: impl PgExecutor<'_>,
+    id: BuildId,
+    lock: &str,
+) -> sqlx::Result<Option<(Option<i64>, BuildState)>> {
+    let row: Option<(Option<i64>, String)> = sqlx::query_as(&format!(
+        "SELECT slave_id, state FROM builds WHERE id = $1 {lock}"
+    ))
+    .bind(id.0)
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(|(s, state)| (s, state.parse().unwrap_or(BuildState::Failed))))
 }
 
@@ -186,12 +195,7 @@ pub async fn holder_locked(
     db: impl PgExecutor<'_>,
     id: BuildId,
 ) -> sqlx::Result<Option<(Option<i64>, BuildState)>> {
-    let row: Option<(Option<i64>, String)> =
-        sqlx::query_as("SELECT slave_id, state FROM builds WHERE id = $1 FOR SHARE")
-            .bind(id.0)
-            .fetch_optional(db)
-            .await?;
-    Ok(row.map(|(s, state)| (s, state.parse().unwrap_or(BuildState::Failed))))
+    read_holder(db, id, "FOR SHARE").await
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: BuildId) -> sqlx::Result<Option<BuildRow>> {

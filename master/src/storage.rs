@@ -75,6 +75,20 @@ pub struct Appended {
     pub sealed: bool,
 }
 
+impl Appended {
+    /// Nothing written yet to `log` as it stands.
+    fn at(log: &LogFile) -> Appended {
+        Appended {
+            next_seq: log.next_seq,
+            bytes: log.bytes,
+            index_due: false,
+            written: 0,
+            limited: false,
+            sealed: log.sealed,
+        }
+    }
+}
+
 /// A log sealed at its build's end ([`Storage::seal_log`]).
 #[derive(Debug)]
 pub struct Seal {
@@ -295,16 +309,8 @@ impl Storage {
         let mut log = log.lock().await;
         let _locked = file_lock::Flock::exclusive_async(log.file.as_raw_fd()).await?;
         self.catch_up(id, &mut log).await?;
-        let next = log.next_seq;
-        let mut out = Appended {
-            bytes: log.bytes,
-            index_due: false,
-            next_seq: next,
-            written: 0,
-            limited: false,
-            sealed: log.sealed,
-        };
-        if log.sealed || first_seq > next {
+        let mut out = Appended::at(&log);
+        if log.sealed || first_seq > log.next_seq {
             return Ok(out);
         }
         self.write_lines(id, &mut log, first_seq, lines, max_bytes, &mut out)
@@ -420,15 +426,7 @@ impl Storage {
         let _locked = file_lock::Flock::exclusive_async(log.file.as_raw_fd()).await?;
         self.catch_up(id, &mut log).await?;
         if let Some(note) = note {
-            let next = log.next_seq;
-            let mut out = Appended {
-                next_seq: next,
-                bytes: log.bytes,
-                index_due: false,
-                written: 0,
-                limited: false,
-                sealed: false,
-            };
+            let (next, mut out) = (log.next_seq, Appended::at(&log));
             let line = [format!("{NOTE_PREFIX}{note}")];
             self.write_lines(id, &mut log, next, &line, u64::MAX, &mut out)
                 .await?;

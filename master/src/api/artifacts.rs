@@ -299,9 +299,7 @@ async fn store(
     } else {
         None
     };
-    let running = crate::db::builds::holder_locked(&mut *tx, build)
-        .await?
-        .is_some_and(|(slave, state)| state.is_active() && slave == b.slave_id);
+    let running = crate::db::builds::held_by_locked(&mut *tx, build, b.slave_id).await?;
     if over.is_some() || !running {
         drop(tx);
         upload.discard().await;
@@ -373,10 +371,7 @@ async fn sign_sums(
     // none ends before this commits).
     let mut tx = st.db.begin().await?;
     artifacts::lock_project_usage(&mut tx, b.project_id).await?;
-    let running = crate::db::builds::holder_locked(&mut *tx, build)
-        .await?
-        .is_some_and(|(slave, state)| state.is_active() && slave == b.slave_id);
-    if !running {
+    if !crate::db::builds::held_by_locked(&mut *tx, build, b.slave_id).await? {
         anyhow::bail!("the build ended before its signature was stored");
     }
     st.artifacts
@@ -439,10 +434,20 @@ async fn drop_artifacts(st: &AppState, build: BuildId, project: i64) -> anyhow::
     if state.is_some_and(|(_, s)| s.is_active()) {
         anyhow::bail!("build {build} did not end; its artifacts stay");
     }
-    for name in artifacts::delete_for_build(&mut *tx, build).await? {
+    delete_stored(st, &mut tx, build).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Deletes the build's artifact rows in `tx`, and their files or objects.
+async fn delete_stored(
+    st: &AppState,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    build: BuildId,
+) -> anyhow::Result<()> {
+    for name in artifacts::delete_for_build(&mut **tx, build).await? {
         st.artifacts.delete(build, &name).await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -457,9 +462,7 @@ async fn fail_dropping_artifacts(
 ) -> anyhow::Result<()> {
     let mut tx = st.db.begin().await?;
     artifacts::lock_project_usage(&mut tx, project).await?;
-    for name in artifacts::delete_for_build(&mut *tx, build).await? {
-        st.artifacts.delete(build, &name).await?;
-    }
+    delete_stored(st, &mut tx, build).await?;
     let by = EndedBy::Master {
         stop_on_slave: false,
     };

@@ -170,32 +170,25 @@ async fn read_holder(
     Ok(row.map(|(s, state)| (s, state.parse().unwrap_or(BuildState::Failed))))
 }
 
-/// Whether the build is dispatched to or running on `slave`, read after any transaction changing
-/// it now has ended, and locked (`FOR SHARE`) until the caller's transaction ends, so no end can
-/// commit meanwhile: what a log sealed by an end that may not have committed is checked against.
-pub async fn active_after_changes(
-    db: impl PgExecutor<'_>,
-    id: BuildId,
-    slave: SlaveId,
-) -> sqlx::Result<bool> {
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM builds WHERE id = $1 AND slave_id = $2 FOR SHARE")
-            .bind(id.0)
-            .bind(slave.0)
-            .fetch_optional(db)
-            .await?;
-    Ok(state
-        .and_then(|s| s.parse::<BuildState>().ok())
-        .is_some_and(BuildState::is_active))
-}
-
 /// [`holder`], locking the row (`FOR SHARE`) until the caller's transaction ends: the build
-/// cannot end before what the caller records with it commits.
+/// cannot end before what the caller records with it commits (the read waits for an end in
+/// flight).
 pub async fn holder_locked(
     db: impl PgExecutor<'_>,
     id: BuildId,
 ) -> sqlx::Result<Option<(Option<i64>, BuildState)>> {
     read_holder(db, id, "FOR SHARE").await
+}
+
+/// Whether the build is dispatched to or running on `slave`, read as [`holder_locked`] does.
+pub async fn held_by_locked(
+    db: impl PgExecutor<'_>,
+    id: BuildId,
+    slave: Option<i64>,
+) -> sqlx::Result<bool> {
+    Ok(holder_locked(db, id)
+        .await?
+        .is_some_and(|(s, state)| state.is_active() && s == slave))
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: BuildId) -> sqlx::Result<Option<BuildRow>> {
@@ -696,13 +689,7 @@ pub async fn set_log_lines(
     n: u64,
     bytes: u64,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE builds SET log_lines = $2, log_bytes = $3 WHERE id = $1")
-        .bind(id.0)
-        .bind(n as i64)
-        .bind(bytes as i64)
-        .execute(db)
-        .await
-        .map(|_| ())
+    write_log_lines(db, id, n, bytes, "").await
 }
 
 /// [`set_log_lines`] while the build runs: once it has ended, its end wrote the final count
@@ -713,10 +700,19 @@ pub async fn set_running_log_lines(
     n: u64,
     bytes: u64,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE builds SET log_lines = $2, log_bytes = $3
-          WHERE id = $1 AND state IN ('dispatched','running')",
-    )
+    write_log_lines(db, id, n, bytes, "AND state IN ('dispatched','running')").await
+}
+
+async fn write_log_lines(
+    db: impl PgExecutor<'_>,
+    id: BuildId,
+    n: u64,
+    bytes: u64,
+    only: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(&format!(
+        "UPDATE builds SET log_lines = $2, log_bytes = $3 WHERE id = $1 {only}"
+    ))
     .bind(id.0)
     .bind(n as i64)
     .bind(bytes as i64)

@@ -283,7 +283,6 @@ pub async fn set_enabled(db: impl PgExecutor<'_>, id: SlaveId, enabled: bool) ->
         .map(|_| ())
 }
 
-/// Revokes a slave: its row and token go; its builds keep their history.
 /// Locks the slave's row until the transaction ends (a build claimed for it waits, since the
 /// claim refers to the row).
 pub async fn lock(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<()> {
@@ -294,6 +293,7 @@ pub async fn lock(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<()> {
         .map(|_| ())
 }
 
+/// Revokes a slave: its row and token go; its builds keep their history.
 pub async fn delete(db: impl PgExecutor<'_>, id: SlaveId) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM slaves WHERE id = $1")
         .bind(id.0)

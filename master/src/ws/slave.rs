@@ -101,6 +101,20 @@ fn binary(frame: &MasterFrame) -> Message {
     }
 }
 
+/// Tells the slave why its hello is refused (as far as the socket still carries it); the
+/// session ends with that reason.
+async fn refuse(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    why: String,
+) -> ProtocolError {
+    let _ = sink
+        .send(binary(&MasterFrame::Refused {
+            reason: why.clone(),
+        }))
+        .await;
+    ProtocolError::BadHello(why)
+}
+
 async fn session(
     st: Arc<AppState>,
     id: SlaveId,
@@ -127,12 +141,7 @@ async fn session(
         _ => return Err(ProtocolError::Unexpected("message before hello")),
     };
     if let Err(why) = check_hello(&hello) {
-        let _ = sink
-            .send(binary(&MasterFrame::Refused {
-                reason: why.clone(),
-            }))
-            .await;
-        return Err(ProtocolError::BadHello(why));
+        return Err(refuse(&mut sink, why).await);
     }
     let tags = match slaves::admit(&st.db, id, &name, &hello).await? {
         slaves::Admitted::Yes { tags, unapproved } => {
@@ -141,14 +150,7 @@ async fn session(
             }
             tags
         }
-        slaves::Admitted::Refused(why) => {
-            let _ = sink
-                .send(binary(&MasterFrame::Refused {
-                    reason: why.clone(),
-                }))
-                .await;
-            return Err(ProtocolError::BadHello(why));
-        }
+        slaves::Admitted::Refused(why) => return Err(refuse(&mut sink, why).await),
     };
     st.hub.heard(id, st.clock.now());
     // The session is in the hub before the database says the slave is online: whoever sees it
@@ -176,13 +178,7 @@ async fn session(
     let welcomed = async {
         let Some(before) = slaves::came_online(&st.db, id, &hello, &tags, &st.hub.instance).await?
         else {
-            let why = format!("slave '{name}' was revoked");
-            let _ = sink
-                .send(binary(&MasterFrame::Refused {
-                    reason: why.clone(),
-                }))
-                .await;
-            return Err(ProtocolError::BadHello(why));
+            return Err(refuse(&mut sink, format!("slave '{name}' was revoked")).await);
         };
         sink.send(binary(&MasterFrame::Welcome { slave: id, cadence }))
             .await
@@ -439,7 +435,7 @@ async fn handle(
                 // transaction failed, or its master died first): then the log goes on.
                 // The row stays locked until the lines are in: no end can seal it meanwhile.
                 let mut tx = st.db.begin().await?;
-                if !builds::active_after_changes(&mut *tx, build, slave).await? {
+                if !builds::held_by_locked(&mut *tx, build, Some(slave.0)).await? {
                     return Ok(vec![MasterFrame::Cancel {
                         build,
                         reason: "the build has ended; its log takes no more lines".into(),
